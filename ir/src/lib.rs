@@ -1,0 +1,16 @@
+//! fhec's intermediate representations.
+//!
+//! * [`nn`]: the NN IR, a petgraph DAG of float tensor ops with static shapes, as the
+//!   ONNX frontend produces it and as the float passes rewrite it. It has a verifier
+//!   ([`nn::verify`]), a stable textual printer ([`nn::print`]) and a float interpreter
+//!   ([`nn::interp`]).
+//!
+//! Architecture Invariant: this crate knows neither ONNX nor tfhe-rs. Ops are Rust enums,
+//! never strings; every value has a static shape.
+#![warn(missing_docs)]
+
+pub mod nn;
+
+pub use nn::{Graph, Node, Op, Shape};
+pub mod preprocess;
+pub use preprocess::Preprocess;
