@@ -1,1 +1,154 @@
+//! The ONNX frontend and the float interpreter against onnxruntime and tract.
+//!
+//! * `tests/fixtures/onnx/`: small models covering export styles (made by
+//!   `tests/fixtures/make_fixtures.py`), each with onnxruntime's output for a random input;
+//! * `examples/models/`: the bundled models, run on the bundled sample images;
+//! * `tests/fixtures/errors/`: models that must be rejected with a precise message.
+//!
+//! Outputs must agree within 1e-4, relative to the reference output's largest magnitude.
 
+use fhec_compiler::{ImportError, ImportOptions, import_onnx};
+use fhec_ir::Preprocess;
+use fhec_ir::nn::{interp, print, verify};
+use fhec_runtime::dataset::{Dataset, DatasetKind};
+use fhec_tests::*;
+
+const TOL: f32 = 1e-4;
+
+#[test]
+fn fixtures_match_onnxruntime_and_tract() {
+    let files = onnx_files("tests/fixtures/onnx");
+    assert!(files.len() >= 15, "fixtures missing: {files:?}");
+    for f in files {
+        let name = stem(&f);
+        let exp = Expected::for_model(&f).unwrap();
+        let g = import(&f).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        verify::verify(&g).unwrap();
+        let x = exp.input();
+        let got = interp::run(&g, &[x.clone()]).unwrap().remove(0);
+        let t = tract_run(&f, &x).unwrap_or_else(|e| panic!("{name}: tract: {e:#}"));
+        let (e_ort, e_tract) = (rel_err(&got, &exp.output()), rel_err(&got, &t));
+        assert!(
+            e_ort <= TOL && e_tract <= TOL,
+            "{name} ({}): rel. error vs onnxruntime {e_ort}, vs tract {e_tract} (tract vs onnxruntime {})",
+            exp.note,
+            rel_err(&t, &exp.output())
+        );
+    }
+}
+
+#[test]
+fn fixture_ir_snapshots() {
+    for f in onnx_files("tests/fixtures/onnx") {
+        let g = import(&f).unwrap();
+        insta::assert_snapshot!(format!("fixture_{}", stem(&f)), print::print(&g));
+    }
+}
+
+fn bundled() -> Vec<(std::path::PathBuf, Preprocess)> {
+    onnx_files("examples/models")
+        .into_iter()
+        .map(|f| {
+            let g = import(&f).unwrap();
+            let pre = match g.metadata.get(Preprocess::METADATA_KEY) {
+                Some(p) => p.parse().unwrap(),
+                // The burn export documents mnist-norm (examples/models/README.md).
+                None if stem(&f).starts_with("burn") => Preprocess::MnistNorm,
+                None => Preprocess::Unit,
+            };
+            (f, pre)
+        })
+        .collect()
+}
+
+#[test]
+fn bundled_models_ir_snapshots() {
+    for (f, _) in bundled() {
+        insta::assert_snapshot!(format!("model_{}", stem(&f)), print::print(&import(&f).unwrap()));
+    }
+}
+
+#[test]
+fn bundled_models_match_tract_on_sample_images() {
+    let ds = Dataset::load_test(&root().join("examples/data"), DatasetKind::Mnist).unwrap();
+    let models = bundled();
+    assert!(models.len() >= 3);
+    for (f, pre) in models {
+        let g = import(&f).unwrap();
+        let shape = g.node(g.inputs()[0]).shape.clone();
+        for i in 0..12 {
+            let x = ds.input(i, pre, &shape);
+            let got = interp::run(&g, &[x.clone()]).unwrap().remove(0);
+            let want = tract_run(&f, &x).unwrap();
+            let e = rel_err(&got, &want);
+            assert!(e <= TOL, "{}: image {i}: rel. error {e}", stem(&f));
+        }
+    }
+}
+
+#[test]
+fn error_message_snapshots() {
+    let mut report = String::new();
+    for f in onnx_files("tests/fixtures/errors") {
+        let err = import(&f).expect_err(&stem(&f));
+        report.push_str(&format!("{}: {err:#}\n", stem(&f)));
+    }
+    insta::assert_snapshot!("import_errors", report);
+}
+
+#[test]
+fn malformed_bytes_are_errors_not_panics() {
+    let good = std::fs::read(root().join("examples/models/zoo_mnist8.onnx")).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("text", b"this is not a model".to_vec()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("garbage", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+    ];
+    for (name, bytes) in cases {
+        let r = import_onnx(&bytes, &ImportOptions::default());
+        assert!(r.is_err(), "{name}: accepted");
+    }
+    // Flipping bytes anywhere in a real model must never panic.
+    for k in (0..good.len()).step_by(97) {
+        let mut b = good.clone();
+        b[k] ^= 0xA5;
+        let _ = import_onnx(&b, &ImportOptions::default());
+    }
+}
+
+#[test]
+fn unsupported_op_error_names_node_and_op() {
+    let err = import(&root().join("tests/fixtures/errors/unsupported_op.onnx")).unwrap_err();
+    let e = err.downcast::<ImportError>().unwrap();
+    match e {
+        ImportError::UnsupportedOp { node, op_type, supported, .. } => {
+            assert_eq!((node.as_str(), op_type.as_str()), ("gelu_erf", "Erf"));
+            assert!(supported.contains("Conv"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn input_shape_override_resolves_symbolic_dimensions() {
+    let bytes = std::fs::read(root().join("tests/fixtures/errors/symbolic_height.onnx")).unwrap();
+    let opts = ImportOptions { input_shape: Some(vec![1, 1, 28, 28]), ..ImportOptions::default() };
+    let g = import_onnx(&bytes, &opts).unwrap();
+    assert_eq!(g.node(g.outputs()[0]).shape, vec![1, 1, 28, 28]);
+}
+
+#[test]
+fn torch_exports_with_and_without_folding_agree() {
+    // Constant folding changes the graph, not the function.
+    for opset in [9, 11, 13, 18] {
+        let a = import(&root().join(format!("tests/fixtures/onnx/torch_opset{opset}_folded.onnx"))).unwrap();
+        let b = import(&root().join(format!("tests/fixtures/onnx/torch_opset{opset}_unfolded.onnx"))).unwrap();
+        let x = Expected::for_model(&root().join(format!("tests/fixtures/onnx/torch_opset{opset}_folded.onnx")))
+            .unwrap()
+            .input();
+        let ya = interp::run(&a, &[x.clone()]).unwrap().remove(0);
+        let yb = interp::run(&b, &[x]).unwrap().remove(0);
+        assert!(rel_err(&ya, &yb) <= TOL, "opset {opset}");
+    }
+}

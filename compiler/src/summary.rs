@@ -64,7 +64,12 @@ pub fn summarize(g: &Graph) -> ModelSummary {
             .into_iter()
             .map(|id| {
                 let n = g.node(id);
-                NodeSummary { name: n.name.clone(), op: n.op.name(), shape: n.shape.clone(), parameters: n.op.parameter_count() }
+                NodeSummary {
+                    name: n.name.clone(),
+                    op: n.op.name(),
+                    shape: n.shape.clone(),
+                    parameters: n.op.parameter_count(),
+                }
             })
             .collect(),
     }

@@ -179,13 +179,7 @@ fn read_all(path: &Path) -> Result<Vec<u8>, DatasetError> {
     }
 }
 
-fn header(
-    path: &Path,
-    bytes: &[u8],
-    what: &'static str,
-    magic: u32,
-    dims: usize,
-) -> Result<Vec<usize>, DatasetError> {
+fn header(path: &Path, bytes: &[u8], what: &'static str, magic: u32, dims: usize) -> Result<Vec<usize>, DatasetError> {
     let bad = |reason: String| DatasetError::Format { path: path.into(), what, reason };
     let need = 4 + 4 * dims;
     if bytes.len() < need {
@@ -198,7 +192,10 @@ fn header(
     let d: Vec<usize> = (0..dims).map(|k| word(4 + 4 * k) as usize).collect();
     let total: usize = d.iter().product();
     if bytes.len() - need != total {
-        return Err(bad(format!("header says {d:?} ({total} bytes of data) but the file holds {}", bytes.len() - need)));
+        return Err(bad(format!(
+            "header says {d:?} ({total} bytes of data) but the file holds {}",
+            bytes.len() - need
+        )));
     }
     Ok(d)
 }
@@ -207,7 +204,11 @@ fn read_images(path: &Path) -> Result<(Array2<u8>, usize, usize), DatasetError> 
     let bytes = read_all(path)?;
     let d = header(path, &bytes, "images", 0x0000_0803, 3)?;
     if d[0] > MAX_IMAGES || d[1] > MAX_SIDE || d[2] > MAX_SIDE || d[1] == 0 || d[2] == 0 {
-        return Err(DatasetError::Format { path: path.into(), what: "images", reason: format!("implausible size {d:?}") });
+        return Err(DatasetError::Format {
+            path: path.into(),
+            what: "images",
+            reason: format!("implausible size {d:?}"),
+        });
     }
     let px = Array2::from_shape_vec((d[0], d[1] * d[2]), bytes[16..].to_vec()).expect("size checked");
     Ok((px, d[1], d[2]))

@@ -1,1 +1,89 @@
+//! Shared helpers of fhec's test suite: fixture discovery, tract as the reference
+//! executor, and tolerance checks.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use fhec_compiler::{ImportOptions, import_onnx};
+use fhec_ir::Graph;
+use ndarray::{ArrayD, IxDyn};
+use serde::Deserialize;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// `*.onnx` files in a directory under the root, sorted.
+pub fn onnx_files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// File stem as a string.
+pub fn stem(p: &Path) -> String {
+    p.file_stem().expect("file name").to_string_lossy().into_owned()
+}
+
+/// Imports an ONNX file with default options.
+pub fn import(path: &Path) -> Result<Graph> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(import_onnx(&bytes, &ImportOptions::default())?)
+}
+
+/// Runs the ONNX file in tract (the reference executor) on one input.
+pub fn tract_run(path: &Path, input: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    use tract_onnx::prelude::*;
+    let model = tract_onnx::onnx()
+        .model_for_path(path)?
+        .with_input_fact(0, f32::fact(input.shape()).into())?
+        .into_optimized()?
+        .into_runnable()?;
+    let out = model.run(tvec!(Tensor::from(input.clone()).into()))?;
+    Ok(out[0].to_plain_array_view::<f32>()?.to_owned())
+}
+
+/// The largest absolute difference divided by the reference's largest magnitude.
+pub fn rel_err(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f32 {
+    assert_eq!(got.len(), want.len(), "sizes differ: {:?} vs {:?}", got.shape(), want.shape());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.iter().zip(want.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
+
+/// A fixture's recorded input and onnxruntime output.
+#[derive(Deserialize)]
+pub struct Expected {
+    /// What the fixture covers.
+    pub note: String,
+    /// Input shape.
+    pub input_shape: Vec<usize>,
+    /// Input values, row-major.
+    pub input: Vec<f32>,
+    /// Output shape.
+    pub output_shape: Vec<usize>,
+    /// onnxruntime's output, row-major.
+    pub output: Vec<f32>,
+}
+
+impl Expected {
+    /// Loads `NAME.json` beside `NAME.onnx`.
+    pub fn for_model(onnx: &Path) -> Result<Expected> {
+        let p = onnx.with_extension("json");
+        Ok(serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)?)
+    }
+
+    /// The input tensor.
+    pub fn input(&self) -> ArrayD<f32> {
+        ArrayD::from_shape_vec(IxDyn(&self.input_shape), self.input.clone()).expect("fixture input shape")
+    }
+
+    /// The expected output tensor.
+    pub fn output(&self) -> ArrayD<f32> {
+        ArrayD::from_shape_vec(IxDyn(&self.output_shape), self.output.clone()).expect("fixture output shape")
+    }
+}

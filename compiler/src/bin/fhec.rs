@@ -157,7 +157,9 @@ fn load_model(path: &Path, options: &ImportOptions) -> Result<Graph> {
 fn model_preprocess(g: &Graph) -> Result<Option<Preprocess>> {
     match g.metadata.get(Preprocess::METADATA_KEY) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|e: String| anyhow::anyhow!("model metadata {}: {e}", Preprocess::METADATA_KEY)),
+        Some(v) => {
+            v.parse().map(Some).map_err(|e: String| anyhow::anyhow!("model metadata {}: {e}", Preprocess::METADATA_KEY))
+        }
     }
 }
 

@@ -52,9 +52,7 @@ pub enum ImportError {
     #[error("malformed ONNX model: {0}")]
     Malformed(String),
     /// A node uses an operator fhec does not know.
-    #[error(
-        "node '{node}' ({op_type}): operator {domain}{op_type} is not supported; supported operators: {supported}"
-    )]
+    #[error("node '{node}' ({op_type}): operator {domain}{op_type} is not supported; supported operators: {supported}")]
     UnsupportedOp {
         /// Node name.
         node: String,
@@ -169,12 +167,12 @@ pub fn import_proto(model: &ModelProto, options: &ImportOptions) -> Result<Graph
 fn input_shape(input: &pb::ValueInfoProto, options: &ImportOptions) -> Result<Vec<usize>, ImportError> {
     use pb::tensor_shape_proto::dimension::Value as D;
     use pb::type_proto::Value as T;
-    let bad = |m: String| Err(ImportError::Model(format!("input '{}': {m}", input.name)));
+    let bad = |m: String| Err(ImportError::Model(format!("input '{}' {m}", input.name)));
     let Some(T::TensorType(tt)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return bad("is not a tensor".into());
     };
     if tt.elem_type != 1 {
-        return bad(format!("has element type {} (ONNX code); fhec takes float images", tt.elem_type));
+        return bad(format!("has ONNX element type {}; fhec takes float (type 1) images", tt.elem_type));
     }
     if let Some(s) = &options.input_shape {
         return Ok(s.clone());
@@ -186,14 +184,16 @@ fn input_shape(input: &pb::ValueInfoProto, options: &ImportOptions) -> Result<Ve
     for (axis, d) in shape.dim.iter().enumerate() {
         match &d.value {
             Some(D::DimValue(v)) if *v > 0 => out.push(*v as usize),
-            Some(D::DimValue(v)) if axis != 0 => return bad(format!("dimension {axis} is {v}")),
+            Some(D::DimValue(v)) if axis != 0 => return bad(format!("has dimension {axis} = {v}")),
             Some(D::DimParam(p)) if axis != 0 => {
                 return bad(format!(
-                    "dimension {axis} is symbolic ('{p}') and cannot be resolved; fhec needs a static image shape (give one with --input-shape)"
+                    "has a symbolic dimension {axis} ('{p}') that cannot be resolved; fhec needs a static image shape (give one with --input-shape)"
                 ));
             }
             None if axis != 0 => {
-                return bad(format!("dimension {axis} is unknown; fhec needs a static image shape (--input-shape)"));
+                return bad(format!(
+                    "has an unknown dimension {axis}; fhec needs a static image shape (give one with --input-shape)"
+                ));
             }
             _ => out.push(options.batch),
         }
@@ -230,7 +230,9 @@ impl Importer {
                 inputs.push(None);
             } else {
                 let v = self.values.get(i).cloned().ok_or_else(|| {
-                    ctx.err(format!("input '{i}' is not produced by any earlier node (or is an unsupported secondary output)"))
+                    ctx.err(format!(
+                        "input '{i}' is not produced by any earlier node (or is an unsupported secondary output)"
+                    ))
                 })?;
                 inputs.push(Some(v));
             }
@@ -279,10 +281,9 @@ impl Importer {
             match a {
                 Val::Node(id) => ids.push(*id),
                 Val::Const(c) => {
-                    return Err(ctx.err(format!(
-                        "fhec supports a constant {} operand only where it is a weight",
-                        c.describe()
-                    )));
+                    return Err(
+                        ctx.err(format!("fhec supports a constant {} operand only where it is a weight", c.describe()))
+                    );
                 }
             }
         }

@@ -38,7 +38,13 @@ pub struct Graph {
 impl Graph {
     /// An empty graph.
     pub fn new(name: impl Into<String>) -> Self {
-        Graph { name: name.into(), metadata: BTreeMap::new(), graph: StableDiGraph::default(), inputs: vec![], outputs: vec![] }
+        Graph {
+            name: name.into(),
+            metadata: BTreeMap::new(),
+            graph: StableDiGraph::default(),
+            inputs: vec![],
+            outputs: vec![],
+        }
     }
 
     /// Adds a graph input of the given shape.
@@ -51,12 +57,7 @@ impl Graph {
 
     /// Adds `op` applied to `inputs`, inferring its output shape.
     /// `Reshape` takes its target shape from `reshape_to`; other ops ignore it.
-    pub fn add_op(
-        &mut self,
-        name: impl Into<String>,
-        op: Op,
-        inputs: &[NodeId],
-    ) -> Result<NodeId, ShapeError> {
+    pub fn add_op(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> Result<NodeId, ShapeError> {
         self.add_op_with_shape(name, op, inputs, &[])
     }
 
@@ -170,11 +171,8 @@ impl Graph {
 
     /// Redirects every use of `old` (by consumers and graph outputs) to `new`.
     pub fn replace_uses(&mut self, old: NodeId, new: NodeId) {
-        let uses: Vec<(petgraph::stable_graph::EdgeIndex, NodeId, usize)> = self
-            .graph
-            .edges_directed(old, Direction::Outgoing)
-            .map(|e| (e.id(), e.target(), *e.weight()))
-            .collect();
+        let uses: Vec<(petgraph::stable_graph::EdgeIndex, NodeId, usize)> =
+            self.graph.edges_directed(old, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
         for (e, target, slot) in uses {
             self.graph.remove_edge(e);
             self.graph.add_edge(new, target, slot);

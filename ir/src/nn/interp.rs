@@ -82,7 +82,8 @@ pub fn eval_op(op: &Op, args: &[ArrayViewD<f32>], out_shape: &[usize]) -> Result
         Op::LeakyRelu { alpha } => x().mapv(|v| if v >= 0.0 { v } else { alpha * v }),
         Op::PRelu(slope) => {
             let mut y = x().to_owned();
-            let sb = slope.broadcast(y.raw_dim()).ok_or_else(|| InterpError("prelu slope does not broadcast".into()))?;
+            let sb =
+                slope.broadcast(y.raw_dim()).ok_or_else(|| InterpError("prelu slope does not broadcast".into()))?;
             y.zip_mut_with(&sb, |v, &a| {
                 if *v < 0.0 {
                     *v *= a
@@ -119,6 +120,13 @@ pub fn eval_op(op: &Op, args: &[ArrayViewD<f32>], out_shape: &[usize]) -> Result
             let mut out_shape = shape;
             out_shape[2..].iter_mut().for_each(|d| *d = 1);
             m.into_shape_with_order(IxDyn(&out_shape)).map_err(|e| InterpError(e.to_string()))?
+        }
+        Op::Pad { pads, value } => {
+            let x4 = as4(x())?;
+            let (n, c, h, w) = x4.dim();
+            let mut y = Array4::from_elem((n, c, h + pads[0] + pads[2], w + pads[1] + pads[3]), *value);
+            y.slice_mut(s![.., .., pads[0]..pads[0] + h, pads[1]..pads[1] + w]).assign(&x4);
+            y.into_dyn()
         }
         Op::Reshape => {
             let v: Vec<f32> = x().iter().copied().collect();

@@ -172,6 +172,13 @@ pub enum Op {
     },
     /// Mean over the spatial axes of NCHW, keeping them as size 1.
     GlobalAvgPool,
+    /// Constant padding of the two spatial axes of NCHW.
+    Pad {
+        /// `[top, left, bottom, right]`.
+        pads: [usize; 4],
+        /// The fill value.
+        value: f32,
+    },
     /// Row-major reshape to the node's shape.
     Reshape,
     /// Axis permutation: output axis `i` is input axis `perm[i]`.
@@ -249,6 +256,7 @@ impl Op {
             Op::MaxPool(_) => "max_pool",
             Op::AvgPool { .. } => "avg_pool",
             Op::GlobalAvgPool => "global_avg_pool",
+            Op::Pad { .. } => "pad",
             Op::Reshape => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Softmax { .. } => "softmax",
@@ -295,7 +303,8 @@ impl Op {
                 if x.len() != 4 {
                     return shape_err!("conv needs an NCHW input, got {x:?}");
                 }
-                let [o, ipg, kh, kw] = [c.weight.shape()[0], c.weight.shape()[1], c.weight.shape()[2], c.weight.shape()[3]];
+                let [o, ipg, kh, kw] =
+                    [c.weight.shape()[0], c.weight.shape()[1], c.weight.shape()[2], c.weight.shape()[3]];
                 if c.groups == 0 || x[1] != ipg * c.groups || o % c.groups != 0 {
                     return shape_err!(
                         "conv kernel {:?} with {} group(s) does not fit an input with {} channel(s)",
@@ -309,7 +318,13 @@ impl Op {
                         return shape_err!("conv bias has {} values for {o} output channels", b.len());
                     }
                 }
-                let pool = Pool { kernel: [kh, kw], strides: c.strides, pads: c.pads, dilations: c.dilations, ceil_mode: false };
+                let pool = Pool {
+                    kernel: [kh, kw],
+                    strides: c.strides,
+                    pads: c.pads,
+                    dilations: c.dilations,
+                    ceil_mode: false,
+                };
                 let [h, w] = pool.output_hw([x[2], x[3]])?;
                 Ok(vec![x[0], o, h, w])
             }
@@ -317,7 +332,9 @@ impl Op {
                 rank_at_least(1)?;
                 let (out, inp) = weight.dim();
                 if x[x.len() - 1] != inp {
-                    return shape_err!("dense weight [{out}, {inp}] does not fit input {x:?} (last axis must be {inp})");
+                    return shape_err!(
+                        "dense weight [{out}, {inp}] does not fit input {x:?} (last axis must be {inp})"
+                    );
                 }
                 if let Some(b) = bias {
                     if b.len() != out {
@@ -363,6 +380,12 @@ impl Op {
                 s[2..].iter_mut().for_each(|d| *d = 1);
                 Ok(s)
             }
+            Op::Pad { pads, .. } => {
+                if x.len() != 4 {
+                    return shape_err!("pad needs an NCHW input, got {x:?}");
+                }
+                Ok(vec![x[0], x[1], x[2] + pads[0] + pads[2], x[3] + pads[1] + pads[3]])
+            }
             Op::Reshape => {
                 let (a, b) = (x.iter().product::<usize>(), declared.iter().product::<usize>());
                 if a != b {
@@ -372,7 +395,8 @@ impl Op {
             }
             Op::Transpose { perm } => {
                 let mut seen = vec![false; x.len()];
-                if perm.len() != x.len() || perm.iter().any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true)) {
+                if perm.len() != x.len() || perm.iter().any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true))
+                {
                     return shape_err!("transpose permutation {perm:?} is not a permutation of rank {}", x.len());
                 }
                 Ok(perm.iter().map(|&p| x[p]).collect())

@@ -125,11 +125,9 @@ fn attrs(op: &Op) -> String {
         Op::AddConst(c) | Op::MulConst(c) | Op::PRelu(c) => tensor(c),
         Op::LeakyRelu { alpha } => format!("alpha={}", fmt_f32(*alpha)),
         Op::HardSigmoid { alpha, beta } => format!("alpha={} beta={}", fmt_f32(*alpha), fmt_f32(*beta)),
-        Op::Clip { min, max } => format!(
-            "min={} max={}",
-            min.map_or("-inf".into(), fmt_f32),
-            max.map_or("inf".into(), fmt_f32)
-        ),
+        Op::Clip { min, max } => {
+            format!("min={} max={}", min.map_or("-inf".into(), fmt_f32), max.map_or("inf".into(), fmt_f32))
+        }
         Op::BatchNorm { scale, bias, mean, var, epsilon } => format!(
             "scale={} bias={} mean={} var={} eps={}",
             summary(scale.shape(), scale.iter().copied()),
@@ -143,6 +141,7 @@ fn attrs(op: &Op) -> String {
             format!("{}{}", pool(p), if *count_include_pad { " count_include_pad" } else { "" })
         }
         Op::Transpose { perm } => format!("perm={perm:?}"),
+        Op::Pad { pads, value } => format!("p={pads:?} value={}", fmt_f32(*value)),
         Op::Softmax { axis } | Op::LogSoftmax { axis } => format!("axis={axis}"),
         _ => String::new(),
     }

@@ -79,6 +79,7 @@ fn constants_finite(op: &Op) -> bool {
             fin(&mut scale.iter().chain(bias).chain(mean).chain(var)) && epsilon.is_finite()
         }
         Op::LeakyRelu { alpha } => alpha.is_finite(),
+        Op::Pad { value, .. } => value.is_finite(),
         Op::HardSigmoid { alpha, beta } => alpha.is_finite() && beta.is_finite(),
         Op::Clip { min, max } => !min.is_some_and(f32::is_nan) && !max.is_some_and(f32::is_nan),
         _ => true,

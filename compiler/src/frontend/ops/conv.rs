@@ -7,12 +7,19 @@ use super::{ImportError, Importer, NodeCtx, Val, constant, required};
 
 /// Reads `strides`, `dilations`, `pads`/`auto_pad` for a 2-D window op and resolves the
 /// padding for input spatial size `hw`.
-fn window(ctx: &NodeCtx, kernel: [usize; 2], hw: [usize; 2]) -> Result<([usize; 2], [usize; 4], [usize; 2]), ImportError> {
+fn window(
+    ctx: &NodeCtx,
+    kernel: [usize; 2],
+    hw: [usize; 2],
+) -> Result<([usize; 2], [usize; 4], [usize; 2]), ImportError> {
     let pair = |name: &str| -> Result<[usize; 2], ImportError> {
         match ctx.ints(name)? {
             None => Ok([1, 1]),
             Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 1) => Ok([v[0] as usize, v[1] as usize]),
-            Some(v) => Err(ctx.err(format!("attribute '{name}' = {v:?} is not supported (two positive values for a 2-D window)"))),
+            Some(v) => {
+                Err(ctx
+                    .err(format!("attribute '{name}' = {v:?} is not supported (two positive values for a 2-D window)")))
+            }
         }
     };
     let strides = pair("strides")?;
@@ -21,8 +28,12 @@ fn window(ctx: &NodeCtx, kernel: [usize; 2], hw: [usize; 2]) -> Result<([usize; 
     let pads = match auto_pad.as_str() {
         "NOTSET" => match ctx.ints("pads")? {
             None => [0; 4],
-            Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize],
-            Some(p) => return Err(ctx.err(format!("attribute 'pads' = {p:?} is not supported (four non-negative values)"))),
+            Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => {
+                [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
+            }
+            Some(p) => {
+                return Err(ctx.err(format!("attribute 'pads' = {p:?} is not supported (four non-negative values)")));
+            }
         },
         "VALID" => [0; 4],
         "SAME_UPPER" | "SAME_LOWER" => {
@@ -32,7 +43,8 @@ fn window(ctx: &NodeCtx, kernel: [usize; 2], hw: [usize; 2]) -> Result<([usize; 
                 let span = (kernel[a] - 1) * dilations[a] + 1;
                 let total = ((out - 1) * strides[a] + span).saturating_sub(hw[a]);
                 let small = total / 2;
-                let (begin, end) = if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                let (begin, end) =
+                    if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
                 p[a] = begin;
                 p[a + 2] = end;
             }
@@ -50,9 +62,9 @@ fn window(ctx: &NodeCtx, kernel: [usize; 2], hw: [usize; 2]) -> Result<([usize; 
 fn nchw(ctx: &NodeCtx, imp: &Importer, v: &Val) -> Result<[usize; 4], ImportError> {
     let s = imp.shape_of(v);
     if s.len() != 4 {
-        return Err(ctx.err(format!(
-            "input of shape {s:?} is not supported: fhec handles 2-D images (NCHW, rank 4) here"
-        )));
+        return Err(
+            ctx.err(format!("input of shape {s:?} is not supported: fhec handles 2-D images (NCHW, rank 4) here"))
+        );
     }
     Ok([s[0], s[1], s[2], s[3]])
 }
@@ -75,7 +87,10 @@ pub(super) fn conv(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) ->
     let kernel = [weight.dim().2, weight.dim().3];
     if let Some(k) = ctx.ints("kernel_shape")? {
         if k.len() != 2 || k[0] as usize != kernel[0] || k[1] as usize != kernel[1] {
-            return Err(ctx.err(format!("attribute 'kernel_shape' = {k:?} disagrees with the weight shape {:?}", weight.shape())));
+            return Err(ctx.err(format!(
+                "attribute 'kernel_shape' = {k:?} disagrees with the weight shape {:?}",
+                weight.shape()
+            )));
         }
     }
     let group = ctx.int_or("group", 1)?;
@@ -128,7 +143,11 @@ pub(super) fn average_pool(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<V
     Ok(vec![imp.apply(ctx, None, Op::AvgPool { pool, count_include_pad }, &[x], &[])?])
 }
 
-pub(super) fn global_average_pool(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+pub(super) fn global_average_pool(
+    imp: &mut Importer,
+    ctx: &NodeCtx,
+    inputs: &[Option<Val>],
+) -> Result<Vec<Val>, ImportError> {
     let x = required(ctx, inputs, 0)?.clone();
     let r = imp.shape_of(&x).len();
     if r < 3 {
@@ -137,9 +156,52 @@ pub(super) fn global_average_pool(imp: &mut Importer, ctx: &NodeCtx, inputs: &[O
     Ok(vec![imp.apply(ctx, None, Op::GlobalAvgPool, &[x], &[])?])
 }
 
-pub(super) fn global_max_pool(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+pub(super) fn global_max_pool(
+    imp: &mut Importer,
+    ctx: &NodeCtx,
+    inputs: &[Option<Val>],
+) -> Result<Vec<Val>, ImportError> {
     let x = required(ctx, inputs, 0)?.clone();
     let [_, _, h, w] = nchw(ctx, imp, &x)?;
     let p = Pool { kernel: [h, w], strides: [1, 1], pads: [0; 4], dilations: [1, 1], ceil_mode: false };
     Ok(vec![imp.apply(ctx, None, Op::MaxPool(p), &[x], &[])?])
+}
+
+pub(super) fn pad(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+    let x = required(ctx, inputs, 0)?.clone();
+    let mode = ctx.string("mode")?.unwrap_or_else(|| "constant".into());
+    if mode != "constant" {
+        return Err(ctx.err(format!("attribute 'mode' = \"{mode}\" is not supported (only constant)")));
+    }
+    let rank = imp.shape_of(&x).len();
+    let (pads, value) = if ctx.opset < 11 {
+        let p = ctx.ints("pads")?.ok_or_else(|| ctx.err("attribute 'pads' is required"))?;
+        (p, ctx.float_or("value", 0.0)?)
+    } else {
+        let p = constant(ctx, inputs, 1, "pads")?
+            .as_int()
+            .ok_or_else(|| ctx.err("pads must be integers"))?
+            .iter()
+            .copied()
+            .collect::<Vec<i64>>();
+        let v = match inputs.get(2).and_then(|v| v.as_ref()) {
+            None => 0.0,
+            Some(_) => constant(ctx, inputs, 2, "constant_value")?.to_f32().iter().next().copied().unwrap_or(0.0),
+        };
+        if inputs.get(3).is_some_and(|v| v.is_some()) {
+            return Err(ctx.err("the 'axes' input is not supported"));
+        }
+        (p, v)
+    };
+    if pads.len() != 2 * rank || pads.iter().any(|&p| p < 0) {
+        return Err(ctx.err(format!("pads {pads:?} are not supported (2 x rank non-negative values)")));
+    }
+    if pads.iter().all(|&p| p == 0) {
+        return Ok(vec![x]);
+    }
+    if rank != 4 || pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 {
+        return Err(ctx.err(format!("pads {pads:?} are not supported: fhec pads the two spatial axes of NCHW only")));
+    }
+    let p = [pads[2] as usize, pads[3] as usize, pads[6] as usize, pads[7] as usize];
+    Ok(vec![imp.apply(ctx, None, Op::Pad { pads: p, value }, &[x], &[])?])
 }

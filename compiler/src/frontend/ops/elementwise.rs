@@ -14,13 +14,23 @@ enum Bin {
     Div,
 }
 
-fn broadcast_f32(ctx: &NodeCtx, a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32) -> Result<ArrayD<f32>, ImportError> {
+fn broadcast_f32(
+    ctx: &NodeCtx,
+    a: &ArrayD<f32>,
+    b: &ArrayD<f32>,
+    f: impl Fn(f32, f32) -> f32,
+) -> Result<ArrayD<f32>, ImportError> {
     let s = broadcast_shapes(a.shape(), b.shape()).map_err(|e| ctx.err(e.0))?;
     let (av, bv) = (a.broadcast(IxDyn(&s)).unwrap(), b.broadcast(IxDyn(&s)).unwrap());
     Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)))
 }
 
-fn broadcast_i64(ctx: &NodeCtx, a: &ArrayD<i64>, b: &ArrayD<i64>, f: impl Fn(i64, i64) -> Option<i64>) -> Result<ArrayD<i64>, ImportError> {
+fn broadcast_i64(
+    ctx: &NodeCtx,
+    a: &ArrayD<i64>,
+    b: &ArrayD<i64>,
+    f: impl Fn(i64, i64) -> Option<i64>,
+) -> Result<ArrayD<i64>, ImportError> {
     let s = broadcast_shapes(a.shape(), b.shape()).map_err(|e| ctx.err(e.0))?;
     let (av, bv) = (a.broadcast(IxDyn(&s)).unwrap(), b.broadcast(IxDyn(&s)).unwrap());
     let mut bad = false;
@@ -56,7 +66,14 @@ fn fold(ctx: &NodeCtx, kind: Bin, a: &CTensor, b: &CTensor) -> Result<CTensor, I
 }
 
 /// `x (op) c` with a constant `c` that must not grow `x`.
-fn with_const(imp: &mut Importer, ctx: &NodeCtx, kind: Bin, x: Val, c: &CTensor, const_left: bool) -> Result<Val, ImportError> {
+fn with_const(
+    imp: &mut Importer,
+    ctx: &NodeCtx,
+    kind: Bin,
+    x: Val,
+    c: &CTensor,
+    const_left: bool,
+) -> Result<Val, ImportError> {
     let xs = imp.shape_of(&x);
     let c = c.to_f32();
     let out = broadcast_shapes(&xs, c.shape()).map_err(|e| ctx.err(e.0))?;

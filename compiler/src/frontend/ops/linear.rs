@@ -44,7 +44,8 @@ pub(super) fn gemm(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) ->
     if rank != 2 {
         return Err(ctx.err(format!("input A must be 2-D, got rank {rank}")));
     }
-    let a = if trans_a { imp.apply(ctx, Some("transpose_a"), Op::Transpose { perm: vec![1, 0] }, &[a], &[])? } else { a };
+    let a =
+        if trans_a { imp.apply(ctx, Some("transpose_a"), Op::Transpose { perm: vec![1, 0] }, &[a], &[])? } else { a };
     Ok(vec![imp.apply(ctx, None, Op::Dense { weight, bias }, &[a], &[])?])
 }
 
@@ -63,8 +64,9 @@ pub(super) fn matmul(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) 
             let w = matrix(ctx, w.to_f32(), "B (the weight)")?;
             Ok(vec![imp.apply(ctx, None, Op::Dense { weight: w.t().to_owned(), bias: None }, &[a], &[])?])
         }
-        _ => Err(ctx.err(
-            "fhec supports MatMul of a computed value by a constant weight matrix (A computed, B constant)",
-        )),
+        _ => {
+            Err(ctx
+                .err("fhec supports MatMul of a computed value by a constant weight matrix (A computed, B constant)"))
+        }
     }
 }

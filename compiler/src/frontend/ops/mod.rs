@@ -38,6 +38,7 @@ const REGISTRY: &[(&str, OpFn)] = &[
     ("MaxPool", conv::max_pool),
     ("Mul", elementwise::mul),
     ("PRelu", elementwise::prelu),
+    ("Pad", conv::pad),
     ("Pow", elementwise::pow),
     ("Relu", elementwise::relu),
     ("Reshape", shape::reshape),

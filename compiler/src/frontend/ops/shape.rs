@@ -58,7 +58,9 @@ pub(super) fn reshape(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>])
     for (i, &d) in spec.iter().enumerate() {
         match d {
             0 if !allow_zero => {
-                out.push(*src.get(i).ok_or_else(|| ctx.err(format!("shape {spec:?} copies dimension {i} of {src:?}, which has none")))?)
+                out.push(*src.get(i).ok_or_else(|| {
+                    ctx.err(format!("shape {spec:?} copies dimension {i} of {src:?}, which has none"))
+                })?)
             }
             -1 if infer.is_none() => {
                 infer = Some(i);
@@ -175,7 +177,11 @@ pub(super) fn constant_op(_: &mut Importer, ctx: &NodeCtx, _: &[Option<Val>]) ->
     Ok(vec![Val::Const(t)])
 }
 
-pub(super) fn constant_of_shape(_: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+pub(super) fn constant_of_shape(
+    _: &mut Importer,
+    ctx: &NodeCtx,
+    inputs: &[Option<Val>],
+) -> Result<Vec<Val>, ImportError> {
     let dims = ints_of(ctx, constant(ctx, inputs, 0, "the shape")?, "the shape")?;
     if dims.iter().any(|&d| d < 0) || dims.iter().map(|&d| d as usize).product::<usize>() > 1 << 24 {
         return Err(ctx.err(format!("shape {dims:?} is invalid or too large")));
@@ -194,13 +200,25 @@ pub(super) fn cast(_: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> R
     let is_float = matches!(to, 1 | 10 | 11);
     let out = match x {
         Val::Node(_) if is_float => x,
-        Val::Node(_) => return Err(ctx.err(format!("casting a computed value to ONNX type {to} is not supported (only to float)"))),
+        Val::Node(_) => {
+            return Err(ctx.err(format!("casting a computed value to ONNX type {to} is not supported (only to float)")));
+        }
         Val::Const(c) if is_float => Val::Const(CTensor::F32(c.to_f32())),
         Val::Const(c) => {
-            let ty = [IntType::Bool, IntType::U8, IntType::I8, IntType::U16, IntType::I16, IntType::I32, IntType::U32, IntType::I64, IntType::U64]
-                .into_iter()
-                .find(|t| t.onnx_code() == to)
-                .ok_or_else(|| ctx.err(format!("casting to ONNX type {to} is not supported")))?;
+            let ty = [
+                IntType::Bool,
+                IntType::U8,
+                IntType::I8,
+                IntType::U16,
+                IntType::I16,
+                IntType::I32,
+                IntType::U32,
+                IntType::I64,
+                IntType::U64,
+            ]
+            .into_iter()
+            .find(|t| t.onnx_code() == to)
+            .ok_or_else(|| ctx.err(format!("casting to ONNX type {to} is not supported")))?;
             let v = match c {
                 CTensor::F32(a) => a.mapv(|v| v as i64),
                 CTensor::Int(a, _) => a,

@@ -1,0 +1,145 @@
+//! The `fhec` command line: output formats, exit codes and error messages.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn fhec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fhec")).args(args).current_dir(root()).output().expect("run fhec")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn eval_float_prints_accuracy_last() {
+    let o = fhec(&[
+        "eval",
+        "examples/models/cnn_mnist.onnx",
+        "--dataset",
+        "mnist",
+        "--data",
+        "examples/data",
+        "--mode",
+        "float",
+        "--limit",
+        "50",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let last = out.lines().last().unwrap();
+    let (acc, counts) = last.strip_prefix("accuracy: ").unwrap().split_once(' ').unwrap();
+    assert_eq!(acc.len(), 6, "four decimals: {last}");
+    assert!(counts.starts_with('(') && counts.ends_with("/50)"), "{last}");
+    let correct: usize = counts[1..counts.len() - 4].parse().unwrap();
+    assert!(correct >= 45, "{last}");
+    assert_eq!(format!("{:.4}", correct as f64 / 50.0), acc);
+}
+
+#[test]
+fn eval_uses_the_models_preprocessing_and_accepts_an_override() {
+    // cnn_mnist declares fhec.preprocess=unit in its ONNX metadata.
+    let base =
+        ["eval", "examples/models/cnn_mnist.onnx", "--dataset", "mnist", "--data", "examples/data", "--limit", "40"];
+    let o = fhec(&base);
+    assert!(text(&o.stdout).contains("preprocess: unit"));
+    let mut args = base.to_vec();
+    args.extend(["--preprocess", "raw255"]);
+    let o2 = fhec(&args);
+    assert!(text(&o2.stdout).contains("preprocess: raw255"));
+}
+
+#[test]
+fn eval_writes_predictions() {
+    let dir = std::env::temp_dir().join(format!("fhec-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("preds.txt");
+    let o = fhec(&[
+        "eval",
+        "examples/models/zoo_mnist8.onnx",
+        "--dataset",
+        "mnist",
+        "--data",
+        "examples/data",
+        "--limit",
+        "10",
+        "--predictions",
+        p.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let preds = std::fs::read_to_string(&p).unwrap();
+    assert_eq!(preds.lines().count(), 10);
+    assert!(preds.lines().all(|l| l.parse::<u8>().is_ok_and(|d| d < 10)));
+}
+
+#[test]
+fn inspect_prints_ir_and_json() {
+    let o = fhec(&["inspect", "examples/models/zoo_mnist8.onnx"]);
+    assert!(o.status.success());
+    assert!(text(&o.stdout).starts_with("graph \"CNTKGraph\" {"));
+    let o = fhec(&["inspect", "examples/models/zoo_mnist8.onnx", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["op_counts"]["conv"], 2);
+    assert_eq!(v["inputs"][0]["shape"], serde_json::json!([1, 1, 28, 28]));
+    // 8*25 + 8 + 16*8*25 + 16 + 256*10 + 10
+    assert_eq!(v["parameter_count"], 5_994);
+}
+
+#[test]
+fn bad_inputs_exit_2_with_a_precise_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["inspect", "tests/fixtures/errors/unsupported_op.onnx"],
+            "node 'gelu_erf' (Erf): operator Erf is not supported",
+        ),
+        (&["inspect", "no/such/model.onnx"], "cannot read model no/such/model.onnx"),
+        (&["inspect", "Cargo.toml"], "malformed ONNX model"),
+        (
+            &["eval", "tests/fixtures/cli/input_32x32.onnx", "--dataset", "mnist", "--data", "examples/data"],
+            "model input 'x' has shape [1, 1, 32, 32] (1024 values), but the dataset's images are 28x28 (784 values)",
+        ),
+        (
+            &["eval", "examples/models/cnn_mnist.onnx", "--dataset", "mnist", "--data", "no/such/dir"],
+            "no mnist test set in no/such/dir",
+        ),
+        (
+            &[
+                "eval",
+                "examples/models/cnn_mnist.onnx",
+                "--dataset",
+                "mnist",
+                "--data",
+                "examples/data",
+                "--preprocess",
+                "bogus",
+            ],
+            "unknown preprocessing 'bogus'",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = fhec(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn corrupt_dataset_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("fhec-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x1c\x00\x00\x00\x1c",
+    )
+    .unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), b"\x00\x00\x08\x01\x00\x00\x00\x05abcde").unwrap();
+    let o = fhec(&["eval", "examples/models/cnn_mnist.onnx", "--dataset", "mnist", "--data", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("is not a valid IDX images file"), "{}", text(&o.stderr));
+}
