@@ -6,6 +6,8 @@
 #![warn(missing_docs)]
 
 pub mod frontend;
+pub mod quantize;
+pub mod report;
 pub mod summary;
 
 pub use frontend::{ImportError, ImportOptions, import_onnx};

@@ -5,10 +5,15 @@
 //!   ([`nn::verify`]), a stable textual printer ([`nn::print`]) and a float interpreter
 //!   ([`nn::interp`]).
 //!
+//! * [`circuit`]: the circuit IR, integer-only ops as a TFHE server evaluates them, with
+//!   exact ranges and noise 2-norms, its verifier and printer, and integer kernels.
+//!
 //! Architecture Invariant: this crate knows neither ONNX nor tfhe-rs. Ops are Rust enums,
 //! never strings; every value has a static shape.
 #![warn(missing_docs)]
 
+pub mod artifact;
+pub mod circuit;
 pub mod nn;
 
 pub use nn::{Graph, Node, Op, Shape};

@@ -114,8 +114,23 @@ impl Dataset {
 
     /// Loads an image file and a label file.
     pub fn load_files(images: &Path, labels: &Path) -> Result<Dataset, DatasetError> {
-        let (pixels, rows, cols) = read_images(images)?;
-        let l = read_labels(labels)?;
+        Self::from_idx_bytes(&read_all(images)?, images, &read_all(labels)?, labels)
+    }
+
+    /// Parses IDX image and label bytes (gzip-compressed or raw); the paths only name them
+    /// in errors.
+    pub fn from_idx_bytes(images_bytes: &[u8], images: &Path, labels_bytes: &[u8], labels: &Path) -> Result<Dataset, DatasetError> {
+        let gunzip = |b: &[u8], p: &Path| -> Result<Vec<u8>, DatasetError> {
+            if b.starts_with(&[0x1f, 0x8b]) {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(b).read_to_end(&mut out).map_err(|source| DatasetError::Io { path: p.into(), source })?;
+                Ok(out)
+            } else {
+                Ok(b.to_vec())
+            }
+        };
+        let (pixels, rows, cols) = read_images(images, &gunzip(images_bytes, images)?)?;
+        let l = read_labels(labels, &gunzip(labels_bytes, labels)?)?;
         if l.len() != pixels.nrows() {
             return Err(DatasetError::Mismatch {
                 images: images.into(),
@@ -145,6 +160,11 @@ impl Dataset {
         }
     }
 
+    /// The pixels of image `i`.
+    pub fn pixels(&self, i: usize) -> &[u8] {
+        self.pixels.row(i).to_slice().expect("standard layout")
+    }
+
     /// Image `i` preprocessed into a tensor of `shape` (whose element count must be
     /// `rows * cols`; the caller checks it against the model).
     pub fn input(&self, i: usize, pre: Preprocess, shape: &[usize]) -> ArrayD<f32> {
@@ -170,13 +190,7 @@ fn read_all(path: &Path) -> Result<Vec<u8>, DatasetError> {
     let mut f = BufReader::new(File::open(path).map_err(io)?);
     let mut raw = Vec::new();
     f.read_to_end(&mut raw).map_err(io)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(io)?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
+    Ok(raw)
 }
 
 fn header(path: &Path, bytes: &[u8], what: &'static str, magic: u32, dims: usize) -> Result<Vec<usize>, DatasetError> {
@@ -200,9 +214,8 @@ fn header(path: &Path, bytes: &[u8], what: &'static str, magic: u32, dims: usize
     Ok(d)
 }
 
-fn read_images(path: &Path) -> Result<(Array2<u8>, usize, usize), DatasetError> {
-    let bytes = read_all(path)?;
-    let d = header(path, &bytes, "images", 0x0000_0803, 3)?;
+fn read_images(path: &Path, bytes: &[u8]) -> Result<(Array2<u8>, usize, usize), DatasetError> {
+    let d = header(path, bytes, "images", 0x0000_0803, 3)?;
     if d[0] > MAX_IMAGES || d[1] > MAX_SIDE || d[2] > MAX_SIDE || d[1] == 0 || d[2] == 0 {
         return Err(DatasetError::Format {
             path: path.into(),
@@ -214,9 +227,8 @@ fn read_images(path: &Path) -> Result<(Array2<u8>, usize, usize), DatasetError> 
     Ok((px, d[1], d[2]))
 }
 
-fn read_labels(path: &Path) -> Result<Vec<u8>, DatasetError> {
-    let bytes = read_all(path)?;
-    header(path, &bytes, "labels", 0x0000_0801, 1)?;
+fn read_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DatasetError> {
+    header(path, bytes, "labels", 0x0000_0801, 1)?;
     Ok(bytes[8..].to_vec())
 }
 
@@ -241,4 +253,21 @@ pub fn write_idx_gz(images: &Path, labels: &Path, ds: &Dataset) -> std::io::Resu
     }
     lb.extend_from_slice(&ds.labels);
     gz(labels, lb)
+}
+
+/// The bundled samples (first 200 test images of each set), compiled into the binary so
+/// that calibration and the quick start work anywhere.
+pub fn bundled_sample(kind: DatasetKind) -> Dataset {
+    let (im, lb): (&[u8], &[u8]) = match kind {
+        DatasetKind::Mnist => (
+            include_bytes!("../../examples/data/mnist/t10k-images-idx3-ubyte.gz"),
+            include_bytes!("../../examples/data/mnist/t10k-labels-idx1-ubyte.gz"),
+        ),
+        DatasetKind::FashionMnist => (
+            include_bytes!("../../examples/data/fashion-mnist/t10k-images-idx3-ubyte.gz"),
+            include_bytes!("../../examples/data/fashion-mnist/t10k-labels-idx1-ubyte.gz"),
+        ),
+    };
+    let name = Path::new(kind.dir_name());
+    Dataset::from_idx_bytes(im, &name.join("images"), lb, &name.join("labels")).expect("bundled sample is valid")
 }

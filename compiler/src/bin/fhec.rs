@@ -3,15 +3,20 @@
 //! Every failure prints `error: ...` naming the file and what is wrong, and exits with
 //! status 2. The CLI is the only place that touches files.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use fhec_compiler::quantize::{Calibration, QuantOptions, quantize};
+use fhec_compiler::report::build_report;
 use fhec_compiler::{ImportOptions, import_onnx};
+use fhec_ir::artifact::Artifact;
 use fhec_ir::nn::{interp, print};
 use fhec_ir::{Graph, Preprocess};
-use fhec_runtime::dataset::{Dataset, DatasetKind};
+use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
+use fhec_runtime::sim;
 use rayon::prelude::*;
 
 /// fhec: compile grayscale-image CNNs (ONNX) into TFHE circuits and run them.
@@ -35,6 +40,49 @@ impl ImportArgs {
     }
 }
 
+/// Options of the compilation of an ONNX model into a circuit.
+#[derive(clap::Args, Clone)]
+struct CompileArgs {
+    #[command(flatten)]
+    import: ImportArgs,
+    /// Bits of the encrypted input values (8 keeps 8-bit pixels exact).
+    #[arg(long, default_value_t = QuantOptions::default().input_bits)]
+    input_bits: u32,
+    /// Bits of the weights (signed, per output channel).
+    #[arg(long, default_value_t = QuantOptions::default().weight_bits)]
+    weight_bits: u32,
+    /// Bits of the activations (table outputs).
+    #[arg(long, default_value_t = QuantOptions::default().act_bits)]
+    act_bits: u32,
+    /// Widest table read; wider accumulators are rounded exactly first.
+    #[arg(long, default_value_t = QuantOptions::default().max_table_bits)]
+    max_table_bits: u32,
+    /// Calibration images: a directory with an IDX test set. Default: the bundled sample
+    /// (200 test images) of the calibration dataset.
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// Dataset of the calibration images. Default: the model's `fhec.dataset` metadata, else mnist.
+    #[arg(long, value_parser = parse_dataset)]
+    calib_dataset: Option<DatasetKind>,
+    /// Use at most this many calibration images.
+    #[arg(long, default_value_t = 200)]
+    calib_limit: usize,
+    /// Pixel scaling of the model's input (default: its `fhec.preprocess` metadata, else unit).
+    #[arg(long)]
+    preprocess: Option<Preprocess>,
+}
+
+impl CompileArgs {
+    fn quant_options(&self) -> QuantOptions {
+        QuantOptions {
+            input_bits: self.input_bits,
+            weight_bits: self.weight_bits,
+            act_bits: self.act_bits,
+            max_table_bits: self.max_table_bits,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Import an ONNX model and print its NN IR.
@@ -47,9 +95,26 @@ enum Command {
         #[command(flatten)]
         import: ImportArgs,
     },
+    /// Compile an ONNX model into a circuit artifact and report its cost.
+    Build {
+        /// The ONNX model.
+        model: PathBuf,
+        /// Output artifact (default: the model's path with extension `.fhec`). An existing
+        /// file is replaced only if it is an fhec artifact.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also print the circuit IR.
+        #[arg(long)]
+        print_circuit: bool,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
     /// Measure top-1 accuracy on an IDX test set.
     Eval {
-        /// The ONNX model.
+        /// An ONNX model (compiled on the fly for `simulate`) or an artifact from `fhec build`.
         model: PathBuf,
         /// Which test set.
         #[arg(long, value_parser = parse_dataset)]
@@ -63,22 +128,20 @@ enum Command {
         /// Evaluate only the first N images.
         #[arg(long)]
         limit: Option<usize>,
-        /// Pixel scaling: unit (p/255), raw255 (p) or mnist-norm. Default: the model's
-        /// `fhec.preprocess` metadata, else unit.
-        #[arg(long)]
-        preprocess: Option<Preprocess>,
         /// Write the predicted class of every image, one per line, to this file.
         #[arg(long)]
         predictions: Option<PathBuf>,
         #[command(flatten)]
-        import: ImportArgs,
+        compile: CompileArgs,
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// The float interpreter of the NN IR.
     Float,
+    /// The exact integer simulation of the compiled circuit.
+    Simulate,
 }
 
 fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
@@ -107,8 +170,26 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Eval { model, dataset, data, mode, limit, preprocess, predictions, import } => {
-            let g = load_model(&model, &import.options())?;
+        Command::Build { model, out, json, print_circuit, compile } => {
+            let (_, art) = compile_model(&model, &compile)?;
+            let out = out.unwrap_or_else(|| model.with_extension("fhec"));
+            let bytes = art.to_bytes();
+            write_artifact(&out, &bytes)?;
+            let report = build_report(&art.circuit, &art.options);
+            if json {
+                let mut v = serde_json::to_value(&report)?;
+                v["artifact"] = serde_json::json!({ "path": out.display().to_string(), "bytes": bytes.len() });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                if print_circuit {
+                    print!("{}", fhec_ir::circuit::print::print(&art.circuit));
+                }
+                print!("{}", report.to_text());
+                println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            }
+            Ok(())
+        }
+        Command::Eval { model, dataset, data, mode, limit, predictions, compile } => {
             let mut ds = Dataset::load_test(&data, dataset)?;
             if let Some(n) = limit {
                 ds.truncate(n);
@@ -116,28 +197,55 @@ fn run(cli: Cli) -> Result<()> {
             if ds.is_empty() {
                 bail!("no images to evaluate");
             }
-            let pre = match preprocess {
-                Some(p) => p,
-                None => model_preprocess(&g)?.unwrap_or(Preprocess::Unit),
-            };
-            let shape = image_input_shape(&g, &ds)?;
-            println!(
-                "model: {} ({} nodes), dataset: {} ({} images), preprocess: {pre}, mode: {}",
-                model.display(),
-                g.len(),
-                dataset.dir_name(),
-                ds.len(),
-                match mode {
-                    Mode::Float => "float",
+            let bytes = read(&model)?;
+            let preds: Vec<usize> = match mode {
+                Mode::Float => {
+                    if Artifact::sniff(&bytes) {
+                        bail!("{} is a compiled artifact; float mode needs the ONNX model", model.display());
+                    }
+                    let g = import(&model, &bytes, &compile.import.options())?;
+                    let pre = preprocess_of(&g, compile.preprocess)?;
+                    let shape = image_input_shape(&g, &ds)?;
+                    header(&model, g.len(), "nodes", dataset, &ds, pre, "float");
+                    (0..ds.len())
+                        .into_par_iter()
+                        .map(|i| {
+                            let out = interp::run(&g, &[ds.input(i, pre, &shape)])?;
+                            Ok(sim::argmax(&out[0].iter().map(|&v| v as f64).collect::<Vec<_>>()))
+                        })
+                        .collect::<Result<_, interp::InterpError>>()?
                 }
-            );
-            let preds: Vec<usize> = (0..ds.len())
-                .into_par_iter()
-                .map(|i| {
-                    let out = interp::run(&g, &[ds.input(i, pre, &shape)])?;
-                    Ok(argmax(out[0].iter().copied()))
-                })
-                .collect::<Result<_, interp::InterpError>>()?;
+                Mode::Simulate => {
+                    let art = if Artifact::sniff(&bytes) {
+                        Artifact::from_bytes(&bytes).with_context(|| format!("cannot load {}", model.display()))?
+                    } else {
+                        compile_model(&model, &compile)?.1
+                    };
+                    let c = &art.circuit;
+                    let n: usize = c.input_shape().iter().product();
+                    if n != ds.rows * ds.cols {
+                        bail!(
+                            "the circuit's input has shape {:?} ({n} values), but the dataset's images are {}x{}",
+                            c.input_shape(),
+                            ds.rows,
+                            ds.cols
+                        );
+                    }
+                    let pre = c.metadata.get(Preprocess::METADATA_KEY).cloned().unwrap_or_default();
+                    println!(
+                        "model: {} ({} circuit nodes, {} bootstraps), dataset: {} ({} images), preprocess: {pre}, mode: simulate",
+                        model.display(),
+                        c.nodes.len(),
+                        c.bootstrap_stats().total(),
+                        dataset.dir_name(),
+                        ds.len()
+                    );
+                    (0..ds.len())
+                        .into_par_iter()
+                        .map(|i| sim::classify(c, ds.pixels(i)).map(|(p, _)| p))
+                        .collect::<Result<_, sim::SimError>>()?
+                }
+            };
             let correct = preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count();
             if let Some(path) = predictions {
                 let text: String = preds.iter().map(|p| format!("{p}\n")).collect();
@@ -149,18 +257,85 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn load_model(path: &Path, options: &ImportOptions) -> Result<Graph> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
-    import_onnx(&bytes, options).with_context(|| format!("cannot import {}", path.display()))
+fn header(model: &Path, n: usize, what: &str, dataset: DatasetKind, ds: &Dataset, pre: Preprocess, mode: &str) {
+    println!(
+        "model: {} ({n} {what}), dataset: {} ({} images), preprocess: {pre}, mode: {mode}",
+        model.display(),
+        dataset.dir_name(),
+        ds.len()
+    );
 }
 
-fn model_preprocess(g: &Graph) -> Result<Option<Preprocess>> {
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))
+}
+
+fn import(path: &Path, bytes: &[u8], options: &ImportOptions) -> Result<Graph> {
+    import_onnx(bytes, options).with_context(|| format!("cannot import {}", path.display()))
+}
+
+fn load_model(path: &Path, options: &ImportOptions) -> Result<Graph> {
+    import(path, &read(path)?, options)
+}
+
+fn preprocess_of(g: &Graph, flag: Option<Preprocess>) -> Result<Preprocess> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
     match g.metadata.get(Preprocess::METADATA_KEY) {
-        None => Ok(None),
-        Some(v) => {
-            v.parse().map(Some).map_err(|e: String| anyhow::anyhow!("model metadata {}: {e}", Preprocess::METADATA_KEY))
+        None => Ok(Preprocess::Unit),
+        Some(v) => v.parse().map_err(|e: String| anyhow::anyhow!("model metadata {}: {e}", Preprocess::METADATA_KEY)),
+    }
+}
+
+/// Imports, calibrates and quantizes a model.
+fn compile_model(model: &Path, args: &CompileArgs) -> Result<(Graph, Artifact)> {
+    let bytes = read(model)?;
+    if Artifact::sniff(&bytes) {
+        bail!("{} is already a compiled artifact", model.display());
+    }
+    let g = import(model, &bytes, &args.import.options())?;
+    let pre = preprocess_of(&g, args.preprocess)?;
+    let kind = match args.calib_dataset {
+        Some(k) => k,
+        None => match g.metadata.get("fhec.dataset") {
+            Some(d) => d.parse().map_err(|e: String| anyhow::anyhow!("model metadata fhec.dataset: {e}"))?,
+            None => DatasetKind::Mnist,
+        },
+    };
+    let (mut calib, calib_name) = match &args.calib {
+        Some(dir) => (Dataset::load_test(dir, kind)?, dir.display().to_string()),
+        None => (bundled_sample(kind), format!("bundled {} sample", kind.dir_name())),
+    };
+    calib.truncate(args.calib_limit.max(1));
+    let shape = image_input_shape(&g, &calib)?;
+    let inputs: Vec<_> = (0..calib.len()).map(|i| calib.input(i, pre, &shape)).collect();
+    let cal = Calibration::run(&g, &inputs)?;
+    let opts = args.quant_options();
+    let circuit = quantize(&g, pre, &cal, &opts).with_context(|| format!("cannot compile {}", model.display()))?;
+    let mut options = BTreeMap::new();
+    options.insert("input_bits".into(), opts.input_bits.to_string());
+    options.insert("weight_bits".into(), opts.weight_bits.to_string());
+    options.insert("act_bits".into(), opts.act_bits.to_string());
+    options.insert("max_table_bits".into(), opts.max_table_bits.to_string());
+    options.insert("preprocess".into(), pre.to_string());
+    options.insert("calibration".into(), format!("{} ({} images)", calib_name, calib.len()));
+    let source = model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok((g, Artifact { fhec_version: env!("CARGO_PKG_VERSION").into(), source, options, circuit }))
+}
+
+/// Writes an artifact atomically, refusing to replace a file that is not an artifact.
+fn write_artifact(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.exists() {
+        let head = std::fs::read(path).with_context(|| format!("cannot read existing {}", path.display()))?;
+        if !Artifact::sniff(&head) {
+            bail!("{} exists and is not an fhec artifact; refusing to overwrite it (choose another -o)", path.display());
         }
     }
+    let tmp = path.with_extension(format!("fhec.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    Ok(())
 }
 
 /// The model input shape, checked against the dataset's image size.
@@ -178,14 +353,4 @@ fn image_input_shape(g: &Graph, ds: &Dataset) -> Result<Vec<usize>> {
         );
     }
     Ok(input.shape.clone())
-}
-
-fn argmax(it: impl Iterator<Item = f32>) -> usize {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, v) in it.enumerate() {
-        if v > best.1 {
-            best = (i, v);
-        }
-    }
-    best.0
 }

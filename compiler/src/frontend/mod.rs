@@ -85,6 +85,9 @@ pub(crate) enum Val {
     Node(NodeId),
     /// Known at compile time.
     Const(CTensor),
+    /// An integer tensor of a quantized model: the node computes its real value
+    /// `(q - zero_point) * scale`, which lies on the grid.
+    Quant(NodeId, fhec_ir::nn::Grid),
 }
 
 /// Import state: the graph being built and the values bound to ONNX names.
@@ -154,6 +157,11 @@ pub fn import_proto(model: &ModelProto, options: &ImportOptions) -> Result<Graph
             let id = *id;
             imp.graph.add_output(id)
         }
+        Some(Val::Quant(..)) => {
+            return Err(ImportError::Model(format!(
+                "the output '{out_name}' is an integer tensor; fhec expects a float output (add DequantizeLinear)"
+            )));
+        }
         Some(Val::Const(_)) => {
             return Err(ImportError::Model(format!("the output '{out_name}' does not depend on the input")));
         }
@@ -208,19 +216,12 @@ impl Importer {
     fn import_node(&mut self, node: &NodeProto, index: usize) -> Result<(), ImportError> {
         let name = if node.name.is_empty() { format!("{}_{index}", node.op_type) } else { node.name.clone() };
         let ctx = NodeCtx { node, name, opset: self.opset };
-        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+        let domain = if node.domain == "ai.onnx" { "" } else { node.domain.as_str() };
+        let Some(handler) = ops::lookup(domain, &node.op_type) else {
             return Err(ImportError::UnsupportedOp {
                 node: ctx.name.clone(),
                 op_type: node.op_type.clone(),
-                domain: format!("{}::", node.domain),
-                supported: ops::supported().join(", "),
-            });
-        }
-        let Some(handler) = ops::lookup(&node.op_type) else {
-            return Err(ImportError::UnsupportedOp {
-                node: ctx.name.clone(),
-                op_type: node.op_type.clone(),
-                domain: String::new(),
+                domain: if domain.is_empty() { String::new() } else { format!("{domain}::") },
                 supported: ops::supported().join(", "),
             });
         };
@@ -249,7 +250,7 @@ impl Importer {
     /// Shape of a value.
     pub fn shape_of(&self, v: &Val) -> Vec<usize> {
         match v {
-            Val::Node(id) => self.graph.node(*id).shape.clone(),
+            Val::Node(id) | Val::Quant(id, _) => self.graph.node(*id).shape.clone(),
             Val::Const(c) => c.shape().to_vec(),
         }
     }
@@ -265,13 +266,8 @@ impl Importer {
         declared: &[usize],
     ) -> Result<Val, ImportError> {
         if args.iter().all(|a| matches!(a, Val::Const(_))) {
-            let owned: Vec<ndarray::ArrayD<f32>> = args
-                .iter()
-                .map(|a| match a {
-                    Val::Const(c) => c.to_f32(),
-                    Val::Node(_) => unreachable!(),
-                })
-                .collect();
+            let owned: Vec<ndarray::ArrayD<f32>> =
+                args.iter().filter_map(|a| if let Val::Const(c) = a { Some(c.to_f32()) } else { None }).collect();
             let views: Vec<ArrayViewD<f32>> = owned.iter().map(|a| a.view()).collect();
             let out = interp::eval_op(&op, &views, declared).map_err(|e| ctx.err(format!("folding constants: {e}")))?;
             return Ok(Val::Const(CTensor::F32(out)));
@@ -280,6 +276,11 @@ impl Importer {
         for a in args {
             match a {
                 Val::Node(id) => ids.push(*id),
+                Val::Quant(..) => {
+                    return Err(ctx.err(
+                        "this operator on an integer (quantized) tensor is not supported; dequantize it first",
+                    ));
+                }
                 Val::Const(c) => {
                     return Err(
                         ctx.err(format!("fhec supports a constant {} operand only where it is a weight", c.describe()))

@@ -99,6 +99,7 @@ pub fn eval_op(op: &Op, args: &[ArrayViewD<f32>], out_shape: &[usize]) -> Result
             x().mapv(|v| v.max(lo).min(hi))
         }
         Op::Square => x().mapv(|v| v * v),
+        Op::FakeQuant(g) => x().mapv(|v| g.dequantize(g.quantize(v))),
         Op::BatchNorm { scale, bias, mean, var, epsilon } => {
             let mut y = x().to_owned();
             for (c, mut lane) in y.axis_iter_mut(Axis(1)).enumerate() {

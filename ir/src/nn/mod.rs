@@ -13,7 +13,7 @@ pub mod print;
 pub mod verify;
 
 pub use graph::{Graph, Node, NodeId};
-pub use op::{Conv, Op, Pool, ShapeError, broadcast_shapes};
+pub use op::{Conv, Grid, Op, Pool, ShapeError, broadcast_shapes};
 
 /// A static tensor shape (row-major, NCHW for images).
 pub type Shape = Vec<usize>;

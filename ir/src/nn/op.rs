@@ -89,6 +89,32 @@ pub(crate) fn window_count(
     Some(n)
 }
 
+/// A uniform integer grid: `real = scale * (q - zero_point)`, `q` in `qmin..=qmax`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Grid {
+    /// Step between grid points.
+    pub scale: f32,
+    /// Integer that represents 0.
+    pub zero_point: i64,
+    /// Smallest integer.
+    pub qmin: i64,
+    /// Largest integer.
+    pub qmax: i64,
+}
+
+impl Grid {
+    /// Quantizes a real value (round half to even, as ONNX does) and clamps.
+    pub fn quantize(&self, x: f32) -> i64 {
+        let v = (x / self.scale).round_ties_even() as i64 + self.zero_point;
+        v.clamp(self.qmin, self.qmax)
+    }
+
+    /// The real value of an integer.
+    pub fn dequantize(&self, q: i64) -> f32 {
+        (q - self.zero_point) as f32 * self.scale
+    }
+}
+
 /// One operation of the NN IR. Every op has exactly one output.
 ///
 /// Element-wise ops with a constant operand carry it (`AddConst`, `MulConst`);
@@ -172,6 +198,10 @@ pub enum Op {
     },
     /// Mean over the spatial axes of NCHW, keeping them as size 1.
     GlobalAvgPool,
+    /// Fake quantization (ONNX `QuantizeLinear` then `DequantizeLinear`):
+    /// `(clamp(round_half_even(x / scale) + zero_point, qmin, qmax) - zero_point) * scale`.
+    /// Marks a tensor that an already-quantized model keeps on an integer grid.
+    FakeQuant(Grid),
     /// Constant padding of the two spatial axes of NCHW.
     Pad {
         /// `[top, left, bottom, right]`.
@@ -257,6 +287,7 @@ impl Op {
             Op::AvgPool { .. } => "avg_pool",
             Op::GlobalAvgPool => "global_avg_pool",
             Op::Pad { .. } => "pad",
+            Op::FakeQuant(_) => "fake_quant",
             Op::Reshape => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Softmax { .. } => "softmax",
@@ -356,6 +387,7 @@ impl Op {
             | Op::Tanh
             | Op::HardSigmoid { .. }
             | Op::Clip { .. }
+            | Op::FakeQuant(_)
             | Op::Square => Ok(x.to_vec()),
             Op::BatchNorm { scale, bias, mean, var, .. } => {
                 rank_at_least(2)?;

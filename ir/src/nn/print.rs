@@ -141,6 +141,7 @@ fn attrs(op: &Op) -> String {
             format!("{}{}", pool(p), if *count_include_pad { " count_include_pad" } else { "" })
         }
         Op::Transpose { perm } => format!("perm={perm:?}"),
+        Op::FakeQuant(g) => format!("scale={} zp={} q=[{}, {}]", fmt_f32(g.scale), g.zero_point, g.qmin, g.qmax),
         Op::Pad { pads, value } => format!("p={pads:?} value={}", fmt_f32(*value)),
         Op::Softmax { axis } | Op::LogSoftmax { axis } => format!("axis={axis}"),
         _ => String::new(),

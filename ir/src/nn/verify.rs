@@ -80,6 +80,7 @@ fn constants_finite(op: &Op) -> bool {
         }
         Op::LeakyRelu { alpha } => alpha.is_finite(),
         Op::Pad { value, .. } => value.is_finite(),
+        Op::FakeQuant(g) => g.scale.is_finite() && g.scale > 0.0 && g.qmin <= g.qmax,
         Op::HardSigmoid { alpha, beta } => alpha.is_finite() && beta.is_finite(),
         Op::Clip { min, max } => !min.is_some_and(f32::is_nan) && !max.is_some_and(f32::is_nan),
         _ => true,

@@ -130,10 +130,12 @@ fn pool_geometry(ctx: &NodeCtx, imp: &Importer, x: &Val) -> Result<Pool, ImportE
 }
 
 pub(super) fn max_pool(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
-    let x = required(ctx, inputs, 0)?.clone();
+    // Max commutes with the (increasing) dequantization, so it keeps an integer grid.
+    let (x, g) = imp.unquant(required(ctx, inputs, 0)?);
     ctx.expect_int("storage_order", 0, "row-major")?;
     let p = pool_geometry(ctx, imp, &x)?;
-    Ok(vec![imp.apply(ctx, None, Op::MaxPool(p), &[x], &[])?])
+    let y = imp.apply(ctx, None, Op::MaxPool(p), &[x], &[])?;
+    Ok(vec![imp.requant(y, g)])
 }
 
 pub(super) fn average_pool(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {

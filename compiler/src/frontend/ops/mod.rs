@@ -6,6 +6,7 @@
 mod conv;
 mod elementwise;
 mod linear;
+mod quant;
 mod shape;
 
 use super::{ImportError, Importer, NodeCtx, Val};
@@ -13,6 +14,7 @@ use super::{ImportError, Importer, NodeCtx, Val};
 /// An import function.
 pub(crate) type OpFn = fn(&mut Importer, &NodeCtx, &[Option<Val>]) -> Result<Vec<Val>, ImportError>;
 
+/// Default-domain (`ai.onnx`) operators.
 const REGISTRY: &[(&str, OpFn)] = &[
     ("Add", elementwise::add),
     ("AveragePool", conv::average_pool),
@@ -23,6 +25,8 @@ const REGISTRY: &[(&str, OpFn)] = &[
     ("Constant", shape::constant_op),
     ("ConstantOfShape", shape::constant_of_shape),
     ("Conv", conv::conv),
+    ("ConvInteger", quant::conv_integer),
+    ("DequantizeLinear", quant::dequantize_linear),
     ("Div", elementwise::div),
     ("Dropout", shape::identity),
     ("Flatten", shape::flatten),
@@ -35,11 +39,15 @@ const REGISTRY: &[(&str, OpFn)] = &[
     ("LeakyRelu", elementwise::leaky_relu),
     ("LogSoftmax", elementwise::log_softmax),
     ("MatMul", linear::matmul),
+    ("MatMulInteger", quant::matmul_integer),
     ("MaxPool", conv::max_pool),
     ("Mul", elementwise::mul),
     ("PRelu", elementwise::prelu),
     ("Pad", conv::pad),
     ("Pow", elementwise::pow),
+    ("QLinearConv", quant::qlinear_conv),
+    ("QLinearMatMul", quant::qlinear_matmul),
+    ("QuantizeLinear", quant::quantize_linear),
     ("Relu", elementwise::relu),
     ("Reshape", shape::reshape),
     ("Shape", shape::shape),
@@ -53,14 +61,24 @@ const REGISTRY: &[(&str, OpFn)] = &[
     ("Unsqueeze", shape::unsqueeze),
 ];
 
-/// The import function of an op type.
-pub(crate) fn lookup(op_type: &str) -> Option<OpFn> {
-    REGISTRY.iter().find(|(n, _)| *n == op_type).map(|(_, f)| *f)
+/// onnxruntime's contrib operators (`com.microsoft` domain).
+const MS_REGISTRY: &[(&str, OpFn)] = &[("QLinearAdd", quant::qlinear_add)];
+
+/// The import function of an op type in a domain (`""` for the default domain).
+pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<OpFn> {
+    let reg = match domain {
+        "" => REGISTRY,
+        "com.microsoft" => MS_REGISTRY,
+        _ => return None,
+    };
+    reg.iter().find(|(n, _)| *n == op_type).map(|(_, f)| *f)
 }
 
-/// Names of all supported op types, sorted.
-pub(crate) fn supported() -> Vec<&'static str> {
-    REGISTRY.iter().map(|(n, _)| *n).collect()
+/// Names of all supported op types, sorted, contrib ops with their domain.
+pub(crate) fn supported() -> Vec<String> {
+    let mut v: Vec<String> = REGISTRY.iter().map(|(n, _)| n.to_string()).collect();
+    v.extend(MS_REGISTRY.iter().map(|(n, _)| format!("com.microsoft::{n}")));
+    v
 }
 
 /// Input `i`, which must be present.
@@ -80,7 +98,7 @@ pub(crate) fn constant<'a>(
 ) -> Result<&'a super::CTensor, ImportError> {
     match required(ctx, inputs, i)? {
         Val::Const(c) => Ok(c),
-        Val::Node(_) => Err(ctx.err(format!(
+        Val::Node(_) | Val::Quant(..) => Err(ctx.err(format!(
             "{what} (input #{i}) is computed at run time; fhec needs it to be a constant (an initializer or folded from one)"
         ))),
     }

@@ -19,6 +19,10 @@ fn i64s(v: Vec<i64>) -> Val {
 
 /// Reshapes a value to a static shape (emitting a `Reshape` node for computed values).
 fn reshape_to(imp: &mut Importer, ctx: &NodeCtx, x: Val, target: Vec<usize>) -> Result<Val, ImportError> {
+    if let (real, Some(g)) = imp.unquant(&x) {
+        let r = reshape_to(imp, ctx, real, target)?;
+        return Ok(imp.requant(r, Some(g)));
+    }
     let src = imp.shape_of(&x);
     if src == target {
         return Ok(x);
@@ -135,6 +139,7 @@ pub(super) fn transpose(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>
         None => (0..rank).rev().collect(),
         Some(p) => p.iter().map(|&v| axis(ctx, v, rank, "perm entry")).collect::<Result<_, _>>()?,
     };
+    let (x, g) = imp.unquant(&x);
     let out = match x {
         Val::Const(CTensor::Int(t, ty)) => {
             if perm.len() != rank {
@@ -144,7 +149,7 @@ pub(super) fn transpose(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>
         }
         v => imp.apply(ctx, None, Op::Transpose { perm }, &[v], &[])?,
     };
-    Ok(vec![out])
+    Ok(vec![imp.requant(out, g)])
 }
 
 pub(super) fn shape(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
@@ -200,7 +205,7 @@ pub(super) fn cast(_: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> R
     let is_float = matches!(to, 1 | 10 | 11);
     let out = match x {
         Val::Node(_) if is_float => x,
-        Val::Node(_) => {
+        Val::Node(_) | Val::Quant(..) => {
             return Err(ctx.err(format!("casting a computed value to ONNX type {to} is not supported (only to float)")));
         }
         Val::Const(c) if is_float => Val::Const(CTensor::F32(c.to_f32())),

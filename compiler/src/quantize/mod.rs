@@ -1,0 +1,132 @@
+//! Post-training quantization: NN IR (float) -> circuit IR (integer).
+//!
+//! **Scheme.** Every integer tensor `v` of the circuit stands for a float tensor through a
+//! dequantization map `x ≈ scale ⊙ v + offset` ([`Affine`], per element, broadcast).
+//! * The client quantizes the image (`pixel -> q`, a 256-entry map), so the input is exact
+//!   at 8 bits and the offset of a normalisation (`mnist-norm`) is just an offset.
+//! * A linear op (Conv, Dense) on `v` absorbs the input scale into its weights
+//!   (`W' = W · diag(scale)`), quantizes them per output channel to `weight_bits` (or keeps
+//!   the grid they already lie on, for quantized or QAT models), and accumulates exactly in
+//!   integers; the input offset and the bias become the output offset, computed by running
+//!   the float op on the offset tensor (so zero padding is exact).
+//! * Affine element-wise ops (Add/Mul by constants, BatchNorm) only change the map.
+//! * A chain of non-linear element-wise ops (activations, a square, fake quantization,
+//!   affine ops between them) becomes one table lookup that dequantizes its input, applies
+//!   the chain and requantizes to `act_bits` (scale from calibration) or to the grid of a
+//!   trailing `FakeQuant`. Tables are per channel when the maps or the chain vary per
+//!   channel. Before a table, a clear addition makes the accumulator non-negative; if it is
+//!   still wider than `max_table_bits`, an exact rounding drops its low bits.
+//! * Average pooling is a sum whose scale moves into the map; max pooling is exact on
+//!   integers (a chain of pairwise maxima through tables in TFHE).
+//! * A trailing Softmax / LogSoftmax is dropped: it does not change the argmax.
+//!
+//! **Analyses.** Ranges are exact interval arithmetic over the integer weights from the
+//! input range; the noise 2-norm of each value is the square root of the largest sum of
+//! squared weights from the last bootstrap, propagated per element.
+
+mod lower;
+
+use std::collections::HashMap;
+
+use fhec_ir::nn::{Graph, NodeId, Tensor, interp};
+
+pub use lower::quantize;
+
+/// Bit widths and limits of the quantization.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuantOptions {
+    /// Bits of the encrypted input values (8 keeps 8-bit pixels exact).
+    pub input_bits: u32,
+    /// Bits of the signed weights (per output channel scale).
+    pub weight_bits: u32,
+    /// Bits of the activations (table outputs).
+    pub act_bits: u32,
+    /// Widest table index; wider accumulators are rounded exactly first.
+    pub max_table_bits: u32,
+}
+
+impl Default for QuantOptions {
+    fn default() -> Self {
+        QuantOptions { input_bits: 8, weight_bits: 6, act_bits: 6, max_table_bits: 10 }
+    }
+}
+
+impl QuantOptions {
+    /// Checks the options against what the circuit can represent.
+    pub fn validate(&self) -> Result<(), QuantError> {
+        let bad = |m: String| Err(QuantError::Options(m));
+        if !(1..=8).contains(&self.input_bits) {
+            return bad(format!("input bits {} must be in 1..=8", self.input_bits));
+        }
+        if !(2..=16).contains(&self.weight_bits) {
+            return bad(format!("weight bits {} must be in 2..=16", self.weight_bits));
+        }
+        if !(1..=16).contains(&self.act_bits) {
+            return bad(format!("activation bits {} must be in 1..=16", self.act_bits));
+        }
+        if !(2..=20).contains(&self.max_table_bits) {
+            return bad(format!("max table bits {} must be in 2..=20", self.max_table_bits));
+        }
+        Ok(())
+    }
+}
+
+/// Why a model could not be quantized.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuantError {
+    /// Invalid options.
+    #[error("invalid quantization options: {0}")]
+    Options(String),
+    /// An op or op placement the quantizer does not support.
+    #[error("node '{node}' ({op}): {message}")]
+    Unsupported {
+        /// NN node name.
+        node: String,
+        /// NN op name.
+        op: &'static str,
+        /// What is not supported.
+        message: String,
+    },
+    /// Calibration failed.
+    #[error("calibration: {0}")]
+    Calibration(String),
+    /// The produced circuit failed verification (a compiler bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Float ranges of every NN node's output over a calibration set.
+#[derive(Clone, Debug, Default)]
+pub struct Calibration {
+    ranges: HashMap<NodeId, (f32, f32)>,
+    /// Number of calibration inputs.
+    pub count: usize,
+}
+
+impl Calibration {
+    /// Runs the float interpreter on every input and records each node's min and max.
+    pub fn run(g: &Graph, inputs: &[Tensor]) -> Result<Calibration, QuantError> {
+        if inputs.is_empty() {
+            return Err(QuantError::Calibration("no calibration inputs".into()));
+        }
+        let mut ranges: HashMap<NodeId, (f32, f32)> = HashMap::new();
+        for x in inputs {
+            let vals = interp::run_all(g, std::slice::from_ref(x)).map_err(|e| QuantError::Calibration(e.0))?;
+            for (id, v) in vals {
+                let e = ranges.entry(id).or_insert((f32::INFINITY, f32::NEG_INFINITY));
+                for &x in v.iter() {
+                    if x.is_finite() {
+                        e.0 = e.0.min(x);
+                        e.1 = e.1.max(x);
+                    }
+                }
+            }
+        }
+        Ok(Calibration { ranges, count: inputs.len() })
+    }
+
+    /// The recorded range of a node.
+    pub fn range(&self, id: NodeId) -> Option<(f32, f32)> {
+        self.ranges.get(&id).copied()
+    }
+}

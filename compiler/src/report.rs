@@ -1,0 +1,145 @@
+//! The build report: what a circuit costs, as data (for `--json`) and as text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use fhec_ir::circuit::{COp, Circuit};
+use serde::Serialize;
+
+/// One node that bootstraps or accumulates.
+#[derive(Debug, Serialize)]
+pub struct LayerStat {
+    /// Node name.
+    pub name: String,
+    /// Op name.
+    pub op: &'static str,
+    /// Output shape.
+    pub shape: Vec<usize>,
+    /// Exact value range.
+    pub range: [i64; 2],
+    /// Bits of the range.
+    pub width: u32,
+    /// Noise 2-norm of the linear chain ending here.
+    pub norm2: f64,
+    /// Table bootstraps of this node.
+    pub tables: usize,
+    /// Width those tables read.
+    pub table_width: Option<u32>,
+    /// 1-bit rounding bootstraps of this node.
+    pub rounding: usize,
+}
+
+/// The report of `fhec build`.
+#[derive(Debug, Serialize)]
+pub struct BuildReport {
+    /// Circuit name.
+    pub name: String,
+    /// Build options.
+    pub options: BTreeMap<String, String>,
+    /// Node count per op.
+    pub op_counts: BTreeMap<&'static str, usize>,
+    /// Table bootstraps per inference by the width they read.
+    pub tables_by_width: BTreeMap<u32, usize>,
+    /// Total table bootstraps.
+    pub table_bootstraps: usize,
+    /// 1-bit rounding bootstraps.
+    pub rounding_bootstraps: usize,
+    /// All bootstraps per inference.
+    pub total_bootstraps: usize,
+    /// Widest table read.
+    pub max_table_width: u32,
+    /// Largest noise 2-norm feeding a bootstrap.
+    pub max_norm2: f64,
+    /// Input bits.
+    pub input_bits: u32,
+    /// Widest value of the circuit (the output accumulator typically).
+    pub max_value_width: u32,
+    /// Per-node statistics (linear ops and bootstrapping ops).
+    pub layers: Vec<LayerStat>,
+}
+
+/// Builds the report of a circuit.
+pub fn build_report(c: &Circuit, options: &BTreeMap<String, String>) -> BuildReport {
+    let stats = c.bootstrap_stats();
+    let mut op_counts = BTreeMap::new();
+    let mut layers = vec![];
+    for (id, n) in c.nodes.iter().enumerate() {
+        *op_counts.entry(n.op.name()).or_default() += 1;
+        if matches!(n.op, COp::Reshape | COp::Transpose { .. }) {
+            continue;
+        }
+        let (t, r) = c.node_bootstraps(id);
+        layers.push(LayerStat {
+            name: n.name.clone(),
+            op: n.op.name(),
+            shape: n.shape.clone(),
+            range: [n.range.min, n.range.max],
+            width: n.range.width(),
+            norm2: if t.is_some() || r > 0 { c.table_input_norm2(id) } else { n.norm2 },
+            tables: t.map_or(0, |(_, k)| k),
+            table_width: t.map(|(w, _)| w),
+            rounding: r,
+        });
+    }
+    let input_bits = match c.nodes[0].op {
+        COp::Input { bits } => bits,
+        _ => 0,
+    };
+    BuildReport {
+        name: c.name.clone(),
+        options: options.clone(),
+        op_counts,
+        table_bootstraps: stats.by_width.values().sum(),
+        tables_by_width: stats.by_width.clone(),
+        rounding_bootstraps: stats.rounding,
+        total_bootstraps: stats.total(),
+        max_table_width: stats.max_width(),
+        max_norm2: stats.max_norm2,
+        input_bits,
+        max_value_width: c.nodes.iter().map(|n| n.range.width()).max().unwrap_or(0),
+        layers,
+    }
+}
+
+impl BuildReport {
+    /// Human-readable rendering.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let opts: Vec<String> = self.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(s, "circuit {:?}: {}", self.name, opts.join(", "));
+        let widths: Vec<String> = self.tables_by_width.iter().map(|(w, n)| format!("{n} x {w}-bit")).collect();
+        let _ = writeln!(
+            s,
+            "bootstraps per inference: {} (tables: {}; exact-rounding 1-bit: {})",
+            self.total_bootstraps,
+            if widths.is_empty() { "none".into() } else { widths.join(", ") },
+            self.rounding_bootstraps
+        );
+        let _ = writeln!(
+            s,
+            "widest table read: {} bits; max noise 2-norm into a bootstrap: {:.1}; input: {} bits; widest value: {} bits",
+            self.max_table_width, self.max_norm2, self.input_bits, self.max_value_width
+        );
+        let _ = writeln!(s, "{:<44} {:<10} {:<18} {:>24} {:>5} {:>9} {:>8} {:>6}", "node", "op", "shape", "range", "bits", "2-norm", "tables", "round");
+        for l in &self.layers {
+            let _ = writeln!(
+                s,
+                "{:<44} {:<10} {:<18} {:>24} {:>5} {:>9.1} {:>8} {:>6}",
+                truncate(&l.name, 44),
+                l.op,
+                format!("{:?}", l.shape),
+                format!("[{}, {}]", l.range[0], l.range[1]),
+                l.table_width.map_or(l.width.to_string(), |w| format!("{w}*")),
+                l.norm2,
+                l.tables,
+                l.rounding
+            );
+        }
+        let _ = writeln!(s, "(* = width the node's tables read)");
+        s
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("…{}", s.chars().rev().take(n - 1).collect::<Vec<_>>().into_iter().rev().collect::<String>()) }
+}

@@ -1,0 +1,297 @@
+//! The circuit IR: what a TFHE server evaluates, as integer-only ops.
+//!
+//! A [`Circuit`] is a list of [`CNode`]s in SSA form (a node's inputs are earlier
+//! nodes). Values are tensors of integers. Linear ops (convolutions and dense layers
+//! with clear integer weights, clear additions, sums of ciphertexts, sum pooling) are
+//! leveled in TFHE; every non-linear step is a table lookup, which is one programmable
+//! bootstrap per element ([`COp::Table`]), or several ([`COp::MaxPool`] uses one per
+//! pairwise max, [`COp::Round`] one 1-bit bootstrap per removed bit).
+//!
+//! Every node carries the exact range of its values (from interval analysis over the
+//! integer weights, never from calibration) and the noise 2-norm of the linear chain
+//! since the last bootstrap (the square root of the largest sum of squared weights
+//! feeding one element, as Concrete's MANP analysis computes it).
+
+pub mod kernels;
+pub mod print;
+pub mod verify;
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array2, Array4, ArrayD};
+use serde::{Deserialize, Serialize};
+
+use crate::nn::Pool;
+
+/// Index of a node in [`Circuit::nodes`].
+pub type ValueId = usize;
+
+/// Closed integer range of every element of a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    /// Smallest value.
+    pub min: i64,
+    /// Largest value.
+    pub max: i64,
+}
+
+impl Range {
+    /// Bits needed to hold `max - min + 1` distinct values (at least 1).
+    pub fn width(&self) -> u32 {
+        let span = (self.max - self.min) as u64;
+        (64 - span.leading_zeros()).max(1)
+    }
+
+    /// Whether `v` lies in the range.
+    pub fn contains(&self, v: i64) -> bool {
+        self.min <= v && v <= self.max
+    }
+}
+
+/// How lookup tables are indexed along a value's elements.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TableIndex {
+    /// One table for every element.
+    Shared,
+    /// One table per index along this axis (per channel).
+    PerAxis(usize),
+    /// One table per element (row-major).
+    PerElement,
+}
+
+/// An integer circuit operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum COp {
+    /// The encrypted input: the client's quantized image, values in `[0, 2^bits)`.
+    Input {
+        /// Bits per input value.
+        bits: u32,
+    },
+    /// 2-D convolution with clear integer weights `[out, in / groups, kh, kw]` and zero padding.
+    Conv {
+        /// Integer kernel.
+        weight: Array4<i64>,
+        /// Strides.
+        strides: [usize; 2],
+        /// Padding `[top, left, bottom, right]` (zeros).
+        pads: [usize; 4],
+        /// Dilations.
+        dilations: [usize; 2],
+        /// Groups.
+        groups: usize,
+    },
+    /// `y = W x` over the last axis, `W` of shape `[out, in]`.
+    Dense {
+        /// Integer weights.
+        weight: Array2<i64>,
+    },
+    /// Adds a clear integer tensor (broadcast to the value's shape).
+    AddClear(ArrayD<i64>),
+    /// Sum of two ciphertext tensors of the same shape.
+    Add,
+    /// Difference of two ciphertext tensors of the same shape.
+    Sub,
+    /// Sum over pooling windows (zero padding).
+    SumPool(Pool),
+    /// Max over pooling windows (padding ignored), computed as a chain of pairwise maxima
+    /// `m + relu(x - m)`, each relu a table reading `diff + diff_offset` in
+    /// `[0, 2^diff_width)`.
+    MaxPool {
+        /// Window geometry.
+        pool: Pool,
+        /// Offset that makes every pairwise difference non-negative.
+        diff_offset: i64,
+        /// Width of the offset differences.
+        diff_width: u32,
+    },
+    /// Exact rounding down: `v >> shift` for `v >= 0` (the compiler adds `2^(shift-1)` first
+    /// for round-to-nearest). In TFHE: one 1-bit bootstrap per removed bit.
+    Round {
+        /// Bits removed.
+        shift: u32,
+    },
+    /// Table lookup: `y = table[v]`, `v` in `[0, 2^in_width)`.
+    Table {
+        /// Width of the index.
+        in_width: u32,
+        /// How elements pick their table.
+        index: TableIndex,
+        /// The tables, each with `2^in_width` entries.
+        tables: Vec<Vec<i64>>,
+    },
+    /// Row-major reshape to the node's shape (no computation).
+    Reshape,
+    /// Axis permutation (no computation).
+    Transpose {
+        /// Output axis `i` is input axis `perm[i]`.
+        perm: Vec<usize>,
+    },
+}
+
+impl COp {
+    /// Short name for printing and statistics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            COp::Input { .. } => "input",
+            COp::Conv { .. } => "conv",
+            COp::Dense { .. } => "dense",
+            COp::AddClear(_) => "add_clear",
+            COp::Add => "add",
+            COp::Sub => "sub",
+            COp::SumPool(_) => "sum_pool",
+            COp::MaxPool { .. } => "max_pool",
+            COp::Round { .. } => "round",
+            COp::Table { .. } => "table",
+            COp::Reshape => "reshape",
+            COp::Transpose { .. } => "transpose",
+        }
+    }
+
+    /// Number of inputs.
+    pub fn arity(&self) -> usize {
+        match self {
+            COp::Input { .. } => 0,
+            COp::Add | COp::Sub => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether the op's output is freshly bootstrapped (its noise does not depend on its input's).
+    pub fn bootstraps(&self) -> bool {
+        matches!(self, COp::Table { .. } | COp::MaxPool { .. })
+    }
+}
+
+/// One node of the circuit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CNode {
+    /// Provenance (`{nn_node}.{role}`).
+    pub name: String,
+    /// The operation.
+    pub op: COp,
+    /// Input nodes.
+    pub inputs: Vec<ValueId>,
+    /// Output shape.
+    pub shape: Vec<usize>,
+    /// Exact range of every output element.
+    pub range: Range,
+    /// Noise 2-norm of the linear chain ending here, relative to a fresh or bootstrapped
+    /// ciphertext (1 for inputs and bootstrapped values).
+    pub norm2: f64,
+}
+
+/// How the client maps 8-bit pixels to the circuit's input integers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputQuant {
+    /// `pixel_to_q[p]` is the integer encrypted for pixel value `p` (256 entries).
+    pub pixel_to_q: Vec<i64>,
+}
+
+/// How the client turns the decrypted output integers into scores.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputQuant {
+    /// Per output element: `score = scale * v + offset`.
+    pub scale: Vec<f64>,
+    /// Per output element offset.
+    pub offset: Vec<f64>,
+}
+
+impl OutputQuant {
+    /// Dequantizes decrypted output integers.
+    pub fn scores(&self, v: &[i64]) -> Vec<f64> {
+        v.iter().zip(self.scale.iter().zip(&self.offset)).map(|(&q, (&s, &o))| s * q as f64 + o).collect()
+    }
+}
+
+/// An integer circuit: node 0 is the input, [`Circuit::output`] the result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Circuit {
+    /// Model name.
+    pub name: String,
+    /// Metadata carried from the model (`fhec.preprocess`, ...).
+    pub metadata: BTreeMap<String, String>,
+    /// Nodes in SSA order.
+    pub nodes: Vec<CNode>,
+    /// The node whose value the client decrypts.
+    pub output: ValueId,
+    /// Client-side input quantization.
+    pub input_quant: InputQuant,
+    /// Client-side output dequantization.
+    pub output_quant: OutputQuant,
+}
+
+/// Statistics of the bootstraps of a circuit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BootstrapStats {
+    /// Table bootstraps per inference, by the width they read.
+    pub by_width: BTreeMap<u32, usize>,
+    /// 1-bit bootstraps of exact rounding.
+    pub rounding: usize,
+    /// Largest noise 2-norm feeding a bootstrap.
+    pub max_norm2: f64,
+}
+
+impl BootstrapStats {
+    /// Total bootstraps per inference.
+    pub fn total(&self) -> usize {
+        self.by_width.values().sum::<usize>() + self.rounding
+    }
+
+    /// Widest table read.
+    pub fn max_width(&self) -> u32 {
+        self.by_width.keys().copied().max().unwrap_or(0)
+    }
+}
+
+impl Circuit {
+    /// The input node's shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.nodes[0].shape
+    }
+
+    /// Bootstraps of one node (table lookups by width, rounding bootstraps).
+    pub fn node_bootstraps(&self, id: ValueId) -> (Option<(u32, usize)>, usize) {
+        let n = &self.nodes[id];
+        let elems: usize = n.shape.iter().product();
+        match &n.op {
+            COp::Table { in_width, .. } => (Some((*in_width, elems)), 0),
+            COp::MaxPool { pool, diff_width, .. } => {
+                let input = &self.nodes[n.inputs[0]].shape;
+                (Some((*diff_width, kernels::max_pool_comparisons(input, pool))), 0)
+            }
+            COp::Round { shift } => (None, elems * *shift as usize),
+            _ => (None, 0),
+        }
+    }
+
+    /// Bootstrap counts and widths of one inference.
+    pub fn bootstrap_stats(&self) -> BootstrapStats {
+        let mut s = BootstrapStats::default();
+        for id in 0..self.nodes.len() {
+            let (t, r) = self.node_bootstraps(id);
+            if let Some((w, n)) = t {
+                if n > 0 {
+                    *s.by_width.entry(w).or_default() += n;
+                }
+            }
+            s.rounding += r;
+            if t.is_some() || r > 0 {
+                s.max_norm2 = s.max_norm2.max(self.table_input_norm2(id));
+            }
+        }
+        s
+    }
+
+    /// The noise 2-norm feeding the bootstraps of node `id`.
+    pub fn table_input_norm2(&self, id: ValueId) -> f64 {
+        let n = &self.nodes[id];
+        match &n.op {
+            // A pairwise max reads x - m, where m = m' + relu(..) carries one bootstrap more.
+            COp::MaxPool { .. } => {
+                let x = self.nodes[n.inputs[0]].norm2;
+                (2.0 * x * x + 1.0).sqrt()
+            }
+            _ => n.inputs.first().map_or(1.0, |&i| self.nodes[i].norm2),
+        }
+    }
+}
