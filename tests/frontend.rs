@@ -46,19 +46,9 @@ fn fixture_ir_snapshots() {
 }
 
 fn bundled() -> Vec<(std::path::PathBuf, Preprocess)> {
-    onnx_files("examples/models")
-        .into_iter()
-        .map(|f| {
-            let g = import(&f).unwrap();
-            let pre = match g.metadata.get(Preprocess::METADATA_KEY) {
-                Some(p) => p.parse().unwrap(),
-                // The burn export documents mnist-norm (examples/models/README.md).
-                None if stem(&f).starts_with("burn") => Preprocess::MnistNorm,
-                None => Preprocess::Unit,
-            };
-            (f, pre)
-        })
-        .collect()
+    let models = bundled_models();
+    assert_eq!(models.len(), onnx_files("examples/models").len(), "every bundled model is in the manifest");
+    models.into_iter().map(|b| (b.path, b.preprocess)).collect()
 }
 
 #[test]

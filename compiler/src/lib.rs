@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod frontend;
+pub mod manifest;
 pub mod quantize;
 pub mod report;
 pub mod summary;

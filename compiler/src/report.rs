@@ -120,7 +120,11 @@ impl BuildReport {
             "widest table read: {} bits; max noise 2-norm into a bootstrap: {:.1}; input: {} bits; widest value: {} bits",
             self.max_table_width, self.max_norm2, self.input_bits, self.max_value_width
         );
-        let _ = writeln!(s, "{:<44} {:<10} {:<18} {:>24} {:>5} {:>9} {:>8} {:>6}", "node", "op", "shape", "range", "bits", "2-norm", "tables", "round");
+        let _ = writeln!(
+            s,
+            "{:<44} {:<10} {:<18} {:>24} {:>5} {:>9} {:>8} {:>6}",
+            "node", "op", "shape", "range", "bits", "2-norm", "tables", "round"
+        );
         for l in &self.layers {
             let _ = writeln!(
                 s,
@@ -141,5 +145,9 @@ impl BuildReport {
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { format!("…{}", s.chars().rev().take(n - 1).collect::<Vec<_>>().into_iter().rev().collect::<String>()) }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("…{}", s.chars().rev().take(n - 1).collect::<Vec<_>>().into_iter().rev().collect::<String>())
+    }
 }

@@ -143,3 +143,98 @@ fn corrupt_dataset_is_an_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("is not a valid IDX images file"), "{}", text(&o.stderr));
 }
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fhec-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn build_writes_an_artifact_that_eval_simulates() {
+    let d = tmpdir("build");
+    let art = d.join("cnn.fhec");
+    let o = fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("bootstraps per inference:"), "{out}");
+    assert!(out.contains("widest table read:"), "{out}");
+    let o = fhec(&[
+        "eval",
+        art.to_str().unwrap(),
+        "--dataset",
+        "mnist",
+        "--data",
+        "examples/data",
+        "--mode",
+        "simulate",
+        "--limit",
+        "30",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let last = text(&o.stdout).lines().last().unwrap().to_string();
+    assert!(last.starts_with("accuracy: ") && last.ends_with("/30)"), "{last}");
+    // The same accuracy when compiling on the fly from the ONNX file.
+    let o2 = fhec(&[
+        "eval",
+        "examples/models/cnn_mnist.onnx",
+        "--dataset",
+        "mnist",
+        "--data",
+        "examples/data",
+        "--mode",
+        "simulate",
+        "--limit",
+        "30",
+    ]);
+    assert_eq!(text(&o2.stdout).lines().last().unwrap(), last);
+    // Rebuilding over an artifact is fine.
+    assert!(fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap()]).status.success());
+}
+
+#[test]
+fn build_json_report() {
+    let d = tmpdir("json");
+    let art = d.join("seed.fhec");
+    let o = fhec(&[
+        "build",
+        "examples/models/seed_mnist.onnx",
+        "-o",
+        art.to_str().unwrap(),
+        "--json",
+        "--max-table-bits",
+        "9",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["max_table_width"], 9);
+    // 4x8x8 conv outputs and 64 hidden units, one square table each.
+    assert_eq!(v["table_bootstraps"], 320);
+    assert!(v["artifact"]["bytes"].as_u64().unwrap() > 1000);
+    assert!(v["layers"].as_array().unwrap().iter().any(|l| l["op"] == "table"));
+}
+
+#[test]
+fn build_never_overwrites_user_files_and_rejects_bad_artifacts() {
+    let d = tmpdir("guard");
+    let precious = d.join("notes.txt");
+    std::fs::write(&precious, "my notes").unwrap();
+    let o = fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", precious.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("is not an fhec artifact; refusing to overwrite"), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "my notes");
+    // A corrupt artifact is a clear error.
+    let art = d.join("m.fhec");
+    assert!(fhec(&["build", "examples/models/seed_mnist.onnx", "-o", art.to_str().unwrap()]).status.success());
+    let mut b = std::fs::read(&art).unwrap();
+    let k = b.len() / 2;
+    b[k] ^= 0x40;
+    std::fs::write(&art, &b).unwrap();
+    let o =
+        fhec(&["eval", art.to_str().unwrap(), "--dataset", "mnist", "--data", "examples/data", "--mode", "simulate"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("artifact is corrupt (checksum mismatch)"), "{}", text(&o.stderr));
+    let o = fhec(&["eval", art.to_str().unwrap(), "--dataset", "mnist", "--data", "examples/data", "--mode", "float"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("float mode needs the ONNX model"), "{}", text(&o.stderr));
+}

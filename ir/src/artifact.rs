@@ -102,7 +102,10 @@ impl Artifact {
         }
         let end = 20 + len as usize;
         if bytes.len() != end + 8 {
-            return Err(ArtifactError::Size(format!("header announces {len} payload bytes, file has {}", bytes.len().saturating_sub(28))));
+            return Err(ArtifactError::Size(format!(
+                "header announces {len} payload bytes, file has {}",
+                bytes.len().saturating_sub(28)
+            )));
         }
         let payload = &bytes[20..end];
         if fnv(payload).to_le_bytes() != bytes[end..] {

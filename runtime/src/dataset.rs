@@ -119,11 +119,18 @@ impl Dataset {
 
     /// Parses IDX image and label bytes (gzip-compressed or raw); the paths only name them
     /// in errors.
-    pub fn from_idx_bytes(images_bytes: &[u8], images: &Path, labels_bytes: &[u8], labels: &Path) -> Result<Dataset, DatasetError> {
+    pub fn from_idx_bytes(
+        images_bytes: &[u8],
+        images: &Path,
+        labels_bytes: &[u8],
+        labels: &Path,
+    ) -> Result<Dataset, DatasetError> {
         let gunzip = |b: &[u8], p: &Path| -> Result<Vec<u8>, DatasetError> {
             if b.starts_with(&[0x1f, 0x8b]) {
                 let mut out = Vec::new();
-                flate2::read::GzDecoder::new(b).read_to_end(&mut out).map_err(|source| DatasetError::Io { path: p.into(), source })?;
+                flate2::read::GzDecoder::new(b)
+                    .read_to_end(&mut out)
+                    .map_err(|source| DatasetError::Io { path: p.into(), source })?;
                 Ok(out)
             } else {
                 Ok(b.to_vec())

@@ -87,3 +87,37 @@ impl Expected {
         ArrayD::from_shape_vec(IxDyn(&self.output_shape), self.output.clone()).expect("fixture output shape")
     }
 }
+
+/// A bundled model with its dataset and preprocessing (from `examples/models/manifest.json`).
+pub struct Bundled {
+    /// Path of the ONNX file.
+    pub path: PathBuf,
+    /// Its dataset.
+    pub dataset: fhec_runtime::dataset::DatasetKind,
+    /// Its preprocessing.
+    pub preprocess: fhec_ir::Preprocess,
+}
+
+/// All bundled models, in manifest order.
+pub fn bundled_models() -> Vec<Bundled> {
+    let dir = root().join("examples/models");
+    let text = std::fs::read_to_string(dir.join("manifest.json")).expect("manifest");
+    fhec_compiler::manifest::Manifest::parse(&text)
+        .expect("valid manifest")
+        .models
+        .into_iter()
+        .map(|m| Bundled {
+            path: dir.join(&m.file),
+            dataset: m.dataset.parse().expect("dataset"),
+            preprocess: m.preprocess,
+        })
+        .collect()
+}
+
+/// Compiles a bundled model at default options, calibrated on its bundled sample.
+pub fn compile_default(b: &Bundled) -> fhec_ir::circuit::Circuit {
+    let g = import(&b.path).expect("import");
+    let ds = fhec_runtime::dataset::bundled_sample(b.dataset);
+    let imgs: Vec<&[u8]> = (0..ds.len()).map(|i| ds.pixels(i)).collect();
+    fhec_compiler::quantize::compile_circuit(&g, b.preprocess, &imgs, &Default::default()).expect("compile")
+}

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use fhec_compiler::quantize::{Calibration, QuantOptions, quantize};
+use fhec_compiler::quantize::{QuantOptions, compile_circuit};
 use fhec_compiler::report::build_report;
 use fhec_compiler::{ImportOptions, import_onnx};
 use fhec_ir::artifact::Artifact;
@@ -134,6 +134,29 @@ enum Command {
         #[command(flatten)]
         compile: CompileArgs,
     },
+    /// Benchmarks that write result tables.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Float vs simulated accuracy of every bundled model on full test sets; writes the
+    /// accuracy section of BENCHMARKS.md.
+    Accuracy {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
+        #[arg(long)]
+        data: PathBuf,
+        /// Markdown file whose accuracy section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Evaluate only the first N images of each set.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -170,6 +193,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench(Bench::Accuracy { models, data, out, limit }) => bench_accuracy(&models, &data, &out, limit),
         Command::Build { model, out, json, print_circuit, compile } => {
             let (_, art) = compile_model(&model, &compile)?;
             let out = out.unwrap_or_else(|| model.with_extension("fhec"));
@@ -257,6 +281,116 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Replaces the part of `doc` between `<!-- NAME:begin -->` and `<!-- NAME:end -->`
+/// (appending the section if absent).
+fn replace_section(doc: &str, name: &str, body: &str) -> String {
+    let (b, e) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
+    match (doc.find(&b), doc.find(&e)) {
+        (Some(i), Some(j)) if j > i => format!("{}{b}\n{body}{}", &doc[..i], &doc[j..]),
+        _ => format!("{}{}{b}\n{body}{e}\n", doc, if doc.is_empty() || doc.ends_with('\n') { "" } else { "\n" }),
+    }
+}
+
+fn machine_line() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "{} cores, load average {} (1/5/15 min) at the start",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.join(" ")
+    )
+}
+
+fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) -> Result<()> {
+    use fhec_compiler::manifest::Manifest;
+    let mpath = models.join("manifest.json");
+    let text = std::fs::read_to_string(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?;
+    let manifest = Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mpath.display()))?;
+    let machine = machine_line();
+    let mut rows = vec![];
+    for m in &manifest.models {
+        let path = models.join(&m.file);
+        let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
+        let mut ds = Dataset::load_test(data, kind)?;
+        if let Some(n) = limit {
+            ds.truncate(n);
+        }
+        let args = CompileArgs {
+            import: ImportArgs { input_shape: None },
+            input_bits: QuantOptions::default().input_bits,
+            weight_bits: QuantOptions::default().weight_bits,
+            act_bits: QuantOptions::default().act_bits,
+            max_table_bits: QuantOptions::default().max_table_bits,
+            calib: None,
+            calib_dataset: Some(kind),
+            calib_limit: 200,
+            preprocess: Some(m.preprocess),
+        };
+        let t0 = std::time::Instant::now();
+        let (g, art) = compile_model(&path, &args)?;
+        let build_s = t0.elapsed().as_secs_f64();
+        let shape = image_input_shape(&g, &ds)?;
+        let float = (0..ds.len())
+            .into_par_iter()
+            .map(|i| {
+                let out = interp::run(&g, &[ds.input(i, m.preprocess, &shape)])?;
+                Ok((sim::argmax(&out[0].iter().map(|&v| v as f64).collect::<Vec<_>>()) == ds.labels[i] as usize)
+                    as usize)
+            })
+            .collect::<Result<Vec<usize>, interp::InterpError>>()?
+            .into_iter()
+            .sum::<usize>();
+        let c = &art.circuit;
+        let simulated = (0..ds.len())
+            .into_par_iter()
+            .map(|i| sim::classify(c, ds.pixels(i)).map(|(p, _)| (p == ds.labels[i] as usize) as usize))
+            .collect::<Result<Vec<usize>, sim::SimError>>()?
+            .into_iter()
+            .sum::<usize>();
+        let st = c.bootstrap_stats();
+        let n = ds.len() as f64;
+        let row = format!(
+            "| {} | {} | {} | {:.2}% | {:.2}% | {:+.2} | {} | {} | {} | {} | {:.1} KB | {:.1} s |",
+            m.file,
+            m.dataset,
+            m.preprocess,
+            100.0 * float as f64 / n,
+            100.0 * simulated as f64 / n,
+            100.0 * (simulated as f64 - float as f64) / n,
+            st.by_width.values().sum::<usize>(),
+            st.rounding,
+            st.max_width(),
+            c.nodes.iter().map(|x| x.range.width()).max().unwrap_or(0),
+            art.to_bytes().len() as f64 / 1024.0,
+            build_s
+        );
+        println!("{row}");
+        rows.push(row);
+    }
+    let d = QuantOptions::default();
+    let body = format!(
+        "## Accuracy: float vs compiled circuit (simulated)\n\n\
+Produced by `fhec bench accuracy --data {}` ({} images per test set). Default compile \
+options: input {} bits, weights {} bits, activations {} bits, tables read at most {} bits \
+(wider accumulators are rounded exactly first); calibration on the bundled 200-image sample. \
+Machine: {machine}.\n\n\
+| model | dataset | preprocess | float | simulated | Δ points | table bootstraps | rounding bootstraps (1-bit) | widest table (bits) | widest value (bits) | artifact | build time |\n\
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
+        data.display(),
+        limit.map_or("all".to_string(), |n| n.to_string()),
+        d.input_bits,
+        d.weight_bits,
+        d.act_bits,
+        d.max_table_bits,
+        rows.join("\n")
+    );
+    let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
+    std::fs::write(out, replace_section(&doc, "accuracy", &body))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 fn header(model: &Path, n: usize, what: &str, dataset: DatasetKind, ds: &Dataset, pre: Preprocess, mode: &str) {
     println!(
         "model: {} ({n} {what}), dataset: {} ({} images), preprocess: {pre}, mode: {mode}",
@@ -308,11 +442,11 @@ fn compile_model(model: &Path, args: &CompileArgs) -> Result<(Graph, Artifact)> 
         None => (bundled_sample(kind), format!("bundled {} sample", kind.dir_name())),
     };
     calib.truncate(args.calib_limit.max(1));
-    let shape = image_input_shape(&g, &calib)?;
-    let inputs: Vec<_> = (0..calib.len()).map(|i| calib.input(i, pre, &shape)).collect();
-    let cal = Calibration::run(&g, &inputs)?;
+    image_input_shape(&g, &calib)?;
+    let images: Vec<&[u8]> = (0..calib.len()).map(|i| calib.pixels(i)).collect();
     let opts = args.quant_options();
-    let circuit = quantize(&g, pre, &cal, &opts).with_context(|| format!("cannot compile {}", model.display()))?;
+    let circuit =
+        compile_circuit(&g, pre, &images, &opts).with_context(|| format!("cannot compile {}", model.display()))?;
     let mut options = BTreeMap::new();
     options.insert("input_bits".into(), opts.input_bits.to_string());
     options.insert("weight_bits".into(), opts.weight_bits.to_string());
@@ -329,7 +463,10 @@ fn write_artifact(path: &Path, bytes: &[u8]) -> Result<()> {
     if path.exists() {
         let head = std::fs::read(path).with_context(|| format!("cannot read existing {}", path.display()))?;
         if !Artifact::sniff(&head) {
-            bail!("{} exists and is not an fhec artifact; refusing to overwrite it (choose another -o)", path.display());
+            bail!(
+                "{} exists and is not an fhec artifact; refusing to overwrite it (choose another -o)",
+                path.display()
+            );
         }
     }
     let tmp = path.with_extension(format!("fhec.tmp{}", std::process::id()));

@@ -277,9 +277,9 @@ impl Importer {
             match a {
                 Val::Node(id) => ids.push(*id),
                 Val::Quant(..) => {
-                    return Err(ctx.err(
-                        "this operator on an integer (quantized) tensor is not supported; dequantize it first",
-                    ));
+                    return Err(
+                        ctx.err("this operator on an integer (quantized) tensor is not supported; dequantize it first")
+                    );
                 }
                 Val::Const(c) => {
                     return Err(

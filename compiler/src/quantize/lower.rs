@@ -203,7 +203,9 @@ impl<'a> Lowerer<'a> {
             COp::Conv { weight, strides, pads, dilations, groups } => {
                 let w = weight.mapv(|v| v as f64);
                 let (wp, wn) = (w.mapv(|v| v.max(0.0)), w.mapv(|v| v.min(0.0)));
-                let c = |w: &Array4<f64>, x: &ArrayD<f64>| kernels::conv2d(x.view(), w, *strides, *pads, *dilations, *groups);
+                let c = |w: &Array4<f64>, x: &ArrayD<f64>| {
+                    kernels::conv2d(x.view(), w, *strides, *pads, *dilations, *groups)
+                };
                 let (lo, hi) = (&c(&wp, &a(0).lo) + &c(&wn, &a(0).hi), &c(&wp, &a(0).hi) + &c(&wn, &a(0).lo));
                 Analysis { lo, hi, var: c(&w.mapv(|v| v * v), &a(0).var) }
             }
@@ -242,7 +244,11 @@ impl<'a> Lowerer<'a> {
                 let lo = tables.iter().flatten().copied().min().unwrap_or(0) as f64;
                 let hi = tables.iter().flatten().copied().max().unwrap_or(0) as f64;
                 let s = IxDyn(&shape);
-                Analysis { lo: ArrayD::from_elem(s.clone(), lo), hi: ArrayD::from_elem(s.clone(), hi), var: ArrayD::ones(s) }
+                Analysis {
+                    lo: ArrayD::from_elem(s.clone(), lo),
+                    hi: ArrayD::from_elem(s.clone(), hi),
+                    var: ArrayD::ones(s),
+                }
             }
             COp::Reshape => {
                 let r = |x: &ArrayD<f64>| x.to_shape(IxDyn(&shape)).expect("size").to_owned();
@@ -253,7 +259,10 @@ impl<'a> Lowerer<'a> {
                 Analysis { lo: t(&a(0).lo), hi: t(&a(0).hi), var: t(&a(0).var) }
             }
         };
-        let (lo, hi) = (an.lo.iter().copied().fold(f64::INFINITY, f64::min), an.hi.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        let (lo, hi) = (
+            an.lo.iter().copied().fold(f64::INFINITY, f64::min),
+            an.hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
         if lo.abs() > MAX_ABS || hi.abs() > MAX_ABS {
             return Err(QuantError::Unsupported {
                 node: name,
@@ -379,7 +388,8 @@ impl<'a> Lowerer<'a> {
             v = self.emit(format!("{}.offset", self.g.node(cal).name), COp::AddClear(c), vec![v], shape.clone())?;
         }
         if k > 0 {
-            v = self.emit(format!("{}.round", self.g.node(cal).name), COp::Round { shift: k }, vec![v], shape.clone())?;
+            v =
+                self.emit(format!("{}.round", self.g.node(cal).name), COp::Round { shift: k }, vec![v], shape.clone())?;
         }
         let in_width = bits_for(self.nodes[v].range.max);
         // Output quantization: the grid of a trailing FakeQuant, else from calibration.
@@ -475,7 +485,13 @@ impl<'a> Lowerer<'a> {
                 }
                 let v = self.emit(
                     name.clone(),
-                    COp::Conv { weight: wq, strides: c.strides, pads: c.pads, dilations: c.dilations, groups: c.groups },
+                    COp::Conv {
+                        weight: wq,
+                        strides: c.strides,
+                        pads: c.pads,
+                        dilations: c.dilations,
+                        groups: c.groups,
+                    },
                     vec![x],
                     shape.clone(),
                 )?;
@@ -489,7 +505,8 @@ impl<'a> Lowerer<'a> {
                     return Err(self.unsupported(id, "input offsets vary along a non-feature axis"));
                 }
                 let kdim = weight.ncols();
-                let lane = |a: &ArrayD<f64>| -> Vec<f64> { a.as_standard_layout().iter().take(kdim).copied().collect() };
+                let lane =
+                    |a: &ArrayD<f64>| -> Vec<f64> { a.as_standard_layout().iter().take(kdim).copied().collect() };
                 let (s_in, o_in) = (lane(&deq.scale), lane(&deq.offset));
                 let w = weight.mapv(|v| v as f64);
                 let qmax = (1i64 << (self.opts.weight_bits - 1)) - 1;
@@ -521,7 +538,8 @@ impl<'a> Lowerer<'a> {
             Op::BatchNorm { scale, bias, mean, var, epsilon } => {
                 let mut ps = vec![1; shape.len()];
                 ps[1] = scale.len();
-                let k: Vec<f64> = (0..scale.len()).map(|c| scale[c] as f64 / ((var[c] + epsilon) as f64).sqrt()).collect();
+                let k: Vec<f64> =
+                    (0..scale.len()).map(|c| scale[c] as f64 / ((var[c] + epsilon) as f64).sqrt()).collect();
                 let t: Vec<f64> = (0..scale.len()).map(|c| bias[c] as f64 - mean[c] as f64 * k[c]).collect();
                 let k = bcast(&ArrayD::from_shape_vec(IxDyn(&ps), k).expect("shape"), &shape);
                 let t = bcast(&ArrayD::from_shape_vec(IxDyn(&ps), t).expect("shape"), &shape);
@@ -539,7 +557,12 @@ impl<'a> Lowerer<'a> {
             ),
             Op::Square => elementwise(Func::Square, self),
             Op::Mul if ins[0] == ins[1] => elementwise(Func::Square, self),
-            Op::Mul => return Err(self.unsupported(id, "a product of two different computed tensors needs two bootstraps per element; not supported yet")),
+            Op::Mul => {
+                return Err(self.unsupported(
+                    id,
+                    "a product of two different computed tensors needs two bootstraps per element; not supported yet",
+                ));
+            }
             Op::FakeQuant(gr) => {
                 if let Low::Int { id: v, deq, cal } = &self.low[&ins[0]] {
                     if on_grid(deq, gr, self.nodes[*v].range) {
@@ -551,9 +574,13 @@ impl<'a> Lowerer<'a> {
             Op::Add | Op::Sub => {
                 let (a, da) = self.int_of(ins[0], &[0, 1, 2, 3, 4, 5])?;
                 let (b, db) = self.int_of(ins[1], &[0, 1, 2, 3, 4, 5])?;
-                let same = Zip::from(&da.scale).and(&db.scale).all(|&x, &y| (x - y).abs() <= 1e-9 * x.abs().max(y.abs()));
+                let same =
+                    Zip::from(&da.scale).and(&db.scale).all(|&x, &y| (x - y).abs() <= 1e-9 * x.abs().max(y.abs()));
                 if !same || self.nodes[a].shape != self.nodes[b].shape {
-                    return Err(self.unsupported(id, "adding tensors on different scales (a residual connection) is not supported yet"));
+                    return Err(self.unsupported(
+                        id,
+                        "adding tensors on different scales (a residual connection) is not supported yet",
+                    ));
                 }
                 let sub = matches!(node.op, Op::Sub);
                 let v = self.emit(name, if sub { COp::Sub } else { COp::Add }, vec![a, b], shape.clone())?;
@@ -573,7 +600,15 @@ impl<'a> Lowerer<'a> {
                 let span = self.nodes[x].range.max - self.nodes[x].range.min;
                 let op = COp::MaxPool { pool: p.clone(), diff_offset: span, diff_width: bits_for(2 * span) };
                 let v = self.emit(name, op, vec![x], shape.clone())?;
-                let ch = |a: &ArrayD<f64>| bcast(&a.slice_each_axis(|ax| if ax.axis.index() >= 2 { ndarray::Slice::from(0..1) } else { ndarray::Slice::from(..) }).to_owned(), &shape);
+                let ch = |a: &ArrayD<f64>| {
+                    bcast(
+                        &a.slice_each_axis(|ax| {
+                            if ax.axis.index() >= 2 { ndarray::Slice::from(0..1) } else { ndarray::Slice::from(..) }
+                        })
+                        .to_owned(),
+                        &shape,
+                    )
+                };
                 Low::Int { id: v, deq: deq.map(ch), cal: id }
             }
             Op::AvgPool { pool, .. } => {
@@ -582,21 +617,41 @@ impl<'a> Lowerer<'a> {
                 let in_shape = self.nodes[x].shape.clone();
                 let f = |a: &ArrayD<f64>| -> Result<ArrayD<f64>, QuantError> {
                     let a32 = a.mapv(|v| v as f32);
-                    interp::eval_op(&node.op, &[a32.view()], &shape).map(|r| f32s_to_f64(&r)).map_err(|e| QuantError::Internal(e.0))
+                    interp::eval_op(&node.op, &[a32.view()], &shape)
+                        .map(|r| f32s_to_f64(&r))
+                        .map_err(|e| QuantError::Internal(e.0))
                 };
                 let avg_ones = f(&ArrayD::ones(IxDyn(&in_shape)))?;
                 let sum_ones = kernels::sum_pool(ArrayD::<f64>::ones(IxDyn(&in_shape)).view(), pool);
-                let ch = bcast(&deq.scale.slice_each_axis(|ax| if ax.axis.index() >= 2 { ndarray::Slice::from(0..1) } else { ndarray::Slice::from(..) }).to_owned(), &shape);
+                let ch = bcast(
+                    &deq.scale
+                        .slice_each_axis(|ax| {
+                            if ax.axis.index() >= 2 { ndarray::Slice::from(0..1) } else { ndarray::Slice::from(..) }
+                        })
+                        .to_owned(),
+                    &shape,
+                );
                 let scale = &ch * &(&avg_ones / &sum_ones.mapv(|v| v.max(1.0)));
                 Low::Int { id: v, deq: Affine { scale, offset: f(&deq.offset)? }, cal: id }
             }
             Op::GlobalAvgPool => {
                 let (x, deq) = self.int_of(ins[0], &[1])?;
                 let s = &self.nodes[x].shape;
-                let p = Pool { kernel: [s[2], s[3]], strides: [1, 1], pads: [0; 4], dilations: [1, 1], ceil_mode: false };
+                let p =
+                    Pool { kernel: [s[2], s[3]], strides: [1, 1], pads: [0; 4], dilations: [1, 1], ceil_mode: false };
                 let area = (s[2] * s[3]) as f64;
                 let v = self.emit(name, COp::SumPool(p), vec![x], shape.clone())?;
-                let mean = |a: &ArrayD<f64>| bcast(&(a.mean_axis(Axis(3)).expect("w").mean_axis(Axis(2)).expect("h").insert_axis(Axis(2)).insert_axis(Axis(3))), &shape);
+                let mean = |a: &ArrayD<f64>| {
+                    bcast(
+                        &(a.mean_axis(Axis(3))
+                            .expect("w")
+                            .mean_axis(Axis(2))
+                            .expect("h")
+                            .insert_axis(Axis(2))
+                            .insert_axis(Axis(3))),
+                        &shape,
+                    )
+                };
                 let scale = mean(&deq.scale) / area;
                 Low::Int { id: v, deq: Affine { scale, offset: mean(&deq.offset) }, cal: id }
             }
@@ -606,7 +661,11 @@ impl<'a> Lowerer<'a> {
                     Some(p) => a.clone().permuted_axes(IxDyn(p)).as_standard_layout().into_owned(),
                     None => a.as_standard_layout().to_shape(IxDyn(&shape)).expect("size").to_owned(),
                 };
-                let (v, deq, chain, cal) = self.pending(ins[0]);
+                // Pending functions are applied first, so their tables stay per channel.
+                let all: Vec<usize> = (0..self.g.node(ins[0]).shape.len()).collect();
+                let (v, deq) = self.int_of(ins[0], &all)?;
+                let cal = ins[0];
+                let chain: Vec<Func> = vec![];
                 let op = match &perm {
                     Some(p) => COp::Transpose { perm: p.clone() },
                     None => COp::Reshape,
@@ -626,7 +685,12 @@ impl<'a> Lowerer<'a> {
             Op::Softmax { .. } | Op::LogSoftmax { .. } => {
                 return Err(self.unsupported(id, "softmax is supported only as the model's last op"));
             }
-            Op::Pad { .. } => return Err(self.unsupported(id, "a separate Pad is not supported by the quantizer; pad in the Conv or pooling op")),
+            Op::Pad { .. } => {
+                return Err(self.unsupported(
+                    id,
+                    "a separate Pad is not supported by the quantizer; pad in the Conv or pooling op",
+                ));
+            }
         })
     }
 
@@ -689,7 +753,9 @@ fn on_grid(deq: &Affine, g: &Grid, r: Range) -> bool {
     }
     // x = s * v + of = s * (q - zp)  =>  q = v + of / s + zp
     let shift = of / s + g.zero_point as f64;
-    (shift - shift.round()).abs() < 1e-4 && r.min + shift.round() as i64 >= g.qmin && r.max + shift.round() as i64 <= g.qmax
+    (shift - shift.round()).abs() < 1e-4
+        && r.min + shift.round() as i64 >= g.qmin
+        && r.max + shift.round() as i64 <= g.qmax
 }
 
 /// Splits offsets into a part constant along every axis outside `axes` (the median of

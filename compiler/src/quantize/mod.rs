@@ -47,7 +47,7 @@ pub struct QuantOptions {
 
 impl Default for QuantOptions {
     fn default() -> Self {
-        QuantOptions { input_bits: 8, weight_bits: 6, act_bits: 6, max_table_bits: 10 }
+        QuantOptions { input_bits: 8, weight_bits: 7, act_bits: 7, max_table_bits: 11 }
     }
 }
 
@@ -129,4 +129,30 @@ impl Calibration {
     pub fn range(&self, id: NodeId) -> Option<(f32, f32)> {
         self.ranges.get(&id).copied()
     }
+}
+
+/// Calibrates on 8-bit images (row-major pixels of the model's input size) and quantizes.
+pub fn compile_circuit(
+    g: &Graph,
+    pre: fhec_ir::Preprocess,
+    calib_images: &[&[u8]],
+    opts: &QuantOptions,
+) -> Result<fhec_ir::circuit::Circuit, QuantError> {
+    let shape = g.node(g.inputs()[0]).shape.clone();
+    let n: usize = shape.iter().product();
+    let inputs: Vec<Tensor> = calib_images
+        .iter()
+        .map(|px| {
+            if px.len() != n {
+                return Err(QuantError::Calibration(format!(
+                    "a calibration image has {} pixels, the model input {shape:?} takes {n}",
+                    px.len()
+                )));
+            }
+            Ok(Tensor::from_shape_vec(ndarray::IxDyn(&shape), px.iter().map(|&p| pre.apply(p)).collect())
+                .expect("size checked"))
+        })
+        .collect::<Result<_, _>>()?;
+    let cal = Calibration::run(g, &inputs)?;
+    quantize(g, pre, &cal, opts)
 }

@@ -49,7 +49,9 @@ pub fn print(c: &Circuit) -> String {
                 format!("{:?}{{{}}}", v.shape(), v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
             }
             COp::AddClear(v) => int_summary(v.shape(), v.iter().copied()),
-            COp::SumPool(p) => format!("k={:?} s={:?} p={:?}{}", p.kernel, p.strides, p.pads, if p.ceil_mode { " ceil" } else { "" }),
+            COp::SumPool(p) => {
+                format!("k={:?} s={:?} p={:?}{}", p.kernel, p.strides, p.pads, if p.ceil_mode { " ceil" } else { "" })
+            }
             COp::MaxPool { pool: p, diff_offset, diff_width } => format!(
                 "k={:?} s={:?} p={:?}{} diff=+{diff_offset} w{diff_width}",
                 p.kernel,

@@ -49,7 +49,13 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
                 if x.len() != 4 || *groups == 0 || x[1] != ipg * groups || o % groups != 0 {
                     return at(format!("kernel {:?} x {groups} groups does not fit input {x:?}", weight.shape()));
                 }
-                let p = crate::nn::Pool { kernel: [kh, kw], strides: *strides, pads: *pads, dilations: *dilations, ceil_mode: false };
+                let p = crate::nn::Pool {
+                    kernel: [kh, kw],
+                    strides: *strides,
+                    pads: *pads,
+                    dilations: *dilations,
+                    ceil_mode: false,
+                };
                 let hw = p.output_hw([x[2], x[3]]).map_err(|e| CircuitError(e.0))?;
                 vec![x[0], o, hw[0], hw[1]]
             }
@@ -87,7 +93,9 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
                 pool.output_hw([x[2], x[3]]).map_err(|e| CircuitError(e.0))?;
                 let span = ins[0].range.max - ins[0].range.min;
                 if *diff_width > 40 || *diff_offset < span || 2 * span >= (1i64 << diff_width) {
-                    return at(format!("differences of span {span} do not fit offset {diff_offset}, width {diff_width}"));
+                    return at(format!(
+                        "differences of span {span} do not fit offset {diff_offset}, width {diff_width}"
+                    ));
                 }
                 kernels::pool_shape(&x, pool)
             }

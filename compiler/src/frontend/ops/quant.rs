@@ -104,7 +104,13 @@ impl Importer {
             Val::Quant(id, have) => {
                 // q = real/have.scale + have.zp; wanted (q - g.zp) * g.scale.
                 let k = g.scale / have.scale;
-                let m = self.apply(ctx, Some("rescale"), Op::MulConst(ArrayD::from_elem(IxDyn(&[]), k)), &[Val::Node(*id)], &[])?;
+                let m = self.apply(
+                    ctx,
+                    Some("rescale"),
+                    Op::MulConst(ArrayD::from_elem(IxDyn(&[]), k)),
+                    &[Val::Node(*id)],
+                    &[],
+                )?;
                 let off = (have.zero_point - g.zero_point) as f32 * g.scale;
                 self.apply(ctx, Some("reoffset"), Op::AddConst(ArrayD::from_elem(IxDyn(&[]), off)), &[m], &[])
             }
@@ -125,12 +131,17 @@ impl Importer {
     }
 }
 
-pub(super) fn quantize_linear(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+pub(super) fn quantize_linear(
+    imp: &mut Importer,
+    ctx: &NodeCtx,
+    inputs: &[Option<Val>],
+) -> Result<Vec<Val>, ImportError> {
     let x = required(ctx, inputs, 0)?.clone();
     if let Val::Const(c) = &x {
         // Weights quantized in the file: keep the integers.
         let s = constant(ctx, inputs, 1, "the scale")?.to_f32();
-        let zp = inputs.get(2).and_then(|v| v.as_ref()).map(|_| constant(ctx, inputs, 2, "the zero point")).transpose()?;
+        let zp =
+            inputs.get(2).and_then(|v| v.as_ref()).map(|_| constant(ctx, inputs, 2, "the zero point")).transpose()?;
         let ty = match zp {
             Some(CTensor::Int(_, t)) => *t,
             _ => IntType::U8,
@@ -139,7 +150,13 @@ pub(super) fn quantize_linear(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Optio
         let real = c.to_f32();
         let axis = if real.ndim() == 0 { 0 } else { super::axis(ctx, ctx.int_or("axis", 1)?, real.ndim(), "axis")? };
         let sb = along(ctx, &s, axis, real.shape(), "scale")?;
-        let zb = along(ctx, &zp.map(|z| z.to_f32()).unwrap_or_else(|| ArrayD::zeros(IxDyn(&[]))), axis, real.shape(), "zero point")?;
+        let zb = along(
+            ctx,
+            &zp.map(|z| z.to_f32()).unwrap_or_else(|| ArrayD::zeros(IxDyn(&[]))),
+            axis,
+            real.shape(),
+            "zero point",
+        )?;
         let q = ((&real / &sb).mapv(|v| v.round_ties_even()) + &zb).mapv(|v| (v as i64).clamp(lo, hi));
         return Ok(vec![Val::Const(CTensor::Int(q, ty))]);
     }
@@ -148,11 +165,16 @@ pub(super) fn quantize_linear(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Optio
     Ok(vec![imp.quantize_to(ctx, real, g)?])
 }
 
-pub(super) fn dequantize_linear(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+pub(super) fn dequantize_linear(
+    imp: &mut Importer,
+    ctx: &NodeCtx,
+    inputs: &[Option<Val>],
+) -> Result<Vec<Val>, ImportError> {
     let x = required(ctx, inputs, 0)?.clone();
     if let Val::Const(c) = &x {
         let s = constant(ctx, inputs, 1, "the scale")?.to_f32();
-        let zp = inputs.get(2).and_then(|v| v.as_ref()).map(|_| constant(ctx, inputs, 2, "the zero point")).transpose()?;
+        let zp =
+            inputs.get(2).and_then(|v| v.as_ref()).map(|_| constant(ctx, inputs, 2, "the zero point")).transpose()?;
         let a = ctx.int_or("axis", 1)?;
         let axis = if c.shape().is_empty() { 0 } else { super::axis(ctx, a, c.shape().len(), "axis")? };
         return Ok(vec![Val::Const(CTensor::F32(dequant_const(ctx, c, &s, zp, axis)?))]);
@@ -165,7 +187,11 @@ pub(super) fn dequantize_linear(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Opt
 fn real_weights(ctx: &NodeCtx, inputs: &[Option<Val>], wi: usize, axis: usize) -> Result<ArrayD<f32>, ImportError> {
     let w = constant(ctx, inputs, wi, "the weight")?;
     let s = constant(ctx, inputs, wi + 1, "the weight scale")?.to_f32();
-    let zp = inputs.get(wi + 2).and_then(|v| v.as_ref()).map(|_| constant(ctx, inputs, wi + 2, "the weight zero point")).transpose()?;
+    let zp = inputs
+        .get(wi + 2)
+        .and_then(|v| v.as_ref())
+        .map(|_| constant(ctx, inputs, wi + 2, "the weight zero point"))
+        .transpose()?;
     dequant_const(ctx, w, &s, zp, axis)
 }
 
@@ -191,7 +217,11 @@ pub(super) fn qlinear_conv(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<V
     Ok(vec![imp.quantize_to(ctx, y, yg)?])
 }
 
-pub(super) fn qlinear_matmul(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+pub(super) fn qlinear_matmul(
+    imp: &mut Importer,
+    ctx: &NodeCtx,
+    inputs: &[Option<Val>],
+) -> Result<Vec<Val>, ImportError> {
     let ag = grid(ctx, inputs, 1, 2)?;
     let a = imp.real_input(ctx, required(ctx, inputs, 0)?, ag)?;
     let bw = constant(ctx, inputs, 3, "B (the weight)")?;
@@ -204,7 +234,12 @@ pub(super) fn qlinear_matmul(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option
 
 /// `ConvInteger` / `MatMulInteger`: integer accumulation of `(x - x_zp) * (w - w_zp)`; the
 /// result is an int32 tensor, represented by its (integer-valued) real value.
-fn integer_op(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>], is_conv: bool) -> Result<Vec<Val>, ImportError> {
+fn integer_op(
+    imp: &mut Importer,
+    ctx: &NodeCtx,
+    inputs: &[Option<Val>],
+    is_conv: bool,
+) -> Result<Vec<Val>, ImportError> {
     let x = required(ctx, inputs, 0)?.clone();
     let (xi, wi) = (2, 3);
     let x_zp = match inputs.get(xi).and_then(|v| v.as_ref()) {
@@ -217,7 +252,13 @@ fn integer_op(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>], is_conv
     // The integers x - x_zp as a real value: q = real / scale + zp.
     let xr = match &x {
         Val::Quant(id, g) => {
-            let m = imp.apply(ctx, Some("to_int"), Op::MulConst(ArrayD::from_elem(IxDyn(&[]), 1.0 / g.scale)), &[Val::Node(*id)], &[])?;
+            let m = imp.apply(
+                ctx,
+                Some("to_int"),
+                Op::MulConst(ArrayD::from_elem(IxDyn(&[]), 1.0 / g.scale)),
+                &[Val::Node(*id)],
+                &[],
+            )?;
             let off = (g.zero_point - x_zp) as f32;
             if off == 0.0 {
                 m
@@ -229,7 +270,11 @@ fn integer_op(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>], is_conv
         Val::Node(_) => return Err(ctx.err("expects an integer input produced by QuantizeLinear")),
     };
     let w = constant(ctx, inputs, 1, "the weight")?;
-    let w_zp = inputs.get(wi).and_then(|v| v.as_ref()).map(|_| constant(ctx, inputs, wi, "the weight zero point")).transpose()?;
+    let w_zp = inputs
+        .get(wi)
+        .and_then(|v| v.as_ref())
+        .map(|_| constant(ctx, inputs, wi, "the weight zero point"))
+        .transpose()?;
     let axis = if is_conv { 0 } else { w.shape().len().saturating_sub(1) };
     let wr = dequant_const(ctx, w, &ArrayD::from_elem(IxDyn(&[]), 1.0), w_zp, axis)?;
     let args = [Some(xr), Some(Val::Const(CTensor::F32(wr)))];
@@ -240,7 +285,11 @@ pub(super) fn conv_integer(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<V
     integer_op(imp, ctx, inputs, true)
 }
 
-pub(super) fn matmul_integer(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+pub(super) fn matmul_integer(
+    imp: &mut Importer,
+    ctx: &NodeCtx,
+    inputs: &[Option<Val>],
+) -> Result<Vec<Val>, ImportError> {
     integer_op(imp, ctx, inputs, false)
 }
 

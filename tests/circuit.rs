@@ -1,0 +1,152 @@
+//! The quantizer, the circuit IR and the exact simulator.
+//!
+//! * circuit snapshots of every bundled model (float exports and the onnxruntime-quantized
+//!   import) at default options;
+//! * the simulated circuit agrees with the float interpreter on >= 98% of the bundled sample;
+//! * range soundness: no simulated value leaves its declared range, on random images that
+//!   cover the whole pixel range, not only calibration-like images;
+//! * artifacts round-trip, and corrupt ones are errors.
+
+use fhec_compiler::quantize::{QuantError, QuantOptions, compile_circuit};
+use fhec_ir::artifact::{Artifact, ArtifactError};
+use fhec_ir::circuit::print;
+use fhec_ir::nn::interp;
+use fhec_runtime::dataset::bundled_sample;
+use fhec_runtime::sim;
+use fhec_tests::*;
+use proptest::prelude::*;
+
+#[test]
+fn circuit_snapshots() {
+    for b in bundled_models() {
+        let c = compile_default(&b);
+        insta::assert_snapshot!(format!("circuit_{}", stem(&b.path)), print::print(&c));
+    }
+}
+
+#[test]
+fn simulation_agrees_with_float_on_the_bundled_sample() {
+    for b in bundled_models() {
+        let g = import(&b.path).unwrap();
+        let c = compile_default(&b);
+        let ds = bundled_sample(b.dataset);
+        let shape = g.node(g.inputs()[0]).shape.clone();
+        let mut same = 0;
+        for i in 0..ds.len() {
+            let f = interp::run(&g, &[ds.input(i, b.preprocess, &shape)]).unwrap().remove(0);
+            let fp = sim::argmax(&f.iter().map(|&v| v as f64).collect::<Vec<_>>());
+            let (sp, _) = sim::classify(&c, ds.pixels(i)).unwrap();
+            same += (fp == sp) as usize;
+        }
+        let rate = same as f64 / ds.len() as f64;
+        assert!(rate >= 0.98, "{}: simulation agrees with float on {same}/{} images", stem(&b.path), ds.len());
+    }
+}
+
+fn check_image(c: &fhec_ir::circuit::Circuit, px: &[u8]) -> Result<(), TestCaseError> {
+    let vals = sim::simulate_all(c, sim::encode_image(c, px)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    sim::check_ranges(c, &vals).map_err(|e| TestCaseError::fail(e.to_string()))
+}
+
+#[test]
+fn values_stay_in_their_declared_ranges_on_any_image() {
+    for b in bundled_models() {
+        let c = compile_default(&b);
+        let n: usize = c.input_shape().iter().product();
+        // Extreme images first: all black, all white, checkerboards of both phases.
+        for px in [
+            vec![0u8; n],
+            vec![255u8; n],
+            (0..n).map(|i| if i % 2 == 0 { 255 } else { 0 }).collect(),
+            (0..n).map(|i| if i % 2 == 1 { 255 } else { 0 }).collect(),
+        ] {
+            check_image(&c, &px).unwrap();
+        }
+        let cases =
+            if c.nodes.iter().map(|x| x.shape.iter().product::<usize>()).sum::<usize>() > 50_000 { 8 } else { 32 };
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+        runner
+            .run(&proptest::collection::vec(any::<u8>(), n..=n), |px| check_image(&c, &px))
+            .unwrap_or_else(|e| panic!("{}: {e}", stem(&b.path)));
+        // Sparse bright strokes on black, like digits but anywhere.
+        runner
+            .run(
+                &proptest::collection::vec(prop_oneof![4 => Just(0u8), 1 => Just(255u8), 1 => any::<u8>()], n..=n),
+                |px| check_image(&c, &px),
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", stem(&b.path)));
+    }
+}
+
+#[test]
+fn quantized_onnx_import_keeps_its_integer_semantics() {
+    // The onnxruntime-quantized model's integer weights and uint8 grids come through
+    // unchanged at 8-bit weights and wide tables: the circuit then equals the model's own
+    // integer arithmetic, so it agrees with the float interpreter (which replays the grids).
+    let b = bundled_models().into_iter().find(|b| stem(&b.path) == "ort_int8_qlinear").unwrap();
+    let g = import(&b.path).unwrap();
+    let ds = bundled_sample(b.dataset);
+    let imgs: Vec<&[u8]> = (0..ds.len()).map(|i| ds.pixels(i)).collect();
+    let opts = QuantOptions { weight_bits: 8, act_bits: 8, max_table_bits: 20, ..Default::default() };
+    let c = compile_circuit(&g, b.preprocess, &imgs, &opts).unwrap();
+    let conv = c.nodes.iter().find(|n| n.op.name() == "conv").unwrap();
+    if let fhec_ir::circuit::COp::Conv { weight, .. } = &conv.op {
+        assert_eq!(weight.iter().map(|v| v.abs()).max(), Some(127), "int8 weights kept");
+    }
+    let shape = g.node(g.inputs()[0]).shape.clone();
+    let mut same = 0;
+    for i in 0..ds.len() {
+        let f = interp::run(&g, &[ds.input(i, b.preprocess, &shape)]).unwrap().remove(0);
+        let fp = sim::argmax(&f.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        same += (fp == sim::classify(&c, ds.pixels(i)).unwrap().0) as usize;
+    }
+    assert!(same >= ds.len() - 1, "{same}/{}", ds.len());
+}
+
+#[test]
+fn bad_options_and_unsupported_ops_are_errors() {
+    let b = &bundled_models()[0];
+    let g = import(&b.path).unwrap();
+    let ds = bundled_sample(b.dataset);
+    let imgs: Vec<&[u8]> = vec![ds.pixels(0)];
+    let bad = QuantOptions { weight_bits: 1, ..Default::default() };
+    let e = compile_circuit(&g, b.preprocess, &imgs, &bad).unwrap_err();
+    assert!(matches!(e, QuantError::Options(_)), "{e}");
+    let short: Vec<&[u8]> = vec![&ds.pixels(0)[..100]];
+    let e = compile_circuit(&g, b.preprocess, &short, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("has 100 pixels"), "{e}");
+    // A product of two different computed tensors is not a table.
+    let f = root().join("tests/fixtures/onnx/activations.onnx");
+    let g = import(&f).unwrap();
+    let e = compile_circuit(&g, b.preprocess, &imgs, &Default::default()).unwrap_err();
+    insta::assert_snapshot!("quantize_error_activations", e.to_string());
+}
+
+#[test]
+fn artifacts_round_trip_and_reject_corruption() {
+    let c = compile_default(&bundled_models()[0]);
+    let a = Artifact {
+        fhec_version: "test".into(),
+        source: "cnn_mnist.onnx".into(),
+        options: Default::default(),
+        circuit: c,
+    };
+    let bytes = a.to_bytes();
+    assert_eq!(Artifact::from_bytes(&bytes).unwrap(), a);
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 1;
+    assert!(matches!(Artifact::from_bytes(&flipped), Err(ArtifactError::Checksum)));
+    assert!(matches!(Artifact::from_bytes(&bytes[..bytes.len() - 3]), Err(ArtifactError::Size(_))));
+    let mut v2 = bytes.clone();
+    v2[8] = 9;
+    assert!(matches!(Artifact::from_bytes(&v2), Err(ArtifactError::Version { found: 9 })));
+    assert!(matches!(Artifact::from_bytes(b"PK\x03\x04 not an artifact"), Err(ArtifactError::Magic)));
+    // A consistent checksum over a payload that does not decode.
+    let mut junk = bytes[..20].to_vec();
+    let payload = vec![0xffu8; 64];
+    junk[12..20].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    junk.extend_from_slice(&payload);
+    let h = payload.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    junk.extend_from_slice(&h.to_le_bytes());
+    assert!(matches!(Artifact::from_bytes(&junk), Err(ArtifactError::Decode(_))));
+}
