@@ -130,6 +130,7 @@ fn artifacts_round_trip_and_reject_corruption() {
         source: "cnn_mnist.onnx".into(),
         options: Default::default(),
         circuit: c,
+        fhe: None,
     };
     let bytes = a.to_bytes();
     assert_eq!(Artifact::from_bytes(&bytes).unwrap(), a);

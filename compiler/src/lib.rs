@@ -7,6 +7,7 @@
 
 pub mod frontend;
 pub mod manifest;
+pub mod params;
 pub mod quantize;
 pub mod report;
 pub mod summary;

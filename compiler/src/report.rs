@@ -56,10 +56,39 @@ pub struct BuildReport {
     pub max_value_width: u32,
     /// Per-node statistics (linear ops and bootstrapping ops).
     pub layers: Vec<LayerStat>,
+    /// Encrypted execution: parameters and costs, if 128-bit parameters exist.
+    pub fhe: Option<FheReport>,
+}
+
+/// The TFHE side of the report.
+#[derive(Debug, Serialize)]
+pub struct FheReport {
+    /// The parameters.
+    pub params: fhec_ir::params::TfheParams,
+    /// Estimated security of the weaker key (bits).
+    pub security_bits: f64,
+    /// Largest failure probability of one bootstrap.
+    pub p_error: f64,
+    /// Bound on the failure probability of one inference.
+    pub global_p_error: f64,
+    /// Bootstrap key bytes (Fourier domain).
+    pub bootstrap_key_bytes: usize,
+    /// Keyswitch key bytes.
+    pub keyswitch_key_bytes: usize,
+    /// Upload per image (input ciphertexts).
+    pub upload_bytes: usize,
+    /// Download per image (output ciphertexts).
+    pub download_bytes: usize,
+    /// Estimated server time per image on one core (ms).
+    pub est_latency_ms_one_core: f64,
 }
 
 /// Builds the report of a circuit.
-pub fn build_report(c: &Circuit, options: &BTreeMap<String, String>) -> BuildReport {
+pub fn build_report(
+    c: &Circuit,
+    options: &BTreeMap<String, String>,
+    fhe: Option<&fhec_ir::params::FheSetup>,
+) -> BuildReport {
     let stats = c.bootstrap_stats();
     let mut op_counts = BTreeMap::new();
     let mut layers = vec![];
@@ -98,6 +127,21 @@ pub fn build_report(c: &Circuit, options: &BTreeMap<String, String>) -> BuildRep
         input_bits,
         max_value_width: c.nodes.iter().map(|n| n.range.width()).max().unwrap_or(0),
         layers,
+        fhe: fhe.map(|f| {
+            let (bsk, ksk) = f.params.key_bytes();
+            let ct = (f.params.big_dimension() + 1) * 8;
+            FheReport {
+                params: f.params,
+                security_bits: f.security_bits,
+                p_error: f.p_error,
+                global_p_error: f.global_p_error,
+                bootstrap_key_bytes: bsk,
+                keyswitch_key_bytes: ksk,
+                upload_bytes: c.input_shape().iter().product::<usize>() * ct,
+                download_bytes: c.nodes[c.output].shape.iter().product::<usize>() * ct,
+                est_latency_ms_one_core: f.est_cost_ms,
+            }
+        }),
     }
 }
 
@@ -140,6 +184,44 @@ impl BuildReport {
             );
         }
         let _ = writeln!(s, "(* = width the node's tables read)");
+        match &self.fhe {
+            Some(f) => {
+                let p = &f.params;
+                let _ = writeln!(
+                    s,
+                    "TFHE parameters: n={} k={} N={} σ_lwe=2^{:.1} σ_glwe=2^{:.1} PBS {}x2^{} KS {}x2^{}",
+                    p.lwe_dimension,
+                    p.glwe_dimension,
+                    p.polynomial_size,
+                    p.lwe_noise_std.log2(),
+                    p.glwe_noise_std.log2(),
+                    p.pbs_level,
+                    p.pbs_base_log,
+                    p.ks_level,
+                    p.ks_base_log
+                );
+                let _ = writeln!(
+                    s,
+                    "security: {:.0} bits (128-bit curve met); failure probability: 2^{:.1} per bootstrap, 2^{:.1} per inference",
+                    f.security_bits,
+                    f.p_error.max(1e-300).log2(),
+                    f.global_p_error.max(1e-300).log2()
+                );
+                let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+                let _ = writeln!(
+                    s,
+                    "keys: bootstrap {:.1} MiB, keyswitch {:.1} MiB; per image: upload {:.1} MiB, download {:.1} KiB; estimated server time {:.1} s on one core",
+                    mib(f.bootstrap_key_bytes),
+                    mib(f.keyswitch_key_bytes),
+                    mib(f.upload_bytes),
+                    f.download_bytes as f64 / 1024.0,
+                    f.est_latency_ms_one_core / 1000.0
+                );
+            }
+            None => {
+                let _ = writeln!(s, "TFHE: no 128-bit parameters for this circuit (see options.fhe); simulation only");
+            }
+        }
         s
     }
 }

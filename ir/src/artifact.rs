@@ -15,7 +15,7 @@ use crate::circuit::{Circuit, verify::verify};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHECART\0";
 /// Current format version.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest payload accepted (1 GiB).
 pub const MAX_PAYLOAD: u64 = 1 << 30;
 
@@ -30,6 +30,8 @@ pub struct Artifact {
     pub options: BTreeMap<String, String>,
     /// The circuit.
     pub circuit: Circuit,
+    /// TFHE parameters and encodings, when 128-bit parameters meeting the error target exist.
+    pub fhe: Option<crate::params::FheSetup>,
 }
 
 /// Why an artifact could not be read.
@@ -113,6 +115,14 @@ impl Artifact {
         }
         let a: Artifact = codec().deserialize(payload).map_err(|e| ArtifactError::Decode(e.to_string()))?;
         verify(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
+        if let Some(f) = &a.fhe {
+            let plan = crate::params::EncodingPlan::plan(&a.circuit).map_err(ArtifactError::Invalid)?;
+            if plan != f.plan || !f.params.is_secure() {
+                return Err(ArtifactError::Invalid(
+                    "its TFHE parameters do not match its circuit or are not secure".into(),
+                ));
+            }
+        }
         Ok(a)
     }
 }

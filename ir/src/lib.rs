@@ -15,6 +15,7 @@
 pub mod artifact;
 pub mod circuit;
 pub mod nn;
+pub mod params;
 
 pub use nn::{Graph, Node, Op, Shape};
 pub mod preprocess;

@@ -121,3 +121,74 @@ pub fn compile_default(b: &Bundled) -> fhec_ir::circuit::Circuit {
     let imgs: Vec<&[u8]> = (0..ds.len()).map(|i| ds.pixels(i)).collect();
     fhec_compiler::quantize::compile_circuit(&g, b.preprocess, &imgs, &Default::default()).expect("compile")
 }
+
+/// A small CNN on 8x8 images (for encrypted tests): conv 3x3 (2 channels) -> relu -> max pool 2x2 -> dense 32->3.
+pub fn tiny_graph() -> fhec_ir::nn::Graph {
+    let mut g = fhec_ir::nn::Graph::new("tiny");
+    let x = g.add_input("x", vec![1, 1, 8, 8]);
+    let w = ndarray::Array4::from_shape_fn((2, 1, 3, 3), |(o, _, a, b)| ((o * 5 + a * 3 + b) % 7) as f32 / 3.0 - 1.0);
+    let c = g
+        .add_op(
+            "conv",
+            fhec_ir::nn::Op::Conv(fhec_ir::nn::Conv {
+                weight: w,
+                bias: Some(ndarray::Array1::from(vec![0.1, -0.2])),
+                strides: [1, 1],
+                pads: [1, 1, 1, 1],
+                dilations: [1, 1],
+                groups: 1,
+            }),
+            &[x],
+        )
+        .unwrap();
+    let r = g.add_op("relu", fhec_ir::nn::Op::Relu, &[c]).unwrap();
+    let p = g
+        .add_op(
+            "pool",
+            fhec_ir::nn::Op::MaxPool(fhec_ir::nn::Pool {
+                kernel: [2, 2],
+                strides: [2, 2],
+                pads: [0; 4],
+                dilations: [1, 1],
+                ceil_mode: false,
+            }),
+            &[r],
+        )
+        .unwrap();
+    let f = g.add_op_with_shape("flat", fhec_ir::nn::Op::Reshape, &[p], &[1, 32]).unwrap();
+    let dw = ndarray::Array2::from_shape_fn((3, 32), |(o, k)| ((o * 7 + k * 3) % 11) as f32 / 5.0 - 1.0);
+    let d = g
+        .add_op(
+            "fc",
+            fhec_ir::nn::Op::Dense { weight: dw, bias: Some(ndarray::Array1::from(vec![0.0, 0.5, -0.5])) },
+            &[f],
+        )
+        .unwrap();
+    g.add_output(d);
+    g
+}
+
+/// Deterministic pseudo-random 8-bit images.
+pub fn images(n: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (s >> 56) as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The tiny CNN compiled with narrow widths (4-bit input and weights, 3-bit activations,
+/// 4-bit tables), calibrated on pseudo-random images.
+pub fn tiny_circuit() -> fhec_ir::circuit::Circuit {
+    let g = tiny_graph();
+    let calib = images(32, 64, 7);
+    let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
+    let opts = fhec_compiler::quantize::QuantOptions { input_bits: 4, weight_bits: 4, act_bits: 3, max_table_bits: 4 };
+    fhec_compiler::quantize::compile_circuit(&g, fhec_ir::Preprocess::Unit, &refs, &opts).unwrap()
+}

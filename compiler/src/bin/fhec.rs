@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+#[cfg(feature = "fhe")]
+use fhec_compiler::params::FheSetup;
+use fhec_compiler::params::{ParamOptions, select};
 use fhec_compiler::quantize::{QuantOptions, compile_circuit};
 use fhec_compiler::report::build_report;
 use fhec_compiler::{ImportOptions, import_onnx};
@@ -16,6 +19,8 @@ use fhec_ir::artifact::Artifact;
 use fhec_ir::nn::{interp, print};
 use fhec_ir::{Graph, Preprocess};
 use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
+#[cfg(feature = "fhe")]
+use fhec_runtime::fhe::{ClientKey, CtTensor, ServerKey, evaluate};
 use fhec_runtime::sim;
 use rayon::prelude::*;
 
@@ -70,6 +75,12 @@ struct CompileArgs {
     /// Pixel scaling of the model's input (default: its `fhec.preprocess` metadata, else unit).
     #[arg(long)]
     preprocess: Option<Preprocess>,
+    /// Failure probability allowed for one whole inference (all bootstraps together).
+    #[arg(long, default_value_t = (-40.0f64).exp2())]
+    global_p_error: f64,
+    /// Failure probability of each bootstrap instead (overrides --global-p-error).
+    #[arg(long)]
+    p_error: Option<f64>,
 }
 
 impl CompileArgs {
@@ -137,6 +148,74 @@ enum Command {
     /// Benchmarks that write result tables.
     #[command(subcommand)]
     Bench(Bench),
+    #[cfg(feature = "fhe")]
+    /// Generate a client key and an evaluation (server) key for an artifact.
+    Keygen {
+        /// The artifact (from `fhec build`).
+        artifact: PathBuf,
+        /// Directory to write `client.key` (secret: keep it) and `server.key` (send it).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+    #[cfg(feature = "fhe")]
+    /// Encrypt one image of an IDX test set with the client key.
+    Encrypt {
+        /// The artifact.
+        artifact: PathBuf,
+        /// The client key.
+        #[arg(long)]
+        client_key: PathBuf,
+        /// Dataset of the image.
+        #[arg(long, value_parser = parse_dataset)]
+        dataset: DatasetKind,
+        /// IDX directory (default: the bundled sample).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Index of the image in the set.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// Output file of the encrypted image.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    #[cfg(feature = "fhe")]
+    /// Classify an encrypted image with the evaluation key only (the server side).
+    Run {
+        /// The artifact.
+        artifact: PathBuf,
+        /// The evaluation key.
+        #[arg(long)]
+        server_key: PathBuf,
+        /// The encrypted image.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file of the encrypted result.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    #[cfg(feature = "fhe")]
+    /// Decrypt an encrypted result with the client key and print the class.
+    Decrypt {
+        /// The artifact.
+        artifact: PathBuf,
+        /// The client key.
+        #[arg(long)]
+        client_key: PathBuf,
+        /// The encrypted result.
+        #[arg(long)]
+        input: PathBuf,
+    },
+    #[cfg(feature = "fhe")]
+    /// The quick start: compile the bundled model, generate keys, classify sample images
+    /// encrypted, and compare with the simulation.
+    Demo {
+        /// How many bundled sample images to classify.
+        #[arg(long, default_value_t = 3)]
+        images: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +244,9 @@ enum Mode {
     Float,
     /// The exact integer simulation of the compiled circuit.
     Simulate,
+    #[cfg(feature = "fhe")]
+    /// Encrypted execution (keys generated for the run; compared with simulation).
+    Fhe,
 }
 
 fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
@@ -194,12 +276,108 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(Bench::Accuracy { models, data, out, limit }) => bench_accuracy(&models, &data, &out, limit),
+        #[cfg(feature = "fhe")]
+        Command::Keygen { artifact, out, force } => {
+            let art = load_artifact(&artifact)?;
+            let setup = fhe_of(&art, &artifact)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            let (cp, sp) = (out.join("client.key"), out.join("server.key"));
+            for p in [&cp, &sp] {
+                if p.exists() && !force {
+                    bail!("{} exists; refusing to overwrite it (use --force)", p.display());
+                }
+            }
+            let t = std::time::Instant::now();
+            let ck = ClientKey::generate(&setup.params);
+            let sk = ck.server_key();
+            let (cb, sb) = (ck.to_bytes(), sk.to_bytes());
+            write_new(&cp, &cb)?;
+            write_new(&sp, &sb)?;
+            println!(
+                "keys generated in {:.1} s: {} ({:.1} MiB, secret), {} ({:.1} MiB, evaluation key)",
+                t.elapsed().as_secs_f64(),
+                cp.display(),
+                cb.len() as f64 / 1048576.0,
+                sp.display(),
+                sb.len() as f64 / 1048576.0
+            );
+            Ok(())
+        }
+        #[cfg(feature = "fhe")]
+        Command::Encrypt { artifact, client_key, dataset, data, index, out } => {
+            let art = load_artifact(&artifact)?;
+            let setup = fhe_of(&art, &artifact)?;
+            let ck = ClientKey::from_bytes(&read(&client_key)?, &setup.params)
+                .with_context(|| format!("cannot load {}", client_key.display()))?;
+            let ds = match data {
+                Some(d) => Dataset::load_test(&d, dataset)?,
+                None => bundled_sample(dataset),
+            };
+            if index >= ds.len() {
+                bail!("image index {index} is out of range: the set has {} images", ds.len());
+            }
+            let ct = ck.encrypt_image(&art.circuit, &setup.plan, ds.pixels(index))?;
+            let b = ct.to_bytes(&setup.params);
+            write_new(&out, &b)?;
+            println!(
+                "encrypted image {index} (label {}) to {} ({:.1} MiB)",
+                ds.labels[index],
+                out.display(),
+                b.len() as f64 / 1048576.0
+            );
+            Ok(())
+        }
+        #[cfg(feature = "fhe")]
+        Command::Run { artifact, server_key, input, out } => {
+            let art = load_artifact(&artifact)?;
+            let setup = fhe_of(&art, &artifact)?;
+            let sk = ServerKey::from_bytes(&read(&server_key)?, &setup.params)
+                .with_context(|| format!("cannot load {}", server_key.display()))?;
+            let ct = CtTensor::from_bytes(&read(&input)?, &setup.params)
+                .with_context(|| format!("cannot load {}", input.display()))?;
+            let t = std::time::Instant::now();
+            let res = evaluate(&sk, &art.circuit, &setup.plan, &ct)?;
+            let b = res.to_bytes(&setup.params);
+            write_new(&out, &b)?;
+            println!(
+                "evaluated in {:.2} s; wrote {} ({:.1} KiB)",
+                t.elapsed().as_secs_f64(),
+                out.display(),
+                b.len() as f64 / 1024.0
+            );
+            Ok(())
+        }
+        #[cfg(feature = "fhe")]
+        Command::Decrypt { artifact, client_key, input } => {
+            let art = load_artifact(&artifact)?;
+            let setup = fhe_of(&art, &artifact)?;
+            let ck = ClientKey::from_bytes(&read(&client_key)?, &setup.params)
+                .with_context(|| format!("cannot load {}", client_key.display()))?;
+            let ct = CtTensor::from_bytes(&read(&input)?, &setup.params)
+                .with_context(|| format!("cannot load {}", input.display()))?;
+            let out_shape = &art.circuit.nodes[art.circuit.output].shape;
+            if ct.shape != *out_shape {
+                bail!(
+                    "{} holds a tensor of shape {:?}, not this circuit's result {:?}",
+                    input.display(),
+                    ct.shape,
+                    out_shape
+                );
+            }
+            let scores = art.circuit.output_quant.scores(&ck.decrypt(&ct));
+            let s: Vec<String> = scores.iter().map(|v| format!("{v:.3}")).collect();
+            println!("scores: [{}]", s.join(", "));
+            println!("class: {}", sim::argmax(&scores));
+            Ok(())
+        }
+        #[cfg(feature = "fhe")]
+        Command::Demo { images } => demo(images),
         Command::Build { model, out, json, print_circuit, compile } => {
             let (_, art) = compile_model(&model, &compile)?;
             let out = out.unwrap_or_else(|| model.with_extension("fhec"));
             let bytes = art.to_bytes();
             write_artifact(&out, &bytes)?;
-            let report = build_report(&art.circuit, &art.options);
+            let report = build_report(&art.circuit, &art.options, art.fhe.as_ref());
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["artifact"] = serde_json::json!({ "path": out.display().to_string(), "bytes": bytes.len() });
@@ -238,6 +416,15 @@ fn run(cli: Cli) -> Result<()> {
                             Ok(sim::argmax(&out[0].iter().map(|&v| v as f64).collect::<Vec<_>>()))
                         })
                         .collect::<Result<_, interp::InterpError>>()?
+                }
+                #[cfg(feature = "fhe")]
+                Mode::Fhe => {
+                    let art = if Artifact::sniff(&bytes) {
+                        Artifact::from_bytes(&bytes).with_context(|| format!("cannot load {}", model.display()))?
+                    } else {
+                        compile_model(&model, &compile)?.1
+                    };
+                    fhe_eval(&model, &art, &ds, dataset)?
                 }
                 Mode::Simulate => {
                     let art = if Artifact::sniff(&bytes) {
@@ -325,6 +512,8 @@ fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) 
             calib_dataset: Some(kind),
             calib_limit: 200,
             preprocess: Some(m.preprocess),
+            global_p_error: ParamOptions::default().global_p_error,
+            p_error: None,
         };
         let t0 = std::time::Instant::now();
         let (g, art) = compile_model(&path, &args)?;
@@ -391,6 +580,142 @@ Machine: {machine}.\n\n\
     Ok(())
 }
 
+#[cfg(feature = "fhe")]
+fn load_artifact(path: &Path) -> Result<Artifact> {
+    let bytes = read(path)?;
+    Artifact::from_bytes(&bytes).with_context(|| format!("cannot load artifact {}", path.display()))
+}
+
+#[cfg(feature = "fhe")]
+fn fhe_of<'a>(art: &'a Artifact, path: &Path) -> Result<&'a FheSetup> {
+    art.fhe.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} has no TFHE parameters ({}); rebuild with narrower widths (e.g. --max-table-bits 5)",
+            path.display(),
+            art.options.get("fhe").map_or("none chosen", |s| s.as_str())
+        )
+    })
+}
+
+/// Writes a file atomically (write then rename).
+#[cfg(feature = "fhe")]
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+}
+
+#[cfg(feature = "fhe")]
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+#[cfg(feature = "fhe")]
+/// Encrypted evaluation: keys once, then per image encrypt / evaluate / decrypt, each result
+/// compared with the simulation.
+fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Result<Vec<usize>> {
+    let setup = fhe_of(art, model)?;
+    let c = &art.circuit;
+    println!(
+        "model: {} ({} bootstraps per image), dataset: {} ({} images), mode: fhe, parameters: n={} k={} N={}",
+        model.display(),
+        c.bootstrap_stats().total(),
+        kind.dir_name(),
+        ds.len(),
+        setup.params.lwe_dimension,
+        setup.params.glwe_dimension,
+        setup.params.polynomial_size
+    );
+    let t = std::time::Instant::now();
+    let ck = ClientKey::generate(&setup.params);
+    let sk = ck.server_key();
+    println!("keygen: {:.1} s", t.elapsed().as_secs_f64());
+    let (mut te, mut tv, mut td) = (vec![], vec![], vec![]);
+    let mut preds = vec![];
+    let mut agree = 0;
+    for i in 0..ds.len() {
+        let t0 = std::time::Instant::now();
+        let ct = ck.encrypt_image(c, &setup.plan, ds.pixels(i))?;
+        let t1 = std::time::Instant::now();
+        let out = evaluate(&sk, c, &setup.plan, &ct)?;
+        let t2 = std::time::Instant::now();
+        let v = ck.decrypt(&out);
+        let scores = c.output_quant.scores(&v);
+        let t3 = std::time::Instant::now();
+        let want: Vec<i64> = sim::simulate(c, sim::encode_image(c, ds.pixels(i)))?.iter().copied().collect();
+        agree += (v == want) as usize;
+        let p = sim::argmax(&scores);
+        te.push((t1 - t0).as_secs_f64());
+        tv.push((t2 - t1).as_secs_f64());
+        td.push((t3 - t2).as_secs_f64());
+        println!(
+            "image {i}: label {} class {p} ({}) evaluate {:.2} s",
+            ds.labels[i],
+            if v == want { "= simulation" } else { "DIFFERS from simulation" },
+            tv[i]
+        );
+        preds.push(p);
+    }
+    println!(
+        "agreement with simulation: {agree}/{}; median latency per image: encrypt {:.3} s, evaluate {:.2} s, decrypt {:.4} s",
+        ds.len(),
+        median(&mut te),
+        median(&mut tv),
+        median(&mut td)
+    );
+    println!(
+        "security: {:.0} bits; failure probability per inference <= 2^{:.1}",
+        setup.security_bits,
+        setup.global_p_error.max(1e-300).log2()
+    );
+    Ok(preds)
+}
+
+#[cfg(feature = "fhe")]
+/// Compile options of the quick start: narrow enough for fast bootstraps.
+fn demo_args() -> CompileArgs {
+    CompileArgs {
+        import: ImportArgs { input_shape: None },
+        input_bits: DEMO.0,
+        weight_bits: DEMO.1,
+        act_bits: DEMO.2,
+        max_table_bits: DEMO.3,
+        calib: None,
+        calib_dataset: Some(DatasetKind::Mnist),
+        calib_limit: 200,
+        preprocess: None,
+        global_p_error: ParamOptions::default().global_p_error,
+        p_error: None,
+    }
+}
+
+#[cfg(feature = "fhe")]
+/// (input, weight, activation, max table) bits of the demo build.
+const DEMO: (u32, u32, u32, u32) = (4, 4, 4, 5);
+#[cfg(feature = "fhe")]
+/// The demo model, compiled into the binary.
+const DEMO_MODEL: &[u8] = include_bytes!("../../../examples/models/seed_mnist.onnx");
+
+#[cfg(feature = "fhe")]
+fn demo(images: usize) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("fhec-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let model = dir.join("seed_mnist.onnx");
+    std::fs::write(&model, DEMO_MODEL)?;
+    println!("== fhec demo: the TenSEAL tutorial network (seed_mnist), encrypted end to end ==");
+    let (_, art) = compile_model(&model, &demo_args())?;
+    let report = build_report(&art.circuit, &art.options, art.fhe.as_ref());
+    print!("{}", report.to_text());
+    let mut ds = bundled_sample(DatasetKind::Mnist);
+    ds.truncate(images.max(1));
+    let preds = fhe_eval(Path::new("seed_mnist.onnx (bundled)"), &art, &ds, DatasetKind::Mnist)?;
+    let correct = preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count();
+    println!("accuracy: {:.4} ({correct}/{})", correct as f64 / ds.len() as f64, ds.len());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn header(model: &Path, n: usize, what: &str, dataset: DatasetKind, ds: &Dataset, pre: Preprocess, mode: &str) {
     println!(
         "model: {} ({n} {what}), dataset: {} ({} images), preprocess: {pre}, mode: {mode}",
@@ -454,8 +779,16 @@ fn compile_model(model: &Path, args: &CompileArgs) -> Result<(Graph, Artifact)> 
     options.insert("max_table_bits".into(), opts.max_table_bits.to_string());
     options.insert("preprocess".into(), pre.to_string());
     options.insert("calibration".into(), format!("{} ({} images)", calib_name, calib.len()));
+    let popts = ParamOptions { global_p_error: args.global_p_error, p_error: args.p_error };
+    let fhe = match select(&circuit, &popts) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            options.insert("fhe".into(), format!("unavailable: {e}"));
+            None
+        }
+    };
     let source = model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok((g, Artifact { fhec_version: env!("CARGO_PKG_VERSION").into(), source, options, circuit }))
+    Ok((g, Artifact { fhec_version: env!("CARGO_PKG_VERSION").into(), source, options, circuit, fhe }))
 }
 
 /// Writes an artifact atomically, refusing to replace a file that is not an artifact.

@@ -1,0 +1,355 @@
+//! TFHE parameters, the noise model that sizes them, and the encoding plan of a circuit.
+//!
+//! Variances are in torus units (the ciphertext modulus `q = 2^64` is 1). Formulas follow
+//! Bergerat et al., "Parameter Optimization & Larger Precision for (T)FHE" (J. Cryptology
+//! 2023, eprint 2022/704), for binary secret keys and Gaussian noise:
+//! * security: a key of dimension `d` needs `log2(σ) >= -0.025696778711484593·d + 2.675931372549016`
+//!   (Concrete's 128-bit fit for a 64-bit modulus), and `σ >= 2^-62`;
+//! * one CMux of the blind rotation adds `l(k+1)N(B²+2)/12·σ_bsk² + B^-2l/24·(1 + kN/2)`
+//!   plus the 64-bit FFT error `0.00705·2^(2·(64-53) + 2·log2 B - 128)·l·k^1.22·N^2.22·(k+1)`;
+//!   a PBS is `n` CMuxes;
+//! * the keyswitch from dimension `kN` to `n` adds `kN·(l·(B²+2)/12·σ_ksk² + B^-2l/24)`;
+//! * the modulus switch to `2N` adds `(n/24 + 1/12)/(2N)²`.
+//!
+//! A bootstrap reading `w` bits (plus the padding bit) from a value encoded with
+//! `Δ = 2^(63-P)` is correct with probability `1 - p` when
+//! `2^(2(P-w))·V_in + V_KS + V_MS <= (2^(-w-2)/κ)²`, `κ = √2·erfc⁻¹(p)`.
+
+use serde::{Deserialize, Serialize};
+
+/// One TFHE parameter set: the small LWE key (dimension `n`) used by bootstrapping, and
+/// the GLWE key (`k` polynomials of size `N`) whose flattening (dimension `kN`) encrypts
+/// every value between bootstraps.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TfheParams {
+    /// `n`, dimension of the small LWE key.
+    pub lwe_dimension: usize,
+    /// `k`.
+    pub glwe_dimension: usize,
+    /// `N`.
+    pub polynomial_size: usize,
+    /// Noise std (torus) of the keyswitch key, under the small key.
+    pub lwe_noise_std: f64,
+    /// Noise std (torus) of the bootstrap key and of fresh encryptions, under the GLWE key.
+    pub glwe_noise_std: f64,
+    /// Bootstrap key decomposition base (log2).
+    pub pbs_base_log: u32,
+    /// Bootstrap key decomposition levels.
+    pub pbs_level: u32,
+    /// Keyswitch key decomposition base (log2).
+    pub ks_base_log: u32,
+    /// Keyswitch key decomposition levels.
+    pub ks_level: u32,
+}
+
+const SEC_A: f64 = -0.025696778711484593;
+const SEC_B: f64 = 2.675931372549016;
+
+/// Smallest Gaussian std (torus) giving 128-bit security at dimension `d`.
+pub fn min_secure_std(d: usize) -> f64 {
+    (SEC_A * d as f64 + SEC_B).max(-62.0).exp2()
+}
+
+/// Whether `std` at dimension `d` meets the 128-bit curve.
+pub fn is_secure(d: usize, std: f64) -> bool {
+    d >= 450 && std.log2() >= (SEC_A * d as f64 + SEC_B).max(-62.0) - 1e-9
+}
+
+/// Rough security estimate: 128 bits scaled by how far the dimension exceeds the minimal
+/// one for this noise on the 128-bit curve (LWE hardness grows about linearly in `d`).
+pub fn estimated_security_bits(d: usize, std: f64) -> f64 {
+    let d_min = (std.log2().max(-62.0) - SEC_B) / SEC_A;
+    128.0 * d as f64 / d_min.max(1.0)
+}
+
+impl TfheParams {
+    /// `kN`, dimension of the flattened GLWE key.
+    pub fn big_dimension(&self) -> usize {
+        self.glwe_dimension * self.polynomial_size
+    }
+
+    /// Both keys meet the 128-bit curve.
+    pub fn is_secure(&self) -> bool {
+        is_secure(self.lwe_dimension, self.lwe_noise_std) && is_secure(self.big_dimension(), self.glwe_noise_std)
+    }
+
+    /// Security estimate of the weaker key, in bits.
+    pub fn security_bits(&self) -> f64 {
+        estimated_security_bits(self.lwe_dimension, self.lwe_noise_std)
+            .min(estimated_security_bits(self.big_dimension(), self.glwe_noise_std))
+    }
+
+    /// Output variance of one PBS.
+    pub fn var_pbs(&self) -> f64 {
+        let (n, k, big_n) = (self.lwe_dimension as f64, self.glwe_dimension as f64, self.polynomial_size as f64);
+        let (b, l) = ((self.pbs_base_log as f64).exp2(), self.pbs_level as f64);
+        let key = l * (k + 1.0) * big_n * (b * b + 2.0) / 12.0 * self.glwe_noise_std.powi(2);
+        let decomp = b.powf(-2.0 * l) / 24.0 * (1.0 + k * big_n / 2.0);
+        let fft = 0.00705
+            * (2.0 * 11.0 + 2.0 * self.pbs_base_log as f64 - 128.0).exp2()
+            * l
+            * k.powf(1.22)
+            * big_n.powf(2.22)
+            * (k + 1.0);
+        n * (key + decomp + fft)
+    }
+
+    /// Variance added by the keyswitch.
+    pub fn var_ks(&self) -> f64 {
+        let (b, l) = ((self.ks_base_log as f64).exp2(), self.ks_level as f64);
+        self.big_dimension() as f64 * (l * (b * b + 2.0) / 12.0 * self.lwe_noise_std.powi(2) + b.powf(-2.0 * l) / 24.0)
+    }
+
+    /// Variance added by the modulus switch to `2N`.
+    pub fn var_ms(&self) -> f64 {
+        let two_n = 2.0 * self.polynomial_size as f64;
+        (self.lwe_dimension as f64 / 24.0 + 1.0 / 12.0) / (two_n * two_n)
+    }
+
+    /// Variance of a fresh encryption under the GLWE key.
+    pub fn var_fresh(&self) -> f64 {
+        self.glwe_noise_std.powi(2)
+    }
+
+    /// Relative cost of one keyswitch + PBS (about milliseconds on the development machine:
+    /// calibrated on n=918, k=1, N=2048, one level ≈ 30 ms).
+    pub fn cost(&self) -> f64 {
+        let (n, k, big_n) = (self.lwe_dimension as f64, self.glwe_dimension as f64, self.polynomial_size as f64);
+        let pbs = n * self.pbs_level as f64 * (k + 1.0) * (k + 1.0) * big_n * big_n.log2();
+        let ks = k * big_n * self.ks_level as f64 * n;
+        3.3e-7 * pbs + 4.0e-7 * ks
+    }
+
+    /// Bytes of the bootstrap key (Fourier, 16 bytes per complex over N/2 per polynomial) and of the
+    /// keyswitch key (8 bytes per u64).
+    pub fn key_bytes(&self) -> (usize, usize) {
+        let (n, k, big_n) = (self.lwe_dimension, self.glwe_dimension, self.polynomial_size);
+        let bsk = n * self.pbs_level as usize * (k + 1) * (k + 1) * big_n * 8;
+        let ksk = k * big_n * self.ks_level as usize * (n + 1) * 8;
+        (bsk, ksk)
+    }
+}
+
+/// `erfc(x)` with a relative error below about 1.2e-7 (Chebyshev fit of Numerical Recipes).
+pub fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.26551223
+            + t * (1.00002368
+                + t * (0.37409196
+                    + t * (0.09678418
+                        + t * (-0.18628806
+                            + t * (0.27886807
+                                + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+            .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// `κ = √2·erfc⁻¹(p)`: the number of standard deviations a Gaussian stays within with
+/// probability `1 - p`.
+pub fn kappa(p: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 40.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if erfc(mid) > p { lo = mid } else { hi = mid }
+    }
+    std::f64::consts::SQRT_2 * 0.5 * (lo + hi)
+}
+
+/// What one kind of bootstrap needs from the noise.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoiseRequirement {
+    /// Bits of the encoding of the value read (`Δ = 2^(63-P)`).
+    pub encoding_bits: u32,
+    /// Bits the bootstrap reads (`w`; 1 for the sign extractions of exact rounding).
+    pub read_bits: u32,
+    /// Squared 2-norm of the linear chain from bootstrapped (or fresh) sources.
+    pub norm2_sq: f64,
+    /// PBS outputs added to the value before this read (exact rounding steps).
+    pub extra_pbs: u32,
+    /// Number of such bootstraps per inference.
+    pub count: usize,
+    /// A decryption by the client rather than a bootstrap (no keyswitch or modulus switch).
+    pub decryption: bool,
+}
+
+/// Failure probability of one bootstrap meeting `req` with parameters `p`.
+pub fn failure_probability(p: &TfheParams, req: &NoiseRequirement) -> f64 {
+    let v_src = p.var_pbs().max(p.var_fresh());
+    let v_in = req.norm2_sq * v_src + req.extra_pbs as f64 * p.var_pbs();
+    let scale = (2.0f64).powi(2 * (req.encoding_bits as i32 - req.read_bits as i32));
+    let var = scale * v_in + if req.decryption { 0.0 } else { p.var_ks() + p.var_ms() };
+    let half = (-(req.read_bits as f64) - 2.0).exp2();
+    erfc(half / (var.sqrt() * std::f64::consts::SQRT_2))
+}
+
+/// The encoding plan: every circuit value `v` is held as `v·Δ + e` with `Δ = 2^(63 - bits[v])`.
+///
+/// A value read by a bootstrap must be encoded with exactly the bits it is read at (a
+/// table reading `w` bits: `w`; exact rounding of a `P`-bit value: `P`; max pooling: the
+/// width of its differences), linear ops keep their input's encoding, and a value may be
+/// multiplied by `2^j` to move to an encoding with `j` fewer bits when its range allows.
+/// So bits flow backward from readers (the most any reader needs) and forward from
+/// sources (rounding removes bits).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodingPlan {
+    /// Bits of the encoding of each node's value.
+    pub bits: Vec<u32>,
+}
+
+/// Bits to hold the non-negative `max`.
+fn ubits(max: i64) -> u32 {
+    (64 - (max.max(0) as u64).leading_zeros()).max(1)
+}
+
+impl EncodingPlan {
+    /// Plans the encodings of a circuit.
+    pub fn plan(c: &crate::circuit::Circuit) -> Result<EncodingPlan, String> {
+        use crate::circuit::COp;
+        let n = c.nodes.len();
+        // Bits each value must have for its readers.
+        let mut need = vec![1u32; n];
+        let out = &c.nodes[c.output];
+        need[c.output] = ubits(out.range.min.abs().max(out.range.max)) + 1;
+        for id in (0..n).rev() {
+            let node = &c.nodes[id];
+            let req = match &node.op {
+                COp::Table { in_width, .. } => *in_width,
+                COp::Round { .. } => ubits(c.nodes[node.inputs[0]].range.max),
+                COp::MaxPool { diff_width, .. } => need[id].max(*diff_width),
+                COp::Input { .. } => continue,
+                _ => need[id],
+            };
+            for &i in &node.inputs {
+                need[i] = need[i].max(req);
+            }
+        }
+        let mut bits = vec![0u32; n];
+        for id in 0..n {
+            let node = &c.nodes[id];
+            bits[id] = match &node.op {
+                COp::Input { .. } | COp::Table { .. } => need[id],
+                COp::Round { shift } => {
+                    let b = bits[node.inputs[0]];
+                    if b <= *shift {
+                        return Err(format!("%{id} rounds {shift} bits off a {b}-bit encoding"));
+                    }
+                    b - shift
+                }
+                COp::Add | COp::Sub => {
+                    let (a, b) = (bits[node.inputs[0]], bits[node.inputs[1]]);
+                    if a != b {
+                        return Err(format!("%{id} adds values encoded on {a} and {b} bits"));
+                    }
+                    a
+                }
+                _ => bits[node.inputs[0]],
+            };
+            if bits[id] < need[id] || bits[id] > 62 {
+                return Err(format!(
+                    "%{id} '{}' would be encoded on {} bits but needs {} (at most 62)",
+                    node.name, bits[id], need[id]
+                ));
+            }
+        }
+        Ok(EncodingPlan { bits })
+    }
+
+    /// The noise requirements of every bootstrap (and of the final decryption).
+    pub fn requirements(&self, c: &crate::circuit::Circuit) -> Vec<NoiseRequirement> {
+        use crate::circuit::{COp, kernels};
+        let mut reqs: Vec<NoiseRequirement> = vec![];
+        let mut push = |r: NoiseRequirement| {
+            if let Some(e) = reqs.iter_mut().find(|e| {
+                e.encoding_bits == r.encoding_bits
+                    && e.read_bits == r.read_bits
+                    && e.extra_pbs == r.extra_pbs
+                    && e.norm2_sq == r.norm2_sq
+                    && e.decryption == r.decryption
+            }) {
+                e.count += r.count;
+            } else {
+                reqs.push(r);
+            }
+        };
+        for (id, node) in c.nodes.iter().enumerate() {
+            let elems: usize = node.shape.iter().product();
+            let input = node.inputs.first().map(|&i| &c.nodes[i]);
+            match &node.op {
+                COp::Table { in_width, .. } => {
+                    let x = input.expect("table input");
+                    let extra = match x.op {
+                        COp::Round { shift } => shift,
+                        _ => 0,
+                    };
+                    let nu = if extra > 0 { c.nodes[x.inputs[0]].norm2 } else { x.norm2 };
+                    push(NoiseRequirement {
+                        encoding_bits: self.bits[node.inputs[0]],
+                        read_bits: *in_width,
+                        norm2_sq: nu * nu,
+                        extra_pbs: extra,
+                        count: elems,
+                        decryption: false,
+                    });
+                }
+                COp::Round { shift } => {
+                    let x = input.expect("round input");
+                    for j in 0..*shift {
+                        push(NoiseRequirement {
+                            encoding_bits: self.bits[node.inputs[0]] - j,
+                            read_bits: 0,
+                            norm2_sq: x.norm2 * x.norm2,
+                            extra_pbs: j,
+                            count: elems,
+                            decryption: false,
+                        });
+                    }
+                }
+                COp::MaxPool { pool, diff_width, .. } => {
+                    let x = input.expect("max pool input");
+                    let window = pool.kernel[0] * pool.kernel[1];
+                    push(NoiseRequirement {
+                        encoding_bits: self.bits[node.inputs[0]],
+                        read_bits: *diff_width,
+                        norm2_sq: 2.0 * x.norm2 * x.norm2,
+                        extra_pbs: window.saturating_sub(1) as u32,
+                        count: kernels::max_pool_comparisons(&x.shape, pool),
+                        decryption: false,
+                    });
+                }
+                _ => {}
+            }
+            if id == c.output {
+                push(NoiseRequirement {
+                    encoding_bits: self.bits[id],
+                    read_bits: self.bits[id],
+                    norm2_sq: node.norm2 * node.norm2,
+                    extra_pbs: 0,
+                    count: elems,
+                    decryption: true,
+                });
+            }
+        }
+        reqs
+    }
+}
+
+/// Chosen parameters and what they achieve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FheSetup {
+    /// The parameters.
+    pub params: TfheParams,
+    /// How every value is encoded.
+    pub plan: EncodingPlan,
+    /// Bootstraps (and decryptions) per inference the target was split over.
+    pub operations: usize,
+    /// Largest failure probability of one bootstrap under these parameters.
+    pub p_error: f64,
+    /// Upper bound on the probability that one inference has a failure.
+    pub global_p_error: f64,
+    /// Estimated security (bits, weaker key).
+    pub security_bits: f64,
+    /// Estimated server time per inference on one core (ms).
+    pub est_cost_ms: f64,
+}

@@ -1,0 +1,794 @@
+//! Encrypted execution of a circuit on tfhe-rs (`core_crypto`).
+//!
+//! Every circuit value is a tensor of LWE ciphertexts under the flattened GLWE key
+//! (dimension `kN`), encoded as `v·Δ + e` with `Δ = 2^(63 - bits)` from the circuit's
+//! [`EncodingPlan`]. Linear ops (integer convolutions and dense layers, clear additions,
+//! sums, reshapes) work on the ciphertexts directly; every bootstrap is a keyswitch to the
+//! small key (dimension `n`) followed by a programmable bootstrap back to the GLWE key.
+//!
+//! * Table: one PBS per element, its lookup table generated from the circuit's table.
+//! * Exact rounding of `k` bits: for `j = 0..k`, the value times `2^(P-j)` puts bit `j` on
+//!   the top of the torus; with a quarter-torus offset a constant lookup table returns `+C`
+//!   or `-C` (negacyclic), from which `b_j·2^j·Δ` is subtracted. What is left is
+//!   `2^k·floor(v/2^k)`: the same value read with `k` fewer bits.
+//! * Max pooling: `m ← m + relu(x - m)` over each window, each relu one PBS.
+//!
+//! Keys: [`ClientKey`] holds the secrets and never leaves the client; [`ServerKey`] holds
+//! only the keyswitch and bootstrap keys, and [`evaluate`] takes nothing else.
+
+use fhec_ir::circuit::{COp, Circuit, TableIndex, kernels};
+use fhec_ir::params::{EncodingPlan, TfheParams};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tfhe::core_crypto::prelude::*;
+
+/// A failure of encrypted evaluation (mismatched keys, circuit or ciphertexts).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FheError(pub String);
+
+/// The client's secret keys.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ClientKey {
+    params: TfheParams,
+    small: LweSecretKeyOwned<u64>,
+    glwe: GlweSecretKeyOwned<u64>,
+}
+
+/// The evaluation key: what the server needs, and nothing secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ServerKey {
+    params: TfheParams,
+    ksk: LweKeyswitchKeyOwned<u64>,
+    bsk: FourierLweBootstrapKeyOwned,
+}
+
+/// A tensor of ciphertexts with its encoding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CtTensor {
+    /// Tensor shape.
+    pub shape: Vec<usize>,
+    /// Encoding bits (`Δ = 2^(63 - bits)`).
+    pub bits: u32,
+    /// `lwe_size` words per element, row-major.
+    pub data: Vec<u64>,
+}
+
+fn modulus() -> CiphertextModulus<u64> {
+    CiphertextModulus::new_native()
+}
+
+fn gaussian(std: f64) -> Gaussian<f64> {
+    Gaussian::from_dispersion_parameter(StandardDev(std), 0.0)
+}
+
+fn delta(bits: u32) -> u64 {
+    1u64 << (63 - bits)
+}
+
+impl ClientKey {
+    /// Generates fresh secret keys for `params`.
+    pub fn generate(params: &TfheParams) -> ClientKey {
+        let mut seeder = new_seeder();
+        let mut rng = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.as_mut().seed());
+        let small = LweSecretKey::generate_new_binary(LweDimension(params.lwe_dimension), &mut rng);
+        let glwe = GlweSecretKey::generate_new_binary(
+            GlweDimension(params.glwe_dimension),
+            PolynomialSize(params.polynomial_size),
+            &mut rng,
+        );
+        ClientKey { params: *params, small, glwe }
+    }
+
+    /// The parameters of these keys.
+    pub fn params(&self) -> &TfheParams {
+        &self.params
+    }
+
+    /// Derives the evaluation key (keyswitch and bootstrap keys) to send to the server.
+    pub fn server_key(&self) -> ServerKey {
+        let p = &self.params;
+        let mut seeder = new_seeder();
+        let seeder = seeder.as_mut();
+        let mut rng = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
+        let big = self.glwe.clone().into_lwe_secret_key();
+        let ksk = allocate_and_generate_new_lwe_keyswitch_key(
+            &big,
+            &self.small,
+            DecompositionBaseLog(p.ks_base_log as usize),
+            DecompositionLevelCount(p.ks_level as usize),
+            gaussian(p.lwe_noise_std),
+            modulus(),
+            &mut rng,
+        );
+        let bsk = par_allocate_and_generate_new_lwe_bootstrap_key(
+            &self.small,
+            &self.glwe,
+            DecompositionBaseLog(p.pbs_base_log as usize),
+            DecompositionLevelCount(p.pbs_level as usize),
+            gaussian(p.glwe_noise_std),
+            modulus(),
+            &mut rng,
+        );
+        let mut fbsk = FourierLweBootstrapKey::new(
+            bsk.input_lwe_dimension(),
+            bsk.glwe_size(),
+            bsk.polynomial_size(),
+            bsk.decomposition_base_log(),
+            bsk.decomposition_level_count(),
+        );
+        par_convert_standard_lwe_bootstrap_key_to_fourier(&bsk, &mut fbsk);
+        ServerKey { params: *p, ksk, bsk: fbsk }
+    }
+
+    fn big_key(&self) -> LweSecretKeyOwned<u64> {
+        self.glwe.clone().into_lwe_secret_key()
+    }
+
+    /// Encrypts integers (row-major, of `shape`) encoded on `bits`.
+    pub fn encrypt(&self, values: &[i64], shape: &[usize], bits: u32) -> CtTensor {
+        let big = self.big_key();
+        let mut seeder = new_seeder();
+        let seeder = seeder.as_mut();
+        let mut rng = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
+        let size = big.lwe_dimension().to_lwe_size().0;
+        let mut data = vec![0u64; values.len() * size];
+        for (chunk, &v) in data.chunks_exact_mut(size).zip(values) {
+            let mut ct = LweCiphertext::from_container(chunk, modulus());
+            encrypt_lwe_ciphertext(
+                &big,
+                &mut ct,
+                Plaintext((v as u64).wrapping_mul(delta(bits))),
+                gaussian(self.params.glwe_noise_std),
+                &mut rng,
+            );
+        }
+        CtTensor { shape: shape.to_vec(), bits, data }
+    }
+
+    /// Encrypts an image (8-bit pixels) as the circuit's input.
+    pub fn encrypt_image(&self, c: &Circuit, plan: &EncodingPlan, pixels: &[u8]) -> Result<CtTensor, FheError> {
+        let n: usize = c.input_shape().iter().product();
+        if pixels.len() != n {
+            return Err(FheError(format!("the image has {} pixels, the circuit takes {n}", pixels.len())));
+        }
+        let q: Vec<i64> = pixels.iter().map(|&p| c.input_quant.pixel_to_q[p as usize]).collect();
+        Ok(self.encrypt(&q, c.input_shape(), plan.bits[0]))
+    }
+
+    /// The noisy phases of a ciphertext tensor, in units of its `Δ` (for noise measurements).
+    pub fn phases(&self, t: &CtTensor) -> Vec<f64> {
+        let big = self.big_key();
+        let size = big.lwe_dimension().to_lwe_size().0;
+        t.data
+            .chunks_exact(size)
+            .map(|c| {
+                let ct = LweCiphertext::from_container(c, modulus());
+                let p = decrypt_lwe_ciphertext(&big, &ct).0;
+                p as i64 as f64 / delta(t.bits) as f64
+            })
+            .collect()
+    }
+
+    /// Decrypts a ciphertext tensor to signed integers.
+    pub fn decrypt(&self, t: &CtTensor) -> Vec<i64> {
+        let big = self.big_key();
+        let size = big.lwe_dimension().to_lwe_size().0;
+        let shift = 63 - t.bits;
+        t.data
+            .chunks_exact(size)
+            .map(|c| {
+                let ct = LweCiphertext::from_container(c, modulus());
+                let p = decrypt_lwe_ciphertext(&big, &ct).0;
+                (p.wrapping_add(1u64 << (shift - 1)) as i64) >> shift
+            })
+            .collect()
+    }
+}
+
+impl ServerKey {
+    /// The parameters of this key.
+    pub fn params(&self) -> &TfheParams {
+        &self.params
+    }
+
+    /// Checks that the key matches `params` (dimensions and decompositions).
+    pub fn check(&self, params: &TfheParams) -> Result<(), FheError> {
+        let p = params;
+        let ok = self.params == *p
+            && self.ksk.input_key_lwe_dimension().0 == p.big_dimension()
+            && self.ksk.output_key_lwe_dimension().0 == p.lwe_dimension
+            && self.ksk.decomposition_level_count().0 == p.ks_level as usize
+            && self.ksk.decomposition_base_log().0 == p.ks_base_log as usize
+            && self.ksk.as_ref().len() == p.big_dimension() * p.ks_level as usize * (p.lwe_dimension + 1)
+            && self.bsk.input_lwe_dimension().0 == p.lwe_dimension
+            && self.bsk.glwe_size().0 == p.glwe_dimension + 1
+            && self.bsk.polynomial_size().0 == p.polynomial_size
+            && self.bsk.decomposition_level_count().0 == p.pbs_level as usize
+            && self.bsk.decomposition_base_log().0 == p.pbs_base_log as usize
+            && self.bsk.as_view().data().len()
+                == p.lwe_dimension
+                    * p.pbs_level as usize
+                    * (p.glwe_dimension + 1)
+                    * (p.glwe_dimension + 1)
+                    * p.polynomial_size
+                    / 2;
+        if ok { Ok(()) } else { Err(FheError("the evaluation key does not match the circuit's parameters".into())) }
+    }
+
+    fn lwe_size(&self) -> usize {
+        self.params.big_dimension() + 1
+    }
+}
+
+/// Multiplies every ciphertext by `2^j` to move from `from` encoding bits to `to`.
+fn rescale(t: &CtTensor, to: u32) -> Result<CtTensor, FheError> {
+    if to > t.bits {
+        return Err(FheError(format!("cannot move a value from {} to {to} encoding bits", t.bits)));
+    }
+    let f = 1u64 << (t.bits - to);
+    Ok(CtTensor { shape: t.shape.clone(), bits: to, data: t.data.iter().map(|&x| x.wrapping_mul(f)).collect() })
+}
+
+/// A bootstrap engine per worker thread.
+struct Worker {
+    fft: Fft,
+    buffers: ComputationBuffers,
+    small: LweCiphertextOwned<u64>,
+}
+
+impl Worker {
+    fn new(sk: &ServerKey) -> Worker {
+        let fft = Fft::new(PolynomialSize(sk.params.polynomial_size));
+        let mut buffers = ComputationBuffers::new();
+        buffers.resize(
+            programmable_bootstrap_lwe_ciphertext_mem_optimized_requirement::<u64>(
+                GlweSize(sk.params.glwe_dimension + 1),
+                PolynomialSize(sk.params.polynomial_size),
+                fft.as_view(),
+            )
+            .unaligned_bytes_required(),
+        );
+        let small = LweCiphertext::new(0u64, LweSize(sk.params.lwe_dimension + 1), modulus());
+        Worker { fft, buffers, small }
+    }
+
+    /// Keyswitch + PBS of `input` (big key) with `lut`, written to `out` (big key).
+    fn bootstrap(&mut self, sk: &ServerKey, input: &[u64], lut: &GlweCiphertextOwned<u64>, out: &mut [u64]) {
+        let input = LweCiphertext::from_container(input, modulus());
+        keyswitch_lwe_ciphertext(&sk.ksk, &input, &mut self.small);
+        let mut o = LweCiphertext::from_container(out, modulus());
+        programmable_bootstrap_lwe_ciphertext_mem_optimized(
+            &self.small,
+            &mut o,
+            lut,
+            &sk.bsk,
+            self.fft.as_view(),
+            self.buffers.stack(),
+        );
+    }
+}
+
+fn table_lut(sk: &ServerKey, in_width: u32, table: &[i64], out_bits: u32) -> GlweCiphertextOwned<u64> {
+    let p = &sk.params;
+    generate_programmable_bootstrap_glwe_lut(
+        PolynomialSize(p.polynomial_size),
+        GlweSize(p.glwe_dimension + 1),
+        1usize << in_width,
+        modulus(),
+        delta(out_bits),
+        |i: u64| table[i as usize] as u64,
+    )
+}
+
+/// A lookup table that returns `c` on the first half of the torus and `-c` on the second.
+fn sign_lut(sk: &ServerKey, c: u64) -> GlweCiphertextOwned<u64> {
+    let p = &sk.params;
+    let body = PlaintextList::new(c, PlaintextCount(p.polynomial_size));
+    allocate_and_trivially_encrypt_new_glwe_ciphertext(GlweSize(p.glwe_dimension + 1), &body, modulus())
+}
+
+/// Evaluates the circuit on an encrypted input with the server key only.
+pub fn evaluate(sk: &ServerKey, c: &Circuit, plan: &EncodingPlan, input: &CtTensor) -> Result<CtTensor, FheError> {
+    let size = sk.lwe_size();
+    if input.shape != c.input_shape()
+        || input.bits != plan.bits[0]
+        || input.data.len() != input.shape.iter().product::<usize>() * size
+    {
+        return Err(FheError(format!(
+            "the encrypted input ({:?}, {} bits, {} words) does not match the circuit's input ({:?}, {} bits, {} words per value)",
+            input.shape,
+            input.bits,
+            input.data.len(),
+            c.input_shape(),
+            plan.bits[0],
+            size
+        )));
+    }
+    if plan.bits.len() != c.nodes.len() {
+        return Err(FheError("the encoding plan does not match the circuit".into()));
+    }
+    let mut vals: Vec<Option<CtTensor>> = vec![None; c.nodes.len()];
+    vals[0] = Some(input.clone());
+    // Free values no longer used, to bound memory.
+    let mut last_use = vec![0usize; c.nodes.len()];
+    for (id, n) in c.nodes.iter().enumerate() {
+        for &i in &n.inputs {
+            last_use[i] = id;
+        }
+    }
+    last_use[c.output] = usize::MAX;
+    for id in 1..c.nodes.len() {
+        let node = &c.nodes[id];
+        let x = |k: usize| vals[node.inputs[k]].as_ref().expect("inputs precede");
+        let bits = plan.bits[id];
+        let numel: usize = node.shape.iter().product();
+        let out = match &node.op {
+            COp::Input { .. } => unreachable!("node 0"),
+            COp::Conv { weight, strides, pads, dilations, groups } => {
+                let x = rescale(x(0), bits)?;
+                conv(&x, weight, *strides, *pads, *dilations, *groups, &node.shape, size)
+            }
+            COp::Dense { weight } => {
+                let x = rescale(x(0), bits)?;
+                let inner = weight.ncols();
+                let mut data = vec![0u64; numel * size];
+                data.par_chunks_mut(size).enumerate().for_each(|(e, acc)| {
+                    let (row, o) = (e / weight.nrows(), e % weight.nrows());
+                    for k in 0..inner {
+                        let w = weight[[o, k]] as u64;
+                        if w != 0 {
+                            let src = &x.data[(row * inner + k) * size..(row * inner + k + 1) * size];
+                            for (a, &s) in acc.iter_mut().zip(src) {
+                                *a = a.wrapping_add(s.wrapping_mul(w));
+                            }
+                        }
+                    }
+                });
+                CtTensor { shape: node.shape.clone(), bits, data }
+            }
+            COp::AddClear(k) => {
+                let mut t = rescale(x(0), bits)?;
+                let kb =
+                    k.broadcast(ndarray::IxDyn(&node.shape)).ok_or_else(|| FheError("bad clear constant".into()))?;
+                let d = delta(bits);
+                for (chunk, &v) in t.data.chunks_exact_mut(size).zip(kb.iter()) {
+                    let b = chunk.last_mut().expect("body");
+                    *b = b.wrapping_add((v as u64).wrapping_mul(d));
+                }
+                t
+            }
+            COp::Add | COp::Sub => {
+                let (a, b) = (rescale(x(0), bits)?, rescale(x(1), bits)?);
+                let sub = matches!(node.op, COp::Sub);
+                let data = a
+                    .data
+                    .iter()
+                    .zip(&b.data)
+                    .map(|(&p, &q)| if sub { p.wrapping_sub(q) } else { p.wrapping_add(q) })
+                    .collect();
+                CtTensor { shape: node.shape.clone(), bits, data }
+            }
+            COp::SumPool(pool) => {
+                let x = rescale(x(0), bits)?;
+                pool_sum(&x, pool, &node.shape, size)
+            }
+            COp::Reshape => {
+                let t = rescale(x(0), bits)?;
+                CtTensor { shape: node.shape.clone(), ..t }
+            }
+            COp::Transpose { perm } => {
+                let t = rescale(x(0), bits)?;
+                let idx = ndarray::ArrayD::from_shape_vec(
+                    ndarray::IxDyn(&t.shape),
+                    (0..t.shape.iter().product::<usize>()).collect::<Vec<usize>>(),
+                )
+                .map_err(|e| FheError(e.to_string()))?;
+                let order: Vec<usize> = idx.permuted_axes(ndarray::IxDyn(perm)).iter().copied().collect();
+                let mut data = Vec::with_capacity(t.data.len());
+                for e in order {
+                    data.extend_from_slice(&t.data[e * size..(e + 1) * size]);
+                }
+                CtTensor { shape: node.shape.clone(), bits, data }
+            }
+            COp::Table { in_width, index, tables } => {
+                let xin = rescale(x(0), *in_width)?;
+                let luts: Vec<GlweCiphertextOwned<u64>> =
+                    tables.iter().map(|t| table_lut(sk, *in_width, t, bits)).collect();
+                let shape = &node.shape;
+                let mut data = vec![0u64; numel * size];
+                data.par_chunks_mut(size).enumerate().for_each_init(
+                    || Worker::new(sk),
+                    |w, (e, out)| {
+                        let t = match index {
+                            TableIndex::Shared => 0,
+                            TableIndex::PerAxis(a) => {
+                                let inner: usize = shape[a + 1..].iter().product();
+                                (e / inner) % shape[*a]
+                            }
+                            TableIndex::PerElement => e,
+                        };
+                        w.bootstrap(sk, &xin.data[e * size..(e + 1) * size], &luts[t], out);
+                    },
+                );
+                CtTensor { shape: node.shape.clone(), bits, data }
+            }
+            COp::Round { shift } => {
+                let xin = x(0);
+                let p_bits = xin.bits;
+                let luts: Vec<(u64, GlweCiphertextOwned<u64>)> = (0..*shift)
+                    .map(|j| {
+                        let cst = 1u64 << (62 - p_bits + j);
+                        (cst, sign_lut(sk, cst))
+                    })
+                    .collect();
+                let mut data = xin.data.clone();
+                data.par_chunks_mut(size).for_each_init(
+                    || (Worker::new(sk), vec![0u64; size], vec![0u64; size]),
+                    |(w, tmp, out), acc| {
+                        for (j, (cst, lut)) in luts.iter().enumerate() {
+                            let f = 1u64 << (p_bits - j as u32);
+                            for (t, &a) in tmp.iter_mut().zip(acc.iter()) {
+                                *t = a.wrapping_mul(f);
+                            }
+                            let b = tmp.last_mut().expect("body");
+                            *b = b.wrapping_add(1u64 << 62);
+                            w.bootstrap(sk, tmp, lut, out);
+                            // acc -= (cst - out) = b_j·2^j·Δ
+                            for (a, &o) in acc.iter_mut().zip(out.iter()) {
+                                *a = a.wrapping_add(o);
+                            }
+                            let b = acc.last_mut().expect("body");
+                            *b = b.wrapping_sub(*cst);
+                        }
+                    },
+                );
+                CtTensor { shape: node.shape.clone(), bits: p_bits - shift, data }
+            }
+            COp::MaxPool { pool, diff_offset, diff_width } => {
+                let xin = x(0);
+                let a_bits = xin.bits;
+                let relu: Vec<i64> = (0..1i64 << diff_width).map(|i| (i - diff_offset).max(0)).collect();
+                let lut = table_lut(sk, *diff_width, &relu, a_bits);
+                max_pool(sk, xin, pool, &node.shape, *diff_offset, *diff_width, &lut, size)
+            }
+        };
+        if out.bits != bits {
+            return Err(FheError(format!("%{id}: produced {} encoding bits, the plan says {bits}", out.bits)));
+        }
+        vals[id] = Some(out);
+        for &i in &node.inputs {
+            if last_use[i] == id {
+                vals[i] = None;
+            }
+        }
+    }
+    Ok(vals[c.output].take().expect("output computed"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    x: &CtTensor,
+    weight: &ndarray::Array4<i64>,
+    strides: [usize; 2],
+    pads: [usize; 4],
+    dilations: [usize; 2],
+    groups: usize,
+    out_shape: &[usize],
+    size: usize,
+) -> CtTensor {
+    let (n, _, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let cin = x.shape[1];
+    let (cout, ipg, kh, kw) = weight.dim();
+    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let opg = cout / groups;
+    let mut data = vec![0u64; n * cout * oh * ow * size];
+    data.par_chunks_mut(size).enumerate().for_each(|(e, acc)| {
+        let ox = e % ow;
+        let oy = (e / ow) % oh;
+        let oc = (e / (ow * oh)) % cout;
+        let b = e / (ow * oh * cout);
+        let g = oc / opg;
+        for ci in 0..ipg {
+            let ic = g * ipg + ci;
+            for ky in 0..kh {
+                let iy = (oy * strides[0] + ky * dilations[0]) as isize - pads[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for kx in 0..kw {
+                    let ix = (ox * strides[1] + kx * dilations[1]) as isize - pads[1] as isize;
+                    if ix < 0 || ix >= w as isize {
+                        continue;
+                    }
+                    let wv = weight[[oc, ci, ky, kx]] as u64;
+                    if wv == 0 {
+                        continue;
+                    }
+                    let src = ((b * cin + ic) * h + iy as usize) * w + ix as usize;
+                    for (a, &s) in acc.iter_mut().zip(&x.data[src * size..(src + 1) * size]) {
+                        *a = a.wrapping_add(s.wrapping_mul(wv));
+                    }
+                }
+            }
+        }
+    });
+    CtTensor { shape: out_shape.to_vec(), bits: x.bits, data }
+}
+
+/// Valid input positions (flat indices) of every pooling window, in output order.
+fn windows(shape: &[usize], pool: &fhec_ir::nn::Pool) -> Vec<Vec<usize>> {
+    let idx = ndarray::ArrayD::from_shape_vec(
+        ndarray::IxDyn(shape),
+        (0..shape.iter().product::<usize>()).map(|i| i as i64).collect(),
+    )
+    .expect("shape");
+    let mut out = vec![];
+    let lists = kernels::fold_pool(idx.mapv(|i| vec![i]).view(), pool, vec![], |mut a, b| {
+        a.extend(b);
+        a
+    });
+    for l in lists.iter() {
+        out.push(l.iter().map(|&i| i as usize).collect());
+    }
+    out
+}
+
+fn pool_sum(x: &CtTensor, pool: &fhec_ir::nn::Pool, out_shape: &[usize], size: usize) -> CtTensor {
+    let wins = windows(&x.shape, pool);
+    let mut data = vec![0u64; wins.len() * size];
+    data.par_chunks_mut(size).zip(wins.par_iter()).for_each(|(acc, win)| {
+        for &i in win {
+            for (a, &s) in acc.iter_mut().zip(&x.data[i * size..(i + 1) * size]) {
+                *a = a.wrapping_add(s);
+            }
+        }
+    });
+    CtTensor { shape: out_shape.to_vec(), bits: x.bits, data }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn max_pool(
+    sk: &ServerKey,
+    x: &CtTensor,
+    pool: &fhec_ir::nn::Pool,
+    out_shape: &[usize],
+    offset: i64,
+    width: u32,
+    lut: &GlweCiphertextOwned<u64>,
+    size: usize,
+) -> CtTensor {
+    let wins = windows(&x.shape, pool);
+    let scale = 1u64 << (x.bits - width);
+    let off = (offset as u64).wrapping_mul(delta(x.bits));
+    let mut data = vec![0u64; wins.len() * size];
+    data.par_chunks_mut(size).zip(wins.par_iter()).for_each_init(
+        || (Worker::new(sk), vec![0u64; size], vec![0u64; size]),
+        |(w, diff, out), (m, win)| {
+            let Some((&first, rest)) = win.split_first() else { return };
+            m.copy_from_slice(&x.data[first * size..(first + 1) * size]);
+            for &i in rest {
+                // diff = (x_i - m + offset) at the table's encoding
+                for ((d, &a), &b) in diff.iter_mut().zip(&x.data[i * size..(i + 1) * size]).zip(m.iter()) {
+                    *d = a.wrapping_sub(b);
+                }
+                let body = diff.last_mut().expect("body");
+                *body = body.wrapping_add(off);
+                for d in diff.iter_mut() {
+                    *d = d.wrapping_mul(scale);
+                }
+                w.bootstrap(sk, diff, lut, out);
+                for (a, &o) in m.iter_mut().zip(out.iter()) {
+                    *a = a.wrapping_add(o);
+                }
+            }
+        },
+    );
+    CtTensor { shape: out_shape.to_vec(), bits: x.bits, data }
+}
+
+/// Helpers for the noise-validation tests (not part of the stable API).
+#[doc(hidden)]
+pub mod test_support {
+    use super::*;
+
+    /// Encrypts random `in_width`-bit values, bootstraps them through the identity table
+    /// (output encoded on `out_bits`), and returns the decrypted errors (in units of Δ) of
+    /// the bootstrap outputs, and of dot products with `weights` over consecutive outputs.
+    pub fn noise_samples(
+        ck: &ClientKey,
+        sk: &ServerKey,
+        in_width: u32,
+        out_bits: u32,
+        weights: &[i64],
+        count: usize,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let size = sk.lwe_size();
+        let vals: Vec<i64> = (0..count).map(|i| ((i * 7 + 3) % (1 << in_width)) as i64).collect();
+        let input = ck.encrypt(&vals, &[count], in_width);
+        let table: Vec<i64> = (0..1i64 << in_width).collect();
+        let lut = table_lut(sk, in_width, &table, out_bits);
+        let mut out = vec![0u64; count * size];
+        out.par_chunks_mut(size).enumerate().for_each_init(
+            || Worker::new(sk),
+            |w, (e, o)| w.bootstrap(sk, &input.data[e * size..(e + 1) * size], &lut, o),
+        );
+        let t = CtTensor { shape: vec![count], bits: out_bits, data: out };
+        let errs = |t: &CtTensor, want: &[i64]| -> Vec<f64> {
+            ck.phases(t)
+                .iter()
+                .zip(want)
+                .map(|(ph, &v)| {
+                    let d = ph - v as f64;
+                    // centre modulo 2^(bits+1)
+                    let m = (1u64 << (t.bits + 1)) as f64;
+                    d - m * (d / m).round()
+                })
+                .collect()
+        };
+        let pbs = errs(&t, &vals);
+        let k = weights.len();
+        let groups = count / k;
+        let mut dot = vec![0u64; groups * size];
+        let mut want = vec![0i64; groups];
+        for g in 0..groups {
+            for (j, &w) in weights.iter().enumerate() {
+                let e = g * k + j;
+                want[g] += w * vals[e];
+                for (a, &s) in dot[g * size..(g + 1) * size].iter_mut().zip(&t.data[e * size..(e + 1) * size]) {
+                    *a = a.wrapping_add(s.wrapping_mul(w as u64));
+                }
+            }
+        }
+        let d = CtTensor { shape: vec![groups], bits: out_bits, data: dot };
+        (pbs, errs(&d, &want))
+    }
+}
+
+/// Framed, versioned, checksummed files for keys and ciphertexts.
+///
+/// Layout: magic `FHECKEY\0`, `u32` kind, `u32` version, `u64` fingerprint of the
+/// parameters, `u64` payload length, the bincode payload, `u64` FNV-1a checksum. Loading
+/// checks each field, so a key of other parameters, a ciphertext given as a key, or a
+/// truncated or corrupt file is an error that says which.
+pub mod files {
+    use bincode::Options;
+    use fhec_ir::params::TfheParams;
+
+    use super::{ClientKey, CtTensor, FheError, ServerKey};
+
+    const MAGIC: &[u8; 8] = b"FHECKEY\0";
+    const VERSION: u32 = 1;
+    /// Largest payload accepted (8 GiB).
+    const MAX: u64 = 8 << 30;
+
+    /// What a file holds.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Kind {
+        /// Secret client key.
+        ClientKey = 1,
+        /// Evaluation key.
+        ServerKey = 2,
+        /// Encrypted tensor.
+        Ciphertext = 3,
+    }
+
+    fn fnv(b: &[u8]) -> u64 {
+        b.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3))
+    }
+
+    /// Fingerprint of a parameter set.
+    pub fn fingerprint(p: &TfheParams) -> u64 {
+        fnv(&bincode::serialize(p).expect("params serialize"))
+    }
+
+    fn codec() -> impl Options {
+        bincode::DefaultOptions::new().with_fixint_encoding().with_limit(MAX)
+    }
+
+    fn frame(kind: Kind, p: &TfheParams, payload: Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(payload.len() + 40);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(kind as u32).to_le_bytes());
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&fingerprint(p).to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(&fnv(&payload).to_le_bytes());
+        out
+    }
+
+    fn unframe<'a>(b: &'a [u8], kind: Kind, p: &TfheParams) -> Result<&'a [u8], FheError> {
+        let e = |m: String| Err(FheError(m));
+        if !b.starts_with(MAGIC) || b.len() < 32 {
+            return e("not an fhec key or ciphertext file".into());
+        }
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
+        let long = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
+        let names = ["?", "a client key", "a server key", "a ciphertext"];
+        let k = word(8);
+        if k != kind as u32 {
+            return e(format!(
+                "the file holds {} but {} is expected",
+                names.get(k as usize).unwrap_or(&"?"),
+                names[kind as usize]
+            ));
+        }
+        if word(12) != VERSION {
+            return e(format!("file format version {} is not supported (expected {VERSION})", word(12)));
+        }
+        if long(16) != fingerprint(p) {
+            return e("the file was made for other TFHE parameters than this circuit's".into());
+        }
+        let len = long(24);
+        if len > MAX || b.len() as u64 != 32 + len + 8 {
+            return e(format!(
+                "the file is truncated or has trailing data ({} bytes for a {len}-byte payload)",
+                b.len()
+            ));
+        }
+        let payload = &b[32..32 + len as usize];
+        if fnv(payload).to_le_bytes() != b[32 + len as usize..] {
+            return e("the file is corrupt (checksum mismatch)".into());
+        }
+        Ok(payload)
+    }
+
+    impl ClientKey {
+        /// Serializes the secret key.
+        pub fn to_bytes(&self) -> Vec<u8> {
+            frame(Kind::ClientKey, &self.params, codec().serialize(self).expect("serialize"))
+        }
+
+        /// Loads a secret key made for `p`.
+        pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<ClientKey, FheError> {
+            let k: ClientKey = codec()
+                .deserialize(unframe(b, Kind::ClientKey, p)?)
+                .map_err(|e| FheError(format!("client key does not decode: {e}")))?;
+            if k.params != *p
+                || k.small.lwe_dimension().0 != p.lwe_dimension
+                || k.glwe.glwe_dimension().0 != p.glwe_dimension
+                || k.glwe.polynomial_size().0 != p.polynomial_size
+                || k.glwe.as_ref().len() != p.big_dimension()
+            {
+                return Err(FheError("the client key does not match the circuit's parameters".into()));
+            }
+            Ok(k)
+        }
+    }
+
+    impl ServerKey {
+        /// Serializes the evaluation key.
+        pub fn to_bytes(&self) -> Vec<u8> {
+            frame(Kind::ServerKey, &self.params, codec().serialize(self).expect("serialize"))
+        }
+
+        /// Loads an evaluation key made for `p`, checking every dimension.
+        pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<ServerKey, FheError> {
+            let k: ServerKey = codec()
+                .deserialize(unframe(b, Kind::ServerKey, p)?)
+                .map_err(|e| FheError(format!("server key does not decode: {e}")))?;
+            k.check(p)?;
+            Ok(k)
+        }
+    }
+
+    impl CtTensor {
+        /// Serializes the ciphertexts.
+        pub fn to_bytes(&self, p: &TfheParams) -> Vec<u8> {
+            frame(Kind::Ciphertext, p, codec().serialize(self).expect("serialize"))
+        }
+
+        /// Loads ciphertexts made under `p`, checking their size.
+        pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<CtTensor, FheError> {
+            let t: CtTensor = codec()
+                .deserialize(unframe(b, Kind::Ciphertext, p)?)
+                .map_err(|e| FheError(format!("ciphertext does not decode: {e}")))?;
+            let n: usize = t.shape.iter().product();
+            if t.data.len() != n * (p.big_dimension() + 1) || t.bits == 0 || t.bits > 62 {
+                return Err(FheError("the ciphertext's size does not match its shape and parameters".into()));
+            }
+            Ok(t)
+        }
+    }
+}

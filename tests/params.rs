@@ -1,0 +1,96 @@
+//! Parameter selection and the noise model (no tfhe-rs needed): chosen parameters are
+//! secure and meet the failure target, over a grid of widths and 2-norms and on a real
+//! compiled circuit.
+
+use fhec_compiler::params::{ParamOptions, search, select};
+use fhec_ir::params::{NoiseRequirement, TfheParams, failure_probability, is_secure, kappa, min_secure_std};
+use fhec_tests::tiny_circuit;
+
+#[test]
+fn selected_parameters_are_secure_and_meet_the_error_target() {
+    let c = tiny_circuit();
+    let setup = select(&c, &ParamOptions::default()).unwrap();
+    assert!(setup.params.is_secure(), "{:?}", setup.params);
+    assert!(setup.security_bits >= 128.0);
+    assert!(setup.global_p_error <= (-40.0f64).exp2() * 1.0001, "{}", setup.global_p_error);
+    insta::assert_snapshot!("params_tiny", format!("{:#?}", setup.params));
+}
+
+#[test]
+fn parameter_grid_meets_security_and_error() {
+    // Synthetic circuits reduced to their requirements: for each (width, 2-norm) the chosen
+    // parameters must be secure and keep the failure probability under the target.
+    for w in [1u32, 2, 3, 4, 5, 6] {
+        for nu in [1.0f64, 4.0, 16.0, 64.0] {
+            let req = NoiseRequirement {
+                encoding_bits: w,
+                read_bits: w,
+                norm2_sq: nu * nu,
+                extra_pbs: 0,
+                count: 1000,
+                decryption: false,
+            };
+            let (cost, p) = search(&[req], 1e-12).unwrap_or_else(|| panic!("no parameters for w={w}, nu={nu}"));
+            assert!(p.is_secure(), "w={w} nu={nu}: {p:?}");
+            assert!(failure_probability(&p, &req) <= 1e-12);
+            // The search is at least as good as a brute-force reference over a coarse grid.
+            if let Some(r) = search_one(&req, 1e-12) {
+                assert!(cost <= r.cost() * 1.0001, "w={w} nu={nu}: {cost} > {}", r.cost());
+            }
+        }
+    }
+}
+
+/// A brute-force reference search over a coarse grid (k=1).
+fn search_one(req: &NoiseRequirement, target: f64) -> Option<TfheParams> {
+    let mut best: Option<TfheParams> = None;
+    for log_n in 9..=14 {
+        for n in (500..=1100).step_by(50) {
+            for pl in 1..=4 {
+                for pb in [6u32, 8, 10, 12, 15, 18, 22] {
+                    for kl in 2..=10 {
+                        for kb in [2u32, 3, 4, 5, 6] {
+                            let p = TfheParams {
+                                lwe_dimension: n,
+                                glwe_dimension: 1,
+                                polynomial_size: 1 << log_n,
+                                lwe_noise_std: min_secure_std(n),
+                                glwe_noise_std: min_secure_std(1 << log_n),
+                                pbs_base_log: pb,
+                                pbs_level: pl,
+                                ks_base_log: kb,
+                                ks_level: kl,
+                            };
+                            if failure_probability(&p, req) <= target && best.is_none_or(|b| p.cost() < b.cost()) {
+                                best = Some(p);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    best
+}
+
+#[test]
+fn security_curve_and_kappa() {
+    assert!(!is_secure(400, 1e-3), "below the minimal dimension");
+    assert!(is_secure(742, min_secure_std(742)));
+    assert!(!is_secure(742, min_secure_std(742) / 2.0));
+    assert!((kappa(1e-9) - 6.109).abs() < 0.01, "kappa(1e-9) = {}", kappa(1e-9));
+}
+
+#[test]
+fn wide_tables_are_reported_infeasible() {
+    // An 11-bit table read (the default compile options) has no fast 128-bit parameters:
+    // selection must fail with a message naming the widths, not pick insecure ones.
+    let req_circuit = {
+        let b = &fhec_tests::bundled_models()[0];
+        fhec_tests::compile_default(b)
+    };
+    match select(&req_circuit, &ParamOptions::default()) {
+        Ok(s) => assert!(s.params.is_secure()),
+        Err(e) => assert!(e.to_string().contains("no 128-bit parameters"), "{e}"),
+    }
+}
