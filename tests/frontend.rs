@@ -66,8 +66,8 @@ fn bundled_models_match_tract_on_sample_images() {
     for (f, pre) in models {
         let g = import(&f).unwrap();
         let shape = g.node(g.inputs()[0]).shape.clone();
-        // tract cannot run onnxruntime's contrib ops: that model is checked against
-        // onnxruntime's recorded outputs instead.
+        // Models tract cannot run (onnxruntime's contrib ops; per-channel QDQ weights) are
+        // checked against onnxruntime's recorded outputs instead (tests/fixtures/reference/).
         let recorded = root().join(format!("tests/fixtures/reference/{}.json", stem(&f)));
         let recorded: Option<serde_json::Value> =
             recorded.exists().then(|| serde_json::from_str(&std::fs::read_to_string(&recorded).unwrap()).unwrap());

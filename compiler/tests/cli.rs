@@ -238,3 +238,27 @@ fn build_never_overwrites_user_files_and_rejects_bad_artifacts() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("float mode needs the ONNX model"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn build_calibrates_on_a_folder_of_images() {
+    let d = tmpdir("calib");
+    let imgs = d.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let ds = fhec_runtime::dataset::bundled_sample(fhec_runtime::dataset::DatasetKind::Mnist);
+    for i in 0..20 {
+        let mut pgm = b"P5\n28 28\n255\n".to_vec();
+        pgm.extend_from_slice(ds.pixels(i));
+        std::fs::write(imgs.join(format!("{i:03}.pgm")), pgm).unwrap();
+    }
+    let art = d.join("m.fhec");
+    let o = fhec(&[
+        "build",
+        "examples/models/cnn_mnist.onnx",
+        "-o",
+        art.to_str().unwrap(),
+        "--calib",
+        imgs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("(20 images)"), "{}", text(&o.stdout));
+}

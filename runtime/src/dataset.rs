@@ -239,6 +239,89 @@ fn read_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DatasetError> {
     Ok(bytes[8..].to_vec())
 }
 
+/// Loads every `.png` and binary `.pgm` (P5) image of a directory, sorted by file name, as
+/// 8-bit grayscale images of `rows x cols` (colour PNGs are converted to luma; 16-bit
+/// samples keep their high byte). Labels are unknown (255): such a set serves calibration.
+pub fn load_image_dir(dir: &Path, rows: usize, cols: usize) -> Result<Dataset, DatasetError> {
+    let io = |path: &Path, source| DatasetError::Io { path: path.into(), source };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png") || x.eq_ignore_ascii_case("pgm")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(DatasetError::NotFound { dir: dir.into(), name: "image".into(), file: "*.png or *.pgm".into() });
+    }
+    let mut pixels = Vec::with_capacity(files.len() * rows * cols);
+    for f in &files {
+        let bad = |reason: String| DatasetError::Format { path: f.clone(), what: "image", reason };
+        let bytes = std::fs::read(f).map_err(|e| io(f, e))?;
+        let (w, h, gray) =
+            if bytes.starts_with(b"P5") { read_pgm(&bytes).map_err(bad)? } else { read_png(&bytes).map_err(bad)? };
+        if (h, w) != (rows, cols) {
+            return Err(bad(format!("is {w}x{h}, the model takes {cols}x{rows} images")));
+        }
+        pixels.extend_from_slice(&gray);
+    }
+    let n = files.len();
+    Ok(Dataset {
+        pixels: Array2::from_shape_vec((n, rows * cols), pixels).expect("sizes checked"),
+        rows,
+        cols,
+        labels: vec![255; n],
+    })
+}
+
+fn read_pgm(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
+    // Header: "P5" whitespace width whitespace height whitespace maxval single-whitespace data
+    let mut fields = vec![];
+    let mut i = 2;
+    while fields.len() < 3 {
+        while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'#') {
+            if b[i] == b'#' {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let v: usize =
+            std::str::from_utf8(&b[start..i]).ok().and_then(|s| s.parse().ok()).ok_or("malformed PGM header")?;
+        fields.push(v);
+    }
+    let (w, h, max) = (fields[0], fields[1], fields[2]);
+    if max == 0 || max > 255 || w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+        return Err(format!("unsupported PGM ({w}x{h}, maxval {max}; 8-bit only)"));
+    }
+    let data = b.get(i + 1..i + 1 + w * h).ok_or("truncated PGM data")?;
+    Ok((w, h, data.iter().map(|&p| ((p as usize * 255) / max) as u8).collect()))
+}
+
+fn read_png(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
+    let mut dec = png::Decoder::new(std::io::Cursor::new(b));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = dec.read_info().map_err(|e| format!("not a readable PNG: {e}"))?;
+    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+        return Err(format!("implausible PNG size {w}x{h}"));
+    }
+    let mut buf = vec![0u8; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).map_err(|e| format!("not a readable PNG: {e}"))?;
+    let ch = info.color_type.samples();
+    let luma = |px: &[u8]| -> u8 {
+        match ch {
+            1 | 2 => px[0],
+            _ => ((299 * px[0] as u32 + 587 * px[1] as u32 + 114 * px[2] as u32) / 1000) as u8,
+        }
+    };
+    Ok((w, h, buf[..w * h * ch].chunks_exact(ch).map(luma).collect()))
+}
+
 /// Writes an IDX image file and label file, gzip-compressed (used to make samples).
 pub fn write_idx_gz(images: &Path, labels: &Path, ds: &Dataset) -> std::io::Result<()> {
     use std::io::Write;

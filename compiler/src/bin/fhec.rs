@@ -62,8 +62,9 @@ struct CompileArgs {
     /// Widest table read; wider accumulators are rounded exactly first.
     #[arg(long, default_value_t = QuantOptions::default().max_table_bits)]
     max_table_bits: u32,
-    /// Calibration images: a directory with an IDX test set. Default: the bundled sample
-    /// (200 test images) of the calibration dataset.
+    /// Calibration images: a directory with an IDX test set, or a folder of PNG / PGM images
+    /// of the model's input size. Default: the bundled sample (200 test images) of the
+    /// calibration dataset.
     #[arg(long)]
     calib: Option<PathBuf>,
     /// Dataset of the calibration images. Default: the model's `fhec.dataset` metadata, else mnist.
@@ -763,7 +764,19 @@ fn compile_model(model: &Path, args: &CompileArgs) -> Result<(Graph, Artifact)> 
         },
     };
     let (mut calib, calib_name) = match &args.calib {
-        Some(dir) => (Dataset::load_test(dir, kind)?, dir.display().to_string()),
+        Some(dir) => {
+            // An IDX test set, or else a folder of PNG / PGM images of the model's input size.
+            let ds = match Dataset::load_test(dir, kind) {
+                Ok(ds) => ds,
+                Err(fhec_runtime::dataset::DatasetError::NotFound { .. }) => {
+                    let s = &g.node(g.inputs()[0]).shape;
+                    let (rows, cols) = (s[s.len().saturating_sub(2)], s[s.len() - 1]);
+                    fhec_runtime::dataset::load_image_dir(dir, rows, cols)?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            (ds, dir.display().to_string())
+        }
         None => (bundled_sample(kind), format!("bundled {} sample", kind.dir_name())),
     };
     calib.truncate(args.calib_limit.max(1));

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use ndarray::{Array2, Array4, ArrayD, ArrayView4, ArrayViewD, Axis, Ix4, IxDyn, s};
+use ndarray::{Array4, ArrayD, ArrayView4, ArrayViewD, Axis, Ix4, IxDyn, s};
 
 use super::{Conv, Graph, NodeId, Op, Pool, Tensor};
 
@@ -161,58 +161,16 @@ fn softmax(x: ArrayViewD<f32>, axis: usize, log: bool) -> Tensor {
     y
 }
 
-/// Convolution by im2col and one matrix product per (image, group).
+/// Convolution (the circuit's generic im2col kernel on f32) plus bias.
 fn conv2d(x: &ArrayView4<f32>, c: &Conv) -> Array4<f32> {
-    let (n, cin, h, w) = x.dim();
-    let (cout, ipg, kh, kw) = c.weight.dim();
-    let g = c.groups;
-    let opg = cout / g;
-    let geom = Pool { kernel: [kh, kw], strides: c.strides, pads: c.pads, dilations: c.dilations, ceil_mode: false };
-    let [oh, ow] = geom.output_hw([h, w]).expect("shape verified");
-    let [sh, sw] = c.strides;
-    let [dh, dw] = c.dilations;
-    let (pt, pl) = (c.pads[0] as isize, c.pads[1] as isize);
-    let mut out = Array4::<f32>::zeros((n, cout, oh, ow));
-    let mut cols = Array2::<f32>::zeros((ipg * kh * kw, oh * ow));
-    for b in 0..n {
-        for gi in 0..g {
-            cols.fill(0.0);
-            for ci in 0..ipg {
-                let plane = x.slice(s![b, gi * ipg + ci, .., ..]);
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let row = (ci * kh + ky) * kw + kx;
-                        let mut r = cols.row_mut(row);
-                        for oy in 0..oh {
-                            let iy = (oy * sh + ky * dh) as isize - pt;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            for ox in 0..ow {
-                                let ix = (ox * sw + kx * dw) as isize - pl;
-                                if ix >= 0 && ix < w as isize {
-                                    r[oy * ow + ox] = plane[[iy as usize, ix as usize]];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            let wg = c.weight.slice(s![gi * opg..(gi + 1) * opg, .., .., ..]);
-            let wm = wg.to_shape((opg, ipg * kh * kw)).expect("contiguous slice");
-            let y = wm.dot(&cols);
-            for o in 0..opg {
-                let bias = c.bias.as_ref().map_or(0.0, |bv| bv[gi * opg + o]);
-                let mut dst = out.slice_mut(s![b, gi * opg + o, .., ..]);
-                let src = y.row(o);
-                for (d, &v) in dst.iter_mut().zip(src.iter()) {
-                    *d = v + bias;
-                }
-            }
+    let y = crate::circuit::kernels::conv2d(x.view().into_dyn(), &c.weight, c.strides, c.pads, c.dilations, c.groups);
+    let mut y = y.into_dimensionality::<ndarray::Ix4>().expect("NCHW output");
+    if let Some(b) = &c.bias {
+        for (o, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
+            plane += b[o];
         }
     }
-    let _ = cin;
-    out
+    y
 }
 
 enum PoolKind {
