@@ -518,20 +518,7 @@ fn conv(
 
 /// Valid input positions (flat indices) of every pooling window, in output order.
 fn windows(shape: &[usize], pool: &fhec_ir::nn::Pool) -> Vec<Vec<usize>> {
-    let idx = ndarray::ArrayD::from_shape_vec(
-        ndarray::IxDyn(shape),
-        (0..shape.iter().product::<usize>()).map(|i| i as i64).collect(),
-    )
-    .expect("shape");
-    let mut out = vec![];
-    let lists = kernels::fold_pool(idx.mapv(|i| vec![i]).view(), pool, vec![], |mut a, b| {
-        a.extend(b);
-        a
-    });
-    for l in lists.iter() {
-        out.push(l.iter().map(|&i| i as usize).collect());
-    }
-    out
+    kernels::window_indices(shape, pool)
 }
 
 fn pool_sum(x: &CtTensor, pool: &fhec_ir::nn::Pool, out_shape: &[usize], size: usize) -> CtTensor {

@@ -144,3 +144,13 @@ pub fn window_counts(shape: &[usize], p: &Pool) -> ArrayD<usize> {
 pub fn max_pool_comparisons(shape: &[usize], p: &Pool) -> usize {
     window_counts(shape, p).iter().map(|&c| c.saturating_sub(1)).sum()
 }
+
+/// Flat (row-major) input indices of the valid elements of every window, in output order.
+pub fn window_indices(shape: &[usize], p: &Pool) -> Vec<Vec<usize>> {
+    let (c, h, w) = (shape[1], shape[2], shape[3]);
+    let mut out = vec![];
+    windows(shape, p, |[b, ch, _, _], pos| {
+        out.push(pos.iter().map(|&(iy, ix)| ((b * c + ch) * h + iy) * w + ix).collect());
+    });
+    out
+}
