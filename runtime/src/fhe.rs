@@ -516,13 +516,8 @@ fn conv(
     CtTensor { shape: out_shape.to_vec(), bits: x.bits, data }
 }
 
-/// Valid input positions (flat indices) of every pooling window, in output order.
-fn windows(shape: &[usize], pool: &fhec_ir::nn::Pool) -> Vec<Vec<usize>> {
-    kernels::window_indices(shape, pool)
-}
-
 fn pool_sum(x: &CtTensor, pool: &fhec_ir::nn::Pool, out_shape: &[usize], size: usize) -> CtTensor {
-    let wins = windows(&x.shape, pool);
+    let wins = kernels::window_indices(&x.shape, pool);
     let mut data = vec![0u64; wins.len() * size];
     data.par_chunks_mut(size).zip(wins.par_iter()).for_each(|(acc, win)| {
         for &i in win {
@@ -545,7 +540,7 @@ fn max_pool(
     lut: &GlweCiphertextOwned<u64>,
     size: usize,
 ) -> CtTensor {
-    let wins = windows(&x.shape, pool);
+    let wins = kernels::window_indices(&x.shape, pool);
     let scale = 1u64 << (x.bits - width);
     let off = (offset as u64).wrapping_mul(delta(x.bits));
     let mut data = vec![0u64; wins.len() * size];

@@ -104,6 +104,19 @@ pub(crate) fn constant<'a>(
     }
 }
 
+/// Optional input `i` as a constant: `None` when omitted.
+pub(crate) fn optional_constant<'a>(
+    ctx: &NodeCtx,
+    inputs: &'a [Option<Val>],
+    i: usize,
+    what: &str,
+) -> Result<Option<&'a super::CTensor>, ImportError> {
+    match inputs.get(i).and_then(|v| v.as_ref()) {
+        None => Ok(None),
+        Some(_) => constant(ctx, inputs, i, what).map(Some),
+    }
+}
+
 /// Normalises a possibly negative axis against `rank`.
 pub(crate) fn axis(ctx: &NodeCtx, a: i64, rank: usize, what: &str) -> Result<usize, ImportError> {
     let r = rank as i64;

@@ -11,7 +11,7 @@ use fhec_ir::nn::{Grid, Op};
 use ndarray::{ArrayD, IxDyn};
 
 use super::super::tensor::{CTensor, IntType};
-use super::{ImportError, Importer, NodeCtx, Val, constant, conv, required};
+use super::{ImportError, Importer, NodeCtx, Val, constant, conv, optional_constant, required};
 
 /// Integer range of an ONNX integer type used for quantized tensors.
 fn qrange(ctx: &NodeCtx, t: IntType) -> Result<(i64, i64), ImportError> {
@@ -140,8 +140,7 @@ pub(super) fn quantize_linear(
     if let Val::Const(c) = &x {
         // Weights quantized in the file: keep the integers.
         let s = constant(ctx, inputs, 1, "the scale")?.to_f32();
-        let zp =
-            inputs.get(2).and_then(|v| v.as_ref()).map(|_| constant(ctx, inputs, 2, "the zero point")).transpose()?;
+        let zp = optional_constant(ctx, inputs, 2, "the zero point")?;
         let ty = match zp {
             Some(CTensor::Int(_, t)) => *t,
             _ => IntType::U8,
@@ -173,8 +172,7 @@ pub(super) fn dequantize_linear(
     let x = required(ctx, inputs, 0)?.clone();
     if let Val::Const(c) = &x {
         let s = constant(ctx, inputs, 1, "the scale")?.to_f32();
-        let zp =
-            inputs.get(2).and_then(|v| v.as_ref()).map(|_| constant(ctx, inputs, 2, "the zero point")).transpose()?;
+        let zp = optional_constant(ctx, inputs, 2, "the zero point")?;
         let a = ctx.int_or("axis", 1)?;
         let axis = if c.shape().is_empty() { 0 } else { super::axis(ctx, a, c.shape().len(), "axis")? };
         return Ok(vec![Val::Const(CTensor::F32(dequant_const(ctx, c, &s, zp, axis)?))]);
@@ -187,11 +185,7 @@ pub(super) fn dequantize_linear(
 fn real_weights(ctx: &NodeCtx, inputs: &[Option<Val>], wi: usize, axis: usize) -> Result<ArrayD<f32>, ImportError> {
     let w = constant(ctx, inputs, wi, "the weight")?;
     let s = constant(ctx, inputs, wi + 1, "the weight scale")?.to_f32();
-    let zp = inputs
-        .get(wi + 2)
-        .and_then(|v| v.as_ref())
-        .map(|_| constant(ctx, inputs, wi + 2, "the weight zero point"))
-        .transpose()?;
+    let zp = optional_constant(ctx, inputs, wi + 2, "the weight zero point")?;
     dequant_const(ctx, w, &s, zp, axis)
 }
 
@@ -270,11 +264,7 @@ fn integer_op(
         Val::Node(_) => return Err(ctx.err("expects an integer input produced by QuantizeLinear")),
     };
     let w = constant(ctx, inputs, 1, "the weight")?;
-    let w_zp = inputs
-        .get(wi)
-        .and_then(|v| v.as_ref())
-        .map(|_| constant(ctx, inputs, wi, "the weight zero point"))
-        .transpose()?;
+    let w_zp = optional_constant(ctx, inputs, wi, "the weight zero point")?;
     let axis = if is_conv { 0 } else { w.shape().len().saturating_sub(1) };
     let wr = dequant_const(ctx, w, &ArrayD::from_elem(IxDyn(&[]), 1.0), w_zp, axis)?;
     let args = [Some(xr), Some(Val::Const(CTensor::F32(wr)))];
