@@ -2,12 +2,15 @@
 //!
 //! * circuit snapshots of every bundled model (float exports and the onnxruntime-quantized
 //!   import) at default options;
-//! * the simulated circuit agrees with the float interpreter on >= 98% of the bundled sample;
-//! * range soundness: no simulated value leaves its declared range, on random images that
-//!   cover the whole pixel range, not only calibration-like images;
+//! * the simulated circuit agrees with the float interpreter on >= 98% of the bundled sample
+//!   (>= 90% for models compiled at the narrow widths their metadata names);
+//! * range soundness with exact ranges: no simulated value leaves its declared range, on
+//!   random images that cover the whole pixel range, not only calibration-like images;
+//! * with calibrated ranges (the default), the calibration images stay in range and an image
+//!   unlike them is reported as out of range, never a panic or a silent wrong value;
 //! * artifacts round-trip, and corrupt ones are errors.
 
-use fhec_compiler::quantize::{QuantError, QuantOptions, compile_circuit};
+use fhec_compiler::quantize::{QuantError, QuantOptions, RangeMode, compile_circuit};
 use fhec_ir::artifact::{Artifact, ArtifactError};
 use fhec_ir::circuit::print;
 use fhec_ir::nn::interp;
@@ -39,7 +42,10 @@ fn simulation_agrees_with_float_on_the_bundled_sample() {
             same += (fp == sp) as usize;
         }
         let rate = same as f64 / ds.len() as f64;
-        assert!(rate >= 0.98, "{}: simulation agrees with float on {same}/{} images", stem(&b.path), ds.len());
+        // Models trained for narrow widths (4-bit tables) lose more to table resolution.
+        let narrow = import(&b.path).unwrap().metadata.contains_key("fhec.compile.max_table_bits");
+        let want = if narrow { 0.90 } else { 0.98 };
+        assert!(rate >= want, "{}: simulation agrees with float on {same}/{} images", stem(&b.path), ds.len());
     }
 }
 
@@ -48,10 +54,39 @@ fn check_image(c: &fhec_ir::circuit::Circuit, px: &[u8]) -> Result<(), TestCaseE
     sim::check_ranges(c, &vals).map_err(|e| TestCaseError::fail(e.to_string()))
 }
 
+/// A bundled model compiled with exact (worst-case) ranges.
+fn compile_exact(b: &Bundled) -> fhec_ir::circuit::Circuit {
+    let g = import(&b.path).unwrap();
+    let ds = bundled_sample(b.dataset);
+    let imgs: Vec<&[u8]> = (0..ds.len()).map(|i| ds.pixels(i)).collect();
+    let opts = QuantOptions { ranges: RangeMode::Exact, ..QuantOptions::for_model(&g).unwrap() };
+    compile_circuit(&g, b.preprocess, &imgs, &opts).unwrap()
+}
+
+#[test]
+fn calibrated_ranges_hold_the_calibration_set_and_report_other_images() {
+    for b in bundled_models() {
+        let c = compile_default(&b);
+        let ds = bundled_sample(b.dataset);
+        for i in 0..ds.len() {
+            let vals = sim::simulate_all(&c, sim::encode_image(&c, ds.pixels(i))).unwrap();
+            sim::check_ranges(&c, &vals).unwrap_or_else(|e| panic!("{}: image {i}: {e}", stem(&b.path)));
+        }
+        // Images unlike digits: either computed exactly in range, or reported as out of range.
+        let n: usize = c.input_shape().iter().product();
+        for px in [vec![255u8; n], (0..n).map(|i| if i % 2 == 0 { 255 } else { 0 }).collect()] {
+            match sim::simulate_all(&c, sim::encode_image(&c, &px)) {
+                Ok(vals) => sim::check_ranges(&c, &vals).map(|_| ()).unwrap_or_else(|e| assert!(e.out_of_range, "{e}")),
+                Err(e) => assert!(e.out_of_range, "{}: {e}", stem(&b.path)),
+            }
+        }
+    }
+}
+
 #[test]
 fn values_stay_in_their_declared_ranges_on_any_image() {
     for b in bundled_models() {
-        let c = compile_default(&b);
+        let c = compile_exact(&b);
         let n: usize = c.input_shape().iter().product();
         // Extreme images first: all black, all white, checkerboards of both phases.
         for px in [

@@ -1,13 +1,18 @@
-//! Encrypted execution (feature `fhe`, work in progress): the security curve against
-//! tfhe-rs's estimator-checked sets, the noise model against real ciphertexts,
-//! and end-to-end runs whose decrypted outputs must equal the exact simulation.
+//! Encrypted execution (feature `fhe`): the security curve against tfhe-rs's
+//! estimator-checked sets, the noise model against real ciphertexts, end-to-end runs whose
+//! decrypted outputs must equal the exact simulation (a small CNN, and the bundled
+//! `fhe_mnist` through the byte-only app API), and mismatched or corrupt keys and
+//! ciphertexts rejected with errors.
 //! Every test here uses 128-bit parameters chosen by the compiler.
 
 use fhec_compiler::params::{ParamOptions, select};
+use fhec_ir::artifact::Artifact;
 use fhec_ir::params::min_secure_std;
+use fhec_runtime::app::{Client, Server};
+use fhec_runtime::dataset::{DatasetKind, bundled_sample};
 use fhec_runtime::fhe::{ClientKey, evaluate};
 use fhec_runtime::sim;
-use fhec_tests::{images, tiny_circuit};
+use fhec_tests::{bundled_models, compile_default, images, stem, tiny_circuit};
 
 #[test]
 fn security_curve_agrees_with_tfhe_rs_parameter_sets() {
@@ -69,4 +74,77 @@ fn measured_noise_matches_the_model() {
         "dot product: measured {m2:e}, predicted {:e}",
         norm_sq * predicted
     );
+}
+
+/// The bundled network made for encrypted inference, compiled with its metadata's widths.
+fn fhe_mnist_artifact() -> (fhec_ir::circuit::Circuit, Vec<u8>) {
+    let b = bundled_models().into_iter().find(|b| stem(&b.path) == "fhe_mnist").expect("fhe_mnist is bundled");
+    let c = compile_default(&b);
+    let setup = select(&c, &ParamOptions::default()).expect("128-bit parameters exist for fhe_mnist");
+    assert!(setup.security_bits >= 128.0 && setup.global_p_error <= (-40.0f64).exp2());
+    let art = Artifact {
+        fhec_version: "test".into(),
+        source: "fhe_mnist.onnx".into(),
+        options: Default::default(),
+        circuit: c.clone(),
+        fhe: Some(setup),
+    };
+    (c, art.to_bytes())
+}
+
+#[test]
+fn bundled_model_encrypted_through_the_app_api_equals_simulation() {
+    // Client and server exchange only bytes: evaluation key, encrypted image, encrypted result.
+    let (c, art) = fhe_mnist_artifact();
+    let client = Client::new(&art).unwrap();
+    let server = Server::new(&art, &client.evaluation_key()).unwrap();
+    let ds = bundled_sample(DatasetKind::Mnist);
+    for i in 0..2 {
+        let px = ds.pixels(i);
+        let result = server.classify(&client.encrypt(px).unwrap()).unwrap();
+        let pred = client.decrypt(&result).unwrap();
+        let want: Vec<i64> = sim::simulate(&c, sim::encode_image(&c, px)).unwrap().iter().copied().collect();
+        assert_eq!(pred.raw, want, "image {i}");
+        assert_eq!(pred.class, sim::classify(&c, px).unwrap().0);
+    }
+}
+
+#[test]
+fn mismatched_or_corrupt_keys_and_ciphertexts_are_errors() {
+    let (_, art) = fhe_mnist_artifact();
+    let tiny = tiny_circuit();
+    let tiny_setup = select(&tiny, &ParamOptions::default()).unwrap();
+    let tiny_art = Artifact {
+        fhec_version: "test".into(),
+        source: "tiny".into(),
+        options: Default::default(),
+        circuit: tiny.clone(),
+        fhe: Some(tiny_setup),
+    }
+    .to_bytes();
+    let tiny_client = Client::new(&tiny_art).unwrap();
+    // An evaluation key made for another model's parameters.
+    let e = Server::new(&art, &tiny_client.evaluation_key()).err().expect("must fail").to_string();
+    assert!(e.contains("evaluation key") && e.contains("other TFHE parameters"), "{e}");
+    // A secret key given where an evaluation key is expected.
+    let e = Server::new(&tiny_art, &tiny_client.secret_key()).err().expect("must fail").to_string();
+    assert!(e.contains("client key but a server key"), "{e}");
+    // A corrupted and a truncated ciphertext; an image of the wrong size.
+    let tiny_server = Server::new(&tiny_art, &tiny_client.evaluation_key()).unwrap();
+    let mut ct = tiny_client.encrypt(&images(1, 64, 5)[0]).unwrap();
+    let mid = ct.len() / 2;
+    ct[mid] ^= 1;
+    let e = tiny_server.classify(&ct).unwrap_err().to_string();
+    assert!(e.contains("corrupt"), "{e}");
+    let e = tiny_server.classify(&ct[..ct.len() - 9]).unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    let e = tiny_client.encrypt(&[0u8; 10]).unwrap_err().to_string();
+    assert!(e.contains("10 pixels"), "{e}");
+    // A result decrypted with a key of other parameters, and an artifact without parameters.
+    let e = Client::new(&art).unwrap().decrypt(&tiny_client.encrypt(&images(1, 64, 6)[0]).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("other TFHE parameters"), "{e}");
+    let mut no_params = Artifact::from_bytes(&tiny_art).unwrap();
+    no_params.fhe = None;
+    let e = Client::new(&no_params.to_bytes()).err().expect("must fail").to_string();
+    assert!(e.contains("no TFHE parameters"), "{e}");
 }

@@ -4,7 +4,7 @@
 
 use fhec_compiler::params::{ParamOptions, search, select};
 use fhec_ir::params::{NoiseRequirement, TfheParams, failure_probability, is_secure, kappa, min_secure_std};
-use fhec_tests::tiny_circuit;
+use fhec_tests::{bundled_models, compile_default, stem, tiny_circuit};
 
 #[test]
 fn selected_parameters_are_secure_and_meet_the_error_target() {
@@ -93,4 +93,39 @@ fn wide_tables_are_reported_infeasible() {
         Ok(s) => assert!(s.params.is_secure()),
         Err(e) => assert!(e.to_string().contains("no 128-bit parameters"), "{e}"),
     }
+}
+
+#[test]
+fn parameters_of_the_bundled_models() {
+    // What the compiler chooses for every bundled model at its default compile options
+    // (or why none exist: the post-training models' 11-bit tables).
+    use std::fmt::Write;
+    let mut out = String::new();
+    for b in bundled_models() {
+        let c = compile_default(&b);
+        let st = c.bootstrap_stats();
+        write!(out, "{} ({} bootstraps, widest table {} bits): ", stem(&b.path), st.total(), st.max_width()).unwrap();
+        match select(&c, &ParamOptions::default()) {
+            Ok(s) => {
+                let p = &s.params;
+                assert!(p.is_secure() && s.security_bits >= 128.0 && s.global_p_error <= (-40.0f64).exp2() * 1.0001);
+                writeln!(
+                    out,
+                    "n={} k={} N={} PBS {}x2^{} KS {}x2^{}, security {:.0} bits, p_error 2^{:.1} per inference",
+                    p.lwe_dimension,
+                    p.glwe_dimension,
+                    p.polynomial_size,
+                    p.pbs_level,
+                    p.pbs_base_log,
+                    p.ks_level,
+                    p.ks_base_log,
+                    s.security_bits,
+                    s.global_p_error.log2()
+                )
+                .unwrap();
+            }
+            Err(e) => writeln!(out, "none: {e}").unwrap(),
+        }
+    }
+    insta::assert_snapshot!("params_bundled", out);
 }

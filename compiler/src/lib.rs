@@ -5,6 +5,7 @@
 //! reads and writes files).
 #![warn(missing_docs)]
 
+pub mod build;
 pub mod frontend;
 pub mod manifest;
 pub mod params;
@@ -12,4 +13,5 @@ pub mod quantize;
 pub mod report;
 pub mod summary;
 
+pub use build::{BuildError, BuildOptions, build};
 pub use frontend::{ImportError, ImportOptions, import_onnx};

@@ -262,3 +262,60 @@ fn build_calibrates_on_a_folder_of_images() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("(20 images)"), "{}", text(&o.stdout));
 }
+
+/// The client / server commands on the bundled model made for encrypted inference: keys,
+/// an encrypted image, the server's run with the evaluation key only, decryption; and the
+/// errors a user meets (overwriting keys, a key of the wrong kind, a ciphertext of the
+/// wrong model).
+#[cfg(feature = "fhe")]
+#[test]
+fn keygen_encrypt_run_decrypt_round_trip() {
+    let d = tmpdir("fhe");
+    let p = |f: &str| d.join(f).display().to_string();
+    let o = fhec(&["build", "examples/models/fhe_mnist.onnx", "-o", &p("m.fhec")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = fhec(&["keygen", &p("m.fhec"), "--out", &p("keys")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("evaluation key"), "{}", text(&o.stdout));
+    // Keys are never overwritten silently.
+    let o = fhec(&["keygen", &p("m.fhec"), "--out", &p("keys")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("refusing to overwrite"), "{}", text(&o.stderr));
+    let ck = p("keys/client.key");
+    let sk = p("keys/server.key");
+    let o =
+        fhec(&["encrypt", &p("m.fhec"), "--client-key", &ck, "--dataset", "mnist", "--index", "3", "-o", &p("img.ct")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // The server side refuses the secret key.
+    let o = fhec(&["run", &p("m.fhec"), "--server-key", &ck, "--input", &p("img.ct"), "-o", &p("res.ct")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("holds a client key but a server key is expected"), "{}", text(&o.stderr));
+    let o = fhec(&["run", &p("m.fhec"), "--server-key", &sk, "--input", &p("img.ct"), "-o", &p("res.ct")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Decrypting the image instead of the result is an error, not a class.
+    let o = fhec(&["decrypt", &p("m.fhec"), "--client-key", &ck, "--input", &p("img.ct")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("not this model's result"), "{}", text(&o.stderr));
+    let o = fhec(&["decrypt", &p("m.fhec"), "--client-key", &ck, "--input", &p("res.ct")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let class = text(&o.stdout).lines().last().unwrap().strip_prefix("class: ").unwrap().trim().to_string();
+    // The same image, simulated.
+    let o = fhec(&[
+        "eval",
+        &p("m.fhec"),
+        "--dataset",
+        "mnist",
+        "--data",
+        "examples/data",
+        "--mode",
+        "simulate",
+        "--limit",
+        "4",
+        "--predictions",
+        &p("sim.txt"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let sim = std::fs::read_to_string(d.join("sim.txt")).unwrap();
+    assert_eq!(sim.lines().nth(3).unwrap(), class);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -81,7 +81,150 @@ class Seed(nn.Module):
         return self.fc2(x)
 
 
-ARCHS = {"cnn": (Cnn, 5), "seed": (Seed, 10)}
+def ste_round(x):
+    """Rounding with the straight-through gradient."""
+    return x + (torch.round(x) - x).detach()
+
+
+class QState:
+    """Quantization-aware training switches, shared by the layers of one network."""
+
+    def __init__(self, input_bits, weight_bits, act_bits, table_bits):
+        self.input_bits, self.weight_bits, self.act_bits = input_bits, weight_bits, act_bits
+        self.table_bits = table_bits
+        self.model_rounding = False
+        self.export = False
+
+
+def fake_quant_export(x, scale):
+    # Exported as QuantizeLinear -> DequantizeLinear (uint8, zero point 0); the clamp
+    # before it keeps the integers in [0, 2^bits - 1], so fhec reads a bits-wide grid.
+    return torch.fake_quantize_per_tensor_affine(x, float(scale), 0, 0, 255)
+
+
+class QInput(nn.Module):
+    """The image on fhec's input grid: round(p/255 * (2^b - 1)) / (2^b - 1)."""
+
+    def __init__(self, q):
+        super().__init__()
+        self.q = q
+
+    def forward(self, x):
+        qmax = (1 << self.q.input_bits) - 1
+        if self.q.export:
+            return fake_quant_export(x, 1.0 / qmax)
+        return ste_round(x * qmax) / qmax
+
+
+def quant_weight(w, bits):
+    """Symmetric per-output-channel weights on a (2^(bits-1) - 1)-level grid (STE)."""
+    qmax = (1 << (bits - 1)) - 1
+    s = w.detach().abs().flatten(1).max(1).values.clamp(min=1e-8) / qmax
+    s = s.view(-1, *([1] * (w.dim() - 1)))
+    return ste_round(w / s) * s
+
+
+def fhec_rounding(acc, w_int, in_max, table_bits):
+    """What fhec's circuit does before an activation table: the integer accumulator `acc`
+    (input integers in [0, in_max] times integer weights) is shifted by its worst-case
+    minimum and rounded exactly to `table_bits` bits (`k` low bits dropped, `k` from the
+    worst-case span). Returns the value the table sees, as an accumulator (STE gradient)."""
+    with torch.no_grad():
+        red = tuple(range(1, w_int.dim()))
+        lo = float((w_int.clamp(max=0).sum(red) * in_max).min())
+        hi = float((w_int.clamp(min=0).sum(red) * in_max).max())
+        span, k = hi - lo, 0
+        while (int(span) + ((1 << (k - 1)) if k else 0)) >> k >= (1 << table_bits):
+            k += 1
+        if k == 0:
+            return acc
+        half = 1 << (k - 1)
+        u = torch.floor((acc - lo + half) / (1 << k)) * (1 << k) + lo
+    return acc + (u - acc).detach()
+
+
+class QLayer(nn.Module):
+    """A convolution or dense layer on fhec's integer grid: integer inputs (step `in_scale`)
+    times per-channel integer weights, the accumulator rounded as fhec rounds it before the
+    next table (when `round_for_table`), then dequantized and biased."""
+
+    def __init__(self, q, inner, in_bits, round_for_table=True):
+        super().__init__()
+        self.q, self.inner, self.in_bits, self.round_for_table = q, inner, in_bits, round_for_table
+
+    def forward(self, x, in_scale):
+        m = self.inner
+        if self.q.export:
+            return m(x)
+        qmax = (1 << (self.q.weight_bits - 1)) - 1
+        w = m.weight
+        s = w.detach().abs().flatten(1).max(1).values.clamp(min=1e-8) / qmax
+        w_int = ste_round(w / s.view(-1, *([1] * (w.dim() - 1))))
+        x_int = x / in_scale
+        if isinstance(m, nn.Conv2d):
+            acc = F.conv2d(x_int, w_int, None, m.stride, m.padding)
+            shape = (1, -1, 1, 1)
+        else:
+            acc = F.linear(x_int, w_int)
+            shape = (1, -1)
+        if self.round_for_table and self.q.model_rounding:
+            acc = fhec_rounding(acc, w_int.detach(), (1 << self.in_bits) - 1, self.q.table_bits)
+        return acc * (in_scale * s).view(shape) + m.bias.view(shape)
+
+
+class QRelu(nn.Module):
+    """ReLU clipped at a learned bound (PACT) and rounded to act_bits levels."""
+
+    def __init__(self, q, init=4.0):
+        super().__init__()
+        self.q = q
+        self.alpha = nn.Parameter(torch.tensor(init))
+
+    def scale(self):
+        return (self.alpha.abs() + 1e-3) / ((1 << self.q.act_bits) - 1)
+
+    def forward(self, x):
+        qmax = (1 << self.q.act_bits) - 1
+        a = self.alpha.abs() + 1e-3
+        if self.q.export:
+            a = float(a)
+            return fake_quant_export(torch.clamp(x, 0.0, a), a / qmax)
+        y = torch.minimum(F.relu(x), a)
+        s = a / qmax
+        return ste_round(y / s) * s
+
+
+class Fhe(nn.Module):
+    """Few activations, narrow tables: Conv(1->C, 7x7, stride 3) ReLU Linear(64C->H) ReLU Linear(H->10)."""
+
+    def __init__(self, q, channels=4, hidden=32):
+        super().__init__()
+        self.q = q
+        self.inq = QInput(q)
+        self.conv1 = QLayer(q, nn.Conv2d(1, channels, kernel_size=7, stride=3), q.input_bits)
+        self.act1 = QRelu(q)
+        self.fc1 = QLayer(q, nn.Linear(64 * channels, hidden), q.act_bits)
+        self.act2 = QRelu(q)
+        self.fc2 = QLayer(q, nn.Linear(hidden, 10), q.act_bits, round_for_table=False)
+
+    def forward(self, x):
+        x = self.inq(x)
+        x = self.act1(self.conv1(x, 1.0 / ((1 << self.q.input_bits) - 1)))
+        x = self.act2(self.fc1(x.flatten(1), self.act1.scale()))
+        return self.fc2(x, self.act2.scale())
+
+    def span_penalty(self):
+        """How much wider each layer's worst-case pre-activation range is than the window
+        its ReLU reads (a table of fixed width then sees the window at a coarser step)."""
+        pen = 0.0
+        for layer, act, x_max in ((self.conv1, self.act1, 1.0), (self.fc1, self.act2, self.act1.alpha.abs())):
+            w = layer.inner.weight
+            span = w.abs().flatten(1).sum(1) * x_max
+            pen = pen + F.relu(span / (act.alpha.abs() + 1e-3) - 2.0).mean()
+        return pen
+
+
+ARCHS = {"cnn": (Cnn, 5), "seed": (Seed, 10), "fhe": (Fhe, 15)}
 
 
 def accuracy(net, x, y):
@@ -100,6 +243,18 @@ def main():
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=73)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--input-bits", type=int, default=3, help="QAT (arch fhe): bits of the input pixels")
+    ap.add_argument("--weight-bits", type=int, default=4, help="QAT (arch fhe): bits of the signed weights")
+    ap.add_argument("--act-bits", type=int, default=3, help="QAT (arch fhe): bits of the activations")
+    ap.add_argument("--max-table-bits", type=int, default=None,
+                    help="QAT (arch fhe): widest table fhec should build (default act bits + 1), stored in the metadata")
+    ap.add_argument("--model-rounding", action="store_true",
+                    help="QAT (arch fhe): also model fhec's exact rounding to the table width over worst-case ranges "
+                         "(experimental: it costs accuracy today)")
+    ap.add_argument("--span-penalty", type=float, default=0.0,
+                    help="QAT (arch fhe): weight of a penalty on worst-case range / ReLU window (narrow tables)")
+    ap.add_argument("--channels", type=int, default=4, help="arch fhe: convolution channels")
+    ap.add_argument("--hidden", type=int, default=32, help="arch fhe: hidden units")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -109,8 +264,16 @@ def main():
     epochs = args.epochs or default_epochs
     xtr, ytr = load(args.data, args.dataset, "train")
     xte, yte = load(args.data, args.dataset, "test")
-    net = make()
+    q = None
+    if args.arch == "fhe":
+        args.max_table_bits = args.max_table_bits or args.act_bits + 1
+        q = QState(args.input_bits, args.weight_bits, args.act_bits, args.max_table_bits)
+        q.model_rounding = args.model_rounding
+        net = make(q, args.channels, args.hidden)
+    else:
+        net = make()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if q else None
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=64, shuffle=True)
     t0 = time.time()
     for epoch in range(epochs):
@@ -119,20 +282,42 @@ def main():
         for xb, yb in loader:
             opt.zero_grad()
             loss = F.cross_entropy(net(xb), yb)
+            if q and args.span_penalty:
+                loss = loss + args.span_penalty * net.span_penalty()
             loss.backward()
             opt.step()
             total += loss.item() * len(xb)
+        if sched:
+            sched.step()
         print(f"epoch {epoch + 1}/{epochs}: loss {total / len(xtr):.4f}, test acc {accuracy(net, xte, yte):.4f}", flush=True)
     acc = accuracy(net, xte, yte)
 
     net.eval()
+    if q:
+        # Bake the fake-quantized weights in (fhec recognises weights that lie on a grid),
+        # then switch activations to QuantizeLinear/DequantizeLinear for the export.
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, QLayer):
+                    m.inner.weight.copy_(quant_weight(m.inner.weight, q.weight_bits))
+        q.export = True
+        acc = accuracy(net, xte, yte)
+        print(f"exported graph: test acc {acc:.4f}")
     torch.onnx.export(
         net, torch.zeros(1, 1, 28, 28), args.out, opset_version=13,
         input_names=["image"], output_names=["logits"],
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
     )
     m = onnx.load(args.out)
-    onnx.helper.set_model_props(m, {"fhec.preprocess": "unit", "fhec.dataset": args.dataset, "fhec.arch": args.arch})
+    props = {"fhec.preprocess": "unit", "fhec.dataset": args.dataset, "fhec.arch": args.arch}
+    if q:
+        # The widths the network was trained for: `fhec build` uses them without flags.
+        props.update({
+            "fhec.compile.input_bits": str(args.input_bits), "fhec.compile.weight_bits": str(args.weight_bits),
+            "fhec.compile.act_bits": str(args.act_bits),
+            "fhec.compile.max_table_bits": str(args.max_table_bits),
+        })
+    onnx.helper.set_model_props(m, props)
     onnx.save(m, args.out)
     info = {
         "command": " ".join(["python", "examples/train/train.py"] + sys.argv[1:]),
@@ -140,6 +325,9 @@ def main():
         "float_test_accuracy_torch": round(acc, 4), "train_seconds": round(time.time() - t0, 1),
         "torch": torch.__version__, "preprocess": "unit",
     }
+    if q:
+        info["qat"] = {"input_bits": args.input_bits, "weight_bits": args.weight_bits, "act_bits": args.act_bits,
+                       "channels": args.channels, "hidden": args.hidden}
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(info, f, indent=2)
     print(json.dumps(info))

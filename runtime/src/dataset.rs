@@ -255,14 +255,7 @@ pub fn load_image_dir(dir: &Path, rows: usize, cols: usize) -> Result<Dataset, D
     }
     let mut pixels = Vec::with_capacity(files.len() * rows * cols);
     for f in &files {
-        let bad = |reason: String| DatasetError::Format { path: f.clone(), what: "image", reason };
-        let bytes = std::fs::read(f).map_err(|e| io(f, e))?;
-        let (w, h, gray) =
-            if bytes.starts_with(b"P5") { read_pgm(&bytes).map_err(bad)? } else { read_png(&bytes).map_err(bad)? };
-        if (h, w) != (rows, cols) {
-            return Err(bad(format!("is {w}x{h}, the model takes {cols}x{rows} images")));
-        }
-        pixels.extend_from_slice(&gray);
+        pixels.extend_from_slice(&load_image(f, rows, cols)?);
     }
     let n = files.len();
     Ok(Dataset {
@@ -271,6 +264,19 @@ pub fn load_image_dir(dir: &Path, rows: usize, cols: usize) -> Result<Dataset, D
         cols,
         labels: vec![255; n],
     })
+}
+
+/// Loads one `.png` or binary `.pgm` image as 8-bit grayscale pixels (row-major), checking
+/// that it is `rows x cols`.
+pub fn load_image(path: &Path, rows: usize, cols: usize) -> Result<Vec<u8>, DatasetError> {
+    let bad = |reason: String| DatasetError::Format { path: path.into(), what: "image", reason };
+    let bytes = std::fs::read(path).map_err(|e| DatasetError::Io { path: path.into(), source: e })?;
+    let (w, h, gray) =
+        if bytes.starts_with(b"P5") { read_pgm(&bytes).map_err(bad)? } else { read_png(&bytes).map_err(bad)? };
+    if (h, w) != (rows, cols) {
+        return Err(bad(format!("is {w}x{h}, the model takes {cols}x{rows} images")));
+    }
+    Ok(gray)
 }
 
 fn read_pgm(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {

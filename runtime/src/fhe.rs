@@ -18,6 +18,8 @@
 
 use fhec_ir::circuit::{COp, Circuit, TableIndex, kernels};
 use fhec_ir::params::{EncodingPlan, TfheParams};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::prelude::*;
@@ -231,14 +233,15 @@ fn rescale(t: &CtTensor, to: u32) -> Result<CtTensor, FheError> {
 }
 
 /// A bootstrap engine per worker thread.
-struct Worker {
+struct Worker<'p> {
     fft: Fft,
     buffers: ComputationBuffers,
     small: LweCiphertextOwned<u64>,
+    progress: &'p AtomicUsize,
 }
 
-impl Worker {
-    fn new(sk: &ServerKey) -> Worker {
+impl<'p> Worker<'p> {
+    fn new(sk: &ServerKey, progress: &'p AtomicUsize) -> Worker<'p> {
         let fft = Fft::new(PolynomialSize(sk.params.polynomial_size));
         let mut buffers = ComputationBuffers::new();
         buffers.resize(
@@ -250,7 +253,7 @@ impl Worker {
             .unaligned_bytes_required(),
         );
         let small = LweCiphertext::new(0u64, LweSize(sk.params.lwe_dimension + 1), modulus());
-        Worker { fft, buffers, small }
+        Worker { fft, buffers, small, progress }
     }
 
     /// Keyswitch + PBS of `input` (big key) with `lut`, written to `out` (big key).
@@ -266,6 +269,7 @@ impl Worker {
             self.fft.as_view(),
             self.buffers.stack(),
         );
+        self.progress.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -290,6 +294,18 @@ fn sign_lut(sk: &ServerKey, c: u64) -> GlweCiphertextOwned<u64> {
 
 /// Evaluates the circuit on an encrypted input with the server key only.
 pub fn evaluate(sk: &ServerKey, c: &Circuit, plan: &EncodingPlan, input: &CtTensor) -> Result<CtTensor, FheError> {
+    evaluate_with_progress(sk, c, plan, input, &AtomicUsize::new(0))
+}
+
+/// [`evaluate`], adding one to `progress` after every bootstrap (for progress bars; the
+/// total is [`Circuit::bootstrap_stats`]`.total()`).
+pub fn evaluate_with_progress(
+    sk: &ServerKey,
+    c: &Circuit,
+    plan: &EncodingPlan,
+    input: &CtTensor,
+    progress: &AtomicUsize,
+) -> Result<CtTensor, FheError> {
     let size = sk.lwe_size();
     if input.shape != c.input_shape()
         || input.bits != plan.bits[0]
@@ -398,7 +414,7 @@ pub fn evaluate(sk: &ServerKey, c: &Circuit, plan: &EncodingPlan, input: &CtTens
                 let shape = &node.shape;
                 let mut data = vec![0u64; numel * size];
                 data.par_chunks_mut(size).enumerate().for_each_init(
-                    || Worker::new(sk),
+                    || Worker::new(sk, progress),
                     |w, (e, out)| {
                         let t = match index {
                             TableIndex::Shared => 0,
@@ -424,7 +440,7 @@ pub fn evaluate(sk: &ServerKey, c: &Circuit, plan: &EncodingPlan, input: &CtTens
                     .collect();
                 let mut data = xin.data.clone();
                 data.par_chunks_mut(size).for_each_init(
-                    || (Worker::new(sk), vec![0u64; size], vec![0u64; size]),
+                    || (Worker::new(sk, progress), vec![0u64; size], vec![0u64; size]),
                     |(w, tmp, out), acc| {
                         for (j, (cst, lut)) in luts.iter().enumerate() {
                             let f = 1u64 << (p_bits - j as u32);
@@ -450,7 +466,7 @@ pub fn evaluate(sk: &ServerKey, c: &Circuit, plan: &EncodingPlan, input: &CtTens
                 let a_bits = xin.bits;
                 let relu: Vec<i64> = (0..1i64 << diff_width).map(|i| (i - diff_offset).max(0)).collect();
                 let lut = table_lut(sk, *diff_width, &relu, a_bits);
-                max_pool(sk, xin, pool, &node.shape, *diff_offset, *diff_width, &lut, size)
+                max_pool(sk, xin, pool, &node.shape, *diff_offset, *diff_width, &lut, size, progress)
             }
         };
         if out.bits != bits {
@@ -539,13 +555,14 @@ fn max_pool(
     width: u32,
     lut: &GlweCiphertextOwned<u64>,
     size: usize,
+    progress: &AtomicUsize,
 ) -> CtTensor {
     let wins = kernels::window_indices(&x.shape, pool);
     let scale = 1u64 << (x.bits - width);
     let off = (offset as u64).wrapping_mul(delta(x.bits));
     let mut data = vec![0u64; wins.len() * size];
     data.par_chunks_mut(size).zip(wins.par_iter()).for_each_init(
-        || (Worker::new(sk), vec![0u64; size], vec![0u64; size]),
+        || (Worker::new(sk, progress), vec![0u64; size], vec![0u64; size]),
         |(w, diff, out), (m, win)| {
             let Some((&first, rest)) = win.split_first() else { return };
             m.copy_from_slice(&x.data[first * size..(first + 1) * size]);
@@ -569,10 +586,37 @@ fn max_pool(
     CtTensor { shape: out_shape.to_vec(), bits: x.bits, data }
 }
 
-/// Helpers for the noise-validation tests (not part of the stable API).
+/// Helpers for the noise-validation tests and the benches (not part of the stable API).
 #[doc(hidden)]
 pub mod test_support {
     use super::*;
+
+    static BENCH_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+    /// One keyswitch + programmable bootstrap through an identity table, as the runtime
+    /// does it for every table element (for benchmarks).
+    pub struct OneBootstrap<'a> {
+        sk: &'a ServerKey,
+        worker: Worker<'static>,
+        lut: GlweCiphertextOwned<u64>,
+        out: Vec<u64>,
+    }
+
+    impl<'a> OneBootstrap<'a> {
+        /// Prepares a bootstrap engine and an identity table reading `width` bits.
+        pub fn new(sk: &'a ServerKey, width: u32) -> OneBootstrap<'a> {
+            let table: Vec<i64> = (0..1i64 << width).collect();
+            let lut = table_lut(sk, width, &table, width);
+            OneBootstrap { sk, worker: Worker::new(sk, &BENCH_COUNT), lut, out: vec![0; sk.lwe_size()] }
+        }
+
+        /// Bootstraps the first ciphertext of `input`.
+        pub fn run(&mut self, input: &CtTensor) -> &[u64] {
+            let size = self.sk.lwe_size();
+            self.worker.bootstrap(self.sk, &input.data[..size], &self.lut, &mut self.out);
+            &self.out
+        }
+    }
 
     /// Encrypts random `in_width`-bit values, bootstraps them through the identity table
     /// (output encoded on `out_bits`), and returns the decrypted errors (in units of Δ) of
@@ -591,8 +635,9 @@ pub mod test_support {
         let table: Vec<i64> = (0..1i64 << in_width).collect();
         let lut = table_lut(sk, in_width, &table, out_bits);
         let mut out = vec![0u64; count * size];
+        let progress = AtomicUsize::new(0);
         out.par_chunks_mut(size).enumerate().for_each_init(
-            || Worker::new(sk),
+            || Worker::new(sk, &progress),
             |w, (e, o)| w.bootstrap(sk, &input.data[e * size..(e + 1) * size], &lut, o),
         );
         let t = CtTensor { shape: vec![count], bits: out_bits, data: out };

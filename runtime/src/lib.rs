@@ -1,15 +1,17 @@
 //! fhec runtime: what a client or server application links.
 //!
-//! Today it holds the client's data path: reading image sets ([`dataset`]) and turning
-//! pixels into model inputs ([`fhec_ir::Preprocess`]). The integer simulator and the
-//! encrypted execution on tfhe-rs join it in later steps.
-//!
-//! [`fhe`] runs circuits on ciphertexts with tfhe-rs.
+//! * [`app`]: the application API, a `Client` and a `Server` that exchange only bytes
+//!   (evaluation key, encrypted image, encrypted result).
+//! * [`fhe`]: keys, ciphertexts and encrypted evaluation of circuits on tfhe-rs.
+//! * [`sim`]: the exact integer simulator (what the encrypted evaluation must equal).
+//! * [`dataset`]: reading image sets (IDX, PNG, PGM) for evaluation and calibration.
 //!
 //! Architecture Invariant: only this crate links tfhe-rs; it never depends on the
 //! compiler or on ONNX.
 #![warn(missing_docs)]
 
+#[cfg(feature = "fhe")]
+pub mod app;
 pub mod dataset;
 #[cfg(feature = "fhe")]
 pub mod fhe;

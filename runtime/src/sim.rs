@@ -1,12 +1,14 @@
 //! The exact integer simulator of a circuit: bit for bit what decryption returns when no
 //! bootstrap fails (table lookups read exact integers, linear ops are exact, rounding is
-//! an exact floor, max pooling is a chain of exact pairwise maxima).
+//! an exact floor, max pooling is a chain of exact pairwise maxima), for every input whose
+//! values stay in the ranges the circuit was compiled for. An input that leaves them is
+//! reported ([`SimError::out_of_range`]): its encrypted result is unspecified.
 
-use fhec_ir::circuit::{COp, Circuit, TableIndex, ValueId, kernels};
+use fhec_ir::circuit::eval::{EvalError, eval_node};
+use fhec_ir::circuit::{COp, Circuit, ValueId};
 use ndarray::{ArrayD, IxDyn};
 
-/// A value left its declared range or a table index its table: the circuit is wrong
-/// (or corrupt), never the input.
+/// A value left its range, or the circuit is malformed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("simulation of %{node} '{name}' ({op}): {message}")]
 pub struct SimError {
@@ -18,6 +20,10 @@ pub struct SimError {
     pub op: &'static str,
     /// What went wrong.
     pub message: String,
+    /// The input drove a value outside the range the circuit was compiled for (possible
+    /// with calibrated ranges, for inputs unlike the calibration set); otherwise the
+    /// circuit itself is wrong or corrupt.
+    pub out_of_range: bool,
 }
 
 /// Client-side encoding of an image (8-bit pixels, row-major) into the circuit's input.
@@ -30,58 +36,29 @@ pub fn encode_image(c: &Circuit, pixels: &[u8]) -> ArrayD<i64> {
 pub fn simulate_all(c: &Circuit, input: ArrayD<i64>) -> Result<Vec<ArrayD<i64>>, SimError> {
     let mut vals: Vec<ArrayD<i64>> = Vec::with_capacity(c.nodes.len());
     for (id, n) in c.nodes.iter().enumerate() {
-        let fail = |message: String| SimError { node: id, name: n.name.clone(), op: n.op.name(), message };
-        let x = || vals[n.inputs[0]].view();
+        let fail = |message: String, out_of_range: bool| SimError {
+            node: id,
+            name: n.name.clone(),
+            op: n.op.name(),
+            message,
+            out_of_range,
+        };
         let v = match &n.op {
             COp::Input { .. } => {
                 if input.shape() != n.shape.as_slice() {
-                    return Err(fail(format!("input shape {:?}, expected {:?}", input.shape(), n.shape)));
+                    return Err(fail(format!("input shape {:?}, expected {:?}", input.shape(), n.shape), false));
                 }
                 input.clone()
             }
-            COp::Conv { weight, strides, pads, dilations, groups } => {
-                kernels::conv2d(x(), weight, *strides, *pads, *dilations, *groups)
+            _ => {
+                let xs: Vec<&ArrayD<i64>> = n.inputs.iter().map(|&i| &vals[i]).collect();
+                eval_node(n, &xs).map_err(|e| match e {
+                    EvalError::OutOfRange(m) => fail(m, true),
+                    EvalError::Invalid(m) => fail(m, false),
+                })?
             }
-            COp::Dense { weight } => kernels::dense(x(), weight),
-            COp::AddClear(k) => &x() + k,
-            COp::Add => &vals[n.inputs[0]] + &vals[n.inputs[1]],
-            COp::Sub => &vals[n.inputs[0]] - &vals[n.inputs[1]],
-            COp::SumPool(p) => kernels::sum_pool(x(), p),
-            COp::MaxPool { pool, .. } => kernels::fold_pool(x(), pool, 0, i64::max),
-            COp::Round { shift } => {
-                if let Some(bad) = x().iter().find(|&&v| v < 0) {
-                    return Err(fail(format!("rounds a negative value {bad}")));
-                }
-                x().mapv(|v| v >> shift)
-            }
-            COp::Table { in_width, index, tables } => {
-                let len = 1i64 << in_width;
-                let xv = x();
-                let axis_len = |a: usize| xv.shape()[a];
-                let mut out = ArrayD::<i64>::zeros(xv.raw_dim());
-                for (k, (o, (idx, &v))) in out.iter_mut().zip(xv.indexed_iter()).enumerate() {
-                    if v < 0 || v >= len {
-                        return Err(fail(format!("table index {v} outside [0, {len})")));
-                    }
-                    let t = match index {
-                        TableIndex::Shared => 0,
-                        TableIndex::PerAxis(a) => {
-                            let _ = axis_len(*a);
-                            idx[*a]
-                        }
-                        TableIndex::PerElement => k,
-                    };
-                    *o = tables[t][v as usize];
-                }
-                out
-            }
-            COp::Reshape => {
-                let flat: Vec<i64> = x().iter().copied().collect();
-                ArrayD::from_shape_vec(IxDyn(&n.shape), flat).map_err(|e| fail(e.to_string()))?
-            }
-            COp::Transpose { perm } => x().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned(),
         };
-        vals.push(v.as_standard_layout().into_owned());
+        vals.push(v);
     }
     Ok(vals)
 }
@@ -101,6 +78,7 @@ pub fn check_ranges(c: &Circuit, values: &[ArrayD<i64>]) -> Result<(), SimError>
                 name: n.name.clone(),
                 op: n.op.name(),
                 message: format!("value {bad} outside the declared range [{}, {}]", n.range.min, n.range.max),
+                out_of_range: true,
             });
         }
     }

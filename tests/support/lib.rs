@@ -119,7 +119,8 @@ pub fn compile_default(b: &Bundled) -> fhec_ir::circuit::Circuit {
     let g = import(&b.path).expect("import");
     let ds = fhec_runtime::dataset::bundled_sample(b.dataset);
     let imgs: Vec<&[u8]> = (0..ds.len()).map(|i| ds.pixels(i)).collect();
-    fhec_compiler::quantize::compile_circuit(&g, b.preprocess, &imgs, &Default::default()).expect("compile")
+    let opts = fhec_compiler::quantize::QuantOptions::for_model(&g).expect("metadata");
+    fhec_compiler::quantize::compile_circuit(&g, b.preprocess, &imgs, &opts).expect("compile")
 }
 
 /// A small CNN on 8x8 images (for encrypted tests): conv 3x3 (2 channels) -> relu -> max pool 2x2 -> dense 32->3.
@@ -184,11 +185,18 @@ pub fn images(n: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
 }
 
 /// The tiny CNN compiled with narrow widths (4-bit input and weights, 3-bit activations,
-/// 4-bit tables), calibrated on pseudo-random images.
+/// 4-bit tables) and exact ranges (any image is in range), calibrated on pseudo-random images.
 pub fn tiny_circuit() -> fhec_ir::circuit::Circuit {
     let g = tiny_graph();
     let calib = images(32, 64, 7);
     let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
-    let opts = fhec_compiler::quantize::QuantOptions { input_bits: 4, weight_bits: 4, act_bits: 3, max_table_bits: 4 };
+    let opts = fhec_compiler::quantize::QuantOptions {
+        input_bits: 4,
+        weight_bits: 4,
+        act_bits: 3,
+        max_table_bits: 4,
+        ranges: fhec_compiler::quantize::RangeMode::Exact,
+        ..Default::default()
+    };
     fhec_compiler::quantize::compile_circuit(&g, fhec_ir::Preprocess::Unit, &refs, &opts).unwrap()
 }

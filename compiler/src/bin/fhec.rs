@@ -3,26 +3,27 @@
 //! Every failure prints `error: ...` naming the file and what is wrong, and exits with
 //! status 2. The CLI is the only place that touches files.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-#[cfg(feature = "fhe")]
-use fhec_compiler::params::FheSetup;
-use fhec_compiler::params::{ParamOptions, select};
-use fhec_compiler::quantize::{QuantOptions, compile_circuit};
+use fhec_compiler::BuildOptions;
+use fhec_compiler::build::build_graph;
+use fhec_compiler::params::ParamOptions;
+use fhec_compiler::quantize::{QuantOptions, RangeMode};
 use fhec_compiler::report::build_report;
 use fhec_compiler::{ImportOptions, import_onnx};
 use fhec_ir::artifact::Artifact;
 use fhec_ir::nn::{interp, print};
 use fhec_ir::{Graph, Preprocess};
-use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
 #[cfg(feature = "fhe")]
-use fhec_runtime::fhe::{ClientKey, CtTensor, ServerKey, evaluate};
+use fhec_runtime::app::{Client, Server};
+use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
 use fhec_runtime::sim;
 use rayon::prelude::*;
+#[cfg(feature = "fhe")]
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// fhec: compile grayscale-image CNNs (ONNX) into TFHE circuits and run them.
 #[derive(Parser)]
@@ -50,18 +51,27 @@ impl ImportArgs {
 struct CompileArgs {
     #[command(flatten)]
     import: ImportArgs,
-    /// Bits of the encrypted input values (8 keeps 8-bit pixels exact).
-    #[arg(long, default_value_t = QuantOptions::default().input_bits)]
-    input_bits: u32,
-    /// Bits of the weights (signed, per output channel).
-    #[arg(long, default_value_t = QuantOptions::default().weight_bits)]
-    weight_bits: u32,
-    /// Bits of the activations (table outputs).
-    #[arg(long, default_value_t = QuantOptions::default().act_bits)]
-    act_bits: u32,
-    /// Widest table read; wider accumulators are rounded exactly first.
-    #[arg(long, default_value_t = QuantOptions::default().max_table_bits)]
-    max_table_bits: u32,
+    /// Bits of the encrypted input values (8 keeps 8-bit pixels exact). Default: the model's
+    /// `fhec.compile.input_bits` metadata, else 8. (Likewise for the three widths below.)
+    #[arg(long)]
+    input_bits: Option<u32>,
+    /// Bits of the weights (signed, per output channel); default 7.
+    #[arg(long)]
+    weight_bits: Option<u32>,
+    /// Bits of the activations (table outputs); default 7.
+    #[arg(long)]
+    act_bits: Option<u32>,
+    /// Widest table read; wider accumulators are rounded exactly first. Default 11.
+    #[arg(long)]
+    max_table_bits: Option<u32>,
+    /// What bounds the values a table reads: `calibrated` (what the calibration images
+    /// produce, plus --range-margin; images outside are reported by the simulator) or
+    /// `exact` (the worst case over all images; much coarser tables).
+    #[arg(long, default_value_t = QuantOptions::default().ranges)]
+    ranges: RangeMode,
+    /// Margin around calibrated ranges, in percent of their span.
+    #[arg(long, default_value_t = QuantOptions::default().range_margin_pct)]
+    range_margin: u32,
     /// Calibration images: a directory with an IDX test set, or a folder of PNG / PGM images
     /// of the model's input size. Default: the bundled sample (200 test images) of the
     /// calibration dataset.
@@ -85,13 +95,37 @@ struct CompileArgs {
 }
 
 impl CompileArgs {
-    fn quant_options(&self) -> QuantOptions {
-        QuantOptions {
-            input_bits: self.input_bits,
-            weight_bits: self.weight_bits,
-            act_bits: self.act_bits,
-            max_table_bits: self.max_table_bits,
+    /// What the command line gives without flags.
+    fn defaults() -> CompileArgs {
+        CompileArgs {
+            import: ImportArgs { input_shape: None },
+            input_bits: None,
+            weight_bits: None,
+            act_bits: None,
+            max_table_bits: None,
+            ranges: QuantOptions::default().ranges,
+            range_margin: QuantOptions::default().range_margin_pct,
+            calib: None,
+            calib_dataset: None,
+            calib_limit: 200,
+            preprocess: None,
+            global_p_error: ParamOptions::default().global_p_error,
+            p_error: None,
         }
+    }
+
+    /// The widths: flags first, then the model's `fhec.compile.*` metadata (a model trained
+    /// for given widths says so), then the defaults.
+    fn quant_options(&self, g: &Graph) -> Result<QuantOptions> {
+        let m = QuantOptions::for_model(g)?;
+        Ok(QuantOptions {
+            input_bits: self.input_bits.unwrap_or(m.input_bits),
+            weight_bits: self.weight_bits.unwrap_or(m.weight_bits),
+            act_bits: self.act_bits.unwrap_or(m.act_bits),
+            max_table_bits: self.max_table_bits.unwrap_or(m.max_table_bits),
+            ranges: self.ranges,
+            range_margin_pct: self.range_margin,
+        })
     }
 }
 
@@ -162,16 +196,19 @@ enum Command {
         force: bool,
     },
     #[cfg(feature = "fhe")]
-    /// Encrypt one image of an IDX test set with the client key.
+    /// Encrypt an image (a PNG / PGM file, or one image of a test set) with the client key.
     Encrypt {
         /// The artifact.
         artifact: PathBuf,
         /// The client key.
         #[arg(long)]
         client_key: PathBuf,
-        /// Dataset of the image.
+        /// A grayscale PNG or binary PGM image of the model's input size.
+        #[arg(long, conflicts_with = "dataset")]
+        image: Option<PathBuf>,
+        /// Or a test set to take the image from.
         #[arg(long, value_parser = parse_dataset)]
-        dataset: DatasetKind,
+        dataset: Option<DatasetKind>,
         /// IDX directory (default: the bundled sample).
         #[arg(long)]
         data: Option<PathBuf>,
@@ -214,13 +251,31 @@ enum Command {
     /// encrypted, and compare with the simulation.
     Demo {
         /// How many bundled sample images to classify.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 2)]
         images: usize,
     },
 }
 
 #[derive(Subcommand)]
 enum Bench {
+    #[cfg(feature = "fhe")]
+    /// Encrypted runs of every bundled model that has TFHE parameters: agreement with the
+    /// simulation, latency, key and ciphertext sizes; writes the encrypted section of
+    /// BENCHMARKS.md.
+    Fhe {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (default: the bundled samples).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Images per model (latency is the median over them).
+        #[arg(long, default_value_t = 5)]
+        images: usize,
+        /// Markdown file whose encrypted section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
     /// Float vs simulated accuracy of every bundled model on full test sets; writes the
     /// accuracy section of BENCHMARKS.md.
     Accuracy {
@@ -278,9 +333,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(Bench::Accuracy { models, data, out, limit }) => bench_accuracy(&models, &data, &out, limit),
         #[cfg(feature = "fhe")]
+        Command::Bench(Bench::Fhe { models, data, images, out }) => bench_fhe(&models, data.as_deref(), images, &out),
+        #[cfg(feature = "fhe")]
         Command::Keygen { artifact, out, force } => {
-            let art = load_artifact(&artifact)?;
-            let setup = fhe_of(&art, &artifact)?;
+            let art = read_artifact(&artifact)?;
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             let (cp, sp) = (out.join("client.key"), out.join("server.key"));
             for p in [&cp, &sp] {
@@ -289,86 +345,74 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             let t = std::time::Instant::now();
-            let ck = ClientKey::generate(&setup.params);
-            let sk = ck.server_key();
-            let (cb, sb) = (ck.to_bytes(), sk.to_bytes());
+            let client = Client::new(&art).with_context(|| format!("cannot use {}", artifact.display()))?;
+            let (cb, sb) = (client.secret_key(), client.evaluation_key());
             write_new(&cp, &cb)?;
             write_new(&sp, &sb)?;
             println!(
-                "keys generated in {:.1} s: {} ({:.1} MiB, secret), {} ({:.1} MiB, evaluation key)",
+                "keys generated in {:.1} s: {} ({}, secret: keep it), {} ({}, evaluation key: send it to the server)",
                 t.elapsed().as_secs_f64(),
                 cp.display(),
-                cb.len() as f64 / 1048576.0,
+                size(cb.len()),
                 sp.display(),
-                sb.len() as f64 / 1048576.0
+                size(sb.len())
             );
             Ok(())
         }
         #[cfg(feature = "fhe")]
-        Command::Encrypt { artifact, client_key, dataset, data, index, out } => {
-            let art = load_artifact(&artifact)?;
-            let setup = fhe_of(&art, &artifact)?;
-            let ck = ClientKey::from_bytes(&read(&client_key)?, &setup.params)
-                .with_context(|| format!("cannot load {}", client_key.display()))?;
-            let ds = match data {
-                Some(d) => Dataset::load_test(&d, dataset)?,
-                None => bundled_sample(dataset),
+        Command::Encrypt { artifact, client_key, dataset, data, index, image, out } => {
+            let client = Client::with_key(&read_artifact(&artifact)?, &read(&client_key)?)
+                .with_context(|| format!("cannot load {} for {}", client_key.display(), artifact.display()))?;
+            let shape = client.artifact().circuit.input_shape().to_vec();
+            let (pixels, what) = match (&image, dataset) {
+                (Some(path), _) => {
+                    let (rows, cols) = (shape[shape.len().saturating_sub(2)], shape[shape.len() - 1]);
+                    let px = fhec_runtime::dataset::load_image(path, rows, cols)?;
+                    (px, path.display().to_string())
+                }
+                (None, Some(kind)) => {
+                    let ds = match data {
+                        Some(d) => Dataset::load_test(&d, kind)?,
+                        None => bundled_sample(kind),
+                    };
+                    if index >= ds.len() {
+                        bail!("image index {index} is out of range: the set has {} images", ds.len());
+                    }
+                    (
+                        ds.pixels(index).to_vec(),
+                        format!("{} image {index} (label {})", kind.dir_name(), ds.labels[index]),
+                    )
+                }
+                (None, None) => bail!("give an image file (--image) or a dataset (--dataset, with --index)"),
             };
-            if index >= ds.len() {
-                bail!("image index {index} is out of range: the set has {} images", ds.len());
+            let b = client.encrypt(&pixels)?;
+            if out.exists() {
+                bail!("{} exists; refusing to overwrite it", out.display());
             }
-            let ct = ck.encrypt_image(&art.circuit, &setup.plan, ds.pixels(index))?;
-            let b = ct.to_bytes(&setup.params);
             write_new(&out, &b)?;
-            println!(
-                "encrypted image {index} (label {}) to {} ({:.1} MiB)",
-                ds.labels[index],
-                out.display(),
-                b.len() as f64 / 1048576.0
-            );
+            println!("encrypted {what} to {} ({})", out.display(), size(b.len()));
             Ok(())
         }
         #[cfg(feature = "fhe")]
         Command::Run { artifact, server_key, input, out } => {
-            let art = load_artifact(&artifact)?;
-            let setup = fhe_of(&art, &artifact)?;
-            let sk = ServerKey::from_bytes(&read(&server_key)?, &setup.params)
-                .with_context(|| format!("cannot load {}", server_key.display()))?;
-            let ct = CtTensor::from_bytes(&read(&input)?, &setup.params)
-                .with_context(|| format!("cannot load {}", input.display()))?;
+            let server = Server::new(&read_artifact(&artifact)?, &read(&server_key)?)
+                .with_context(|| format!("cannot load {} for {}", server_key.display(), artifact.display()))?;
+            let ct = read(&input)?;
             let t = std::time::Instant::now();
-            let res = evaluate(&sk, &art.circuit, &setup.plan, &ct)?;
-            let b = res.to_bytes(&setup.params);
-            write_new(&out, &b)?;
-            println!(
-                "evaluated in {:.2} s; wrote {} ({:.1} KiB)",
-                t.elapsed().as_secs_f64(),
-                out.display(),
-                b.len() as f64 / 1024.0
-            );
+            let res = with_progress(server.bootstraps(), "evaluating", |p| server.classify_with_progress(&ct, p))
+                .with_context(|| format!("cannot evaluate {}", input.display()))?;
+            write_new(&out, &res)?;
+            println!("evaluated in {:.2} s; wrote {} ({})", t.elapsed().as_secs_f64(), out.display(), size(res.len()));
             Ok(())
         }
         #[cfg(feature = "fhe")]
         Command::Decrypt { artifact, client_key, input } => {
-            let art = load_artifact(&artifact)?;
-            let setup = fhe_of(&art, &artifact)?;
-            let ck = ClientKey::from_bytes(&read(&client_key)?, &setup.params)
-                .with_context(|| format!("cannot load {}", client_key.display()))?;
-            let ct = CtTensor::from_bytes(&read(&input)?, &setup.params)
-                .with_context(|| format!("cannot load {}", input.display()))?;
-            let out_shape = &art.circuit.nodes[art.circuit.output].shape;
-            if ct.shape != *out_shape {
-                bail!(
-                    "{} holds a tensor of shape {:?}, not this circuit's result {:?}",
-                    input.display(),
-                    ct.shape,
-                    out_shape
-                );
-            }
-            let scores = art.circuit.output_quant.scores(&ck.decrypt(&ct));
-            let s: Vec<String> = scores.iter().map(|v| format!("{v:.3}")).collect();
+            let client = Client::with_key(&read_artifact(&artifact)?, &read(&client_key)?)
+                .with_context(|| format!("cannot load {} for {}", client_key.display(), artifact.display()))?;
+            let pred = client.decrypt(&read(&input)?).with_context(|| format!("cannot decrypt {}", input.display()))?;
+            let s: Vec<String> = pred.scores.iter().map(|v| format!("{v:.3}")).collect();
             println!("scores: [{}]", s.join(", "));
-            println!("class: {}", sim::argmax(&scores));
+            println!("class: {}", pred.class);
             Ok(())
         }
         #[cfg(feature = "fhe")]
@@ -425,7 +469,7 @@ fn run(cli: Cli) -> Result<()> {
                     } else {
                         compile_model(&model, &compile)?.1
                     };
-                    fhe_eval(&model, &art, &ds, dataset)?
+                    fhe_eval(&model, &art, &ds, dataset)?.preds
                 }
                 Mode::Simulate => {
                     let art = if Artifact::sniff(&bytes) {
@@ -452,10 +496,14 @@ fn run(cli: Cli) -> Result<()> {
                         dataset.dir_name(),
                         ds.len()
                     );
-                    (0..ds.len())
-                        .into_par_iter()
-                        .map(|i| sim::classify(c, ds.pixels(i)).map(|(p, _)| p))
-                        .collect::<Result<_, sim::SimError>>()?
+                    let (preds, outside) = simulate_set(c, &ds)?;
+                    if outside > 0 {
+                        println!(
+                            "{outside} of {} images drove a value outside the calibrated ranges (counted as errors; see --ranges)",
+                            ds.len()
+                        );
+                    }
+                    preds
                 }
             };
             let correct = preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count();
@@ -467,6 +515,21 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Simulated predictions of every image of a set. An image that drives a value outside the
+/// circuit's calibrated ranges gets the class `usize::MAX` (an error) and is counted.
+fn simulate_set(c: &fhec_ir::circuit::Circuit, ds: &Dataset) -> Result<(Vec<usize>, usize)> {
+    let preds = (0..ds.len())
+        .into_par_iter()
+        .map(|i| match sim::classify(c, ds.pixels(i)) {
+            Ok((p, _)) => Ok(p),
+            Err(e) if e.out_of_range => Ok(usize::MAX),
+            Err(e) => Err(e),
+        })
+        .collect::<Result<Vec<usize>, sim::SimError>>()?;
+    let outside = preds.iter().filter(|&&p| p == usize::MAX).count();
+    Ok((preds, outside))
 }
 
 /// Replaces the part of `doc` between `<!-- NAME:begin -->` and `<!-- NAME:end -->`
@@ -483,7 +546,7 @@ fn machine_line() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     format!(
-        "{} cores, load average {} (1/5/15 min) at the start",
+        "{} cores, load average {} (1/5/15 min)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load.join(" ")
     )
@@ -503,19 +566,7 @@ fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) 
         if let Some(n) = limit {
             ds.truncate(n);
         }
-        let args = CompileArgs {
-            import: ImportArgs { input_shape: None },
-            input_bits: QuantOptions::default().input_bits,
-            weight_bits: QuantOptions::default().weight_bits,
-            act_bits: QuantOptions::default().act_bits,
-            max_table_bits: QuantOptions::default().max_table_bits,
-            calib: None,
-            calib_dataset: Some(kind),
-            calib_limit: 200,
-            preprocess: Some(m.preprocess),
-            global_p_error: ParamOptions::default().global_p_error,
-            p_error: None,
-        };
+        let args = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
         let t0 = std::time::Instant::now();
         let (g, art) = compile_model(&path, &args)?;
         let build_s = t0.elapsed().as_secs_f64();
@@ -531,22 +582,24 @@ fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) 
             .into_iter()
             .sum::<usize>();
         let c = &art.circuit;
-        let simulated = (0..ds.len())
-            .into_par_iter()
-            .map(|i| sim::classify(c, ds.pixels(i)).map(|(p, _)| (p == ds.labels[i] as usize) as usize))
-            .collect::<Result<Vec<usize>, sim::SimError>>()?
-            .into_iter()
-            .sum::<usize>();
+        let (preds, outside) = simulate_set(c, &ds)?;
+        let simulated = preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count();
         let st = c.bootstrap_stats();
         let n = ds.len() as f64;
         let row = format!(
-            "| {} | {} | {} | {:.2}% | {:.2}% | {:+.2} | {} | {} | {} | {} | {:.1} KB | {:.1} s |",
+            "| {} | {} | {} | {} | {:.2}% | {:.2}% | {:+.2} | {} | {} | {} | {} | {} | {:.1} KB | {:.1} s |",
             m.file,
             m.dataset,
             m.preprocess,
+            ["input_bits", "weight_bits", "act_bits", "max_table_bits"]
+                .iter()
+                .map(|k| art.options.get(*k).map_or("?", |v| v.as_str()))
+                .collect::<Vec<_>>()
+                .join("/"),
             100.0 * float as f64 / n,
             100.0 * simulated as f64 / n,
             100.0 * (simulated as f64 - float as f64) / n,
+            outside,
             st.by_width.values().sum::<usize>(),
             st.rounding,
             st.max_width(),
@@ -562,16 +615,20 @@ fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) 
         "## Accuracy: float vs compiled circuit (simulated)\n\n\
 Produced by `fhec bench accuracy --data {}` ({} images per test set). Default compile \
 options: input {} bits, weights {} bits, activations {} bits, tables read at most {} bits \
-(wider accumulators are rounded exactly first); calibration on the bundled 200-image sample. \
-Machine: {machine}.\n\n\
-| model | dataset | preprocess | float | simulated | Δ points | table bootstraps | rounding bootstraps (1-bit) | widest table (bits) | widest value (bits) | artifact | build time |\n\
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
+(wider accumulators are rounded exactly first), unless the model's metadata names the widths \
+it was trained for (column *widths*: input/weight/activation/table bits); table ranges \
+calibrated on the bundled 200-image sample with a {}% margin. *Outside*: test images that \
+drive a value outside the calibrated ranges (counted as errors in *simulated*). \
+Machine at the start: {machine}.\n\n\
+| model | dataset | preprocess | widths | float | simulated | Δ points | outside | table bootstraps | rounding bootstraps (1-bit) | widest table (bits) | widest value (bits) | artifact | build time |\n\
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
         data.display(),
         limit.map_or("all".to_string(), |n| n.to_string()),
         d.input_bits,
         d.weight_bits,
         d.act_bits,
         d.max_table_bits,
+        d.range_margin_pct,
         rows.join("\n")
     );
     let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
@@ -581,20 +638,51 @@ Machine: {machine}.\n\n\
     Ok(())
 }
 
+/// Reads an artifact file, checking that it is one (the app API validates the rest).
 #[cfg(feature = "fhe")]
-fn load_artifact(path: &Path) -> Result<Artifact> {
+fn read_artifact(path: &Path) -> Result<Vec<u8>> {
     let bytes = read(path)?;
-    Artifact::from_bytes(&bytes).with_context(|| format!("cannot load artifact {}", path.display()))
+    if !Artifact::sniff(&bytes) {
+        bail!("{} is not an fhec artifact (build one with `fhec build MODEL.onnx`)", path.display());
+    }
+    Ok(bytes)
 }
 
+/// A byte count for people.
 #[cfg(feature = "fhe")]
-fn fhe_of<'a>(art: &'a Artifact, path: &Path) -> Result<&'a FheSetup> {
-    art.fhe.as_ref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{} has no TFHE parameters ({}); rebuild with narrower widths (e.g. --max-table-bits 5)",
-            path.display(),
-            art.options.get("fhe").map_or("none chosen", |s| s.as_str())
-        )
+fn size(bytes: usize) -> String {
+    let b = bytes as f64;
+    if b >= 1048576.0 {
+        format!("{:.1} MiB", b / 1048576.0)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// Runs `f` with a bootstrap counter shown as a progress bar on a terminal.
+#[cfg(feature = "fhe")]
+fn with_progress<T>(total: usize, msg: &str, f: impl FnOnce(&AtomicUsize) -> T) -> T {
+    let counter = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let bar = indicatif::ProgressBar::new(total as u64).with_message(msg.to_string());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} bootstraps, {elapsed} (eta {eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(counter.load(Ordering::Relaxed) as u64);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            bar.finish_and_clear();
+        });
+        let out = f(&counter);
+        done.store(true, Ordering::Relaxed);
+        out
     })
 }
 
@@ -613,107 +701,220 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 #[cfg(feature = "fhe")]
-/// Encrypted evaluation: keys once, then per image encrypt / evaluate / decrypt, each result
-/// compared with the simulation.
-fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Result<Vec<usize>> {
-    let setup = fhe_of(art, model)?;
+/// Encrypted evaluation through the app API: keys once, then per image the client encrypts,
+/// the server classifies the bytes, the client decrypts; each result is compared with the
+/// simulation.
+fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Result<FheRun> {
     let c = &art.circuit;
+    let bytes = art.to_bytes();
+    let t = std::time::Instant::now();
+    let client = Client::new(&bytes).with_context(|| format!("cannot use {}", model.display()))?;
+    let ek = client.evaluation_key();
+    let server = Server::new(&bytes, &ek)?;
+    let keygen = t.elapsed().as_secs_f64();
+    let setup = art.fhe.as_ref().expect("Client::new checked the parameters");
+    let p = &setup.params;
     println!(
-        "model: {} ({} bootstraps per image), dataset: {} ({} images), mode: fhe, parameters: n={} k={} N={}",
+        "model: {} ({} bootstraps per image), dataset: {} ({} images), mode: fhe",
         model.display(),
-        c.bootstrap_stats().total(),
+        server.bootstraps(),
         kind.dir_name(),
         ds.len(),
-        setup.params.lwe_dimension,
-        setup.params.glwe_dimension,
-        setup.params.polynomial_size
     );
-    let t = std::time::Instant::now();
-    let ck = ClientKey::generate(&setup.params);
-    let sk = ck.server_key();
-    println!("keygen: {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "parameters: n={} k={} N={} PBS {}x2^{} KS {}x2^{}; security {:.0} bits; failure probability per inference <= 2^{:.1}",
+        p.lwe_dimension,
+        p.glwe_dimension,
+        p.polynomial_size,
+        p.pbs_level,
+        p.pbs_base_log,
+        p.ks_level,
+        p.ks_base_log,
+        setup.security_bits,
+        setup.global_p_error.max(1e-300).log2()
+    );
+    println!("keygen: {keygen:.1} s; evaluation key {}", size(ek.len()));
     let (mut te, mut tv, mut td) = (vec![], vec![], vec![]);
+    let (mut up, mut down) = (0, 0);
     let mut preds = vec![];
     let mut agree = 0;
+    let mut correct = 0;
     for i in 0..ds.len() {
         let t0 = std::time::Instant::now();
-        let ct = ck.encrypt_image(c, &setup.plan, ds.pixels(i))?;
+        let ct = client.encrypt(ds.pixels(i))?;
         let t1 = std::time::Instant::now();
-        let out = evaluate(&sk, c, &setup.plan, &ct)?;
+        let res = with_progress(server.bootstraps(), &format!("image {}/{}", i + 1, ds.len()), |pr| {
+            server.classify_with_progress(&ct, pr)
+        })?;
         let t2 = std::time::Instant::now();
-        let v = ck.decrypt(&out);
-        let scores = c.output_quant.scores(&v);
+        let pred = client.decrypt(&res)?;
         let t3 = std::time::Instant::now();
         let want: Vec<i64> = sim::simulate(c, sim::encode_image(c, ds.pixels(i)))?.iter().copied().collect();
-        agree += (v == want) as usize;
-        let p = sim::argmax(&scores);
+        let same = pred.raw == want;
+        agree += same as usize;
+        correct += (pred.class == ds.labels[i] as usize) as usize;
+        (up, down) = (ct.len(), res.len());
         te.push((t1 - t0).as_secs_f64());
         tv.push((t2 - t1).as_secs_f64());
         td.push((t3 - t2).as_secs_f64());
         println!(
-            "image {i}: label {} class {p} ({}) evaluate {:.2} s",
+            "image {i}: label {} -> class {} ({}); encrypt {:.3} s, evaluate {:.2} s, decrypt {:.4} s",
             ds.labels[i],
-            if v == want { "= simulation" } else { "DIFFERS from simulation" },
-            tv[i]
+            pred.class,
+            if same { "= simulation" } else { "DIFFERS from simulation" },
+            te[i],
+            tv[i],
+            td[i]
         );
-        preds.push(p);
+        preds.push(pred.class);
     }
     println!(
-        "agreement with simulation: {agree}/{}; median latency per image: encrypt {:.3} s, evaluate {:.2} s, decrypt {:.4} s",
+        "agreement with simulation: {agree}/{} (outputs equal); encrypted accuracy {correct}/{}",
         ds.len(),
+        ds.len()
+    );
+    println!(
+        "median latency per image: encrypt {:.3} s, evaluate {:.2} s, decrypt {:.4} s; upload {}, download {} per image",
         median(&mut te),
         median(&mut tv),
-        median(&mut td)
+        median(&mut td),
+        size(up),
+        size(down)
     );
-    println!(
-        "security: {:.0} bits; failure probability per inference <= 2^{:.1}",
-        setup.security_bits,
-        setup.global_p_error.max(1e-300).log2()
-    );
-    Ok(preds)
-}
-
-#[cfg(feature = "fhe")]
-/// Compile options of the quick start: narrow enough for fast bootstraps.
-fn demo_args() -> CompileArgs {
-    CompileArgs {
-        import: ImportArgs { input_shape: None },
-        input_bits: DEMO.0,
-        weight_bits: DEMO.1,
-        act_bits: DEMO.2,
-        max_table_bits: DEMO.3,
-        calib: None,
-        calib_dataset: Some(DatasetKind::Mnist),
-        calib_limit: 200,
-        preprocess: None,
-        global_p_error: ParamOptions::default().global_p_error,
-        p_error: None,
+    if agree != ds.len() {
+        bail!("{} of {} encrypted results differ from the simulation", ds.len() - agree, ds.len());
     }
+    Ok(FheRun {
+        preds,
+        agree,
+        correct,
+        keygen_s: keygen,
+        eval_key_bytes: ek.len(),
+        encrypt_s: median(&mut te),
+        evaluate_s: median(&mut tv),
+        decrypt_s: median(&mut td),
+        upload: up,
+        download: down,
+    })
+}
+
+/// What an encrypted evaluation measured.
+#[cfg(feature = "fhe")]
+struct FheRun {
+    preds: Vec<usize>,
+    agree: usize,
+    correct: usize,
+    keygen_s: f64,
+    eval_key_bytes: usize,
+    encrypt_s: f64,
+    evaluate_s: f64,
+    decrypt_s: f64,
+    upload: usize,
+    download: usize,
+}
+
+/// Encrypted benchmark of the bundled models (see `Bench::Fhe`).
+#[cfg(feature = "fhe")]
+fn bench_fhe(models: &Path, data: Option<&Path>, images: usize, out: &Path) -> Result<()> {
+    use fhec_compiler::manifest::Manifest;
+    let mpath = models.join("manifest.json");
+    let text = std::fs::read_to_string(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?;
+    let manifest = Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mpath.display()))?;
+    let load_before = machine_line();
+    let mut rows = vec![];
+    let mut skipped = vec![];
+    for m in &manifest.models {
+        let path = models.join(&m.file);
+        let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
+        let args = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        let (_, art) = compile_model(&path, &args)?;
+        let Some(setup) = art.fhe.as_ref() else {
+            skipped.push(format!("`{}`", m.file));
+            continue;
+        };
+        let mut ds = match data {
+            Some(d) => Dataset::load_test(d, kind)?,
+            None => bundled_sample(kind),
+        };
+        ds.truncate(images.max(1));
+        println!("== {} ==", m.file);
+        let r = fhe_eval(&path, &art, &ds, kind)?;
+        let st = art.circuit.bootstrap_stats();
+        let p = &setup.params;
+        let widths: Vec<String> = st.by_width.iter().map(|(w, n)| format!("{n} x {w}-bit")).collect();
+        rows.push(format!(
+            "| {} | {} | {}/{} | {}/{} | {} ({} + {} rounding) | n={} k={} N={} PBS {}x2^{} KS {}x2^{} | {:.0} bits, 2^{:.1} | {:.2} s | {:.1} s | {:.4} s | {:.1} s | {} | {} | {} |",
+            m.file,
+            m.dataset,
+            r.agree,
+            ds.len(),
+            r.correct,
+            ds.len(),
+            st.total(),
+            widths.join(", "),
+            st.rounding,
+            p.lwe_dimension,
+            p.glwe_dimension,
+            p.polynomial_size,
+            p.pbs_level,
+            p.pbs_base_log,
+            p.ks_level,
+            p.ks_base_log,
+            setup.security_bits,
+            setup.global_p_error.max(1e-300).log2(),
+            r.encrypt_s,
+            r.evaluate_s,
+            r.decrypt_s,
+            r.keygen_s,
+            size(r.eval_key_bytes),
+            size(r.upload),
+            size(r.download),
+        ));
+    }
+    let body = format!(
+        "## Encrypted inference (tfhe-rs, 128-bit parameters)\n\n\
+Produced by `fhec bench fhe --images {images}{}`: for every bundled model with TFHE \
+parameters at its default compile options, keys are generated once, then each image is \
+encrypted by the client, classified by the server with the evaluation key only and \
+decrypted (the byte API of `fhec_runtime::app`); the decrypted output is compared with the \
+exact simulation. Latencies are medians over the images, on both cores. Machine: \
+{load_before} (before the run); after: {}.\n\n\
+| model | dataset | equal to simulation | correct | bootstraps / image | parameters | security, failure / inference | encrypt | evaluate | decrypt | keygen | evaluation key | upload / image | download / image |\n\
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n\n\
+No 128-bit parameters at their default (post-training, 11-bit table) widths, so simulation only: {}.\n",
+        data.map_or(String::new(), |d| format!(" --data {}", d.display())),
+        machine_line(),
+        rows.join("\n"),
+        if skipped.is_empty() { "none".to_string() } else { skipped.join(", ") }
+    );
+    let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
+    std::fs::write(out, replace_section(&doc, "fhe", &body))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
 }
 
 #[cfg(feature = "fhe")]
-/// (input, weight, activation, max table) bits of the demo build.
-const DEMO: (u32, u32, u32, u32) = (4, 4, 4, 5);
-#[cfg(feature = "fhe")]
-/// The demo model, compiled into the binary.
-const DEMO_MODEL: &[u8] = include_bytes!("../../../examples/models/seed_mnist.onnx");
+/// The demo model, compiled into the binary: a QAT network made for encrypted inference,
+/// whose metadata carries its widths.
+const DEMO_MODEL: &[u8] = include_bytes!("../../../examples/models/fhe_mnist.onnx");
 
 #[cfg(feature = "fhe")]
 fn demo(images: usize) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("fhec-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let model = dir.join("seed_mnist.onnx");
+    let model = dir.join("fhe_mnist.onnx");
     std::fs::write(&model, DEMO_MODEL)?;
-    println!("== fhec demo: the TenSEAL tutorial network (seed_mnist), encrypted end to end ==");
-    let (_, art) = compile_model(&model, &demo_args())?;
+    println!("== fhec demo: the bundled MNIST network for encrypted inference (fhe_mnist), end to end ==");
+    let compiled = compile_model(&model, &CompileArgs::defaults());
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_, art) = compiled?;
     let report = build_report(&art.circuit, &art.options, art.fhe.as_ref());
     print!("{}", report.to_text());
     let mut ds = bundled_sample(DatasetKind::Mnist);
     ds.truncate(images.max(1));
-    let preds = fhe_eval(Path::new("seed_mnist.onnx (bundled)"), &art, &ds, DatasetKind::Mnist)?;
-    let correct = preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count();
-    println!("accuracy: {:.4} ({correct}/{})", correct as f64 / ds.len() as f64, ds.len());
-    let _ = std::fs::remove_dir_all(&dir);
+    println!();
+    fhe_eval(Path::new("fhe_mnist.onnx (bundled)"), &art, &ds, DatasetKind::Mnist)?;
     Ok(())
 }
 
@@ -739,13 +940,7 @@ fn load_model(path: &Path, options: &ImportOptions) -> Result<Graph> {
 }
 
 fn preprocess_of(g: &Graph, flag: Option<Preprocess>) -> Result<Preprocess> {
-    if let Some(p) = flag {
-        return Ok(p);
-    }
-    match g.metadata.get(Preprocess::METADATA_KEY) {
-        None => Ok(Preprocess::Unit),
-        Some(v) => v.parse().map_err(|e: String| anyhow::anyhow!("model metadata {}: {e}", Preprocess::METADATA_KEY)),
-    }
+    Ok(fhec_compiler::build::preprocess_of(g, flag)?)
 }
 
 /// Imports, calibrates and quantizes a model.
@@ -782,26 +977,16 @@ fn compile_model(model: &Path, args: &CompileArgs) -> Result<(Graph, Artifact)> 
     calib.truncate(args.calib_limit.max(1));
     image_input_shape(&g, &calib)?;
     let images: Vec<&[u8]> = (0..calib.len()).map(|i| calib.pixels(i)).collect();
-    let opts = args.quant_options();
-    let circuit =
-        compile_circuit(&g, pre, &images, &opts).with_context(|| format!("cannot compile {}", model.display()))?;
-    let mut options = BTreeMap::new();
-    options.insert("input_bits".into(), opts.input_bits.to_string());
-    options.insert("weight_bits".into(), opts.weight_bits.to_string());
-    options.insert("act_bits".into(), opts.act_bits.to_string());
-    options.insert("max_table_bits".into(), opts.max_table_bits.to_string());
-    options.insert("preprocess".into(), pre.to_string());
-    options.insert("calibration".into(), format!("{} ({} images)", calib_name, calib.len()));
-    let popts = ParamOptions { global_p_error: args.global_p_error, p_error: args.p_error };
-    let fhe = match select(&circuit, &popts) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            options.insert("fhe".into(), format!("unavailable: {e}"));
-            None
-        }
+    let o = BuildOptions {
+        import: args.import.options(),
+        quant: Some(args.quant_options(&g)?),
+        preprocess: Some(pre),
+        params: ParamOptions { global_p_error: args.global_p_error, p_error: args.p_error },
+        calibration_name: calib_name,
     };
     let source = model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok((g, Artifact { fhec_version: env!("CARGO_PKG_VERSION").into(), source, options, circuit, fhe }))
+    let art = build_graph(&g, &source, &images, &o).with_context(|| format!("cannot compile {}", model.display()))?;
+    Ok((g, art))
 }
 
 /// Writes an artifact atomically, refusing to replace a file that is not an artifact.

@@ -9,7 +9,8 @@ use fhec_ir::circuit::{
 use fhec_ir::nn::{Graph, Grid, NodeId, Op, Pool, interp};
 use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn, Zip};
 
-use super::{Calibration, QuantError, QuantOptions};
+use super::{Calibration, QuantError, QuantOptions, RangeMode};
+use fhec_ir::circuit::eval::eval_node;
 
 /// `x ≈ scale ⊙ v + offset`, both of the value's full shape.
 #[derive(Clone, Debug)]
@@ -111,6 +112,8 @@ struct Lowerer<'a> {
     nodes: Vec<CNode>,
     an: Vec<Analysis>,
     low: HashMap<NodeId, Low>,
+    /// Integer values of every emitted node on each calibration image (calibrated ranges).
+    cvals: Vec<Vec<ArrayD<i64>>>,
 }
 
 /// Largest magnitude an accumulator may reach (exact in f64, far inside i64).
@@ -119,7 +122,7 @@ const MAX_ABS: f64 = (1u64 << 50) as f64;
 /// Quantizes a verified NN graph into a verified circuit.
 pub fn quantize(g: &Graph, pre: Preprocess, cal: &Calibration, opts: &QuantOptions) -> Result<Circuit, QuantError> {
     opts.validate()?;
-    let mut l = Lowerer { g, cal, opts, nodes: vec![], an: vec![], low: HashMap::new() };
+    let mut l = Lowerer { g, cal, opts, nodes: vec![], an: vec![], low: HashMap::new(), cvals: vec![] };
     let order = g.topo_order().ok_or_else(|| QuantError::Internal("cyclic graph".into()))?;
     let pixel_to_q = l.lower_input(pre)?;
     for id in order {
@@ -183,7 +186,7 @@ fn weight_grid(w: &[f64], qmax: i64) -> Option<f64> {
     }
     let sample: Vec<f64> = w.iter().copied().step_by((w.len() / 64).max(1)).collect();
     let fits = |vals: &[f64], step: f64| vals.iter().all(|&v| ((v / step) - (v / step).round()).abs() < 1e-3);
-    (1..=qmax).rev().map(|k| m / k as f64).find(|&step| fits(&sample, step) && fits(w, step)).filter(|step| {
+    (1..=qmax).map(|k| m / k as f64).find(|&step| fits(&sample, step) && fits(w, step)).filter(|step| {
         // A "grid" whose step is finer than what qmax allows anyway is not informative.
         m / step <= qmax as f64 + 1e-6
     })
@@ -271,8 +274,19 @@ impl<'a> Lowerer<'a> {
             });
         }
         let norm2 = an.var.iter().copied().fold(1.0f64, f64::max).sqrt();
-        self.nodes.push(CNode { name, op, inputs, shape, range: Range { min: lo as i64, max: hi as i64 }, norm2 });
+        let node = CNode { name, op, inputs, shape, range: Range { min: lo as i64, max: hi as i64 }, norm2 };
+        // The node's values on the calibration images.
+        let n_img = self.cvals.first().map_or(0, |v| v.len());
+        let vals = (0..n_img)
+            .map(|i| {
+                let xs: Vec<&ArrayD<i64>> = node.inputs.iter().map(|&j| &self.cvals[j][i]).collect();
+                eval_node(&node, &xs)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| QuantError::Internal(format!("'{}' on a calibration image: {e}", node.name)))?;
+        self.nodes.push(node);
         self.an.push(an);
+        self.cvals.push(vals);
         Ok(self.nodes.len() - 1)
     }
 
@@ -316,6 +330,16 @@ impl<'a> Lowerer<'a> {
             var: ArrayD::ones(s),
         });
         self.low.insert(gid, Low::Int { id: 0, deq, cal: gid });
+        let images = if self.opts.ranges == RangeMode::Calibrated { &self.cal.pixels[..] } else { &[] };
+        let encoded = images
+            .iter()
+            .filter(|px| px.len() == shape.iter().product::<usize>())
+            .map(|px| {
+                let q: Vec<i64> = px.iter().map(|&p| pixel_to_q[p as usize]).collect();
+                ArrayD::from_shape_vec(IxDyn(&shape), q).expect("size checked")
+            })
+            .collect();
+        self.cvals.push(encoded);
         Ok(pixel_to_q)
     }
 
@@ -368,8 +392,23 @@ impl<'a> Lowerer<'a> {
             _ => TableIndex::PerElement,
         };
         let a = &self.an[id];
-        let lo = Zip::from(&a.lo).and(&residual).fold(f64::INFINITY, |m, &l, &r| m.min(l + r as f64)) as i64;
-        let hi = Zip::from(&a.hi).and(&residual).fold(f64::NEG_INFINITY, |m, &h, &r| m.max(h + r as f64)) as i64;
+        let mut lo = Zip::from(&a.lo).and(&residual).fold(f64::INFINITY, |m, &l, &r| m.min(l + r as f64)) as i64;
+        let mut hi = Zip::from(&a.hi).and(&residual).fold(f64::NEG_INFINITY, |m, &h, &r| m.max(h + r as f64)) as i64;
+        // Calibrated ranges: what the calibration images produce, plus a margin.
+        let mut narrowed = false;
+        if !self.cvals[id].is_empty() {
+            let (mut clo, mut chi) = (i64::MAX, i64::MIN);
+            for v in &self.cvals[id] {
+                Zip::from(v).and(&residual).for_each(|&x, &r| {
+                    clo = clo.min(x + r);
+                    chi = chi.max(x + r);
+                });
+            }
+            let m = ((chi - clo) as f64 * self.opts.range_margin_pct as f64 / 100.0).ceil() as i64 + 1;
+            let (nlo, nhi) = (lo.max(clo - m), hi.min(chi + m));
+            narrowed = (nlo, nhi) != (lo, hi);
+            (lo, hi) = (nlo, nhi);
+        }
         let span = hi - lo;
         let maxb = self.opts.max_table_bits;
         let mut k = 0u32;
@@ -379,13 +418,21 @@ impl<'a> Lowerer<'a> {
         let half = if k > 0 { 1i64 << (k - 1) } else { 0 };
         let add = residual.mapv(|r| r - lo + half);
         let mut v = id;
-        if add.iter().any(|&x| x != 0) {
+        if narrowed || add.iter().any(|&x| x != 0) {
             let c = if add.iter().all(|&x| x == add.iter().next().copied().unwrap_or(0)) {
                 ArrayD::from_elem(IxDyn(&[]), add.iter().next().copied().unwrap_or(0))
             } else {
                 add
             };
             v = self.emit(format!("{}.offset", self.g.node(cal).name), COp::AddClear(c), vec![v], shape.clone())?;
+            if narrowed {
+                // Declare the calibrated range: values outside it are out of contract.
+                let (rlo, rhi) = (half, hi - lo + half);
+                self.nodes[v].range = Range { min: rlo, max: rhi };
+                let a = &mut self.an[v];
+                a.lo.mapv_inplace(|x| x.clamp(rlo as f64, rhi as f64));
+                a.hi.mapv_inplace(|x| x.clamp(rlo as f64, rhi as f64));
+            }
         }
         if k > 0 {
             v =

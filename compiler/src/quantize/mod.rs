@@ -43,15 +43,85 @@ pub struct QuantOptions {
     pub act_bits: u32,
     /// Widest table index; wider accumulators are rounded exactly first.
     pub max_table_bits: u32,
+    /// Which ranges size the tables (see [`RangeMode`]).
+    pub ranges: RangeMode,
+    /// With calibrated ranges, the margin added on each side of a measured range, in
+    /// percent of its span.
+    pub range_margin_pct: u32,
+}
+
+/// How the range a table reads is bounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RangeMode {
+    /// The exact worst case over every possible image (interval analysis): correct for any
+    /// input, but often ~10x wider than what images produce, so narrow tables see coarse
+    /// values.
+    Exact,
+    /// The range the calibration images produce in the integer circuit, plus a margin,
+    /// within the exact one. Every value inside it is computed exactly (encrypted equals
+    /// simulated); an image that drives a value outside it is reported by the simulator
+    /// and gets an unspecified encrypted result. This is how TFHE compilers size tables
+    /// (Concrete's input sets).
+    #[default]
+    Calibrated,
+}
+
+impl std::str::FromStr for RangeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(RangeMode::Exact),
+            "calibrated" => Ok(RangeMode::Calibrated),
+            _ => Err(format!("unknown range mode '{s}' (expected exact or calibrated)")),
+        }
+    }
+}
+
+impl std::fmt::Display for RangeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RangeMode::Exact => "exact",
+            RangeMode::Calibrated => "calibrated",
+        })
+    }
 }
 
 impl Default for QuantOptions {
     fn default() -> Self {
-        QuantOptions { input_bits: 8, weight_bits: 7, act_bits: 7, max_table_bits: 11 }
+        QuantOptions {
+            input_bits: 8,
+            weight_bits: 7,
+            act_bits: 7,
+            max_table_bits: 11,
+            ranges: RangeMode::Calibrated,
+            range_margin_pct: 10,
+        }
     }
 }
 
 impl QuantOptions {
+    /// The defaults, with the widths a model names in its metadata
+    /// (`fhec.compile.input_bits`, `weight_bits`, `act_bits`, `max_table_bits`): a network
+    /// trained for given widths (quantization-aware training) says so.
+    pub fn for_model(g: &Graph) -> Result<QuantOptions, QuantError> {
+        let mut o = QuantOptions::default();
+        for (name, field) in [
+            ("input_bits", &mut o.input_bits),
+            ("weight_bits", &mut o.weight_bits),
+            ("act_bits", &mut o.act_bits),
+            ("max_table_bits", &mut o.max_table_bits),
+        ] {
+            let key = format!("fhec.compile.{name}");
+            if let Some(v) = g.metadata.get(&key) {
+                *field = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| QuantError::Options(format!("model metadata {key}: '{v}' is not a bit width")))?;
+            }
+        }
+        Ok(o)
+    }
+
     /// Checks the options against what the circuit can represent.
     pub fn validate(&self) -> Result<(), QuantError> {
         let bad = |m: String| Err(QuantError::Options(m));
@@ -66,6 +136,9 @@ impl QuantOptions {
         }
         if !(2..=20).contains(&self.max_table_bits) {
             return bad(format!("max table bits {} must be in 2..=20", self.max_table_bits));
+        }
+        if self.range_margin_pct > 1000 {
+            return bad(format!("range margin {}% must be at most 1000%", self.range_margin_pct));
         }
         Ok(())
     }
@@ -101,6 +174,10 @@ pub struct Calibration {
     ranges: HashMap<NodeId, (f32, f32)>,
     /// Number of calibration inputs.
     pub count: usize,
+    /// The calibration images as 8-bit pixels, when known: the integer circuit runs on
+    /// them to measure calibrated ranges ([`RangeMode::Calibrated`]; without images the
+    /// exact ranges are used).
+    pub pixels: Vec<Vec<u8>>,
 }
 
 impl Calibration {
@@ -122,7 +199,7 @@ impl Calibration {
                 }
             }
         }
-        Ok(Calibration { ranges, count: inputs.len() })
+        Ok(Calibration { ranges, count: inputs.len(), pixels: vec![] })
     }
 
     /// The recorded range of a node.
@@ -153,6 +230,7 @@ pub fn compile_circuit(
                 .expect("size checked"))
         })
         .collect::<Result<_, _>>()?;
-    let cal = Calibration::run(g, &inputs)?;
+    let mut cal = Calibration::run(g, &inputs)?;
+    cal.pixels = calib_images.iter().map(|p| p.to_vec()).collect();
     quantize(g, pre, &cal, opts)
 }

@@ -12,6 +12,7 @@
 //! since the last bootstrap (the square root of the largest sum of squared weights
 //! feeding one element, as Concrete's MANP analysis computes it).
 
+pub mod eval;
 pub mod kernels;
 pub mod print;
 pub mod verify;

@@ -1,0 +1,100 @@
+//! Encrypted-execution benchmarks, so that regressions show:
+//!
+//! * `bootstrap/<model> <params>`: one keyswitch + programmable bootstrap (what every table
+//!   element and every exact-rounding bit costs) for the parameters the compiler chooses
+//!   for the bundled `fhe_mnist` at 4- and 5-bit tables;
+//! * `layer/fhe_mnist fc1+act2`: the second layer of `fhe_mnist` (a 256->32 dense layer on
+//!   ciphertexts, offset, exact rounding and the ReLU table: 256 bootstraps) on all cores.
+//!
+//! Run with `cargo bench -p fhec-benches`. Speed targets live here and in `fhec bench`,
+//! never in tests.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fhec_compiler::quantize::QuantOptions;
+use fhec_compiler::{BuildOptions, build};
+use fhec_ir::artifact::Artifact;
+use fhec_ir::circuit::{CNode, COp, Circuit};
+use fhec_ir::params::EncodingPlan;
+use fhec_runtime::dataset::{DatasetKind, bundled_sample};
+use fhec_runtime::fhe::{ClientKey, evaluate, test_support::OneBootstrap};
+
+const MODEL: &[u8] = include_bytes!("../../examples/models/fhe_mnist.onnx");
+
+fn fhe_mnist(max_table_bits: Option<u32>) -> Artifact {
+    let calib = bundled_sample(DatasetKind::Mnist);
+    let px: Vec<&[u8]> = (0..calib.len()).map(|i| calib.pixels(i)).collect();
+    let g = fhec_compiler::import_onnx(MODEL, &Default::default()).expect("import");
+    let mut quant = QuantOptions::for_model(&g).expect("metadata");
+    if let Some(t) = max_table_bits {
+        quant.max_table_bits = t;
+    }
+    let opts = BuildOptions { quant: Some(quant), ..Default::default() };
+    build(MODEL, "fhe_mnist.onnx", &px, &opts).expect("build")
+}
+
+/// The part of `c` from the first dense layer to the table after it, with a fresh input
+/// standing for the flattened first-layer activations.
+fn second_layer(c: &Circuit) -> Circuit {
+    let first = c.nodes.iter().position(|n| matches!(n.op, COp::Dense { .. })).expect("a dense layer");
+    let table = first + c.nodes[first..].iter().position(|n| matches!(n.op, COp::Table { .. })).expect("a table");
+    let src = &c.nodes[c.nodes[first].inputs[0]];
+    let mut nodes = vec![CNode {
+        name: "input".into(),
+        op: COp::Input { bits: src.range.width() },
+        inputs: vec![],
+        shape: src.shape.clone(),
+        range: src.range,
+        norm2: 1.0,
+    }];
+    for n in &c.nodes[first..=table] {
+        let inputs = n.inputs.iter().map(|&i| if i < first { 0 } else { i - first + 1 }).collect();
+        nodes.push(CNode { inputs, ..n.clone() });
+    }
+    let output = nodes.len() - 1;
+    Circuit { nodes, output, ..c.clone() }
+}
+
+fn benches(cr: &mut Criterion) {
+    let mut g = cr.benchmark_group("bootstrap");
+    g.sample_size(20);
+    for t in [4, 5] {
+        let art = fhe_mnist(Some(t));
+        let setup = art.fhe.as_ref().expect("parameters");
+        let p = &setup.params;
+        let ck = ClientKey::generate(p);
+        let sk = ck.server_key();
+        let ct = ck.encrypt(&[3], &[1], t);
+        let mut b = OneBootstrap::new(&sk, t);
+        let name = format!(
+            "fhe_mnist {t}-bit tables: n={} k={} N={} PBS {}x2^{} KS {}x2^{}",
+            p.lwe_dimension,
+            p.glwe_dimension,
+            p.polynomial_size,
+            p.pbs_level,
+            p.pbs_base_log,
+            p.ks_level,
+            p.ks_base_log
+        );
+        g.bench_function(name, |bch| bch.iter(|| b.run(&ct).len()));
+    }
+    g.finish();
+
+    let mut g = cr.benchmark_group("layer");
+    g.sample_size(10);
+    let art = fhe_mnist(None);
+    let setup = art.fhe.as_ref().expect("parameters");
+    let sub = second_layer(&art.circuit);
+    let plan = EncodingPlan::plan(&sub).expect("plan");
+    let ck = ClientKey::generate(&setup.params);
+    let sk = ck.server_key();
+    let n: usize = sub.input_shape().iter().product();
+    let vals: Vec<i64> = (0..n as i64).map(|i| (i * 5 + 1) % (sub.nodes[0].range.max + 1)).collect();
+    let input = ck.encrypt(&vals, sub.input_shape(), plan.bits[0]);
+    g.bench_function("fhe_mnist fc1+act2 (256 bootstraps)", |bch| {
+        bch.iter(|| evaluate(&sk, &sub, &plan, &input).expect("evaluate").data.len())
+    });
+    g.finish();
+}
+
+criterion_group!(fhe, benches);
+criterion_main!(fhe);

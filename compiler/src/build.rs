@@ -1,0 +1,98 @@
+//! From ONNX bytes to an artifact in one call: what `fhec build` does, for programs.
+//!
+//! Import, calibrate on the given images, quantize to a circuit, choose TFHE parameters.
+//! No file I/O: the caller supplies the model bytes and the calibration pixels.
+
+use std::collections::BTreeMap;
+
+use fhec_ir::artifact::Artifact;
+use fhec_ir::{Graph, Preprocess};
+
+use crate::params::{ParamOptions, select};
+use crate::quantize::{QuantError, QuantOptions, RangeMode, compile_circuit};
+use crate::{ImportError, ImportOptions, import_onnx};
+
+/// Options of a build.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Import options.
+    pub import: ImportOptions,
+    /// Bit widths and ranges (default: [`QuantOptions::for_model`]).
+    pub quant: Option<QuantOptions>,
+    /// Pixel scaling (default: the model's `fhec.preprocess` metadata, else unit).
+    pub preprocess: Option<Preprocess>,
+    /// Failure-probability target of the parameter search.
+    pub params: ParamOptions,
+    /// How the calibration set is described in the artifact's options.
+    pub calibration_name: String,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The model does not import.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// The model does not quantize.
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    /// A metadata entry is malformed.
+    #[error("model metadata {key}: {message}")]
+    Metadata {
+        /// The metadata key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The model's pixel scaling: `flag`, else its metadata, else unit.
+pub fn preprocess_of(g: &Graph, flag: Option<Preprocess>) -> Result<Preprocess, BuildError> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    match g.metadata.get(Preprocess::METADATA_KEY) {
+        None => Ok(Preprocess::Unit),
+        Some(v) => v.parse().map_err(|message| BuildError::Metadata { key: Preprocess::METADATA_KEY.into(), message }),
+    }
+}
+
+/// Compiles an imported graph: calibration on `calibration` (8-bit pixels of the model's
+/// input size), quantization, parameter selection. A circuit without 128-bit parameters
+/// still builds (the artifact says why in its `fhe` option) so that it can be simulated.
+pub fn build_graph(g: &Graph, source: &str, calibration: &[&[u8]], o: &BuildOptions) -> Result<Artifact, BuildError> {
+    let pre = preprocess_of(g, o.preprocess)?;
+    let opts = match &o.quant {
+        Some(q) => q.clone(),
+        None => QuantOptions::for_model(g)?,
+    };
+    let circuit = compile_circuit(g, pre, calibration, &opts)?;
+    let mut options = BTreeMap::new();
+    options.insert("input_bits".into(), opts.input_bits.to_string());
+    options.insert("weight_bits".into(), opts.weight_bits.to_string());
+    options.insert("act_bits".into(), opts.act_bits.to_string());
+    options.insert("max_table_bits".into(), opts.max_table_bits.to_string());
+    options.insert(
+        "ranges".into(),
+        match opts.ranges {
+            RangeMode::Exact => "exact".into(),
+            RangeMode::Calibrated => format!("calibrated (+{}%)", opts.range_margin_pct),
+        },
+    );
+    options.insert("preprocess".into(), pre.to_string());
+    options.insert("calibration".into(), format!("{} ({} images)", o.calibration_name, calibration.len()));
+    let fhe = match select(&circuit, &o.params) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            options.insert("fhe".into(), format!("unavailable: {e}"));
+            None
+        }
+    };
+    Ok(Artifact { fhec_version: env!("CARGO_PKG_VERSION").into(), source: source.into(), options, circuit, fhe })
+}
+
+/// [`build_graph`] from ONNX bytes.
+pub fn build(model: &[u8], source: &str, calibration: &[&[u8]], o: &BuildOptions) -> Result<Artifact, BuildError> {
+    let g = import_onnx(model, &o.import)?;
+    build_graph(&g, source, calibration, o)
+}

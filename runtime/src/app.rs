@@ -1,0 +1,162 @@
+//! The application API: a [`Client`] and a [`Server`] that exchange only bytes.
+//!
+//! ```text
+//!   client                                   server
+//!   Client::new(artifact)          artifact  Server::new(artifact, evaluation key)
+//!   evaluation_key() ───────────────────────▶
+//!   encrypt(pixels) ────── encrypted image ─▶ classify(bytes)
+//!   decrypt(bytes) ◀────── encrypted result ─┘
+//! ```
+//!
+//! The artifact (from `fhec build`) is public: both sides load it. The client's secret key
+//! never leaves [`Client`]; [`Server`] is built from the evaluation key and cannot decrypt.
+//! Every byte string is framed, versioned, checksummed and tied to the artifact's
+//! parameters, so a key or ciphertext of another model is an error, not a wrong answer.
+
+use std::sync::atomic::AtomicUsize;
+
+use fhec_ir::artifact::{Artifact, ArtifactError};
+use fhec_ir::params::FheSetup;
+
+use crate::fhe::{ClientKey, CtTensor, FheError, ServerKey, evaluate_with_progress};
+use crate::sim;
+
+/// Why a client or server operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The artifact does not load.
+    #[error("artifact: {0}")]
+    Artifact(#[from] ArtifactError),
+    /// The artifact was compiled without TFHE parameters.
+    #[error("the artifact has no TFHE parameters ({0}); rebuild it with narrower widths")]
+    NoParameters(String),
+    /// A key or ciphertext is wrong for this artifact, or evaluation failed.
+    #[error("{what}: {source}")]
+    Fhe {
+        /// Which input.
+        what: &'static str,
+        /// The underlying error.
+        source: FheError,
+    },
+}
+
+fn setup(art: &Artifact) -> Result<FheSetup, AppError> {
+    art.fhe
+        .clone()
+        .ok_or_else(|| AppError::NoParameters(art.options.get("fhe").cloned().unwrap_or_else(|| "none chosen".into())))
+}
+
+fn fhe(what: &'static str) -> impl Fn(FheError) -> AppError {
+    move |source| AppError::Fhe { what, source }
+}
+
+/// A decrypted classification.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// The predicted class (argmax of the scores).
+    pub class: usize,
+    /// The model's output scores (dequantized logits).
+    pub scores: Vec<f64>,
+    /// The decrypted output integers (what the simulator computes).
+    pub raw: Vec<i64>,
+}
+
+/// The client: holds the secret key, encrypts images and decrypts results.
+pub struct Client {
+    artifact: Artifact,
+    setup: FheSetup,
+    key: ClientKey,
+}
+
+impl Client {
+    /// Loads an artifact and generates fresh keys for it.
+    pub fn new(artifact: &[u8]) -> Result<Client, AppError> {
+        let artifact = Artifact::from_bytes(artifact)?;
+        let setup = setup(&artifact)?;
+        let key = ClientKey::generate(&setup.params);
+        Ok(Client { artifact, setup, key })
+    }
+
+    /// Loads an artifact and a client key saved by [`Client::secret_key`].
+    pub fn with_key(artifact: &[u8], secret_key: &[u8]) -> Result<Client, AppError> {
+        let artifact = Artifact::from_bytes(artifact)?;
+        let setup = setup(&artifact)?;
+        let key = ClientKey::from_bytes(secret_key, &setup.params).map_err(fhe("client key"))?;
+        Ok(Client { artifact, setup, key })
+    }
+
+    /// The secret key, to store on the client (never send it).
+    pub fn secret_key(&self) -> Vec<u8> {
+        self.key.to_bytes()
+    }
+
+    /// The evaluation key to send to the server (derived anew on every call: keep the bytes).
+    pub fn evaluation_key(&self) -> Vec<u8> {
+        self.key.server_key().to_bytes()
+    }
+
+    /// The compiled model.
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
+    /// Encrypts an image given as 8-bit grayscale pixels, row-major, of the model's input size.
+    pub fn encrypt(&self, pixels: &[u8]) -> Result<Vec<u8>, AppError> {
+        let ct = self.key.encrypt_image(&self.artifact.circuit, &self.setup.plan, pixels).map_err(fhe("image"))?;
+        Ok(ct.to_bytes(&self.setup.params))
+    }
+
+    /// Decrypts a result from [`Server::classify`].
+    pub fn decrypt(&self, result: &[u8]) -> Result<Prediction, AppError> {
+        let ct = CtTensor::from_bytes(result, &self.setup.params).map_err(fhe("encrypted result"))?;
+        let c = &self.artifact.circuit;
+        let want = &c.nodes[c.output].shape;
+        if ct.shape != *want || ct.bits != self.setup.plan.bits[c.output] {
+            return Err(AppError::Fhe {
+                what: "encrypted result",
+                source: FheError(format!(
+                    "holds a tensor of shape {:?} on {} bits, not this model's result ({want:?} on {} bits)",
+                    ct.shape, ct.bits, self.setup.plan.bits[c.output]
+                )),
+            });
+        }
+        let raw = self.key.decrypt(&ct);
+        let scores = c.output_quant.scores(&raw);
+        Ok(Prediction { class: sim::argmax(&scores), scores, raw })
+    }
+}
+
+/// The server: evaluates the model on encrypted images with the evaluation key only.
+pub struct Server {
+    artifact: Artifact,
+    setup: FheSetup,
+    key: ServerKey,
+}
+
+impl Server {
+    /// Loads an artifact and a client's evaluation key.
+    pub fn new(artifact: &[u8], evaluation_key: &[u8]) -> Result<Server, AppError> {
+        let artifact = Artifact::from_bytes(artifact)?;
+        let setup = setup(&artifact)?;
+        let key = ServerKey::from_bytes(evaluation_key, &setup.params).map_err(fhe("evaluation key"))?;
+        Ok(Server { artifact, setup, key })
+    }
+
+    /// Bootstraps one classification performs (the total for [`Server::classify_with_progress`]).
+    pub fn bootstraps(&self) -> usize {
+        self.artifact.circuit.bootstrap_stats().total()
+    }
+
+    /// Classifies an encrypted image; returns the encrypted result.
+    pub fn classify(&self, encrypted_image: &[u8]) -> Result<Vec<u8>, AppError> {
+        self.classify_with_progress(encrypted_image, &AtomicUsize::new(0))
+    }
+
+    /// [`Server::classify`], counting bootstraps done in `progress`.
+    pub fn classify_with_progress(&self, encrypted_image: &[u8], progress: &AtomicUsize) -> Result<Vec<u8>, AppError> {
+        let ct = CtTensor::from_bytes(encrypted_image, &self.setup.params).map_err(fhe("encrypted image"))?;
+        let out = evaluate_with_progress(&self.key, &self.artifact.circuit, &self.setup.plan, &ct, progress)
+            .map_err(fhe("evaluation"))?;
+        Ok(out.to_bytes(&self.setup.params))
+    }
+}
