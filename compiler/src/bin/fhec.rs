@@ -738,6 +738,7 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
     let (mut up, mut down) = (0, 0);
     let mut preds = vec![];
     let mut agree = 0;
+    let mut outside = 0;
     let mut correct = 0;
     for i in 0..ds.len() {
         let t0 = std::time::Instant::now();
@@ -749,9 +750,15 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         let t2 = std::time::Instant::now();
         let pred = client.decrypt(&res)?;
         let t3 = std::time::Instant::now();
-        let want: Vec<i64> = sim::simulate(c, sim::encode_image(c, ds.pixels(i)))?.iter().copied().collect();
-        let same = pred.raw == want;
-        agree += same as usize;
+        // An image outside the calibrated ranges has no specified result to compare with.
+        let want: Option<Vec<i64>> = match sim::simulate(c, sim::encode_image(c, ds.pixels(i))) {
+            Ok(v) => Some(v.iter().copied().collect()),
+            Err(e) if e.out_of_range => None,
+            Err(e) => return Err(e.into()),
+        };
+        let same = want.as_ref().is_none_or(|w| pred.raw == *w);
+        outside += want.is_none() as usize;
+        agree += (same && want.is_some()) as usize;
         correct += (pred.class == ds.labels[i] as usize) as usize;
         (up, down) = (ct.len(), res.len());
         te.push((t1 - t0).as_secs_f64());
@@ -761,7 +768,11 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
             "image {i}: label {} -> class {} ({}); encrypt {:.3} s, evaluate {:.2} s, decrypt {:.4} s",
             ds.labels[i],
             pred.class,
-            if same { "= simulation" } else { "DIFFERS from simulation" },
+            match (&want, same) {
+                (None, _) => "outside the calibrated ranges: result unspecified",
+                (Some(_), true) => "= simulation",
+                (Some(_), false) => "DIFFERS from simulation",
+            },
             te[i],
             tv[i],
             td[i]
@@ -769,8 +780,9 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         preds.push(pred.class);
     }
     println!(
-        "agreement with simulation: {agree}/{} (outputs equal); encrypted accuracy {correct}/{}",
-        ds.len(),
+        "agreement with simulation: {agree}/{} (outputs equal){}; encrypted accuracy {correct}/{}",
+        ds.len() - outside,
+        if outside > 0 { format!(", {outside} images outside the calibrated ranges") } else { String::new() },
         ds.len()
     );
     println!(
@@ -781,12 +793,13 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         size(up),
         size(down)
     );
-    if agree != ds.len() {
-        bail!("{} of {} encrypted results differ from the simulation", ds.len() - agree, ds.len());
+    if agree + outside != ds.len() {
+        bail!("{} of {} encrypted results differ from the simulation", ds.len() - outside - agree, ds.len() - outside);
     }
     Ok(FheRun {
         preds,
         agree,
+        compared: ds.len() - outside,
         correct,
         keygen_s: keygen,
         eval_key_bytes: ek.len(),
@@ -803,6 +816,8 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
 struct FheRun {
     preds: Vec<usize>,
     agree: usize,
+    /// Images inside the calibrated ranges (the others have no specified result).
+    compared: usize,
     correct: usize,
     keygen_s: f64,
     eval_key_bytes: usize,
@@ -847,7 +862,7 @@ fn bench_fhe(models: &Path, data: Option<&Path>, images: usize, out: &Path) -> R
             m.file,
             m.dataset,
             r.agree,
-            ds.len(),
+            r.compared,
             r.correct,
             ds.len(),
             st.total(),
