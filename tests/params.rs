@@ -111,14 +111,8 @@ fn parameters_of_the_bundled_models() {
                 assert!(p.is_secure() && s.security_bits >= 128.0 && s.global_p_error <= (-40.0f64).exp2() * 1.0001);
                 writeln!(
                     out,
-                    "n={} k={} N={} PBS {}x2^{} KS {}x2^{}, security {:.0} bits, p_error 2^{:.1} per inference",
-                    p.lwe_dimension,
-                    p.glwe_dimension,
-                    p.polynomial_size,
-                    p.pbs_level,
-                    p.pbs_base_log,
-                    p.ks_level,
-                    p.ks_base_log,
+                    "{}, security {:.0} bits, p_error 2^{:.1} per inference",
+                    p.summary(),
                     s.security_bits,
                     s.global_p_error.log2()
                 )

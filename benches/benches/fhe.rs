@@ -65,16 +65,7 @@ fn benches(cr: &mut Criterion) {
         let sk = ck.server_key();
         let ct = ck.encrypt(&[3], &[1], t);
         let mut b = OneBootstrap::new(&sk, t);
-        let name = format!(
-            "fhe_mnist {t}-bit tables: n={} k={} N={} PBS {}x2^{} KS {}x2^{}",
-            p.lwe_dimension,
-            p.glwe_dimension,
-            p.polynomial_size,
-            p.pbs_level,
-            p.pbs_base_log,
-            p.ks_level,
-            p.ks_base_log
-        );
+        let name = format!("fhe_mnist {t}-bit tables: {}", p.summary());
         g.bench_function(name, |bch| bch.iter(|| b.run(&ct).len()));
     }
     g.finish();

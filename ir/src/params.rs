@@ -63,6 +63,20 @@ pub fn estimated_security_bits(d: usize, std: f64) -> f64 {
 }
 
 impl TfheParams {
+    /// The shape of the parameters on one line: `n=760 k=1 N=2048 PBS 2x2^16 KS 8x2^2`.
+    pub fn summary(&self) -> String {
+        format!(
+            "n={} k={} N={} PBS {}x2^{} KS {}x2^{}",
+            self.lwe_dimension,
+            self.glwe_dimension,
+            self.polynomial_size,
+            self.pbs_level,
+            self.pbs_base_log,
+            self.ks_level,
+            self.ks_base_log
+        )
+    }
+
     /// `kN`, dimension of the flattened GLWE key.
     pub fn big_dimension(&self) -> usize {
         self.glwe_dimension * self.polynomial_size

@@ -713,7 +713,6 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
     let server = Server::new(&bytes, &ek)?;
     let keygen = t.elapsed().as_secs_f64();
     let setup = art.fhe.as_ref().expect("Client::new checked the parameters");
-    let p = &setup.params;
     println!(
         "model: {} ({} bootstraps per image), dataset: {} ({} images), mode: fhe",
         model.display(),
@@ -722,14 +721,8 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         ds.len(),
     );
     println!(
-        "parameters: n={} k={} N={} PBS {}x2^{} KS {}x2^{}; security {:.0} bits; failure probability per inference <= 2^{:.1}",
-        p.lwe_dimension,
-        p.glwe_dimension,
-        p.polynomial_size,
-        p.pbs_level,
-        p.pbs_base_log,
-        p.ks_level,
-        p.ks_base_log,
+        "parameters: {}; security {:.0} bits; failure probability per inference <= 2^{:.1}",
+        setup.params.summary(),
         setup.security_bits,
         setup.global_p_error.max(1e-300).log2()
     );
@@ -855,10 +848,9 @@ fn bench_fhe(models: &Path, data: Option<&Path>, images: usize, out: &Path) -> R
         println!("== {} ==", m.file);
         let r = fhe_eval(&path, &art, &ds, kind)?;
         let st = art.circuit.bootstrap_stats();
-        let p = &setup.params;
         let widths: Vec<String> = st.by_width.iter().map(|(w, n)| format!("{n} x {w}-bit")).collect();
         rows.push(format!(
-            "| {} | {} | {}/{} | {}/{} | {} ({} + {} rounding) | n={} k={} N={} PBS {}x2^{} KS {}x2^{} | {:.0} bits, 2^{:.1} | {:.2} s | {:.1} s | {:.4} s | {:.1} s | {} | {} | {} |",
+            "| {} | {} | {}/{} | {}/{} | {} ({} + {} rounding) | {} | {:.0} bits, 2^{:.1} | {:.2} s | {:.1} s | {:.4} s | {:.1} s | {} | {} | {} |",
             m.file,
             m.dataset,
             r.agree,
@@ -868,13 +860,7 @@ fn bench_fhe(models: &Path, data: Option<&Path>, images: usize, out: &Path) -> R
             st.total(),
             widths.join(", "),
             st.rounding,
-            p.lwe_dimension,
-            p.glwe_dimension,
-            p.polynomial_size,
-            p.pbs_level,
-            p.pbs_base_log,
-            p.ks_level,
-            p.ks_base_log,
+            setup.params.summary(),
             setup.security_bits,
             setup.global_p_error.max(1e-300).log2(),
             r.encrypt_s,
