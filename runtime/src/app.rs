@@ -147,6 +147,12 @@ impl Server {
         self.artifact.circuit.bootstrap_stats().total()
     }
 
+    /// Median seconds of one keyswitch + bootstrap at this model's parameters on the calling
+    /// thread (see [`crate::fhe::one_bootstrap_seconds`]).
+    pub fn one_bootstrap_seconds(&self, samples: usize) -> f64 {
+        crate::fhe::one_bootstrap_seconds(&self.key, samples)
+    }
+
     /// Classifies an encrypted image; returns the encrypted result.
     pub fn classify(&self, encrypted_image: &[u8]) -> Result<Vec<u8>, AppError> {
         self.classify_with_progress(encrypted_image, &AtomicUsize::new(0))

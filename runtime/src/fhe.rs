@@ -586,6 +586,40 @@ fn max_pool(
     CtTensor { shape: out_shape.to_vec(), bits: x.bits, data }
 }
 
+/// Median seconds of one keyswitch + programmable bootstrap on the calling thread, over
+/// `samples` runs (after five warm-up runs: the first bootstraps after key generation or a
+/// large evaluation run measurably slower): the unit of the scheduling-efficiency ratio
+/// `evaluation time / (bootstraps × this / cores)`. The input is a pseudo-random LWE
+/// vector: the cost of a bootstrap does not depend on what it decrypts to, but it does on
+/// the mask (tfhe-rs skips zero rotations, so an all-zero trivial ciphertext would be
+/// misleadingly fast).
+pub fn one_bootstrap_seconds(sk: &ServerKey, samples: usize) -> f64 {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let data = (0..sk.lwe_size())
+        .map(|_| {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        })
+        .collect();
+    let input = CtTensor { shape: vec![1], bits: 1, data };
+    let mut b = test_support::OneBootstrap::new(sk, 1);
+    for _ in 0..5 {
+        std::hint::black_box(b.run(&input));
+    }
+    let mut t: Vec<f64> = (0..samples.max(1))
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            std::hint::black_box(b.run(&input));
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
 /// Helpers for the noise-validation tests and the benches (not part of the stable API).
 #[doc(hidden)]
 pub mod test_support {

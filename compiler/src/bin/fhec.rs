@@ -259,22 +259,29 @@ enum Command {
 #[derive(Subcommand)]
 enum Bench {
     #[cfg(feature = "fhe")]
-    /// Encrypted runs of every bundled model that has TFHE parameters: agreement with the
-    /// simulation, latency, key and ciphertext sizes; writes the encrypted section of
-    /// BENCHMARKS.md.
-    Fhe {
+    /// One row per bundled model: float and simulated accuracy on full test sets, an
+    /// encrypted sample compared with the simulation, bootstraps, parameters, latency, key
+    /// and ciphertext sizes; writes the models section of BENCHMARKS.md.
+    Models {
         /// Directory of the bundled models (with manifest.json).
         #[arg(long, default_value = "examples/models")]
         models: PathBuf,
-        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (default: the bundled samples).
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
         #[arg(long)]
-        data: Option<PathBuf>,
-        /// Images per model (latency is the median over them).
-        #[arg(long, default_value_t = 5)]
+        data: PathBuf,
+        /// Encrypted images per model: the first N test images (latency is the median).
+        #[arg(long, default_value_t = 3)]
         images: usize,
-        /// Markdown file whose encrypted section is (re)written.
+        /// Skip the encrypted run of a model whose estimated server time per image (one core)
+        /// exceeds this many seconds (the row says so, with the estimate).
+        #[arg(long, default_value_t = 900.0)]
+        budget: f64,
+        /// Markdown file whose models section is (re)written.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// Measure accuracy on only the first N images of each set.
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Float vs simulated accuracy of every bundled model on full test sets; writes the
     /// accuracy section of BENCHMARKS.md.
@@ -333,7 +340,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(Bench::Accuracy { models, data, out, limit }) => bench_accuracy(&models, &data, &out, limit),
         #[cfg(feature = "fhe")]
-        Command::Bench(Bench::Fhe { models, data, images, out }) => bench_fhe(&models, data.as_deref(), images, &out),
+        Command::Bench(Bench::Models { models, data, images, budget, out, limit }) => {
+            bench_models(&models, &data, images, budget, &out, limit)
+        }
         #[cfg(feature = "fhe")]
         Command::Keygen { artifact, out, force } => {
             let art = read_artifact(&artifact)?;
@@ -552,11 +561,48 @@ fn machine_line() -> String {
     )
 }
 
-fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) -> Result<()> {
-    use fhec_compiler::manifest::Manifest;
+/// The manifest of a models directory.
+fn load_manifest(models: &Path) -> Result<fhec_compiler::manifest::Manifest> {
     let mpath = models.join("manifest.json");
     let text = std::fs::read_to_string(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?;
-    let manifest = Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mpath.display()))?;
+    fhec_compiler::manifest::Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mpath.display()))
+}
+
+/// Correct float predictions, correct simulated predictions and images outside the
+/// calibrated ranges, over a whole test set.
+struct Accuracy {
+    float: usize,
+    simulated: usize,
+    outside: usize,
+}
+
+fn measure_accuracy(g: &Graph, art: &Artifact, ds: &Dataset, pre: Preprocess) -> Result<Accuracy> {
+    let shape = image_input_shape(g, ds)?;
+    let float = (0..ds.len())
+        .into_par_iter()
+        .map(|i| {
+            let out = interp::run(g, &[ds.input(i, pre, &shape)])?;
+            Ok((sim::argmax(&out[0].iter().map(|&v| v as f64).collect::<Vec<_>>()) == ds.labels[i] as usize) as usize)
+        })
+        .collect::<Result<Vec<usize>, interp::InterpError>>()?
+        .into_iter()
+        .sum::<usize>();
+    let (preds, outside) = simulate_set(&art.circuit, ds)?;
+    let simulated = preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count();
+    Ok(Accuracy { float, simulated, outside })
+}
+
+/// The widths an artifact was compiled at: input/weight/activation/table bits.
+fn widths_of(art: &Artifact) -> String {
+    ["input_bits", "weight_bits", "act_bits", "max_table_bits"]
+        .iter()
+        .map(|k| art.options.get(*k).map_or("?", |v| v.as_str()))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) -> Result<()> {
+    let manifest = load_manifest(models)?;
     let machine = machine_line();
     let mut rows = vec![];
     for m in &manifest.models {
@@ -570,20 +616,8 @@ fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) 
         let t0 = std::time::Instant::now();
         let (g, art) = compile_model(&path, &args)?;
         let build_s = t0.elapsed().as_secs_f64();
-        let shape = image_input_shape(&g, &ds)?;
-        let float = (0..ds.len())
-            .into_par_iter()
-            .map(|i| {
-                let out = interp::run(&g, &[ds.input(i, m.preprocess, &shape)])?;
-                Ok((sim::argmax(&out[0].iter().map(|&v| v as f64).collect::<Vec<_>>()) == ds.labels[i] as usize)
-                    as usize)
-            })
-            .collect::<Result<Vec<usize>, interp::InterpError>>()?
-            .into_iter()
-            .sum::<usize>();
+        let Accuracy { float, simulated, outside } = measure_accuracy(&g, &art, &ds, m.preprocess)?;
         let c = &art.circuit;
-        let (preds, outside) = simulate_set(c, &ds)?;
-        let simulated = preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count();
         let st = c.bootstrap_stats();
         let n = ds.len() as f64;
         let row = format!(
@@ -591,11 +625,7 @@ fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) 
             m.file,
             m.dataset,
             m.preprocess,
-            ["input_bits", "weight_bits", "act_bits", "max_table_bits"]
-                .iter()
-                .map(|k| art.options.get(*k).map_or("?", |v| v.as_str()))
-                .collect::<Vec<_>>()
-                .join("/"),
+            widths_of(&art),
             100.0 * float as f64 / n,
             100.0 * simulated as f64 / n,
             100.0 * (simulated as f64 - float as f64) / n,
@@ -727,6 +757,10 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         setup.global_p_error.max(1e-300).log2()
     );
     println!("keygen: {keygen:.1} s; evaluation key {}", size(ek.len()));
+    // One bootstrap alone, measured before the runs (rayon's threads keep spinning for a
+    // moment after a parallel section, which would slow a measurement taken right after).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pbs_s = server.one_bootstrap_seconds(20);
     let (mut te, mut tv, mut td) = (vec![], vec![], vec![]);
     let (mut up, mut down) = (0, 0);
     let mut preds = vec![];
@@ -786,6 +820,14 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         size(up),
         size(down)
     );
+    // The scheduling efficiency: evaluation time over the ideal of every bootstrap at its
+    // single-thread cost spread over all cores.
+    let efficiency = median(&mut tv) / (server.bootstraps() as f64 * pbs_s / cores as f64);
+    println!(
+        "one keyswitch + bootstrap (one thread, median of 20): {:.1} ms; scheduling efficiency {:.2} (evaluate / (bootstraps x one bootstrap / {cores} cores))",
+        pbs_s * 1e3,
+        efficiency
+    );
     if agree + outside != ds.len() {
         bail!("{} of {} encrypted results differ from the simulation", ds.len() - outside - agree, ds.len() - outside);
     }
@@ -801,6 +843,8 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         decrypt_s: median(&mut td),
         upload: up,
         download: down,
+        pbs_s,
+        efficiency,
     })
 }
 
@@ -819,78 +863,122 @@ struct FheRun {
     decrypt_s: f64,
     upload: usize,
     download: usize,
+    /// One keyswitch + bootstrap on one thread (median).
+    pbs_s: f64,
+    /// Evaluation time / (bootstraps × `pbs_s` / cores).
+    efficiency: f64,
 }
 
-/// Encrypted benchmark of the bundled models (see `Bench::Fhe`).
+/// The per-model table of the bundled models (see `Bench::Models`).
 #[cfg(feature = "fhe")]
-fn bench_fhe(models: &Path, data: Option<&Path>, images: usize, out: &Path) -> Result<()> {
-    use fhec_compiler::manifest::Manifest;
-    let mpath = models.join("manifest.json");
-    let text = std::fs::read_to_string(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?;
-    let manifest = Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mpath.display()))?;
+fn bench_models(
+    models: &Path,
+    data: &Path,
+    images: usize,
+    budget: f64,
+    out: &Path,
+    limit: Option<usize>,
+) -> Result<()> {
+    let manifest = load_manifest(models)?;
     let load_before = machine_line();
     let mut rows = vec![];
-    let mut skipped = vec![];
     for m in &manifest.models {
         let path = models.join(&m.file);
         let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
-        let args = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
-        let (_, art) = compile_model(&path, &args)?;
-        let Some(setup) = art.fhe.as_ref() else {
-            skipped.push(format!("`{}`", m.file));
-            continue;
-        };
-        let mut ds = match data {
-            Some(d) => Dataset::load_test(d, kind)?,
-            None => bundled_sample(kind),
-        };
-        ds.truncate(images.max(1));
+        let mut ds = Dataset::load_test(data, kind)?;
+        if let Some(n) = limit {
+            ds.truncate(n);
+        }
         println!("== {} ==", m.file);
-        let r = fhe_eval(&path, &art, &ds, kind)?;
+        let args = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        let (g, art) = compile_model(&path, &args)?;
+        let acc = measure_accuracy(&g, &art, &ds, m.preprocess)?;
+        let n = ds.len() as f64;
+        println!(
+            "float {:.2}%, simulated {:.2}% ({} images, {} outside the calibrated ranges)",
+            100.0 * acc.float as f64 / n,
+            100.0 * acc.simulated as f64 / n,
+            ds.len(),
+            acc.outside
+        );
         let st = art.circuit.bootstrap_stats();
-        let widths: Vec<String> = st.by_width.iter().map(|(w, n)| format!("{n} x {w}-bit")).collect();
-        rows.push(format!(
-            "| {} | {} | {}/{} | {}/{} | {} ({} + {} rounding) | {} | {:.0} bits, 2^{:.1} | {:.2} s | {:.1} s | {:.4} s | {:.1} s | {} | {} | {} |",
+        let widths: Vec<String> = st.by_width.iter().map(|(w, k)| format!("{k} x {w}-bit")).collect();
+        let mut row = format!(
+            "| {} | {} | {} | {:.2}% | {:.2}% | {:+.2} | {} ({} + {} rounding) | {} |",
             m.file,
             m.dataset,
-            r.agree,
-            r.compared,
-            r.correct,
-            ds.len(),
+            widths_of(&art),
+            100.0 * acc.float as f64 / n,
+            100.0 * acc.simulated as f64 / n,
+            100.0 * (acc.simulated as f64 - acc.float as f64) / n,
             st.total(),
             widths.join(", "),
             st.rounding,
-            setup.params.summary(),
-            setup.security_bits,
-            setup.global_p_error.max(1e-300).log2(),
-            r.encrypt_s,
-            r.evaluate_s,
-            r.decrypt_s,
-            r.keygen_s,
-            size(r.eval_key_bytes),
-            size(r.upload),
-            size(r.download),
-        ));
+            st.max_width(),
+        );
+        let dash = " — |".repeat(10);
+        match art.fhe.as_ref() {
+            None => row.push_str(&format!(" none at 128 bits |{dash}")),
+            Some(setup) if setup.est_cost_ms / 1000.0 > budget || images == 0 => row.push_str(&format!(
+                " {}; 128 bits, 2^{:.1} | not run (estimated {:.0} s per image on one core) |{}",
+                setup.params.summary(),
+                setup.global_p_error.max(1e-300).log2(),
+                setup.est_cost_ms / 1000.0,
+                " — |".repeat(9)
+            )),
+            Some(setup) => {
+                let mut sample = ds.clone();
+                sample.truncate(images);
+                let r = fhe_eval(&path, &art, &sample, kind)?;
+                row.push_str(&format!(
+                    " {}; {:.0} bits, 2^{:.1} | {}/{} equal, {}/{} correct | {:.2} s | {:.1} s | {:.4} s | {:.1} ms | {:.2} | {:.1} s | {} | {} | {} |",
+                    setup.params.summary(),
+                    setup.security_bits,
+                    setup.global_p_error.max(1e-300).log2(),
+                    r.agree,
+                    r.compared,
+                    r.correct,
+                    sample.len(),
+                    r.encrypt_s,
+                    r.evaluate_s,
+                    r.decrypt_s,
+                    r.pbs_s * 1e3,
+                    r.efficiency,
+                    r.keygen_s,
+                    size(r.eval_key_bytes),
+                    size(r.upload),
+                    size(r.download),
+                ));
+            }
+        }
+        println!("{row}");
+        rows.push(row);
     }
     let body = format!(
-        "## Encrypted inference (tfhe-rs, 128-bit parameters)\n\n\
-Produced by `fhec bench fhe --images {images}{}`: for every bundled model with TFHE \
-parameters at its default compile options, keys are generated once, then each image is \
-encrypted by the client, classified by the server with the evaluation key only and \
-decrypted (the byte API of `fhec_runtime::app`); the decrypted output is compared with the \
-exact simulation. Latencies are medians over the images, on both cores. Machine: \
-{load_before} (before the run); after: {}.\n\n\
-| model | dataset | equal to simulation | correct | bootstraps / image | parameters | security, failure / inference | encrypt | evaluate | decrypt | keygen | evaluation key | upload / image | download / image |\n\
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n\n\
-No 128-bit parameters at their default (post-training, 11-bit table) widths, so simulation only: {}.\n",
-        data.map_or(String::new(), |d| format!(" --data {}", d.display())),
+        "## Bundled models: accuracy, cost and encrypted runs\n\n\
+Produced by `fhec bench models --data {} --images {images}{}`. One row per bundled model, \
+compiled at its default options (the widths its metadata names, else input 8 / weights 7 / \
+activations 7 / tables 11 bits; ranges calibrated on the bundled 200-image sample). *Float* \
+and *simulated*: top-1 accuracy of the float model and of the compiled integer circuit on \
+{} test images per set (images outside the calibrated ranges count as errors). \
+*Encrypted*: the first {images} test images are encrypted by the client, classified by the \
+server with the evaluation key only and decrypted (the byte API of `fhec_runtime::app`); \
+*equal* counts decrypted outputs identical to the simulation's. Latencies are medians over \
+those images, with both cores; *one bootstrap*: one keyswitch + bootstrap at the model's \
+parameters on one thread (median of 20, measured in the same run); *efficiency*: evaluate / \
+(bootstraps × one bootstrap / cores), 1.00 being perfect use of the cores. Models whose estimated server time exceeds {budget:.0} s per \
+image on one core are not run. Machine before the run: {load_before}; after: {}.\n\n\
+| model | dataset | widths (in/w/act/table) | float | simulated | Δ points | bootstraps / image | widest table | parameters; security, failure / inference | encrypted sample | encrypt | evaluate | decrypt | one bootstrap | efficiency | keygen | evaluation key | upload / image | download / image |\n\
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
+        data.display(),
+        if budget != 900.0 { format!(" --budget {budget}") } else { String::new() },
+        limit.map_or("all".to_string(), |n| n.to_string()),
         machine_line(),
         rows.join("\n"),
-        if skipped.is_empty() { "none".to_string() } else { skipped.join(", ") }
     );
     let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
-    std::fs::write(out, replace_section(&doc, "fhe", &body))
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    let doc = replace_section(&doc, "models", &body);
+    std::fs::write(out, doc).with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())
 }
