@@ -253,6 +253,9 @@ def main():
                          "(experimental: it costs accuracy today)")
     ap.add_argument("--span-penalty", type=float, default=0.0,
                     help="QAT (arch fhe): weight of a penalty on worst-case range / ReLU window (narrow tables)")
+    ap.add_argument("--compile-widths", default=None, metavar="I/W/A/T",
+                    help="arch cnn/seed (post-training quantization): the widths fhec compiles the model at by "
+                         "default (input/weight/activation/table bits), stored in the metadata like QAT's")
     ap.add_argument("--channels", type=int, default=4, help="arch fhe: convolution channels")
     ap.add_argument("--hidden", type=int, default=32, help="arch fhe: hidden units")
     args = ap.parse_args()
@@ -317,6 +320,12 @@ def main():
             "fhec.compile.act_bits": str(args.act_bits),
             "fhec.compile.max_table_bits": str(args.max_table_bits),
         })
+    if args.compile_widths and not q:
+        widths = [int(v) for v in args.compile_widths.split("/")]
+        if len(widths) != 4:
+            ap.error("--compile-widths takes four numbers: input/weight/activation/table bits")
+        props.update({f"fhec.compile.{k}": str(v) for k, v in
+                      zip(["input_bits", "weight_bits", "act_bits", "max_table_bits"], widths)})
     onnx.helper.set_model_props(m, props)
     onnx.save(m, args.out)
     info = {
@@ -325,6 +334,8 @@ def main():
         "float_test_accuracy_torch": round(acc, 4), "train_seconds": round(time.time() - t0, 1),
         "torch": torch.__version__, "preprocess": "unit",
     }
+    if args.compile_widths and not q:
+        info["compile_widths"] = args.compile_widths
     if q:
         info["qat"] = {"input_bits": args.input_bits, "weight_bits": args.weight_bits, "act_bits": args.act_bits,
                        "channels": args.channels, "hidden": args.hidden}
