@@ -51,6 +51,15 @@ fn eval_uses_the_models_preprocessing_and_accepts_an_override() {
     args.extend(["--preprocess", "raw255"]);
     let o2 = fhec(&args);
     assert!(text(&o2.stdout).contains("preprocess: raw255"));
+    // Third-party models kept byte-exact have no metadata: the manifest beside them says.
+    for (model, pre) in [("ort_int8_qlinear", "raw255"), ("burn_mnist_bn", "mnist-norm")] {
+        let path = format!("examples/models/{model}.onnx");
+        let o = fhec(&["eval", &path, "--dataset", "mnist", "--data", "examples/data", "--limit", "40"]);
+        assert!(text(&o.stdout).contains(&format!("preprocess: {pre}")), "{model}: {}", text(&o.stdout));
+        let acc: f64 =
+            text(&o.stdout).trim().lines().last().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(acc >= 0.9, "{model}: accuracy {acc} with the manifest's preprocessing");
+    }
 }
 
 #[test]

@@ -83,7 +83,8 @@ struct CompileArgs {
     /// Use at most this many calibration images.
     #[arg(long, default_value_t = 200)]
     calib_limit: usize,
-    /// Pixel scaling of the model's input (default: its `fhec.preprocess` metadata, else unit).
+    /// Pixel scaling of the model's input (default: its `fhec.preprocess` metadata, else its
+    /// entry in a `manifest.json` beside the model file, else unit).
     #[arg(long)]
     preprocess: Option<Preprocess>,
     /// Failure probability allowed for one whole inference (all bootstraps together).
@@ -269,12 +270,13 @@ enum Bench {
         /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
         #[arg(long)]
         data: PathBuf,
-        /// Encrypted images per model: the first N test images (latency is the median).
+        /// Encrypted images per model, at most: the first N test images (latency is the median).
         #[arg(long, default_value_t = 3)]
         images: usize,
-        /// Skip the encrypted run of a model whose estimated server time per image (one core)
-        /// exceeds this many seconds (the row says so, with the estimate).
-        #[arg(long, default_value_t = 900.0)]
+        /// Estimated server time (one core, seconds) allowed per model: a model whose estimate
+        /// per image is `e` runs `min(images, budget / e)` images, none if that is below one
+        /// (the row then says so, with the estimate).
+        #[arg(long, default_value_t = 2000.0)]
         budget: f64,
         /// Markdown file whose models section is (re)written.
         #[arg(long, default_value = "BENCHMARKS.md")]
@@ -460,7 +462,7 @@ fn run(cli: Cli) -> Result<()> {
                         bail!("{} is a compiled artifact; float mode needs the ONNX model", model.display());
                     }
                     let g = import(&model, &bytes, &compile.import.options())?;
-                    let pre = preprocess_of(&g, compile.preprocess)?;
+                    let pre = preprocess_of(&model, &g, compile.preprocess)?;
                     let shape = image_input_shape(&g, &ds)?;
                     header(&model, g.len(), "nodes", dataset, &ds, pre, "float");
                     (0..ds.len())
@@ -919,16 +921,18 @@ fn bench_models(
         let dash = " — |".repeat(10);
         match art.fhe.as_ref() {
             None => row.push_str(&format!(" none at 128 bits |{dash}")),
-            Some(setup) if setup.est_cost_ms / 1000.0 > budget || images == 0 => row.push_str(&format!(
-                " {}; 128 bits, 2^{:.1} | not run (estimated {:.0} s per image on one core) |{}",
-                setup.params.summary(),
-                setup.global_p_error.max(1e-300).log2(),
-                setup.est_cost_ms / 1000.0,
-                " — |".repeat(9)
-            )),
+            Some(setup) if ((budget / (setup.est_cost_ms / 1000.0)) as usize).min(images) == 0 => {
+                row.push_str(&format!(
+                    " {}; 128 bits, 2^{:.1} | not run (estimated {:.0} s per image on one core) |{}",
+                    setup.params.summary(),
+                    setup.global_p_error.max(1e-300).log2(),
+                    setup.est_cost_ms / 1000.0,
+                    " — |".repeat(9)
+                ))
+            }
             Some(setup) => {
                 let mut sample = ds.clone();
-                sample.truncate(images);
+                sample.truncate(((budget / (setup.est_cost_ms / 1000.0)) as usize).min(images));
                 let r = fhe_eval(&path, &art, &sample, kind)?;
                 row.push_str(&format!(
                     " {}; {:.0} bits, 2^{:.1} | {}/{} equal, {}/{} correct | {:.2} s | {:.1} s | {:.4} s | {:.1} ms | {:.2} | {:.1} s | {} | {} | {} |",
@@ -961,17 +965,17 @@ compiled at its default options (the widths its metadata names, else input 8 / w
 activations 7 / tables 11 bits; ranges calibrated on the bundled 200-image sample). *Float* \
 and *simulated*: top-1 accuracy of the float model and of the compiled integer circuit on \
 {} test images per set (images outside the calibrated ranges count as errors). \
-*Encrypted*: the first {images} test images are encrypted by the client, classified by the \
-server with the evaluation key only and decrypted (the byte API of `fhec_runtime::app`); \
+*Encrypted*: the first test images (at most {images}, fewer for models whose estimated \
+server time per image on one core times the count would exceed {budget:.0} s) are encrypted \
+by the client, classified by the server with the evaluation key only and decrypted (the byte API of `fhec_runtime::app`); \
 *equal* counts decrypted outputs identical to the simulation's. Latencies are medians over \
 those images, with both cores; *one bootstrap*: one keyswitch + bootstrap at the model's \
 parameters on one thread (median of 20, measured in the same run); *efficiency*: evaluate / \
-(bootstraps × one bootstrap / cores), 1.00 being perfect use of the cores. Models whose estimated server time exceeds {budget:.0} s per \
-image on one core are not run. Machine before the run: {load_before}; after: {}.\n\n\
+(bootstraps × one bootstrap / cores), 1.00 being perfect use of the cores. Machine before the run: {load_before}; after: {}.\n\n\
 | model | dataset | widths (in/w/act/table) | float | simulated | Δ points | bootstraps / image | widest table | parameters; security, failure / inference | encrypted sample | encrypt | evaluate | decrypt | one bootstrap | efficiency | keygen | evaluation key | upload / image | download / image |\n\
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
         data.display(),
-        if budget != 900.0 { format!(" --budget {budget}") } else { String::new() },
+        if budget != 2000.0 { format!(" --budget {budget}") } else { String::new() },
         limit.map_or("all".to_string(), |n| n.to_string()),
         machine_line(),
         rows.join("\n"),
@@ -1028,7 +1032,27 @@ fn load_model(path: &Path, options: &ImportOptions) -> Result<Graph> {
     import(path, &read(path)?, options)
 }
 
-fn preprocess_of(g: &Graph, flag: Option<Preprocess>) -> Result<Preprocess> {
+/// The entry of `model` in a `manifest.json` beside it, if there is one (how fhec knows the
+/// preprocessing and dataset of third-party models that are kept byte-exact, without
+/// metadata of their own). A manifest that exists but cannot be read is an error.
+fn manifest_entry(model: &Path) -> Result<Option<fhec_compiler::manifest::ManifestEntry>> {
+    let (Some(dir), Some(name)) = (model.parent(), model.file_name()) else { return Ok(None) };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    if !dir.join("manifest.json").is_file() {
+        return Ok(None);
+    }
+    let manifest = load_manifest(dir)?;
+    Ok(manifest.models.into_iter().find(|m| std::ffi::OsStr::new(&m.file) == name))
+}
+
+/// The input scaling of a model: the flag, else its `fhec.preprocess` metadata, else its
+/// entry in a `manifest.json` beside it, else unit.
+fn preprocess_of(model: &Path, g: &Graph, flag: Option<Preprocess>) -> Result<Preprocess> {
+    if flag.is_none() && !g.metadata.contains_key(Preprocess::METADATA_KEY) {
+        if let Some(m) = manifest_entry(model)? {
+            return Ok(m.preprocess);
+        }
+    }
     Ok(fhec_compiler::build::preprocess_of(g, flag)?)
 }
 
@@ -1039,12 +1063,17 @@ fn compile_model(model: &Path, args: &CompileArgs) -> Result<(Graph, Artifact)> 
         bail!("{} is already a compiled artifact", model.display());
     }
     let g = import(model, &bytes, &args.import.options())?;
-    let pre = preprocess_of(&g, args.preprocess)?;
+    let pre = preprocess_of(model, &g, args.preprocess)?;
     let kind = match args.calib_dataset {
         Some(k) => k,
         None => match g.metadata.get("fhec.dataset") {
             Some(d) => d.parse().map_err(|e: String| anyhow::anyhow!("model metadata fhec.dataset: {e}"))?,
-            None => DatasetKind::Mnist,
+            None => match manifest_entry(model)? {
+                Some(m) => {
+                    m.dataset.parse().map_err(|e: String| anyhow::anyhow!("manifest entry of {}: {e}", m.file))?
+                }
+                None => DatasetKind::Mnist,
+            },
         },
     };
     let (mut calib, calib_name) = match &args.calib {
