@@ -884,6 +884,7 @@ fn bench_models(
     let manifest = load_manifest(models)?;
     let load_before = machine_line();
     let mut rows = vec![];
+    let mut failures = vec![];
     for m in &manifest.models {
         let path = models.join(&m.file);
         let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
@@ -933,7 +934,18 @@ fn bench_models(
             Some(setup) => {
                 let mut sample = ds.clone();
                 sample.truncate(((budget / (setup.est_cost_ms / 1000.0)) as usize).min(images));
-                let r = fhe_eval(&path, &art, &sample, kind)?;
+                let r = match fhe_eval(&path, &art, &sample, kind) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Keep the rest of the table; the command still fails at the end.
+                        eprintln!("error: {}: {e:#}", m.file);
+                        failures.push(format!("{}: {e:#}", m.file));
+                        row.push_str(&format!(" {} | FAILED: {e:#} |{}", setup.params.summary(), " — |".repeat(9)));
+                        println!("{row}");
+                        rows.push(row);
+                        continue;
+                    }
+                };
                 row.push_str(&format!(
                     " {}; {:.0} bits, 2^{:.1} | {}/{} equal, {}/{} correct | {:.2} s | {:.1} s | {:.4} s | {:.1} ms | {:.2} | {:.1} s | {} | {} | {} |",
                     setup.params.summary(),
@@ -984,6 +996,9 @@ parameters on one thread (median of 20, measured in the same run); *efficiency*:
     let doc = replace_section(&doc, "models", &body);
     std::fs::write(out, doc).with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {}", out.display());
+    if !failures.is_empty() {
+        bail!("encrypted runs failed: {}", failures.join("; "));
+    }
     Ok(())
 }
 
