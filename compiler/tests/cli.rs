@@ -328,3 +328,42 @@ fn keygen_encrypt_run_decrypt_round_trip() {
     assert_eq!(sim.lines().nth(3).unwrap(), class);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn bench_models_writes_one_row_per_bundled_model_and_keeps_the_rest_of_the_file() {
+    let dir = tmpdir("bench-models");
+    let out = dir.join("BENCH.md");
+    std::fs::write(&out, "# mine\n\nkept text\n").unwrap();
+    // No encrypted images (`--images 0`): accuracy, cost and parameters only.
+    let args = [
+        "bench",
+        "models",
+        "--data",
+        "examples/data",
+        "--images",
+        "0",
+        "--limit",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = fhec(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let doc = std::fs::read_to_string(&out).unwrap();
+    assert!(doc.starts_with("# mine\n\nkept text\n"), "{doc}");
+    let manifest = std::fs::read_to_string(root().join("examples/models/manifest.json")).unwrap();
+    let files = manifest.matches("\"file\"").count();
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| ") && l.contains(".onnx |")).collect();
+    assert_eq!(rows.len(), files, "{doc}");
+    let header = doc.lines().find(|l| l.starts_with("| model |")).unwrap();
+    for r in &rows {
+        assert_eq!(r.matches(" |").count(), header.matches(" |").count(), "{r}");
+    }
+    // fhe_mnist has 128-bit parameters; an 11-bit-table model has none.
+    assert!(rows.iter().any(|r| r.starts_with("| fhe_mnist.onnx") && r.contains("128 bits") && r.contains("not run")));
+    assert!(rows.iter().any(|r| r.starts_with("| cnn_mnist.onnx") && r.contains("none at 128 bits")));
+    // Rerunning replaces the section instead of appending a second one.
+    assert_eq!(fhec(&args).status.code(), Some(0));
+    let again = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(again.matches("<!-- models:begin -->").count(), 1);
+}
