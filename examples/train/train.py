@@ -19,6 +19,7 @@ Example:
   python examples/train/train.py --arch seed --dataset mnist --out examples/models/seed_mnist.onnx
 """
 import argparse
+import math
 import gzip
 import json
 import os
@@ -93,7 +94,12 @@ class QState:
         self.input_bits, self.weight_bits, self.act_bits = input_bits, weight_bits, act_bits
         self.table_bits = table_bits
         self.model_rounding = False
+        # "observed": round over the range the accumulator takes on training batches (what
+        # fhec's calibrated ranges see); "worst": over the worst case the weights allow.
+        self.rounding_ranges = "observed"
         self.export = False
+        self.window_penalty = 0.0
+        self.window_ratio = 2.0
 
 
 def fake_quant_export(x, scale):
@@ -143,6 +149,24 @@ def fhec_rounding(acc, w_int, in_max, table_bits):
     return acc + (u - acc).detach()
 
 
+def observed_rounding(acc, lo, hi, table_bits, margin_pct=10):
+    """fhec's rounding before a table with calibrated ranges: the range [lo, hi] widened by
+    the margin, `k` low bits dropped so that it fits `table_bits` bits, and the table reading
+    the representative `lo + round((acc - lo) / 2^k) * 2^k` (clamped to the range, as values
+    outside it are out of contract). Returns that value (STE gradient)."""
+    with torch.no_grad():
+        m = math.ceil((hi - lo) * margin_pct / 100) + 1
+        lo, hi = math.floor(lo) - m, math.ceil(hi) + m
+        span, k = hi - lo, 0
+        while (int(span) + ((1 << (k - 1)) if k else 0)) >> k >= (1 << table_bits):
+            k += 1
+        if k == 0:
+            return acc
+        t = torch.floor((acc - lo + (1 << (k - 1))) / (1 << k)).clamp(0, (1 << table_bits) - 1)
+        u = t * (1 << k) + lo
+    return acc + (u - acc).detach()
+
+
 class QLayer(nn.Module):
     """A convolution or dense layer on fhec's integer grid: integer inputs (step `in_scale`)
     times per-channel integer weights, the accumulator rounded as fhec rounds it before the
@@ -151,12 +175,19 @@ class QLayer(nn.Module):
     def __init__(self, q, inner, in_bits, round_for_table=True):
         super().__init__()
         self.q, self.inner, self.in_bits, self.round_for_table = q, inner, in_bits, round_for_table
+        # Observed accumulator range (EMA of batch extremes), for observed-range rounding.
+        self.wbits = None  # this layer's weight bits, if not q.weight_bits (fhec finds the coarser grid)
+        self.register_buffer("acc_lo", torch.tensor(float("nan")))
+        self.register_buffer("acc_hi", torch.tensor(float("nan")))
+
+    def weight_bits(self):
+        return self.wbits or self.q.weight_bits
 
     def forward(self, x, in_scale):
         m = self.inner
         if self.q.export:
             return m(x)
-        qmax = (1 << (self.q.weight_bits - 1)) - 1
+        qmax = (1 << (self.weight_bits() - 1)) - 1
         w = m.weight
         s = w.detach().abs().flatten(1).max(1).values.clamp(min=1e-8) / qmax
         w_int = ste_round(w / s.view(-1, *([1] * (w.dim() - 1))))
@@ -168,7 +199,17 @@ class QLayer(nn.Module):
             acc = F.linear(x_int, w_int)
             shape = (1, -1)
         if self.round_for_table and self.q.model_rounding:
-            acc = fhec_rounding(acc, w_int.detach(), (1 << self.in_bits) - 1, self.q.table_bits)
+            if self.q.rounding_ranges == "worst":
+                acc = fhec_rounding(acc, w_int.detach(), (1 << self.in_bits) - 1, self.q.table_bits)
+            else:
+                if self.training:
+                    with torch.no_grad():
+                        lo, hi = acc.min(), acc.max()
+                        if torch.isnan(self.acc_lo):
+                            self.acc_lo.copy_(lo), self.acc_hi.copy_(hi)
+                        else:
+                            self.acc_lo.mul_(0.9).add_(0.1 * lo), self.acc_hi.mul_(0.9).add_(0.1 * hi)
+                acc = observed_rounding(acc, float(self.acc_lo), float(self.acc_hi), self.q.table_bits)
         return acc * (in_scale * s).view(shape) + m.bias.view(shape)
 
 
@@ -224,7 +265,96 @@ class Fhe(nn.Module):
         return pen
 
 
-ARCHS = {"cnn": (Cnn, 5), "seed": (Seed, 10), "fhe": (Fhe, 15)}
+class QNet(nn.Module):
+    """A QAT network from a layer spec (`--layers`), e.g. `c16k5s2,c32k5s2,f64`: each `cCkKsS[pP]`
+    a Conv(->C, KxK, stride S, zero padding P) ReLU, each `fH` a Linear(->H) ReLU, then Linear(->10)."""
+
+    def __init__(self, q, spec):
+        super().__init__()
+        self.q = q
+        self.inq = QInput(q)
+        self.layers, self.acts = nn.ModuleList(), nn.ModuleList()
+        c, hw, flat, in_bits = 1, 28, None, q.input_bits
+        for item in spec.split(","):
+            if item.startswith("c"):
+                assert flat is None, "convolutions before dense layers"
+                v = {t[0]: int(t[1:]) for t in _spec_tokens(item)}
+                k, st, pad = v["k"], v.get("s", 1), v.get("p", 0)
+                inner = nn.Conv2d(c, v["c"], kernel_size=k, stride=st, padding=pad)
+                c, hw = v["c"], (hw + 2 * pad - k) // st + 1
+            else:
+                flat = flat or c * hw * hw
+                inner = nn.Linear(flat, int(item[1:]))
+                flat = int(item[1:])
+            self.layers.append(QLayer(q, inner, in_bits))
+            self.acts.append(QRelu(q))
+            in_bits = q.act_bits
+        self.fc = QLayer(q, nn.Linear(flat or c * hw * hw, 10), q.act_bits, round_for_table=False)
+
+    def forward(self, x):
+        x = self.inq(x)
+        scale = 1.0 / ((1 << self.q.input_bits) - 1)
+        self.window_pen = 0.0
+        for layer, act in zip(self.layers, self.acts):
+            if isinstance(layer.inner, nn.Linear):
+                x = x.flatten(1)
+            pre = layer(x, scale)
+            if self.training and self.q.window_penalty:
+                self.window_pen = self.window_pen + window_penalty(pre, act, self.q.window_ratio)
+            x = act(pre)
+            scale = act.scale()
+        return self.fc(x.flatten(1), scale)
+
+
+def window_penalty(pre, act, ratio):
+    """How much wider each channel's batch range of the pre-activation is than the part of it
+    the ReLU window [0, alpha] covers (log of the ratio, beyond `ratio`): fhec's table reads the
+    whole calibrated range at one step, so the window gets more of the table's 2^T entries when
+    the range hugs it. Scale-free (a range shrunk inside the window costs nothing)."""
+    u = pre / (act.alpha.detach().abs() + 1e-3)
+    red = [d for d in range(u.dim()) if d != 1]
+    umin, umax = u.amin(dim=red), u.amax(dim=red)
+    span = (umax - umin).clamp(min=1e-3)
+    overlap = (torch.minimum(umax, torch.ones_like(umax)) - torch.maximum(umin, torch.zeros_like(umin))).clamp(min=0.05)
+    return F.relu(torch.log2(span / overlap) - math.log2(ratio)).mean()
+
+
+def _spec_tokens(item):
+    out, cur = [], ""
+    for ch in item:
+        if ch.isalpha() and cur:
+            out.append(cur)
+            cur = ""
+        cur += ch
+    return out + [cur]
+
+
+ARCHS = {"cnn": (Cnn, 5), "seed": (Seed, 10), "fhe": (Fhe, 15), "qnet": (QNet, 15)}
+QAT_ARCHS = ("fhe", "qnet")
+
+
+def augment(xb, gen):
+    """Random affine jitter per image: rotation up to 10 degrees, scale 0.9-1.1, shift up to
+    2 pixels (the usual MNIST augmentation; it curbs overfitting of the larger nets)."""
+    n = len(xb)
+    ang = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(10)
+    sc = 1 + (torch.rand(n, generator=gen) * 2 - 1) * 0.1
+    sh = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2 / 14)
+    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
+    theta = torch.stack([torch.stack([cos, -sin, sh[:, 0]], 1), torch.stack([sin, cos, sh[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(xb.shape), align_corners=False)
+    return F.grid_sample(xb, grid, align_corners=False, padding_mode="zeros")
+
+
+def shift(xb, r, gen):
+    """Random integer shift of each image by up to `r` pixels in each direction (zero fill)."""
+    n, _, h, w = xb.shape
+    pad = F.pad(xb, (r, r, r, r))
+    d = torch.randint(0, 2 * r + 1, (n, 2), generator=gen)
+    rows = (torch.arange(h).view(1, h) + d[:, :1]).view(n, 1, h, 1).expand(n, 1, h, w + 2 * r)
+    pad = torch.gather(pad, 2, rows)
+    cols = (torch.arange(w).view(1, w) + d[:, 1:]).view(n, 1, 1, w).expand(n, 1, h, w)
+    return torch.gather(pad, 3, cols)
 
 
 def accuracy(net, x, y):
@@ -249,15 +379,34 @@ def main():
     ap.add_argument("--max-table-bits", type=int, default=None,
                     help="QAT (arch fhe): widest table fhec should build (default act bits + 1), stored in the metadata")
     ap.add_argument("--model-rounding", action="store_true",
-                    help="QAT (arch fhe): also model fhec's exact rounding to the table width over worst-case ranges "
-                         "(experimental: it costs accuracy today)")
+                    help="QAT (arch fhe): also model fhec's exact rounding of each accumulator to the table width "
+                         "(over the ranges --rounding-ranges names), from epoch --rounding-from on")
+    ap.add_argument("--rounding-ranges", choices=["observed", "worst"], default="observed",
+                    help="QAT: the ranges the modelled rounding covers: observed on training batches (like fhec's "
+                         "calibrated ranges, the default) or the worst case of the weights (like --ranges exact)")
+    ap.add_argument("--rounding-from", type=int, default=1, help="QAT: first epoch (0-based) that models rounding")
     ap.add_argument("--span-penalty", type=float, default=0.0,
                     help="QAT (arch fhe): weight of a penalty on worst-case range / ReLU window (narrow tables)")
     ap.add_argument("--compile-widths", default=None, metavar="I/W/A/T",
                     help="arch cnn/seed (post-training quantization): the widths fhec compiles the model at by "
                          "default (input/weight/activation/table bits), stored in the metadata like QAT's")
-    ap.add_argument("--channels", type=int, default=4, help="arch fhe: convolution channels")
+    ap.add_argument("--channels", type=int, default=None, help="arch fhe: convolution channels (default 4)")
+    ap.add_argument("--augment", choices=["affine", "flip"], default=None,
+                    help="training-image augmentation: random affine jitter (digits) or horizontal flips (clothes)")
     ap.add_argument("--hidden", type=int, default=32, help="arch fhe: hidden units")
+    ap.add_argument("--layers", default="c16k5s2,c32k5s2",
+                    help="arch qnet: layers before the final Linear(->10), e.g. c16k5s2,c32k5s2,f64 "
+                         "(cCkKsSpP: Conv(->C, KxK, stride S, padding P) + ReLU; fH: Linear(->H) + ReLU)")
+    ap.add_argument("--window-penalty", type=float, default=0.0,
+                    help="arch qnet: weight of a penalty on log2(pre-activation batch range / part of it inside the "
+                         "ReLU window) beyond --window-ratio (keeps fhec's calibrated table ranges tight around [0, alpha])")
+    ap.add_argument("--window-ratio", type=float, default=2.0,
+                    help="arch qnet: range / covered-window ratio the window penalty allows")
+    ap.add_argument("--layer-weight-bits", default=None,
+                    help="QAT: weight bits of each layer in order (e.g. 2,3,4), each at most --weight-bits (which "
+                         "fhec gets in the metadata; it finds each layer's coarser grid itself)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    ap.add_argument("--shift", type=int, default=0, help="random shifts of the training images by up to this many pixels")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -268,24 +417,46 @@ def main():
     xtr, ytr = load(args.data, args.dataset, "train")
     xte, yte = load(args.data, args.dataset, "test")
     q = None
-    if args.arch == "fhe":
+    if args.arch in QAT_ARCHS:
         args.max_table_bits = args.max_table_bits or args.act_bits + 1
         q = QState(args.input_bits, args.weight_bits, args.act_bits, args.max_table_bits)
-        q.model_rounding = args.model_rounding
-        net = make(q, args.channels, args.hidden)
+        q.rounding_ranges = args.rounding_ranges
+        q.window_penalty = args.window_penalty
+        q.window_ratio = args.window_ratio
+        args.channels = args.channels or 4
+        net = make(q, args.layers) if args.arch == "qnet" else make(q, args.channels, args.hidden)
+        if args.layer_weight_bits:
+            qlayers = [m for m in net.modules() if isinstance(m, QLayer)]
+            bits = [int(v) for v in args.layer_weight_bits.split(",")]
+            if len(bits) != len(qlayers) or max(bits) > args.weight_bits:
+                ap.error(f"--layer-weight-bits: {len(qlayers)} numbers, each at most --weight-bits")
+            for m, b in zip(qlayers, bits):
+                m.wbits = b
     else:
         net = make()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if q else None
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=64, shuffle=True)
+    gen = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
     for epoch in range(epochs):
+        if q:
+            q.model_rounding = args.model_rounding and epoch >= args.rounding_from
         net.train()
         total = 0.0
         for xb, yb in loader:
+            if args.augment == "affine":
+                xb = augment(xb, gen)
+            elif args.augment == "flip":
+                flip = torch.rand(len(xb), generator=gen) < 0.5
+                xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(3), xb)
+            if args.shift:
+                xb = shift(xb, args.shift, gen)
             opt.zero_grad()
             loss = F.cross_entropy(net(xb), yb)
-            if q and args.span_penalty:
+            if q and args.window_penalty:
+                loss = loss + args.window_penalty * net.window_pen
+            if q and args.span_penalty and hasattr(net, "span_penalty"):
                 loss = loss + args.span_penalty * net.span_penalty()
             loss.backward()
             opt.step()
@@ -302,7 +473,7 @@ def main():
         with torch.no_grad():
             for m in net.modules():
                 if isinstance(m, QLayer):
-                    m.inner.weight.copy_(quant_weight(m.inner.weight, q.weight_bits))
+                    m.inner.weight.copy_(quant_weight(m.inner.weight, m.weight_bits()))
         q.export = True
         acc = accuracy(net, xte, yte)
         print(f"exported graph: test acc {acc:.4f}")
@@ -338,7 +509,19 @@ def main():
         info["compile_widths"] = args.compile_widths
     if q:
         info["qat"] = {"input_bits": args.input_bits, "weight_bits": args.weight_bits, "act_bits": args.act_bits,
-                       "channels": args.channels, "hidden": args.hidden}
+                       "max_table_bits": args.max_table_bits, "channels": args.channels, "hidden": args.hidden,
+                       "model_rounding": args.model_rounding, "augment": args.augment}
+        if args.arch == "qnet":
+            info["qat"]["layers"] = args.layers
+        if args.shift:
+            info["qat"]["shift"] = args.shift
+        if args.layer_weight_bits:
+            info["qat"]["layer_weight_bits"] = args.layer_weight_bits
+        if args.window_penalty:
+            info["qat"]["window_penalty"] = args.window_penalty
+            info["qat"]["window_ratio"] = args.window_ratio
+        if args.lr != 1e-3:
+            info["lr"] = args.lr
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
         json.dump(info, f, indent=2)
     print(json.dumps(info))
