@@ -60,6 +60,15 @@ fn eval_uses_the_models_preprocessing_and_accepts_an_override() {
             text(&o.stdout).trim().lines().last().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(acc >= 0.9, "{model}: accuracy {acc} with the manifest's preprocessing");
     }
+    // An unrelated manifest.json beside a model is ignored, not an error.
+    let dir = tmpdir("foreign-manifest");
+    // (a model without preprocessing metadata, so the manifest is consulted)
+    std::fs::copy(root().join("examples/models/ort_int8_qlinear.onnx"), dir.join("m.onnx")).unwrap();
+    std::fs::write(dir.join("manifest.json"), r#"{"name": "some web app", "icons": []}"#).unwrap();
+    let m = dir.join("m.onnx");
+    let o = fhec(&["eval", m.to_str().unwrap(), "--dataset", "mnist", "--data", "examples/data", "--limit", "10"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("ignoring"), "{}", text(&o.stderr));
 }
 
 #[test]

@@ -1049,15 +1049,21 @@ fn load_model(path: &Path, options: &ImportOptions) -> Result<Graph> {
 
 /// The entry of `model` in a `manifest.json` beside it, if there is one (how fhec knows the
 /// preprocessing and dataset of third-party models that are kept byte-exact, without
-/// metadata of their own). A manifest that exists but cannot be read is an error.
+/// metadata of their own). A `manifest.json` that is not an fhec models manifest (the name
+/// is common) is ignored with a note on stderr, never an error.
 fn manifest_entry(model: &Path) -> Result<Option<fhec_compiler::manifest::ManifestEntry>> {
     let (Some(dir), Some(name)) = (model.parent(), model.file_name()) else { return Ok(None) };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     if !dir.join("manifest.json").is_file() {
         return Ok(None);
     }
-    let manifest = load_manifest(dir)?;
-    Ok(manifest.models.into_iter().find(|m| std::ffi::OsStr::new(&m.file) == name))
+    match load_manifest(dir) {
+        Ok(manifest) => Ok(manifest.models.into_iter().find(|m| std::ffi::OsStr::new(&m.file) == name)),
+        Err(e) => {
+            eprintln!("note: ignoring {}: {e:#}", dir.join("manifest.json").display());
+            Ok(None)
+        }
+    }
 }
 
 /// The input scaling of a model: the flag, else its `fhec.preprocess` metadata, else its
