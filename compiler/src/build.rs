@@ -1,6 +1,7 @@
 //! From ONNX bytes to an artifact in one call: what `fhec build` does, for programs.
 //!
-//! Import, calibrate on the given images, quantize to a circuit, choose TFHE parameters.
+//! Import, optimise (the pass pipeline), calibrate on the given images, quantize to a
+//! circuit, choose TFHE parameters.
 //! No file I/O: the caller supplies the model bytes and the calibration pixels.
 
 use std::collections::BTreeMap;
@@ -9,7 +10,9 @@ use fhec_ir::artifact::Artifact;
 use fhec_ir::{Graph, Preprocess};
 
 use crate::params::{ParamOptions, select};
-use crate::quantize::{QuantError, QuantOptions, RangeMode, compile_circuit};
+use crate::passes::egraph::{CostParams, Limits};
+use crate::passes::{ActivationPolicy, DEFAULT_PIPELINE, PassContext, PassError, Pipeline};
+use crate::quantize::{QuantError, QuantOptions, RangeMode, calibration_inputs, compile_circuit};
 use crate::{ImportError, ImportOptions, import_onnx};
 
 /// Options of a build.
@@ -25,6 +28,36 @@ pub struct BuildOptions {
     pub params: ParamOptions,
     /// How the calibration set is described in the artifact's options.
     pub calibration_name: String,
+    /// The optimisation passes.
+    pub passes: PassOptions,
+}
+
+/// Which passes run before quantization, and their options.
+#[derive(Clone, Debug)]
+pub struct PassOptions {
+    /// Pass names in order (empty: none).
+    pub pipeline: Vec<String>,
+    /// Policy of the `activations` pass.
+    pub activations: ActivationPolicy,
+    /// Degree of fitted polynomials.
+    pub poly_degree: usize,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        PassOptions {
+            pipeline: DEFAULT_PIPELINE.iter().map(|s| s.to_string()).collect(),
+            activations: ActivationPolicy::default(),
+            poly_degree: 2,
+        }
+    }
+}
+
+impl PassOptions {
+    /// No pass at all (the graph as imported).
+    pub fn none() -> Self {
+        PassOptions { pipeline: vec![], ..PassOptions::default() }
+    }
 }
 
 /// Why a build failed.
@@ -36,6 +69,9 @@ pub enum BuildError {
     /// The model does not quantize.
     #[error(transparent)]
     Quant(#[from] QuantError),
+    /// A pass failed.
+    #[error(transparent)]
+    Pass(#[from] PassError),
     /// A metadata entry is malformed.
     #[error("model metadata {key}: {message}")]
     Metadata {
@@ -61,12 +97,58 @@ pub fn preprocess_of(g: &Graph, flag: Option<Preprocess>) -> Result<Preprocess, 
 /// input size), quantization, parameter selection. A circuit without 128-bit parameters
 /// still builds (the artifact says why in its `fhe` option) so that it can be simulated.
 pub fn build_graph(g: &Graph, source: &str, calibration: &[&[u8]], o: &BuildOptions) -> Result<Artifact, BuildError> {
-    let pre = preprocess_of(g, o.preprocess)?;
-    let opts = match &o.quant {
+    build_graph_with(g, source, calibration, o, &mut |_, _, _| {})
+}
+
+/// The quantization options of a build: the given ones, else the model's defaults.
+pub fn quant_options_of(g: &Graph, o: &BuildOptions) -> Result<QuantOptions, BuildError> {
+    Ok(match &o.quant {
         Some(q) => q.clone(),
         None => QuantOptions::for_model(g)?,
+    })
+}
+
+/// Runs the pass pipeline of `o` on `g`; `after` sees the graph after each pass.
+pub fn optimize(
+    g: &Graph,
+    calibration: &[&[u8]],
+    o: &BuildOptions,
+    after: &mut dyn FnMut(&str, &Graph, &[String]),
+) -> Result<Graph, BuildError> {
+    if o.passes.pipeline.is_empty() {
+        return Ok(g.clone());
+    }
+    let pre = preprocess_of(g, o.preprocess)?;
+    let q = quant_options_of(g, o)?;
+    let (a, b) = (pre.apply(0) as f64, pre.apply(255) as f64);
+    let cx = PassContext {
+        calibration: calibration_inputs(g, pre, calibration)?,
+        cost: CostParams {
+            input_bits: q.input_bits as f64,
+            weight_bits: q.weight_bits as f64,
+            act_bits: q.act_bits as f64,
+            max_table_bits: q.max_table_bits as f64,
+            input_range: (a.min(b), a.max(b)),
+        },
+        activations: o.passes.activations,
+        poly_degree: o.passes.poly_degree,
+        limits: Limits::default(),
     };
-    let circuit = compile_circuit(g, pre, calibration, &opts)?;
+    Ok(Pipeline::new(&o.passes.pipeline)?.run(g, &cx, after)?)
+}
+
+/// [`build_graph`], showing the graph after each pass to `after`.
+pub fn build_graph_with(
+    g: &Graph,
+    source: &str,
+    calibration: &[&[u8]],
+    o: &BuildOptions,
+    after: &mut dyn FnMut(&str, &Graph, &[String]),
+) -> Result<Artifact, BuildError> {
+    let pre = preprocess_of(g, o.preprocess)?;
+    let opts = quant_options_of(g, o)?;
+    let optimized = optimize(g, calibration, o, after)?;
+    let circuit = compile_circuit(&optimized, pre, calibration, &opts)?;
     let mut options = BTreeMap::new();
     options.insert("input_bits".into(), opts.input_bits.to_string());
     options.insert("weight_bits".into(), opts.weight_bits.to_string());
@@ -80,6 +162,19 @@ pub fn build_graph(g: &Graph, source: &str, calibration: &[&[u8]], o: &BuildOpti
         },
     );
     options.insert("preprocess".into(), pre.to_string());
+    options.insert(
+        "passes".into(),
+        if o.passes.pipeline.is_empty() { "none".into() } else { o.passes.pipeline.join(",") },
+    );
+    if o.passes.pipeline.iter().any(|p| p == "activations") {
+        options.insert(
+            "activations".into(),
+            match o.passes.activations {
+                ActivationPolicy::Poly => format!("poly (degree {})", o.passes.poly_degree),
+                p => p.to_string(),
+            },
+        );
+    }
     options.insert("calibration".into(), format!("{} ({} images)", o.calibration_name, calibration.len()));
     let fhe = match select(&circuit, &o.params) {
         Ok(s) => Some(s),

@@ -9,6 +9,7 @@ pub mod build;
 pub mod frontend;
 pub mod manifest;
 pub mod params;
+pub mod passes;
 pub mod quantize;
 pub mod report;
 pub mod summary;

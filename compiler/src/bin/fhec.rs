@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use fhec_compiler::BuildOptions;
-use fhec_compiler::build::build_graph;
+use fhec_compiler::build::{PassOptions, build_graph_with};
 use fhec_compiler::params::ParamOptions;
+use fhec_compiler::passes::{ActivationPolicy, Pipeline};
 use fhec_compiler::quantize::{QuantOptions, RangeMode};
 use fhec_compiler::report::build_report;
 use fhec_compiler::{ImportOptions, import_onnx};
@@ -93,6 +94,20 @@ struct CompileArgs {
     /// Failure probability of each bootstrap instead (overrides --global-p-error).
     #[arg(long)]
     p_error: Option<f64>,
+    /// Optimisation passes run before quantization, in order, comma-separated (`none`: the
+    /// graph as imported). Passes: declutter (every rule group in one e-graph),
+    /// canonical-activations, fuse-requant, fold-affine, merge-linear, sum-pooling,
+    /// argmax-tail, activations. Default: activations,declutter.
+    #[arg(long)]
+    passes: Option<String>,
+    /// Activations: `table` (exact tables), `poly` (least-squares polynomials of
+    /// --poly-degree on each activation's calibrated range), `auto` (the cost model's
+    /// choice: an activation that is linear on its range becomes free, others stay tables).
+    #[arg(long, default_value_t = ActivationPolicy::default())]
+    activations: ActivationPolicy,
+    /// Degree of the polynomials of `--activations poly`.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    poly_degree: u32,
 }
 
 impl CompileArgs {
@@ -112,7 +127,19 @@ impl CompileArgs {
             preprocess: None,
             global_p_error: ParamOptions::default().global_p_error,
             p_error: None,
+            passes: None,
+            activations: ActivationPolicy::default(),
+            poly_degree: 2,
         }
+    }
+
+    /// The pass pipeline and its options.
+    fn pass_options(&self) -> Result<PassOptions> {
+        let pipeline = match &self.passes {
+            None => PassOptions::default().pipeline,
+            Some(spec) => Pipeline::parse(spec)?.names().iter().map(|s| s.to_string()).collect(),
+        };
+        Ok(PassOptions { pipeline, activations: self.activations, poly_degree: self.poly_degree as usize })
     }
 
     /// The widths: flags first, then the model's `fhec.compile.*` metadata (a model trained
@@ -156,6 +183,9 @@ enum Command {
         /// Also print the circuit IR.
         #[arg(long)]
         print_circuit: bool,
+        /// Print the NN IR as imported and after every pass (with what each pass did).
+        #[arg(long)]
+        print_ir_after_all: bool,
         #[command(flatten)]
         compile: CompileArgs,
     },
@@ -301,6 +331,27 @@ enum Bench {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// The optimisation passes on every bundled model: bootstraps, widths, estimated cost and
+    /// simulated accuracy without passes and with the default pipeline, plus the activation
+    /// policies (`poly`, `auto`) on the ReLU and square-activation models; writes the passes
+    /// section of BENCHMARKS.md.
+    Passes {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
+        #[arg(long)]
+        data: PathBuf,
+        /// Markdown file whose passes section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Evaluate only the first N images of each set.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Models that also get `--activations poly` and `auto` rows.
+        #[arg(long, value_delimiter = ',', default_value = "cnn_mnist.onnx,qat2_mnist.onnx,seed_mnist.onnx")]
+        policies_on: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -341,6 +392,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(Bench::Accuracy { models, data, out, limit }) => bench_accuracy(&models, &data, &out, limit),
+        Command::Bench(Bench::Passes { models, data, out, limit, policies_on }) => {
+            bench_passes(&models, &data, &out, limit, &policies_on)
+        }
         #[cfg(feature = "fhe")]
         Command::Bench(Bench::Models { models, data, images, budget, out, limit }) => {
             bench_models(&models, &data, images, budget, &out, limit)
@@ -428,14 +482,32 @@ fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(feature = "fhe")]
         Command::Demo { images } => demo(images),
-        Command::Build { model, out, json, print_circuit, compile } => {
-            let (_, art) = compile_model(&model, &compile)?;
+        Command::Build { model, out, json, print_circuit, print_ir_after_all, compile } => {
+            let mut show = |pass: &str, g: &Graph, notes: &[String]| {
+                if print_ir_after_all {
+                    println!("// ----- IR after pass '{pass}'");
+                    for n in notes {
+                        println!("// {n}");
+                    }
+                    print!("{}", print::print(g));
+                }
+            };
+            if print_ir_after_all {
+                let bytes = read(&model)?;
+                let g = import(&model, &bytes, &compile.import.options())?;
+                println!("// ----- IR as imported");
+                print!("{}", print::print(&g));
+            }
+            let (_, art, before) = compile_model_with(&model, &compile, &mut show, true)?;
             let out = out.unwrap_or_else(|| model.with_extension("fhec"));
             let bytes = art.to_bytes();
             write_artifact(&out, &bytes)?;
             let report = build_report(&art.circuit, &art.options, art.fhe.as_ref());
             if json {
                 let mut v = serde_json::to_value(&report)?;
+                if let Some(b) = &before {
+                    v["before_passes"] = serde_json::to_value(build_report(&b.circuit, &b.options, b.fhe.as_ref()))?;
+                }
                 v["artifact"] = serde_json::json!({ "path": out.display().to_string(), "bytes": bytes.len() });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -443,6 +515,9 @@ fn run(cli: Cli) -> Result<()> {
                     print!("{}", fhec_ir::circuit::print::print(&art.circuit));
                 }
                 print!("{}", report.to_text());
+                if let Some(b) = &before {
+                    println!("{}", pass_comparison(b, &art));
+                }
                 println!("wrote {} ({} bytes)", out.display(), bytes.len());
             }
             Ok(())
@@ -665,6 +740,85 @@ Machine at the start: {machine}.\n\n\
     );
     let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
     std::fs::write(out, replace_section(&doc, "accuracy", &body))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// One row of the passes table: a model compiled with one pipeline.
+fn passes_row(model: &str, args: &CompileArgs, art: &Artifact, notes: &[String], acc: &Accuracy, n: f64) -> String {
+    let st = art.circuit.bootstrap_stats();
+    let est = match &build_report(&art.circuit, &art.options, art.fhe.as_ref()).fhe {
+        Some(f) => format!("{:.0} s", f.est_latency_ms_one_core / 1000.0),
+        None => "no 128-bit params".into(),
+    };
+    let widths: Vec<String> = st.by_width.iter().map(|(w, k)| format!("{k} x {w}-bit")).collect();
+    format!(
+        "| {model} | {} | {} | {} | {} | {} | {} | {est} | {:.2}% | {:.2}% |",
+        args.passes.as_deref().unwrap_or("activations,declutter"),
+        args.activations,
+        if notes.is_empty() { "—".into() } else { notes.join("; ") },
+        st.total(),
+        widths.join(", "),
+        st.rounding,
+        100.0 * acc.float as f64 / n,
+        100.0 * acc.simulated as f64 / n,
+    )
+}
+
+fn bench_passes(models: &Path, data: &Path, out: &Path, limit: Option<usize>, policies_on: &[String]) -> Result<()> {
+    let manifest = load_manifest(models)?;
+    let machine = machine_line();
+    let mut rows = vec![];
+    for m in &manifest.models {
+        let path = models.join(&m.file);
+        let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
+        let mut ds = Dataset::load_test(data, kind)?;
+        if let Some(n) = limit {
+            ds.truncate(n);
+        }
+        let base = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        let mut variants = vec![CompileArgs { passes: Some("none".into()), ..base.clone() }, base.clone()];
+        if policies_on.iter().any(|f| f == &m.file) {
+            for p in [ActivationPolicy::Poly, ActivationPolicy::Auto] {
+                variants.push(CompileArgs { activations: p, ..base.clone() });
+            }
+        }
+        for args in &variants {
+            let mut notes = vec![];
+            let mut keep = |pass: &str, _: &Graph, ns: &[String]| {
+                for n in ns {
+                    if n.starts_with("rules fired") || n.starts_with("e-graph") || n.contains("replaced") {
+                        notes.push(format!("{pass}: {}", n.replace('|', "/")));
+                    }
+                }
+            };
+            let (g, art, _) = compile_model_with(&path, args, &mut keep, false)?;
+            let acc = measure_accuracy(&g, &art, &ds, m.preprocess)?;
+            let row = passes_row(&m.file, args, &art, &notes, &acc, ds.len() as f64);
+            println!("{row}");
+            rows.push(row);
+        }
+    }
+    let body = format!(
+        "## Optimisation passes: bootstraps and accuracy before and after\n\n\
+Produced by `fhec bench passes --data {}` ({} images per test set). Each model is compiled \
+without passes (`none`) and with the default pipeline (`activations,declutter`: the \
+activation policy, then every e-graph rule group in one e-graph, extracted with the \
+bootstrap cost model of `compiler/src/passes/egraph/cost.rs`); the models named by \
+`--policies-on` also with `--activations poly` (least-squares degree-2 polynomials on each \
+activation's calibrated range) and `auto`. *Rules / notes*: what the passes did, with the \
+e-graph's estimated cost before -> after. *Est. server time*: the parameter search's \
+estimate for one image on one core. Widths are the model's defaults (see the accuracy \
+section). Machine at the start: {machine}.\n\n\
+| model | passes | activations | rules / notes | bootstraps | tables | rounding | est. server time | float (imported) | simulated |\n\
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
+        data.display(),
+        limit.map_or("all".to_string(), |n| n.to_string()),
+        rows.join("\n")
+    );
+    let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
+    std::fs::write(out, replace_section(&doc, "passes", &body))
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())
@@ -1077,8 +1231,20 @@ fn preprocess_of(model: &Path, g: &Graph, flag: Option<Preprocess>) -> Result<Pr
     Ok(fhec_compiler::build::preprocess_of(g, flag)?)
 }
 
-/// Imports, calibrates and quantizes a model.
+/// Imports, optimises, calibrates and quantizes a model.
 fn compile_model(model: &Path, args: &CompileArgs) -> Result<(Graph, Artifact)> {
+    let (g, art, _) = compile_model_with(model, args, &mut |_, _, _| {}, false)?;
+    Ok((g, art))
+}
+
+/// [`compile_model`], showing the graph after each pass to `after`, and with
+/// `compare`, also compiling the graph as imported (no pass) for the report.
+fn compile_model_with(
+    model: &Path,
+    args: &CompileArgs,
+    after: &mut dyn FnMut(&str, &Graph, &[String]),
+    compare: bool,
+) -> Result<(Graph, Artifact, Option<Artifact>)> {
     let bytes = read(model)?;
     if Artifact::sniff(&bytes) {
         bail!("{} is already a compiled artifact", model.display());
@@ -1122,10 +1288,35 @@ fn compile_model(model: &Path, args: &CompileArgs) -> Result<(Graph, Artifact)> 
         preprocess: Some(pre),
         params: ParamOptions { global_p_error: args.global_p_error, p_error: args.p_error },
         calibration_name: calib_name,
+        passes: args.pass_options()?,
     };
     let source = model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let art = build_graph(&g, &source, &images, &o).with_context(|| format!("cannot compile {}", model.display()))?;
-    Ok((g, art))
+    let art = build_graph_with(&g, &source, &images, &o, after)
+        .with_context(|| format!("cannot compile {}", model.display()))?;
+    let before = if compare && !o.passes.pipeline.is_empty() {
+        let o = BuildOptions { passes: PassOptions::none(), ..o };
+        Some(
+            build_graph_with(&g, &source, &images, &o, &mut |_, _, _| {})
+                .with_context(|| format!("cannot compile {} without passes", model.display()))?,
+        )
+    } else {
+        None
+    };
+    Ok((g, art, before))
+}
+
+/// One line comparing the circuit before and after the passes.
+fn pass_comparison(before: &Artifact, after: &Artifact) -> String {
+    let side = |a: &Artifact| {
+        let r = build_report(&a.circuit, &a.options, a.fhe.as_ref());
+        let widths: Vec<String> = r.tables_by_width.iter().map(|(w, n)| format!("{n} x {w}-bit")).collect();
+        let est = match &r.fhe {
+            Some(f) => format!("est. {:.0} s one core", f.est_latency_ms_one_core / 1000.0),
+            None => "no 128-bit parameters".into(),
+        };
+        format!("{} bootstraps ({}; {} rounding), {est}", r.total_bootstraps, widths.join(", "), r.rounding_bootstraps)
+    };
+    format!("passes: before {} -> after {}", side(before), side(after))
 }
 
 /// Writes an artifact atomically, refusing to replace a file that is not an artifact.

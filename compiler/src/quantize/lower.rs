@@ -40,6 +40,7 @@ enum Func {
     HardSigmoid(f64, f64),
     Clip(f64, f64),
     Square,
+    Poly(Vec<f64>),
     Affine(ArrayD<f64>, ArrayD<f64>),
     Quant(Grid),
 }
@@ -67,6 +68,7 @@ impl Func {
             Func::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),
             Func::Clip(lo, hi) => x.max(*lo).min(*hi),
             Func::Square => x * x,
+            Func::Poly(c) => c.iter().rev().fold(0.0, |acc, &k| acc * x + k),
             Func::Affine(k, t) => k.as_slice().expect("standard")[e] * x + t.as_slice().expect("standard")[e],
             Func::Quant(g) => g.dequantize(g.quantize(x as f32)) as f64,
         }
@@ -603,6 +605,7 @@ impl<'a> Lowerer<'a> {
                 self,
             ),
             Op::Square => elementwise(Func::Square, self),
+            Op::Poly(c) => elementwise(Func::Poly(c.iter().map(|&v| v as f64).collect()), self),
             Op::Mul if ins[0] == ins[1] => elementwise(Func::Square, self),
             Op::Mul => {
                 return Err(self.unsupported(
@@ -680,6 +683,23 @@ impl<'a> Lowerer<'a> {
                 );
                 let scale = &ch * &(&avg_ones / &sum_ones.mapv(|v| v.max(1.0)));
                 Low::Int { id: v, deq: Affine { scale, offset: f(&deq.offset)? }, cal: id }
+            }
+            Op::SumPool(pool) => {
+                let (x, deq) = self.int_of(ins[0], &[1])?;
+                let v = self.emit(name, COp::SumPool(pool.clone()), vec![x], shape.clone())?;
+                let ch = bcast(
+                    &deq.scale
+                        .slice_each_axis(|ax| {
+                            if ax.axis.index() >= 2 { ndarray::Slice::from(0..1) } else { ndarray::Slice::from(..) }
+                        })
+                        .to_owned(),
+                    &shape,
+                );
+                Low::Int {
+                    id: v,
+                    deq: Affine { scale: ch, offset: kernels::sum_pool(deq.offset.view(), pool) },
+                    cal: id,
+                }
             }
             Op::GlobalAvgPool => {
                 let (x, deq) = self.int_of(ins[0], &[1])?;

@@ -208,16 +208,15 @@ impl Calibration {
     }
 }
 
-/// Calibrates on 8-bit images (row-major pixels of the model's input size) and quantizes.
-pub fn compile_circuit(
+/// The model's float inputs for 8-bit images (row-major pixels of its input size).
+pub fn calibration_inputs(
     g: &Graph,
     pre: fhec_ir::Preprocess,
     calib_images: &[&[u8]],
-    opts: &QuantOptions,
-) -> Result<fhec_ir::circuit::Circuit, QuantError> {
+) -> Result<Vec<Tensor>, QuantError> {
     let shape = g.node(g.inputs()[0]).shape.clone();
     let n: usize = shape.iter().product();
-    let inputs: Vec<Tensor> = calib_images
+    calib_images
         .iter()
         .map(|px| {
             if px.len() != n {
@@ -229,7 +228,17 @@ pub fn compile_circuit(
             Ok(Tensor::from_shape_vec(ndarray::IxDyn(&shape), px.iter().map(|&p| pre.apply(p)).collect())
                 .expect("size checked"))
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+/// Calibrates on 8-bit images (row-major pixels of the model's input size) and quantizes.
+pub fn compile_circuit(
+    g: &Graph,
+    pre: fhec_ir::Preprocess,
+    calib_images: &[&[u8]],
+    opts: &QuantOptions,
+) -> Result<fhec_ir::circuit::Circuit, QuantError> {
+    let inputs = calibration_inputs(g, pre, calib_images)?;
     let mut cal = Calibration::run(g, &inputs)?;
     cal.pixels = calib_images.iter().map(|p| p.to_vec()).collect();
     quantize(g, pre, &cal, opts)

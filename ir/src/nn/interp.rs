@@ -113,6 +113,8 @@ pub fn eval_op(op: &Op, args: &[ArrayViewD<f32>], out_shape: &[usize]) -> Result
         Op::AvgPool { pool, count_include_pad } => {
             pool2d(&as4(x())?, pool, PoolKind::Avg { count_include_pad: *count_include_pad }).into_dyn()
         }
+        Op::SumPool(p) => crate::circuit::kernels::sum_pool(x(), p),
+        Op::Poly(c) => x().mapv(|v| c.iter().rev().fold(0.0, |acc, &k| acc * v + k)),
         Op::GlobalAvgPool => {
             let shape = x().shape().to_vec();
             let spatial: usize = shape[2..].iter().product();

@@ -198,6 +198,12 @@ pub enum Op {
     },
     /// Mean over the spatial axes of NCHW, keeping them as size 1.
     GlobalAvgPool,
+    /// 2-D sum pooling over NCHW (zero padding): average pooling without its divisor, which
+    /// the `sum-pooling` rewrites move into a following `MulConst`.
+    SumPool(Pool),
+    /// The polynomial `c0 + c1 x + c2 x^2 + ...` (coefficients in increasing degree),
+    /// element-wise: an activation replaced by the `activations` pass.
+    Poly(Vec<f32>),
     /// Fake quantization (ONNX `QuantizeLinear` then `DequantizeLinear`):
     /// `(clamp(round_half_even(x / scale) + zero_point, qmin, qmax) - zero_point) * scale`.
     /// Marks a tensor that an already-quantized model keeps on an integer grid.
@@ -286,6 +292,8 @@ impl Op {
             Op::MaxPool(_) => "max_pool",
             Op::AvgPool { .. } => "avg_pool",
             Op::GlobalAvgPool => "global_avg_pool",
+            Op::SumPool(_) => "sum_pool",
+            Op::Poly(_) => "poly",
             Op::Pad { .. } => "pad",
             Op::FakeQuant(_) => "fake_quant",
             Op::Reshape => "reshape",
@@ -310,6 +318,7 @@ impl Op {
             Op::Conv(c) => c.weight.len() + c.bias.as_ref().map_or(0, |b| b.len()),
             Op::Dense { weight, bias } => weight.len() + bias.as_ref().map_or(0, |b| b.len()),
             Op::AddConst(c) | Op::MulConst(c) | Op::PRelu(c) => c.len(),
+            Op::Poly(c) => c.len(),
             Op::BatchNorm { scale, .. } => 4 * scale.len(),
             _ => 0,
         }
@@ -388,6 +397,7 @@ impl Op {
             | Op::HardSigmoid { .. }
             | Op::Clip { .. }
             | Op::FakeQuant(_)
+            | Op::Poly(_)
             | Op::Square => Ok(x.to_vec()),
             Op::BatchNorm { scale, bias, mean, var, .. } => {
                 rank_at_least(2)?;
@@ -399,7 +409,7 @@ impl Op {
                 }
                 Ok(x.to_vec())
             }
-            Op::MaxPool(p) | Op::AvgPool { pool: p, .. } => {
+            Op::MaxPool(p) | Op::AvgPool { pool: p, .. } | Op::SumPool(p) => {
                 if x.len() != 4 {
                     return shape_err!("{} needs an NCHW input, got {x:?}", self.name());
                 }

@@ -136,7 +136,8 @@ fn attrs(op: &Op) -> String {
             summary(var.shape(), var.iter().copied()),
             fmt_f32(*epsilon)
         ),
-        Op::MaxPool(p) => pool(p),
+        Op::MaxPool(p) | Op::SumPool(p) => pool(p),
+        Op::Poly(c) => format!("c=[{}]", c.iter().map(|&v| fmt_f32(v)).collect::<Vec<_>>().join(", ")),
         Op::AvgPool { pool: p, count_include_pad } => {
             format!("{}{}", pool(p), if *count_include_pad { " count_include_pad" } else { "" })
         }

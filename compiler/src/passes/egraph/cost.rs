@@ -1,0 +1,89 @@
+//! The extraction cost model: estimated bootstraps, weighted by the width each reads,
+//! plus the noise budget the linear chains consume.
+//!
+//! * A table-producing op (an activation, a square, a fake quantization, a product of two
+//!   computed values, a softmax) costs, per output element, one table lookup at width
+//!   `t = min(b, max_table_bits)` plus one rounding bootstrap per bit dropped before it
+//!   (`b - t`), where `b` is the estimated width of its input ([`super::Data::bits`]). Lowering fuses a
+//!   chain of element-wise ops into one table; this model charges each op of a chain, so
+//!   shorter chains (what `fuse-requant` produces) are preferred.
+//! * A bootstrap at width `t` weighs `2^(1.5 (t - 4))` (at least 1): the polynomial size,
+//!   hence the cost, roughly doubles per extra bit beyond 4 (59.7 ms at 4 bits, N=2048;
+//!   484 ms at 6-7 bits, N=8192, measured on the development machine).
+//! * Max pooling costs `k - 1` pairwise maxima per output element, each a table on the
+//!   difference (one bit wider than its input).
+//! * A linear op costs `log2` of the bound on the 2-norm of its integer weight rows,
+//!   `(weight_bits - 1) + log2(fan_in) / 2`: every bit of noise growth a linear chain adds
+//!   shrinks the budget of the next bootstrap (larger parameters for all of them). One bit
+//!   weighs as much as one 4-bit bootstrap, so it decides only between forms with the same
+//!   bootstraps (a merged linear chain consumes less than its parts).
+//! * Every op also costs `1e-3`, so of two forms with equal bootstraps the one with fewer
+//!   ops wins (an average pool counts as two: a sum and a scale); parameters and output
+//!   markers cost nothing.
+//!
+//! Estimates, not measurements: `BENCHMARKS.md` (section `passes`) compares them with the
+//! compiled circuits.
+
+use egg::{CostFunction, Id, Language};
+use fhec_ir::nn::Op;
+
+use super::{Nn, NnGraph, fan_in, is_table_op, param_of};
+
+/// Relative cost of one bootstrap reading `t` bits.
+pub fn width_weight(t: f64) -> f64 {
+    (1.5 * (t - 4.0).max(0.0)).exp2()
+}
+
+/// Bootstraps (weighted) for `elems` table lookups on values of `b` bits.
+pub fn tables(elems: f64, b: f64, max_table_bits: f64) -> f64 {
+    let t = b.ceil().min(max_table_bits).max(1.0);
+    elems * (1.0 + (b.ceil() - t).max(0.0)) * width_weight(t)
+}
+
+/// The cost function (see the module doc).
+pub struct BootstrapCost<'a> {
+    eg: &'a NnGraph,
+}
+
+impl<'a> BootstrapCost<'a> {
+    /// A cost function reading the analysis of `eg`.
+    pub fn new(eg: &'a NnGraph) -> Self {
+        BootstrapCost { eg }
+    }
+
+    /// The cost of one e-node alone (without its children).
+    pub fn node_cost(&self, n: &Nn) -> f64 {
+        let Some(p) = param_of(self.eg, n) else { return 0.0 };
+        let c = &self.eg.analysis.cost;
+        let elems = p.shape.iter().product::<usize>() as f64;
+        let in_bits = |k: usize| self.eg[n.children()[k]].data.bits;
+        let own = match &p.op {
+            Op::Mul => 2.0 * tables(elems, in_bits(1).max(in_bits(2)) + 1.0, c.max_table_bits),
+            Op::MaxPool(pool) => {
+                let k = (pool.kernel[0] * pool.kernel[1]) as f64;
+                (k - 1.0) * tables(elems, in_bits(1) + 1.0, c.max_table_bits)
+            }
+            op if is_table_op(op) => tables(elems, in_bits(1), c.max_table_bits),
+            // Bound on the integer weight row's 2-norm: weight_bits - 1 bits per weight and
+            // sqrt(fan-in) rows. Lowering absorbs input scalings into the weights, so the
+            // float weights here would mislead; every linear op costs its own growth.
+            op @ (Op::Conv(_) | Op::Dense { .. }) => (c.weight_bits - 1.0) + 0.5 * (fan_in(op) as f64).log2(),
+            // A sum and a scale: charged as one more op than the explicit `sum_pool`, so
+            // that the scale is exposed to folding.
+            Op::AvgPool { .. } | Op::GlobalAvgPool => 2e-3,
+            _ => 0.0,
+        };
+        own + 1e-3
+    }
+}
+
+impl CostFunction<Nn> for BootstrapCost<'_> {
+    type Cost = f64;
+
+    fn cost<C>(&mut self, n: &Nn, mut costs: C) -> f64
+    where
+        C: FnMut(Id) -> f64,
+    {
+        self.node_cost(n) + n.children().iter().map(|&c| costs(c)).sum::<f64>()
+    }
+}
