@@ -376,3 +376,56 @@ fn bench_models_writes_one_row_per_bundled_model_and_keeps_the_rest_of_the_file(
     let again = std::fs::read_to_string(&out).unwrap();
     assert_eq!(again.matches("<!-- models:begin -->").count(), 1);
 }
+
+#[test]
+fn build_prints_ir_after_every_pass_and_compares_bootstraps() {
+    let dir = tmpdir("passes");
+    let out = dir.join("burn.fhec");
+    let o = fhec(&[
+        "build",
+        "examples/models/burn_mnist_bn.onnx",
+        "-o",
+        out.to_str().unwrap(),
+        "--passes",
+        "fold-affine,argmax-tail",
+        "--print-ir-after-all",
+        "--calib-limit",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = text(&o.stdout);
+    let a = s.find("// ----- IR as imported").expect("imported IR");
+    let b = s.find("// ----- IR after pass 'fold-affine'").expect("after fold-affine");
+    let c = s.find("// ----- IR after pass 'argmax-tail'").expect("after argmax-tail");
+    assert!(a < b && b < c, "in pipeline order");
+    assert!(s[b..c].contains("rules fired: bn-to-affine"), "{}", &s[b..c]);
+    assert!(s[..b].contains("log_softmax") && !s[c..].contains("log_softmax"), "the tail is dropped");
+    assert!(s.contains("passes=fold-affine,argmax-tail"));
+    let cmp = s.lines().find(|l| l.starts_with("passes: before ")).expect("before/after line");
+    assert!(cmp.contains(" -> after "), "{cmp}");
+    // Unknown pass and policy: errors that name them, nothing written.
+    let bad = dir.join("bad.fhec");
+    let o =
+        fhec(&["build", "examples/models/fhe_mnist.onnx", "-o", bad.to_str().unwrap(), "--passes", "declutter,nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("unknown pass 'nope'"), "{}", text(&o.stderr));
+    assert!(!bad.exists());
+    let o = fhec(&["build", "examples/models/fhe_mnist.onnx", "-o", bad.to_str().unwrap(), "--activations", "cubic"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("table, poly or auto"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn eval_accepts_the_pass_flags() {
+    let base = ["eval", "examples/models/cnn_mnist.onnx", "--dataset", "mnist", "--data", "examples/data"];
+    for extra in
+        [&["--passes", "none"][..], &["--activations", "poly", "--poly-degree", "3"], &["--activations", "auto"]]
+    {
+        let mut args = base.to_vec();
+        args.extend(["--mode", "simulate", "--limit", "20"]);
+        args.extend(extra);
+        let o = fhec(&args);
+        assert!(o.status.success(), "{extra:?}: {}", text(&o.stderr));
+        assert!(text(&o.stdout).trim().lines().last().unwrap().starts_with("accuracy: "));
+    }
+}

@@ -756,7 +756,10 @@ fn passes_row(model: &str, args: &CompileArgs, art: &Artifact, notes: &[String],
     format!(
         "| {model} | {} | {} | {} | {} | {} | {} | {est} | {:.2}% | {:.2}% |",
         args.passes.as_deref().unwrap_or("activations,declutter"),
-        args.activations,
+        match args.activations {
+            ActivationPolicy::Poly => format!("poly, degree {}", args.poly_degree),
+            p => p.to_string(),
+        },
         if notes.is_empty() { "—".into() } else { notes.join("; ") },
         st.total(),
         widths.join(", "),
@@ -780,21 +783,29 @@ fn bench_passes(models: &Path, data: &Path, out: &Path, limit: Option<usize>, po
         let base = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
         let mut variants = vec![CompileArgs { passes: Some("none".into()), ..base.clone() }, base.clone()];
         if policies_on.iter().any(|f| f == &m.file) {
-            for p in [ActivationPolicy::Poly, ActivationPolicy::Auto] {
-                variants.push(CompileArgs { activations: p, ..base.clone() });
+            for d in [2, 4] {
+                variants.push(CompileArgs { activations: ActivationPolicy::Poly, poly_degree: d, ..base.clone() });
             }
+            variants.push(CompileArgs { activations: ActivationPolicy::Auto, ..base.clone() });
         }
         for args in &variants {
             let mut notes = vec![];
-            let mut keep = |pass: &str, _: &Graph, ns: &[String]| {
+            let mut last: Option<Graph> = None;
+            let mut keep = |pass: &str, g: &Graph, ns: &[String]| {
                 for n in ns {
-                    if n.starts_with("rules fired") || n.starts_with("e-graph") || n.contains("replaced") {
-                        notes.push(format!("{pass}: {}", n.replace('|', "/")));
+                    if let Some(r) = n.strip_prefix("rules fired: ") {
+                        notes.push(format!("{pass}: {r}"));
+                    } else if let Some(i) = n.find("estimated cost ") {
+                        notes.push(format!("cost {}", &n[i + "estimated cost ".len()..]));
+                    } else if n.contains("replaced") {
+                        notes.push(format!("{pass}: {n}"));
                     }
                 }
+                last = Some(g.clone());
             };
             let (g, art, _) = compile_model_with(&path, args, &mut keep, false)?;
-            let acc = measure_accuracy(&g, &art, &ds, m.preprocess)?;
+            let optimized = last.unwrap_or(g);
+            let acc = measure_accuracy(&optimized, &art, &ds, m.preprocess)?;
             let row = passes_row(&m.file, args, &art, &notes, &acc, ds.len() as f64);
             println!("{row}");
             rows.push(row);
@@ -806,12 +817,14 @@ Produced by `fhec bench passes --data {}` ({} images per test set). Each model i
 without passes (`none`) and with the default pipeline (`activations,declutter`: the \
 activation policy, then every e-graph rule group in one e-graph, extracted with the \
 bootstrap cost model of `compiler/src/passes/egraph/cost.rs`); the models named by \
-`--policies-on` also with `--activations poly` (least-squares degree-2 polynomials on each \
-activation's calibrated range) and `auto`. *Rules / notes*: what the passes did, with the \
-e-graph's estimated cost before -> after. *Est. server time*: the parameter search's \
+`--policies-on` also with `--activations poly` (least-squares polynomials of degree 2 and 4 \
+fitted to each activation over the values its input takes on the calibration images) and \
+`auto`. *Rules / notes*: the rules that fired, the \
+e-graph's estimated cost before -> after, the activations replaced. *Float*: the float \
+interpreter on the graph after the passes (so a polynomial's own effect shows). *Est. server time*: the parameter search's \
 estimate for one image on one core. Widths are the model's defaults (see the accuracy \
 section). Machine at the start: {machine}.\n\n\
-| model | passes | activations | rules / notes | bootstraps | tables | rounding | est. server time | float (imported) | simulated |\n\
+| model | passes | activations | rules / notes | bootstraps | tables | rounding | est. server time | float (after passes) | simulated |\n\
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
         data.display(),
         limit.map_or("all".to_string(), |n| n.to_string()),

@@ -18,7 +18,8 @@
 //!   weighs as much as one 4-bit bootstrap, so it decides only between forms with the same
 //!   bootstraps (a merged linear chain consumes less than its parts).
 //! * Every op also costs `1e-3`, so of two forms with equal bootstraps the one with fewer
-//!   ops wins (an average pool counts as two: a sum and a scale); parameters and output
+//!   ops wins (an average pool counts as two, a sum and a scale; a batch norm as two, a scale and
+//!   a shift); parameters and output
 //!   markers cost nothing.
 //!
 //! Estimates, not measurements: `BENCHMARKS.md` (section `passes`) compares them with the
@@ -68,9 +69,9 @@ impl<'a> BootstrapCost<'a> {
             // sqrt(fan-in) rows. Lowering absorbs input scalings into the weights, so the
             // float weights here would mislead; every linear op costs its own growth.
             op @ (Op::Conv(_) | Op::Dense { .. }) => (c.weight_bits - 1.0) + 0.5 * (fan_in(op) as f64).log2(),
-            // A sum and a scale: charged as one more op than the explicit `sum_pool`, so
-            // that the scale is exposed to folding.
-            Op::AvgPool { .. } | Op::GlobalAvgPool => 2e-3,
+            // A sum (or a scale) and a scale: charged as one more op than the explicit
+            // ops, so that the scale is exposed to folding.
+            Op::AvgPool { .. } | Op::GlobalAvgPool | Op::BatchNorm { .. } => 2e-3,
             _ => 0.0,
         };
         own + 1e-3
