@@ -797,7 +797,7 @@ fn bench_passes(models: &Path, data: &Path, out: &Path, limit: Option<usize>, po
                         notes.push(format!("{pass}: {r}"));
                     } else if let Some(i) = n.find("estimated cost ") {
                         notes.push(format!("cost {}", &n[i + "estimated cost ".len()..]));
-                    } else if n.contains("replaced") {
+                    } else if n.contains("replaced") || n.starts_with("no activation") {
                         notes.push(format!("{pass}: {n}"));
                     }
                 }

@@ -551,10 +551,10 @@ pub fn rewrite(g: &Graph, rules: &[Rule], cost: CostParams, limits: Limits) -> R
 /// Rebuilds a graph from an extracted expression.
 fn from_expr(e: &RecExpr<Nn>, eg: &NnGraph, orig: &Graph) -> Result<Graph, String> {
     let nodes = e.as_ref();
-    let prm = |n: &Nn| -> &Param {
+    let prm = |n: &Nn| -> Result<&Param, String> {
         match &nodes[usize::from(n.children()[0])] {
-            Nn::Param(p) => &eg.analysis.params[p.0 as usize],
-            other => panic!("op without a param leaf: {other:?}"),
+            Nn::Param(p) => Ok(&eg.analysis.params[p.0 as usize]),
+            other => Err(format!("extracted op {n} has no param leaf (found {other})")),
         }
     };
     let mut g = Graph::new(orig.name.clone());
@@ -563,7 +563,7 @@ fn from_expr(e: &RecExpr<Nn>, eg: &NnGraph, orig: &Graph) -> Result<Graph, Strin
     let mut inputs: Vec<(usize, usize)> = vec![];
     for (i, n) in nodes.iter().enumerate() {
         if let Nn::Input(_) = n {
-            if let Op::Input { index } = prm(n).op {
+            if let Op::Input { index } = prm(n)?.op {
                 inputs.push((index, i));
             }
         }
@@ -573,7 +573,7 @@ fn from_expr(e: &RecExpr<Nn>, eg: &NnGraph, orig: &Graph) -> Result<Graph, Strin
         if pos != index {
             return Err(format!("graph input {index} was removed by rewriting"));
         }
-        let p = prm(&nodes[i]);
+        let p = prm(&nodes[i])?;
         map.insert(i, g.add_input(p.name.clone(), p.shape.clone()));
     }
     for (i, n) in nodes.iter().enumerate() {
@@ -588,7 +588,7 @@ fn from_expr(e: &RecExpr<Nn>, eg: &NnGraph, orig: &Graph) -> Result<Graph, Strin
                 }
             }
             _ => {
-                let p = prm(n);
+                let p = prm(n)?;
                 let ins: Vec<NodeId> = n.children()[1..].iter().map(|c| map[&usize::from(*c)]).collect();
                 let id = g
                     .add_op_with_shape(p.name.clone(), p.op.clone(), &ins, &p.shape)
