@@ -82,8 +82,8 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let result = recv(&mut conn)?;
         let pred = client.decrypt(&result)?;
         println!(
-            "[client] image {i}: sent {:.1} MiB, received {:.1} KiB, class {} (label {})",
-            ct.len() as f64 / 1048576.0,
+            "[client] image {i}: sent {:.1} KiB, received {:.1} KiB, class {} (label {})",
+            ct.len() as f64 / 1024.0,
             result.len() as f64 / 1024.0,
             pred.class,
             ds.labels[i]

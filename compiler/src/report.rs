@@ -75,7 +75,8 @@ pub struct FheReport {
     pub bootstrap_key_bytes: usize,
     /// Keyswitch key bytes.
     pub keyswitch_key_bytes: usize,
-    /// Upload per image (input ciphertexts).
+    /// Upload per image: the encrypted image in seeded form, framed, exactly as
+    /// `Client::encrypt` produces it (`fhec_runtime::encrypted_image_bytes`).
     pub upload_bytes: usize,
     /// Download per image (output ciphertexts).
     pub download_bytes: usize,
@@ -137,7 +138,7 @@ pub fn build_report(
                 global_p_error: f.global_p_error,
                 bootstrap_key_bytes: bsk,
                 keyswitch_key_bytes: ksk,
-                upload_bytes: c.input_shape().iter().product::<usize>() * ct,
+                upload_bytes: fhec_runtime::encrypted_image_bytes(c.input_shape()),
                 download_bytes: c.nodes[c.output].shape.iter().product::<usize>() * ct,
                 est_latency_ms_one_core: f.est_cost_ms,
             }
@@ -210,10 +211,10 @@ impl BuildReport {
                 let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
                 let _ = writeln!(
                     s,
-                    "keys: bootstrap {:.1} MiB, keyswitch {:.1} MiB; per image: upload {:.1} MiB, download {:.1} KiB; estimated server time {:.1} s on one core",
+                    "keys: bootstrap {:.1} MiB, keyswitch {:.1} MiB; per image: upload {:.1} KiB, download {:.1} KiB; estimated server time {:.1} s on one core",
                     mib(f.bootstrap_key_bytes),
                     mib(f.keyswitch_key_bytes),
-                    mib(f.upload_bytes),
+                    f.upload_bytes as f64 / 1024.0,
                     f.download_bytes as f64 / 1024.0,
                     f.est_latency_ms_one_core / 1000.0
                 );

@@ -12,13 +12,20 @@
 //! never leaves [`Client`]; [`Server`] is built from the evaluation key and cannot decrypt.
 //! Every byte string is framed, versioned, checksummed and tied to the artifact's
 //! parameters, so a key or ciphertext of another model is an error, not a wrong answer.
+//!
+//! The encrypted image is in seeded form ([`SeededCtTensor`]: one 8-byte body per input
+//! value and the seed the server regenerates the masks from; 6.2 KiB for a 28x28 image).
+//! The server also accepts an image of full ciphertexts ([`CtTensor::to_bytes`] of
+//! [`ClientKey::encrypt_image`](crate::fhe::ClientKey::encrypt_image), 8(kN+1) bytes per
+//! value), the form clients sent before.
 
 use std::sync::atomic::AtomicUsize;
 
 use fhec_ir::artifact::{Artifact, ArtifactError};
 use fhec_ir::params::FheSetup;
 
-use crate::fhe::{ClientKey, CtTensor, FheError, ServerKey, evaluate_with_progress};
+use crate::fhe::files::{Kind, kind_of};
+use crate::fhe::{ClientKey, CtTensor, FheError, SeededCtTensor, ServerKey, evaluate_with_progress};
 use crate::sim;
 
 /// Why a client or server operation failed.
@@ -100,14 +107,24 @@ impl Client {
         &self.artifact
     }
 
-    /// Encrypts an image given as 8-bit grayscale pixels, row-major, of the model's input size.
+    /// Encrypts an image given as 8-bit grayscale pixels, row-major, of the model's input size
+    /// (seeded form: about 8 bytes per pixel, see [`crate::encrypted_image_bytes`]).
     pub fn encrypt(&self, pixels: &[u8]) -> Result<Vec<u8>, AppError> {
-        let ct = self.key.encrypt_image(&self.artifact.circuit, &self.setup.plan, pixels).map_err(fhe("image"))?;
+        let ct =
+            self.key.encrypt_image_seeded(&self.artifact.circuit, &self.setup.plan, pixels).map_err(fhe("image"))?;
         Ok(ct.to_bytes(&self.setup.params))
     }
 
     /// Decrypts a result from [`Server::classify`].
     pub fn decrypt(&self, result: &[u8]) -> Result<Prediction, AppError> {
+        if kind_of(result) == Some(Kind::SeededImage) {
+            // An encrypted image (ours, if it loads) where the result is expected.
+            SeededCtTensor::from_bytes(result, &self.setup.params).map_err(fhe("encrypted result"))?;
+            return Err(AppError::Fhe {
+                what: "encrypted result",
+                source: FheError("holds an encrypted image, not this model's result".into()),
+            });
+        }
         let ct = CtTensor::from_bytes(result, &self.setup.params).map_err(fhe("encrypted result"))?;
         let c = &self.artifact.circuit;
         let want = &c.nodes[c.output].shape;
@@ -160,9 +177,19 @@ impl Server {
 
     /// [`Server::classify`], counting bootstraps done in `progress`.
     pub fn classify_with_progress(&self, encrypted_image: &[u8], progress: &AtomicUsize) -> Result<Vec<u8>, AppError> {
-        let ct = CtTensor::from_bytes(encrypted_image, &self.setup.params).map_err(fhe("encrypted image"))?;
+        let ct = self.load_image(encrypted_image).map_err(fhe("encrypted image"))?;
         let out = evaluate_with_progress(&self.key, &self.artifact.circuit, &self.setup.plan, &ct, progress)
             .map_err(fhe("evaluation"))?;
         Ok(out.to_bytes(&self.setup.params))
+    }
+
+    /// The input ciphertexts of an encrypted image: the seeded form (decompressed after its
+    /// shape is checked against the model's input), or full ciphertexts.
+    fn load_image(&self, b: &[u8]) -> Result<CtTensor, FheError> {
+        let (c, plan, p) = (&self.artifact.circuit, &self.setup.plan, &self.setup.params);
+        match kind_of(b) {
+            Some(Kind::Ciphertext) => CtTensor::from_bytes(b, p),
+            _ => SeededCtTensor::from_bytes(b, p)?.decompress_input(c, plan, p),
+        }
     }
 }

@@ -15,6 +15,13 @@
 //!
 //! Keys: [`ClientKey`] holds the secrets and never leaves the client; [`ServerKey`] holds
 //! only the keyswitch and bootstrap keys, and [`evaluate`] takes nothing else.
+//!
+//! Uploads: the client encrypts its input in seeded form ([`ClientKey::encrypt_seeded`],
+//! tfhe-rs's seeded LWE encryption): a fresh ciphertext's mask is drawn from a CSPRNG
+//! seeded by a public compression seed, so only the seed and one body per value travel
+//! ([`SeededCtTensor`], 8 bytes per value instead of `8(kN+1)`). The server regenerates
+//! the masks from the seed ([`SeededCtTensor::decompress`]) and evaluates the same
+//! [`CtTensor`] as before. Same key, same noise: only the transport changes.
 
 use fhec_ir::circuit::{COp, Circuit, TableIndex, kernels};
 use fhec_ir::params::{EncodingPlan, TfheParams};
@@ -22,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use tfhe::core_crypto::commons::math::random::Seed;
 use tfhe::core_crypto::prelude::*;
 
 /// A failure of encrypted evaluation (mismatched keys, circuit or ciphertexts).
@@ -54,6 +62,88 @@ pub struct CtTensor {
     pub bits: u32,
     /// `lwe_size` words per element, row-major.
     pub data: Vec<u64>,
+}
+
+/// A tensor of fresh ciphertexts in seeded (compressed) form: what a client uploads.
+///
+/// The masks are not stored: tfhe-rs regenerates them from `seed` (the compression seed of a
+/// `SeededLweCiphertextList`), so a value costs one `u64` body. The seed is kept as a plain
+/// 128-bit number rather than tfhe-rs's serialized `CompressionSeed`, which can also name a
+/// XOF seed or a starting counter that tfhe-rs's decompression assumes valid (it panics
+/// when its generator cannot fork): any 128-bit seed is valid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeededCtTensor {
+    /// Tensor shape.
+    pub shape: Vec<usize>,
+    /// Encoding bits (`Δ = 2^(63 - bits)`).
+    pub bits: u32,
+    /// Compression seed of the masks (public).
+    pub seed: u128,
+    /// One LWE body per element, row-major.
+    pub bodies: Vec<u64>,
+}
+
+/// Number of elements of `shape`, `None` on overflow.
+fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+impl SeededCtTensor {
+    /// Regenerates the masks and returns the full ciphertexts under the GLWE key of `p`.
+    ///
+    /// Checks the body count against the shape and the encoding bits, so that no input
+    /// reaches a panic in tfhe-rs; the work and memory are proportional to the body count
+    /// times `kN + 1` (check the shape against what you expect first, as
+    /// [`SeededCtTensor::decompress_input`] does).
+    pub fn decompress(&self, p: &TfheParams) -> Result<CtTensor, FheError> {
+        let n = numel(&self.shape).filter(|&n| n == self.bodies.len()).ok_or_else(|| {
+            FheError(format!(
+                "the seeded ciphertext holds {} bodies, not one per element of its shape {:?}",
+                self.bodies.len(),
+                self.shape
+            ))
+        })?;
+        if self.bits == 0 || self.bits > 62 {
+            return Err(FheError(format!("the seeded ciphertext's encoding ({} bits) is invalid", self.bits)));
+        }
+        let big = p.big_dimension();
+        if big == 0 {
+            return Err(FheError("the parameters have an empty GLWE key".into()));
+        }
+        let size = LweSize(big + 1);
+        let data = if n == 0 {
+            // tfhe-rs cannot fork a generator into zero children.
+            vec![]
+        } else {
+            let seeded = SeededLweCiphertextList::from_container(
+                self.bodies.as_slice(),
+                size,
+                Seed(self.seed).into(),
+                modulus(),
+            );
+            let mut out = LweCiphertextList::new(0u64, size, LweCiphertextCount(n), modulus());
+            par_decompress_seeded_lwe_ciphertext_list::<_, _, _, DefaultRandomGenerator>(&mut out, &seeded);
+            out.into_container()
+        };
+        Ok(CtTensor { shape: self.shape.clone(), bits: self.bits, data })
+    }
+
+    /// [`SeededCtTensor::decompress`] of an encrypted input of circuit `c`: first checks that
+    /// it holds the circuit's input (shape, value count and encoding bits of `plan`).
+    pub fn decompress_input(&self, c: &Circuit, plan: &EncodingPlan, p: &TfheParams) -> Result<CtTensor, FheError> {
+        let want = c.input_shape();
+        let bits = plan.bits.first().copied().unwrap_or(0);
+        if self.shape != want || self.bits != bits || self.bodies.len() != want.iter().product::<usize>() {
+            return Err(FheError(format!(
+                "holds {} values of shape {:?} on {} bits, but the circuit's input is {} values of shape {want:?} on {bits} bits",
+                self.bodies.len(),
+                self.shape,
+                self.bits,
+                want.iter().product::<usize>(),
+            )));
+        }
+        self.decompress(p)
+    }
 }
 
 fn modulus() -> CiphertextModulus<u64> {
@@ -148,14 +238,63 @@ impl ClientKey {
         CtTensor { shape: shape.to_vec(), bits, data }
     }
 
-    /// Encrypts an image (8-bit pixels) as the circuit's input.
-    pub fn encrypt_image(&self, c: &Circuit, plan: &EncodingPlan, pixels: &[u8]) -> Result<CtTensor, FheError> {
+    /// Encrypts integers (row-major, of `shape`) encoded on `bits`, in seeded form: the same
+    /// ciphertexts as [`ClientKey::encrypt`] (same key and noise) once decompressed, but
+    /// only the bodies and the public seed of the masks are kept.
+    pub fn encrypt_seeded(&self, values: &[i64], shape: &[usize], bits: u32) -> SeededCtTensor {
+        let mut seeder = new_seeder();
+        let seeder = seeder.as_mut();
+        let seed = seeder.seed();
+        if values.is_empty() {
+            // tfhe-rs cannot fork a generator into zero children.
+            return SeededCtTensor { shape: shape.to_vec(), bits, seed: seed.0, bodies: vec![] };
+        }
+        let big = self.big_key();
+        let mut list = SeededLweCiphertextList::new(
+            0u64,
+            big.lwe_dimension().to_lwe_size(),
+            LweCiphertextCount(values.len()),
+            seed.into(),
+            modulus(),
+        );
+        let plaintexts = PlaintextList::from_container(
+            values.iter().map(|&v| (v as u64).wrapping_mul(delta(bits))).collect::<Vec<_>>(),
+        );
+        // The masks come from the compression seed; the noise from a fresh secret seed drawn
+        // from `seeder`.
+        par_encrypt_seeded_lwe_ciphertext_list(
+            &big,
+            &mut list,
+            &plaintexts,
+            gaussian(self.params.glwe_noise_std),
+            seeder,
+        );
+        SeededCtTensor { shape: shape.to_vec(), bits, seed: seed.0, bodies: list.into_container() }
+    }
+
+    /// The circuit's input integers of an image (8-bit pixels).
+    fn quantize_image(c: &Circuit, pixels: &[u8]) -> Result<Vec<i64>, FheError> {
         let n: usize = c.input_shape().iter().product();
         if pixels.len() != n {
             return Err(FheError(format!("the image has {} pixels, the circuit takes {n}", pixels.len())));
         }
-        let q: Vec<i64> = pixels.iter().map(|&p| c.input_quant.pixel_to_q[p as usize]).collect();
-        Ok(self.encrypt(&q, c.input_shape(), plan.bits[0]))
+        Ok(pixels.iter().map(|&p| c.input_quant.pixel_to_q[p as usize]).collect())
+    }
+
+    /// Encrypts an image (8-bit pixels) as the circuit's input.
+    pub fn encrypt_image(&self, c: &Circuit, plan: &EncodingPlan, pixels: &[u8]) -> Result<CtTensor, FheError> {
+        Ok(self.encrypt(&Self::quantize_image(c, pixels)?, c.input_shape(), plan.bits[0]))
+    }
+
+    /// Encrypts an image (8-bit pixels) as the circuit's input, in seeded form (what
+    /// [`crate::app::Client::encrypt`] sends).
+    pub fn encrypt_image_seeded(
+        &self,
+        c: &Circuit,
+        plan: &EncodingPlan,
+        pixels: &[u8],
+    ) -> Result<SeededCtTensor, FheError> {
+        Ok(self.encrypt_seeded(&Self::quantize_image(c, pixels)?, c.input_shape(), plan.bits[0]))
     }
 
     /// The noisy phases of a ciphertext tensor, in units of its `Δ` (for noise measurements).
@@ -712,11 +851,14 @@ pub mod test_support {
 /// parameters, `u64` payload length, the bincode payload, `u64` FNV-1a checksum. Loading
 /// checks each field, so a key of other parameters, a ciphertext given as a key, or a
 /// truncated or corrupt file is an error that says which.
+///
+/// A seeded encrypted image ([`Kind::SeededImage`]) is [`SEEDED_OVERHEAD`] bytes plus 8
+/// per dimension of its shape and 8 per value ([`crate::encrypted_image_bytes`]).
 pub mod files {
     use bincode::Options;
     use fhec_ir::params::TfheParams;
 
-    use super::{ClientKey, CtTensor, FheError, ServerKey};
+    use super::{ClientKey, CtTensor, FheError, SeededCtTensor, ServerKey, numel};
 
     const MAGIC: &[u8; 8] = b"FHECKEY\0";
     const VERSION: u32 = 1;
@@ -730,8 +872,32 @@ pub mod files {
         ClientKey = 1,
         /// Evaluation key.
         ServerKey = 2,
-        /// Encrypted tensor.
+        /// Encrypted tensor (full LWE ciphertexts).
         Ciphertext = 3,
+        /// Encrypted tensor in seeded form (one body per value and the masks' seed): what a
+        /// client uploads.
+        SeededImage = 4,
+    }
+
+    const NAMES: [&str; 5] = ["?", "a client key", "a server key", "a ciphertext", "a seeded encrypted image"];
+
+    /// Bytes of a framed seeded tensor besides 8 per shape dimension and 8 per value: the
+    /// 40-byte frame, and in the payload the shape's and the bodies' lengths (8 each), the
+    /// encoding bits (4) and the seed (16).
+    pub const SEEDED_OVERHEAD: usize = 40 + 8 + 4 + 16 + 8;
+
+    /// The kind of a framed file, if it is one (without checking anything else).
+    pub fn kind_of(b: &[u8]) -> Option<Kind> {
+        if !b.starts_with(MAGIC) || b.len() < 12 {
+            return None;
+        }
+        match u32::from_le_bytes(b[8..12].try_into().expect("4")) {
+            1 => Some(Kind::ClientKey),
+            2 => Some(Kind::ServerKey),
+            3 => Some(Kind::Ciphertext),
+            4 => Some(Kind::SeededImage),
+            _ => None,
+        }
     }
 
     fn fnv(b: &[u8]) -> u64 {
@@ -766,19 +932,20 @@ pub mod files {
         }
         let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
         let long = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
-        let names = ["?", "a client key", "a server key", "a ciphertext"];
         let k = word(8);
+        let other_params = long(16) != fingerprint(p);
         if k != kind as u32 {
             return e(format!(
-                "the file holds {} but {} is expected",
-                names.get(k as usize).unwrap_or(&"?"),
-                names[kind as usize]
+                "the file holds {} but {} is expected{}",
+                NAMES.get(k as usize).unwrap_or(&"?"),
+                NAMES[kind as usize],
+                if other_params { " (and it was made for other TFHE parameters than this circuit's)" } else { "" }
             ));
         }
         if word(12) != VERSION {
             return e(format!("file format version {} is not supported (expected {VERSION})", word(12)));
         }
-        if long(16) != fingerprint(p) {
+        if other_params {
             return e("the file was made for other TFHE parameters than this circuit's".into());
         }
         let len = long(24);
@@ -845,9 +1012,33 @@ pub mod files {
             let t: CtTensor = codec()
                 .deserialize(unframe(b, Kind::Ciphertext, p)?)
                 .map_err(|e| FheError(format!("ciphertext does not decode: {e}")))?;
-            let n: usize = t.shape.iter().product();
-            if t.data.len() != n * (p.big_dimension() + 1) || t.bits == 0 || t.bits > 62 {
+            let words = numel(&t.shape).and_then(|n| n.checked_mul(p.big_dimension() + 1));
+            if words != Some(t.data.len()) || t.bits == 0 || t.bits > 62 {
                 return Err(FheError("the ciphertext's size does not match its shape and parameters".into()));
+            }
+            Ok(t)
+        }
+    }
+
+    impl SeededCtTensor {
+        /// Serializes the seeded ciphertexts (an encrypted image, as a client uploads it).
+        pub fn to_bytes(&self, p: &TfheParams) -> Vec<u8> {
+            frame(Kind::SeededImage, p, codec().serialize(self).expect("serialize"))
+        }
+
+        /// Loads seeded ciphertexts made under `p`, checking one body per element and the
+        /// encoding (not yet against a circuit: see [`SeededCtTensor::decompress_input`]).
+        pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<SeededCtTensor, FheError> {
+            let t: SeededCtTensor = codec()
+                .deserialize(unframe(b, Kind::SeededImage, p)?)
+                .map_err(|e| FheError(format!("seeded ciphertext does not decode: {e}")))?;
+            if numel(&t.shape) != Some(t.bodies.len()) || t.bits == 0 || t.bits > 62 {
+                return Err(FheError(format!(
+                    "the seeded ciphertext is inconsistent ({} bodies for shape {:?}, {} encoding bits)",
+                    t.bodies.len(),
+                    t.shape,
+                    t.bits
+                )));
             }
             Ok(t)
         }

@@ -16,3 +16,13 @@ pub mod dataset;
 #[cfg(feature = "fhe")]
 pub mod fhe;
 pub mod sim;
+
+/// Bytes of one encrypted image as `app::Client::encrypt` produces it, for a circuit input
+/// of `shape`: the framed seeded form (`fhe::SeededCtTensor`), 8 bytes per value plus 8 per
+/// dimension of the shape plus 76. Independent of the TFHE parameters. Available without the
+/// `fhe` feature, for size estimates (the compiler's build report).
+pub fn encrypted_image_bytes(shape: &[usize]) -> usize {
+    // frame 40 (magic 8, kind 4, version 4, fingerprint 8, length 8, checksum 8); payload:
+    // shape (length 8 + 8 per dimension), bits 4, seed 16, bodies (length 8 + 8 per value).
+    40 + 8 + 8 * shape.len() + 4 + 16 + 8 + 8 * shape.iter().product::<usize>()
+}

@@ -1,0 +1,289 @@
+//! Seeded uploads: the client sends its encrypted image as one LWE body per value plus the
+//! seed of the masks; the server regenerates the masks and evaluates the same ciphertexts.
+//! Round trips equal the simulation, the bytes are small, and truncated, corrupt,
+//! inconsistent or foreign images are errors (never panics).
+//!
+//! The circuits here are the identity on the input (no bootstrap), so that the server's
+//! whole path (load, decompress, evaluate, serialize) runs in milliseconds.
+
+use fhec_ir::artifact::Artifact;
+use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range};
+use fhec_ir::params::{EncodingPlan, FheSetup, TfheParams, min_secure_std};
+use fhec_runtime::app::{Client, Server};
+use fhec_runtime::encrypted_image_bytes;
+use fhec_runtime::fhe::files::{self, Kind, kind_of};
+use fhec_runtime::fhe::{ClientKey, SeededCtTensor};
+use fhec_runtime::sim;
+
+/// The parameters the compiler chooses for the bundled `fhe_mnist` (see
+/// `tests/snapshots/params__params_bundled.snap`): n=760 k=1 N=2048 PBS 2x2^16 KS 8x2^2.
+fn fhe_mnist_params() -> TfheParams {
+    TfheParams {
+        lwe_dimension: 760,
+        glwe_dimension: 1,
+        polynomial_size: 2048,
+        lwe_noise_std: min_secure_std(760),
+        glwe_noise_std: min_secure_std(2048),
+        pbs_base_log: 16,
+        pbs_level: 2,
+        ks_base_log: 2,
+        ks_level: 8,
+    }
+}
+
+/// Small parameters on the 128-bit curve whose evaluation key is quick to generate (their
+/// bootstraps would fail, but the identity circuits here have none).
+fn small_params(lwe_dimension: usize) -> TfheParams {
+    TfheParams {
+        lwe_dimension,
+        glwe_dimension: 1,
+        polynomial_size: 1024,
+        lwe_noise_std: min_secure_std(lwe_dimension),
+        glwe_noise_std: min_secure_std(1024),
+        pbs_base_log: 10,
+        pbs_level: 1,
+        ks_base_log: 4,
+        ks_level: 1,
+    }
+}
+
+/// The identity on an `h x w` image, reading pixel `p` as `255 - p`.
+fn identity_circuit(h: usize, w: usize) -> Circuit {
+    Circuit {
+        name: "identity".into(),
+        metadata: Default::default(),
+        nodes: vec![CNode {
+            name: "input".into(),
+            op: COp::Input { bits: 8 },
+            inputs: vec![],
+            shape: vec![1, 1, h, w],
+            range: Range { min: 0, max: 255 },
+            norm2: 1.0,
+        }],
+        output: 0,
+        input_quant: InputQuant { pixel_to_q: (0..256).rev().collect() },
+        output_quant: OutputQuant { scale: vec![1.0; h * w], offset: vec![0.0; h * w] },
+    }
+}
+
+/// An artifact of `c` with parameters `p`, and its encoding plan.
+fn artifact(c: &Circuit, p: TfheParams) -> (Vec<u8>, EncodingPlan) {
+    let plan = EncodingPlan::plan(c).unwrap();
+    let setup = FheSetup {
+        params: p,
+        plan: plan.clone(),
+        operations: 1,
+        p_error: 0.0,
+        global_p_error: 0.0,
+        security_bits: 128.0,
+        est_cost_ms: 0.0,
+    };
+    let art = Artifact {
+        fhec_version: "test".into(),
+        source: "identity".into(),
+        options: Default::default(),
+        circuit: c.clone(),
+        fhe: Some(setup),
+    };
+    (art.to_bytes(), plan)
+}
+
+/// Pseudo-random pixels.
+fn pixels(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 56) as u8
+        })
+        .collect()
+}
+
+/// `b` with its payload replaced by `payload` (length and checksum recomputed), so that
+/// what follows the frame's checks is exercised.
+fn reframe(b: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = b[..24].to_vec();
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    let fnv = payload.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3));
+    out.extend_from_slice(&fnv.to_le_bytes());
+    out
+}
+
+fn want(c: &Circuit, px: &[u8]) -> Vec<i64> {
+    sim::simulate(c, sim::encode_image(c, px)).unwrap().iter().copied().collect()
+}
+
+#[test]
+fn seeded_encryption_decompresses_to_fresh_ciphertexts() {
+    let p = fhe_mnist_params();
+    let ck = ClientKey::generate(&p);
+    let size = p.big_dimension() + 1;
+    let vals: Vec<i64> = (0..300).map(|i| (i * 37 % 256) - 128).collect();
+    let s = ck.encrypt_seeded(&vals, &[3, 100], 9);
+    assert_eq!(s.bodies.len(), 300);
+    let ct = s.decompress(&p).unwrap();
+    assert_eq!((ct.shape.as_slice(), ct.bits, ct.data.len()), (&[3usize, 100][..], 9, 300 * size));
+    assert_eq!(ck.decrypt(&ct), vals);
+    // The noise of a fresh encryption under the GLWE key (std 2^-49.9 of the torus, i.e.
+    // 2^-40 of Δ at 9 bits), as for the unseeded encryption.
+    let err = |t| ck.phases(t).iter().zip(&vals).map(|(ph, &v)| (ph - v as f64).abs()).fold(0.0, f64::max);
+    assert!(err(&ct) < 1e-6, "{}", err(&ct));
+    let full = ck.encrypt(&vals, &[3, 100], 9);
+    assert_eq!(ck.decrypt(&full), vals);
+    assert!(err(&full) < 1e-6);
+    // Decompression is deterministic and keeps the bodies; the masks are random (another
+    // encryption has another seed and other masks) and not zero.
+    assert_eq!(s.decompress(&p).unwrap(), ct);
+    assert!(ct.data.chunks_exact(size).zip(&s.bodies).all(|(c, b)| c[size - 1] == *b));
+    assert!(ct.data.chunks_exact(size).all(|c| c[..size - 1].iter().filter(|&&m| m == 0).count() < 4));
+    let s2 = ck.encrypt_seeded(&vals, &[3, 100], 9);
+    assert_ne!(s2.seed, s.seed);
+    assert_ne!(s2.decompress(&p).unwrap().data[..size - 1], ct.data[..size - 1]);
+    // Serialized form: the exact size the report announces, and a lossless round trip.
+    let b = s.to_bytes(&p);
+    assert_eq!(kind_of(&b), Some(Kind::SeededImage));
+    assert_eq!(b.len(), encrypted_image_bytes(&[3, 100]));
+    assert_eq!(b.len(), files::SEEDED_OVERHEAD + 8 * 2 + 8 * 300);
+    assert_eq!(SeededCtTensor::from_bytes(&b, &p).unwrap(), s);
+    // Nothing to encrypt is not a panic either.
+    let empty = ck.encrypt_seeded(&[], &[0], 9);
+    assert_eq!(empty.decompress(&p).unwrap().data.len(), 0);
+}
+
+#[test]
+fn a_seeded_28x28_image_for_fhe_mnist_parameters_is_under_16_kib() {
+    let p = fhe_mnist_params();
+    let c = identity_circuit(28, 28);
+    let (art, plan) = artifact(&c, p);
+    let client = Client::new(&art).unwrap();
+    let px = pixels(784, 1);
+    let up = client.encrypt(&px).unwrap();
+    let ck = ClientKey::from_bytes(&client.secret_key(), &p).unwrap();
+    let full = ck.encrypt_image(&c, &plan, &px).unwrap().to_bytes(&p);
+    eprintln!(
+        "one 28x28 image at n=760 k=1 N=2048: seeded {} bytes ({:.2} KiB), full ciphertexts {} bytes ({:.2} MiB)",
+        up.len(),
+        up.len() as f64 / 1024.0,
+        full.len(),
+        full.len() as f64 / 1048576.0
+    );
+    assert!(up.len() < 16 * 1024, "{} bytes", up.len());
+    assert_eq!(up.len(), encrypted_image_bytes(&[1, 1, 28, 28]));
+    assert_eq!(up.len(), 6380);
+    assert!(full.len() > 12 * 1024 * 1024);
+    // The seeded image decrypts to what the simulation reads.
+    let s = SeededCtTensor::from_bytes(&up, &p).unwrap();
+    assert_eq!(ck.decrypt(&s.decompress_input(&c, &plan, &p).unwrap()), want(&c, &px));
+}
+
+#[test]
+fn seeded_image_through_the_app_api_equals_simulation() {
+    let p = small_params(450);
+    let c = identity_circuit(28, 28);
+    let (art, plan) = artifact(&c, p);
+    let client = Client::new(&art).unwrap();
+    let server = Server::new(&art, &client.evaluation_key()).unwrap();
+    for seed in 0..3 {
+        let px = pixels(784, seed);
+        let up = client.encrypt(&px).unwrap();
+        assert_eq!(kind_of(&up), Some(Kind::SeededImage));
+        assert_eq!(up.len(), encrypted_image_bytes(c.input_shape()));
+        let pred = client.decrypt(&server.classify(&up).unwrap()).unwrap();
+        assert_eq!(pred.raw, want(&c, &px), "image {seed}");
+        // Decrypting the image itself instead of a result is an error.
+        let e = client.decrypt(&up).unwrap_err().to_string();
+        assert!(e.contains("encrypted image, not this model's result"), "{e}");
+    }
+    // The unseeded form (full ciphertexts) is still accepted.
+    let px = pixels(784, 7);
+    let ck = ClientKey::from_bytes(&client.secret_key(), &p).unwrap();
+    let full = ck.encrypt_image(&c, &plan, &px).unwrap().to_bytes(&p);
+    assert_eq!(kind_of(&full), Some(Kind::Ciphertext));
+    let pred = client.decrypt(&server.classify(&full).unwrap()).unwrap();
+    assert_eq!(pred.raw, want(&c, &px));
+}
+
+#[test]
+fn bad_seeded_images_are_errors() {
+    let p = small_params(450);
+    let c = identity_circuit(28, 28);
+    let (art, plan) = artifact(&c, p);
+    let client = Client::new(&art).unwrap();
+    let server = Server::new(&art, &client.evaluation_key()).unwrap();
+    let err = |b: &[u8]| server.classify(b).err().expect("must fail").to_string();
+    let up = client.encrypt(&pixels(784, 3)).unwrap();
+
+    // Truncated, at any length.
+    let e = err(&up[..up.len() - 9]);
+    assert!(e.starts_with("encrypted image:") && e.contains("truncated"), "{e}");
+    for n in [0, 7, 8, 12, 31, 32, 39, 40, 100, up.len() / 2, up.len() - 1] {
+        err(&up[..n]);
+    }
+    let mut long = up.clone();
+    long.push(0);
+    assert!(err(&long).contains("trailing data"));
+    // Corrupt: a flipped bit anywhere in the payload or the checksum.
+    for i in [32, 40, 60, 70, up.len() / 2, up.len() - 9, up.len() - 1] {
+        let mut b = up.clone();
+        b[i] ^= 4;
+        let e = err(&b);
+        assert!(e.contains("corrupt (checksum mismatch)"), "byte {i}: {e}");
+    }
+    // Another kind, version or parameters in the header.
+    let mut b = up.clone();
+    b[8] = 99;
+    assert!(err(&b).contains("but a seeded encrypted image is expected"));
+    let mut b = up.clone();
+    b[12] = 2;
+    assert!(err(&b).contains("version 2 is not supported"));
+    let mut b = up.clone();
+    b[16] ^= 1;
+    assert!(err(&b).contains("other TFHE parameters"));
+    let e = err(&client.secret_key());
+    assert!(e.contains("holds a client key but a seeded encrypted image is expected"), "{e}");
+    assert!(err(b"not an image at all, just some bytes").contains("not an fhec key or ciphertext file"));
+
+    // An image encrypted for other parameters.
+    let (other_art, _) = artifact(&c, small_params(460));
+    let other = Client::new(&other_art).unwrap().encrypt(&pixels(784, 3)).unwrap();
+    let e = err(&other);
+    assert!(e.contains("other TFHE parameters"), "{e}");
+    assert!(SeededCtTensor::from_bytes(&up, &small_params(460)).is_err());
+
+    // An image of another size under the same parameters: the value count does not match.
+    let (small_art, _) = artifact(&identity_circuit(27, 28), p);
+    let e = err(&Client::new(&small_art).unwrap().encrypt(&pixels(756, 3)).unwrap());
+    assert!(e.contains("holds 756 values of shape [1, 1, 27, 28]") && e.contains("input is 784 values"), "{e}");
+
+    // Framed correctly but inconsistent inside: bodies for another shape, wrong encoding
+    // bits, a shape whose size overflows.
+    let bits = plan.bits[0];
+    let bad = |shape: Vec<usize>, bits: u32, n: usize| SeededCtTensor { shape, bits, seed: 5, bodies: vec![1; n] };
+    let e = err(&bad(vec![1, 1, 28, 28], bits, 783).to_bytes(&p));
+    assert!(e.contains("inconsistent (783 bodies for shape [1, 1, 28, 28]"), "{e}");
+    assert!(err(&bad(vec![1, 1, 28, 28], 0, 784).to_bytes(&p)).contains("0 encoding bits"));
+    assert!(err(&bad(vec![1, 1, 28, 28], 63, 784).to_bytes(&p)).contains("63 encoding bits"));
+    let e = err(&bad(vec![1, 1, 28, 28], bits - 1, 784).to_bytes(&p));
+    assert!(e.contains(&format!("on {} bits, but the circuit's input is 784 values", bits - 1)), "{e}");
+    assert!(err(&bad(vec![usize::MAX, 3], bits, 0).to_bytes(&p)).contains("inconsistent"));
+    assert!(bad(vec![usize::MAX, 3], bits, 3).decompress(&p).is_err());
+
+    // A payload that does not decode, or decodes to anything: errors or (a changed seed or
+    // body) a wrong but well-formed image, never a panic.
+    let payload = &up[32..up.len() - 8];
+    let e = err(&reframe(&up, &payload[..payload.len() - 3]));
+    assert!(e.contains("does not decode"), "{e}");
+    let mut huge = payload.to_vec();
+    huge[..8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    assert!(err(&reframe(&up, &huge)).contains("does not decode"));
+    for i in 0..72 {
+        for v in [0x00, 0x01, 0x80, 0xff] {
+            let mut m = payload.to_vec();
+            m[i] = v;
+            let _ = server.classify(&reframe(&up, &m));
+        }
+    }
+}
