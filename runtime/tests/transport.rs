@@ -1,18 +1,22 @@
+//! What travels between client and server.
+//!
 //! Seeded uploads: the client sends its encrypted image as one LWE body per value plus the
 //! seed of the masks; the server regenerates the masks and evaluates the same ciphertexts.
-//! Round trips equal the simulation, the bytes are small, and truncated, corrupt,
-//! inconsistent or foreign images are errors (never panics).
+//! Compact results: the server rounds every coefficient of the result to the fewest bytes
+//! the output's noise allows. Round trips equal the simulation, the bytes are small and
+//! exactly what the report announces, and truncated, corrupt, inconsistent or foreign
+//! images and results are errors (never panics).
 //!
 //! The circuits here are the identity on the input (no bootstrap), so that the server's
 //! whole path (load, decompress, evaluate, serialize) runs in milliseconds.
 
 use fhec_ir::artifact::Artifact;
 use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range};
-use fhec_ir::params::{EncodingPlan, FheSetup, TfheParams, min_secure_std};
+use fhec_ir::params::{EncodingPlan, FheSetup, TfheParams, min_secure_std, result_word_bytes};
 use fhec_runtime::app::{Client, Server};
-use fhec_runtime::encrypted_image_bytes;
+use fhec_runtime::{encrypted_image_bytes, encrypted_result_bytes};
 use fhec_runtime::fhe::files::{self, Kind, kind_of};
-use fhec_runtime::fhe::{ClientKey, SeededCtTensor};
+use fhec_runtime::fhe::{ClientKey, CompactCtTensor, SeededCtTensor};
 use fhec_runtime::sim;
 
 /// The parameters the compiler chooses for the bundled `fhe_mnist` (see
@@ -191,7 +195,10 @@ fn seeded_image_through_the_app_api_equals_simulation() {
         let up = client.encrypt(&px).unwrap();
         assert_eq!(kind_of(&up), Some(Kind::SeededImage));
         assert_eq!(up.len(), encrypted_image_bytes(c.input_shape()));
-        let pred = client.decrypt(&server.classify(&up).unwrap()).unwrap();
+        let res = server.classify(&up).unwrap();
+        assert_eq!(kind_of(&res), Some(Kind::CompactResult));
+        assert_eq!(res.len(), encrypted_result_bytes(&[1, 1, 28, 28], 1024, result_word_bytes(&p, &plan, &c)));
+        let pred = client.decrypt(&res).unwrap();
         assert_eq!(pred.raw, want(&c, &px), "image {seed}");
         // Decrypting the image itself instead of a result is an error.
         let e = client.decrypt(&up).unwrap_err().to_string();
@@ -286,4 +293,74 @@ fn bad_seeded_images_are_errors() {
             let _ = server.classify(&reframe(&up, &m));
         }
     }
+}
+
+#[test]
+fn compact_results_keep_the_bytes_the_output_noise_needs() {
+    let p = fhe_mnist_params();
+    let c = identity_circuit(28, 28);
+    let plan = EncodingPlan::plan(&c).unwrap();
+    // The identity's output is encoded on 9 bits with fresh noise (2^-50): rounding the
+    // 2049 coefficients to 2 bytes adds noise of std 2^-12.8, too much for a 2^-64 failure
+    // at 9 bits; 3 bytes add 2^-20.8.
+    assert_eq!(plan.bits[c.output], 9);
+    assert_eq!(result_word_bytes(&p, &plan, &c), 3);
+    let ck = ClientKey::generate(&p);
+    let vals: Vec<i64> = (0..784).map(|i| (i * 37 % 511) - 255).collect();
+    let ct = ck.encrypt(&vals, &[1, 1, 28, 28], 9);
+    let three = ct.compact(3);
+    assert_eq!(three.data.len(), 784 * 2049 * 3);
+    assert_eq!(ck.decrypt(&three.expand(&p).unwrap()), vals);
+    // Eight bytes are the words themselves; one byte is far below the budget (noise of std
+    // 2^-4.8 against a half step of 2^-11) and decrypts to garbage.
+    assert_eq!(ct.compact(8).expand(&p).unwrap(), ct);
+    let one = ck.decrypt(&ct.compact(1).expand(&p).unwrap());
+    assert!(one.iter().zip(&vals).filter(|(a, b)| a != b).count() > 700);
+    // Serialized: the size the report announces; 61.5 KB for fhe_mnist's ten outputs.
+    let b = three.to_bytes(&p);
+    assert_eq!(b.len(), encrypted_result_bytes(&[1, 1, 28, 28], 2048, 3));
+    assert_eq!(CompactCtTensor::from_bytes(&b, &p).unwrap(), three);
+    assert_eq!(encrypted_result_bytes(&[1, 10], 2048, 3), 61_550);
+}
+
+#[test]
+fn bad_results_are_errors() {
+    // Parameters whose bootstrap noise is small enough for results to be compacted (the
+    // server key takes a few seconds to generate).
+    let p = fhe_mnist_params();
+    let c = identity_circuit(28, 28);
+    let (art, plan) = artifact(&c, p);
+    let client = Client::new(&art).unwrap();
+    let server = Server::new(&art, &client.evaluation_key()).unwrap();
+    let px = pixels(784, 5);
+    let res = server.classify(&client.encrypt(&px).unwrap()).unwrap();
+    let err = |b: &[u8]| client.decrypt(b).err().expect("must fail").to_string();
+
+    for n in [0, 8, 39, 40, 60, res.len() / 2, res.len() - 1] {
+        assert!(err(&res[..n]).starts_with("encrypted result:"));
+    }
+    let mut b = res.clone();
+    b[res.len() / 2] ^= 1;
+    assert!(err(&b).contains("corrupt (checksum mismatch)"));
+    // A result rounded below what the output's noise allows is refused, not misread.
+    let ck = ClientKey::from_bytes(&client.secret_key(), &p).unwrap();
+    let full = ck.encrypt(&want(&c, &px), &[1, 1, 28, 28], plan.bits[c.output]);
+    let e = err(&full.compact(2).to_bytes(&p));
+    assert!(e.contains("keeps 2 bytes per coefficient, but this model's output needs 3"), "{e}");
+    // Bytes that do not match the shape and parameters.
+    let mut short = full.compact(3);
+    short.data.truncate(short.data.len() - 3);
+    assert!(err(&short.to_bytes(&p)).contains("not 3 bytes per coefficient of [1, 1, 28, 28] ciphertexts"));
+    let mut wide = full.compact(3);
+    wide.word_bytes = 9;
+    assert!(err(&wide.to_bytes(&p)).contains("9 bytes per word"));
+    // A result of other parameters; a key where the result is expected.
+    let (other_art, _) = artifact(&c, small_params(460));
+    let other = Client::new(&other_art).unwrap();
+    assert!(err(&full.compact(3).to_bytes(&small_params(460))).contains("other TFHE parameters"));
+    assert_eq!(result_word_bytes(&small_params(460), &plan, &c), 8);
+    assert!(other.decrypt(&res).unwrap_err().to_string().contains("other TFHE parameters"));
+    assert!(err(&client.secret_key()).contains("holds a client key but an encrypted result is expected"));
+    // Full ciphertexts (what servers returned before) are still accepted.
+    assert_eq!(client.decrypt(&full.to_bytes(&p)).unwrap().raw, want(&c, &px));
 }
