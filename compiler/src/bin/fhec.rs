@@ -315,6 +315,31 @@ enum Bench {
         #[arg(long)]
         limit: Option<usize>,
     },
+    #[cfg(feature = "fhe")]
+    /// Encrypted latency, sizes and scheduling efficiency of chosen bundled models, beside the
+    /// TenSEAL (CKKS) evaluation of the seed network with the same weights and images,
+    /// measured in the same run; writes the speed section of BENCHMARKS.md.
+    Speed {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// The bundled models to run encrypted.
+        #[arg(long, value_delimiter = ',', default_value = "fhe_mnist.onnx,seed_mnist.onnx")]
+        only: Vec<String>,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets.
+        #[arg(long)]
+        data: PathBuf,
+        /// Encrypted images per model: the first N test images (latencies are medians).
+        #[arg(long, default_value_t = 5)]
+        images: usize,
+        /// Python with TenSEAL for the anchor (`benches/anchors/setup.sh` makes this one);
+        /// `none` skips the anchor.
+        #[arg(long, default_value = "benches/anchors/.venv/bin/python")]
+        python: String,
+        /// Markdown file whose speed section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
     /// Float vs simulated accuracy of every bundled model on full test sets; writes the
     /// accuracy section of BENCHMARKS.md.
     Accuracy {
@@ -398,6 +423,10 @@ fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "fhe")]
         Command::Bench(Bench::Models { models, data, images, budget, out, limit }) => {
             bench_models(&models, &data, images, budget, &out, limit)
+        }
+        #[cfg(feature = "fhe")]
+        Command::Bench(Bench::Speed { models, only, data, images, python, out }) => {
+            bench_speed(&models, &only, &data, images, &python, &out)
         }
         #[cfg(feature = "fhe")]
         Command::Keygen { artifact, out, force } => {
@@ -930,7 +959,7 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
     // moment after a parallel section, which would slow a measurement taken right after).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pbs_s = server.one_bootstrap_seconds(20);
-    let (mut te, mut tv, mut td) = (vec![], vec![], vec![]);
+    let (mut te, mut tv, mut td, mut tc) = (vec![], vec![], vec![], vec![]);
     let (mut up, mut down) = (0, 0);
     let mut preds = vec![];
     let mut agree = 0;
@@ -940,10 +969,12 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         let t0 = std::time::Instant::now();
         let ct = client.encrypt(ds.pixels(i))?;
         let t1 = std::time::Instant::now();
+        let cpu0 = process_cpu_seconds();
         let res = with_progress(server.bootstraps(), &format!("image {}/{}", i + 1, ds.len()), |pr| {
             server.classify_with_progress(&ct, pr)
         })?;
         let t2 = std::time::Instant::now();
+        tc.push(process_cpu_seconds() - cpu0);
         let pred = client.decrypt(&res)?;
         let t3 = std::time::Instant::now();
         // An image outside the calibrated ranges has no specified result to compare with.
@@ -1009,6 +1040,7 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         eval_key_bytes: ek.len(),
         encrypt_s: median(&mut te),
         evaluate_s: median(&mut tv),
+        evaluate_cpu_s: median(&mut tc),
         decrypt_s: median(&mut td),
         upload: up,
         download: down,
@@ -1029,6 +1061,8 @@ struct FheRun {
     eval_key_bytes: usize,
     encrypt_s: f64,
     evaluate_s: f64,
+    /// CPU time of the whole process (all threads) during an evaluation (median).
+    evaluate_cpu_s: f64,
     decrypt_s: f64,
     upload: usize,
     download: usize,
@@ -1166,6 +1200,150 @@ parameters on one thread (median of 20, measured in the same run); *efficiency*:
     if !failures.is_empty() {
         bail!("encrypted runs failed: {}", failures.join("; "));
     }
+    Ok(())
+}
+
+/// CPU seconds used so far by this process, all threads (user + system, from
+/// `/proc/self/stat`; 0 where that file does not exist).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
+    // The kernel reports clock ticks, 100 per second on Linux (USER_HZ).
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// What the TenSEAL anchor script printed (`benches/anchors/tenseal_seed.py`).
+#[cfg(feature = "fhe")]
+fn run_tenseal_anchor(python: &str, onnx: &Path, data: &Path, images: usize) -> Result<serde_json::Value> {
+    let script = Path::new("benches/anchors/tenseal_seed.py");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(["--onnx", &onnx.display().to_string(), "--data", &data.display().to_string()])
+        .args(["--dataset", "mnist", "--images", &images.to_string(), "--threads", &cores.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {python} {} (run benches/anchors/setup.sh first)", script.display()))?;
+    if !out.status.success() {
+        bail!("the TenSEAL anchor failed ({})", out.status);
+    }
+    serde_json::from_slice(&out.stdout).context("the TenSEAL anchor printed no JSON result")
+}
+
+/// The speed table (see `Bench::Speed`).
+#[cfg(feature = "fhe")]
+fn bench_speed(models: &Path, only: &[String], data: &Path, images: usize, python: &str, out: &Path) -> Result<()> {
+    let manifest = load_manifest(models)?;
+    let load_before = machine_line();
+    let mut rows = vec![];
+    // The anchor first: the seed network's weights, the same first test images.
+    let seed = models.join("seed_mnist.onnx");
+    let tenseal = if python == "none" {
+        None
+    } else {
+        println!("== TenSEAL anchor: seed network ({}), {images} images ==", seed.display());
+        let v = run_tenseal_anchor(python, &seed, data, images)?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let n = v["images"].as_u64().unwrap_or(0);
+        let row = format!(
+            "| TenSEAL {} (CKKS N=8192, scale 2^26, {} threads) | seed_mnist.onnx (same weights) | {n} | {}/{n} correct, {}/{n} = float argmax, max drift {:.1}% of the largest score | — | CKKS, ~128 bits (SEAL default), approximate | {:.3} s | {:.2} s | {:.2} s | {:.4} s | — | — | {:.1} s | {} | {} | {} | 1.00 |",
+            v["tenseal_version"].as_str().unwrap_or("?"),
+            v["threads"],
+            v["correct"],
+            v["agree_with_float"],
+            100.0 * f("max_rel_drift"),
+            f("median_encrypt_s"),
+            f("median_evaluate_s"),
+            f("median_evaluate_cpu_s"),
+            f("median_decrypt_s"),
+            f("keygen_s"),
+            size(v["context_bytes"].as_u64().unwrap_or(0) as usize),
+            size(v["upload_bytes"].as_u64().unwrap_or(0) as usize),
+            size(v["download_bytes"].as_u64().unwrap_or(0) as usize),
+        );
+        println!("{row}");
+        rows.push(row);
+        Some(f("median_evaluate_s"))
+    };
+    for file in only {
+        let m = manifest
+            .models
+            .iter()
+            .find(|m| &m.file == file)
+            .with_context(|| format!("{file} is not in {}", models.join("manifest.json").display()))?;
+        let path = models.join(&m.file);
+        let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
+        let mut ds = Dataset::load_test(data, kind)?;
+        ds.truncate(images);
+        println!("== {} ==", m.file);
+        let args = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        let (_, art) = compile_model(&path, &args)?;
+        let setup = art.fhe.as_ref().with_context(|| format!("{}: no 128-bit parameters fit", m.file))?;
+        let st = art.circuit.bootstrap_stats();
+        let widths: Vec<String> = st.by_width.iter().map(|(w, k)| format!("{k} x {w}-bit")).collect();
+        let r = fhe_eval(&path, &art, &ds, kind)?;
+        let ratio = match tenseal {
+            Some(t) if m.file.starts_with("seed_mnist") => format!("{:.1}", r.evaluate_s / t),
+            _ => "—".into(),
+        };
+        let row = format!(
+            "| fhec (TFHE, {} threads) | {} | {} | {}/{} correct, {}/{} equal to the simulation | {} ({} + {} rounding) | {}; {:.0} bits, failure 2^{:.1} / inference | {:.3} s | {:.2} s | {:.2} s | {:.4} s | {:.1} ms | {:.2} | {:.1} s | {} | {} | {} | {ratio} |",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            m.file,
+            ds.len(),
+            r.correct,
+            ds.len(),
+            r.agree,
+            r.compared,
+            st.total(),
+            widths.join(", "),
+            st.rounding,
+            setup.params.summary(),
+            setup.security_bits,
+            setup.global_p_error.max(1e-300).log2(),
+            r.encrypt_s,
+            r.evaluate_s,
+            r.evaluate_cpu_s,
+            r.decrypt_s,
+            r.pbs_s * 1e3,
+            r.efficiency,
+            r.keygen_s,
+            size(r.eval_key_bytes),
+            size(r.upload),
+            size(r.download),
+        );
+        println!("{row}");
+        rows.push(row);
+    }
+    let body = format!(
+        "## Speed: encrypted inference beside TenSEAL, one run\n\n\
+Produced by `fhec bench speed --data {} --images {images}` (models: {}). Each system encrypts \
+the first {images} MNIST test images on the client, evaluates them on the server with the \
+public evaluation key only (both cores), and decrypts; latencies are medians over the images \
+(wall clock; *evaluate CPU*: CPU time of the server process, all threads). The TenSEAL \
+anchor (`benches/anchors/tenseal_seed.py`, set up by `benches/anchors/setup.sh`) is an \
+independent re-implementation of TenSEAL Tutorial 4's encrypted evaluation of the seed \
+network, loaded with the weights of `seed_mnist.onnx`, so both systems evaluate the same \
+network on the same images; its *evaluation key* is the public CKKS context (Galois and \
+relinearization keys). *One bootstrap*: one keyswitch + bootstrap at the model's parameters \
+on one thread (median of 20); *efficiency*: evaluate / (bootstraps x one bootstrap / \
+cores). *vs TenSEAL*: fhec's evaluate time over TenSEAL's, same network (above 1 is \
+slower). Concrete ML is not run by this command (its anchor, `../shared/anchors/concrete-ml`, \
+takes about 495 CPU-s per image on a different network); no ratio to it is claimed here. \
+Machine before the run: {load_before}; after: {}.\n\n\
+| system | model | images | accuracy on them | bootstraps / image | parameters | encrypt | evaluate | evaluate CPU | decrypt | one bootstrap | efficiency | keygen | evaluation key | upload / image | download / image | vs TenSEAL |\n\
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
+        data.display(),
+        only.join(","),
+        machine_line(),
+        rows.join("\n"),
+    );
+    let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
+    std::fs::write(out, replace_section(&doc, "speed", &body))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {}", out.display());
     Ok(())
 }
 
