@@ -429,3 +429,24 @@ fn eval_accepts_the_pass_flags() {
         assert!(text(&o.stdout).trim().lines().last().unwrap().starts_with("accuracy: "));
     }
 }
+
+#[test]
+fn bench_speed_checks_its_arguments_before_running_anything() {
+    let dir = tmpdir("bench-speed");
+    let out = dir.join("BENCH.md");
+    std::fs::write(&out, "# mine\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["bench", "speed", "--data", "examples/data", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = fhec(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
+        text(&o.stderr)
+    };
+    assert!(run(&["--images", "0"]).contains("--images must be at least 1"));
+    let e = run(&["--only", "fhe_mnist.onnx,missing.onnx", "--python", "none"]);
+    assert!(e.contains("missing.onnx is not in") && e.contains("manifest.json"), "{e}");
+    let e = run(&["--only", "fhe_mnist.onnx", "--python", "/nonexistent/python3"]);
+    assert!(e.contains("cannot run /nonexistent/python3") && e.contains("benches/anchors/setup.sh"), "{e}");
+    // Nothing was written.
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "# mine\n");
+}

@@ -1235,7 +1235,20 @@ fn run_tenseal_anchor(python: &str, onnx: &Path, data: &Path, images: usize) -> 
 /// The speed table (see `Bench::Speed`).
 #[cfg(feature = "fhe")]
 fn bench_speed(models: &Path, only: &[String], data: &Path, images: usize, python: &str, out: &Path) -> Result<()> {
+    if images == 0 {
+        bail!("--images must be at least 1 (latencies are medians over the images)");
+    }
     let manifest = load_manifest(models)?;
+    let entries = only
+        .iter()
+        .map(|file| {
+            manifest
+                .models
+                .iter()
+                .find(|m| &m.file == file)
+                .with_context(|| format!("{file} is not in {}", models.join("manifest.json").display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let load_before = machine_line();
     let mut rows = vec![];
     // The anchor first: the seed network's weights, the same first test images.
@@ -1267,12 +1280,7 @@ fn bench_speed(models: &Path, only: &[String], data: &Path, images: usize, pytho
         rows.push(row);
         Some(f("median_evaluate_s"))
     };
-    for file in only {
-        let m = manifest
-            .models
-            .iter()
-            .find(|m| &m.file == file)
-            .with_context(|| format!("{file} is not in {}", models.join("manifest.json").display()))?;
+    for m in entries {
         let path = models.join(&m.file);
         let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
         let mut ds = Dataset::load_test(data, kind)?;
