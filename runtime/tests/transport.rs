@@ -14,10 +14,10 @@ use fhec_ir::artifact::Artifact;
 use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range};
 use fhec_ir::params::{EncodingPlan, FheSetup, TfheParams, min_secure_std, result_word_bytes};
 use fhec_runtime::app::{Client, Server};
-use fhec_runtime::{encrypted_image_bytes, encrypted_result_bytes};
 use fhec_runtime::fhe::files::{self, Kind, kind_of};
 use fhec_runtime::fhe::{ClientKey, CompactCtTensor, SeededCtTensor};
 use fhec_runtime::sim;
+use fhec_runtime::{encrypted_image_bytes, encrypted_result_bytes};
 
 /// The parameters the compiler chooses for the bundled `fhe_mnist` (see
 /// `tests/snapshots/params__params_bundled.snap`): n=760 k=1 N=2048 PBS 2x2^16 KS 8x2^2.
