@@ -78,7 +78,8 @@ pub struct FheReport {
     /// Upload per image: the encrypted image in seeded form, framed, exactly as
     /// `Client::encrypt` produces it (`fhec_runtime::encrypted_image_bytes`).
     pub upload_bytes: usize,
-    /// Download per image (output ciphertexts).
+    /// Download per image: the encrypted result in compact form, framed, exactly as
+    /// `Server::classify` returns it (`fhec_runtime::encrypted_result_bytes`).
     pub download_bytes: usize,
     /// Estimated server time per image on one core (ms).
     pub est_latency_ms_one_core: f64,
@@ -130,7 +131,6 @@ pub fn build_report(
         layers,
         fhe: fhe.map(|f| {
             let (bsk, ksk) = f.params.key_bytes();
-            let ct = (f.params.big_dimension() + 1) * 8;
             FheReport {
                 params: f.params,
                 security_bits: f.security_bits,
@@ -139,7 +139,11 @@ pub fn build_report(
                 bootstrap_key_bytes: bsk,
                 keyswitch_key_bytes: ksk,
                 upload_bytes: fhec_runtime::encrypted_image_bytes(c.input_shape()),
-                download_bytes: c.nodes[c.output].shape.iter().product::<usize>() * ct,
+                download_bytes: fhec_runtime::encrypted_result_bytes(
+                    &c.nodes[c.output].shape,
+                    f.params.big_dimension(),
+                    fhec_ir::params::result_word_bytes(&f.params, &f.plan, c),
+                ),
                 est_latency_ms_one_core: f.est_cost_ms,
             }
         }),

@@ -171,6 +171,38 @@ pub fn kappa(p: f64) -> f64 {
     std::f64::consts::SQRT_2 * 0.5 * (lo + hi)
 }
 
+/// Variance (torus) added by rounding every coefficient of an LWE ciphertext of dimension
+/// `dim` under a binary key to its top `bits` bits (a modulus switch to `2^bits`): the
+/// modulus-switch formula with `2N = 2^bits`.
+pub fn truncation_variance(dim: usize, bits: u32) -> f64 {
+    (dim as f64 / 24.0 + 1.0 / 12.0) * (-2.0 * bits as f64).exp2()
+}
+
+/// Largest failure probability of decrypting one result value that the result's
+/// truncation may cause (see [`result_word_bytes`]).
+pub const RESULT_TRUNCATION_FAILURE: f64 = 5.421010862427522e-20; // 2^-64
+
+/// Bytes kept per coefficient of the result ciphertexts a server returns: the fewest (1 to
+/// 8) whose truncation keeps the decryption failure of every output value of `c` below
+/// [`RESULT_TRUNCATION_FAILURE`] with the output's noise under `p` (8 keeps words exact).
+///
+/// The output of `c` is encoded on `P = plan.bits[output]` bits and carries the noise of its
+/// linear chain (`norm2² · V_pbs`); rounding the `kN + 1` coefficients to `8b` bits adds
+/// [`truncation_variance`]. Results are what a client downloads, so this is the download
+/// size lever: a 10-class result at `N = 2048` keeps 3 of 8 bytes.
+pub fn result_word_bytes(p: &TfheParams, plan: &EncodingPlan, c: &crate::circuit::Circuit) -> u32 {
+    let Some(&bits) = plan.bits.get(c.output) else { return 8 };
+    let norm2 = c.nodes.get(c.output).map_or(f64::INFINITY, |n| n.norm2);
+    let v_in = norm2 * norm2 * p.var_pbs().max(p.var_fresh());
+    let half = (-(bits as f64) - 2.0).exp2();
+    (1..8)
+        .find(|&b| {
+            let var = v_in + truncation_variance(p.big_dimension(), 8 * b);
+            erfc(half / (var.sqrt() * std::f64::consts::SQRT_2)) <= RESULT_TRUNCATION_FAILURE
+        })
+        .unwrap_or(8)
+}
+
 /// What one kind of bootstrap needs from the noise.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NoiseRequirement {

@@ -18,14 +18,18 @@
 //! The server also accepts an image of full ciphertexts ([`CtTensor::to_bytes`] of
 //! [`ClientKey::encrypt_image`](crate::fhe::ClientKey::encrypt_image), 8(kN+1) bytes per
 //! value), the form clients sent before.
+//!
+//! The encrypted result is in compact form ([`CompactCtTensor`]): every coefficient rounded
+//! to the fewest bytes the output's noise allows ([`result_word_bytes`]; 3 of 8 bytes for
+//! the bundled `fhe_mnist`). The client also accepts full ciphertexts.
 
 use std::sync::atomic::AtomicUsize;
 
 use fhec_ir::artifact::{Artifact, ArtifactError};
-use fhec_ir::params::FheSetup;
+use fhec_ir::params::{FheSetup, result_word_bytes};
 
 use crate::fhe::files::{Kind, kind_of};
-use crate::fhe::{ClientKey, CtTensor, FheError, SeededCtTensor, ServerKey, evaluate_with_progress};
+use crate::fhe::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, ServerKey, evaluate_with_progress};
 use crate::sim;
 
 /// Why a client or server operation failed.
@@ -125,7 +129,7 @@ impl Client {
                 source: FheError("holds an encrypted image, not this model's result".into()),
             });
         }
-        let ct = CtTensor::from_bytes(result, &self.setup.params).map_err(fhe("encrypted result"))?;
+        let ct = self.load_result(result).map_err(fhe("encrypted result"))?;
         let c = &self.artifact.circuit;
         let want = &c.nodes[c.output].shape;
         if ct.shape != *want || ct.bits != self.setup.plan.bits[c.output] {
@@ -140,6 +144,24 @@ impl Client {
         let raw = self.key.decrypt(&ct);
         let scores = c.output_quant.scores(&raw);
         Ok(Prediction { class: sim::argmax(&scores), scores, raw })
+    }
+
+    /// The result ciphertexts: the compact form a [`Server`] returns (refused if it keeps
+    /// fewer bytes per coefficient than this model's output noise allows), or full ciphertexts.
+    fn load_result(&self, b: &[u8]) -> Result<CtTensor, FheError> {
+        let p = &self.setup.params;
+        if kind_of(b) == Some(Kind::Ciphertext) {
+            return CtTensor::from_bytes(b, p);
+        }
+        let t = CompactCtTensor::from_bytes(b, p)?;
+        let need = result_word_bytes(p, &self.setup.plan, &self.artifact.circuit);
+        if t.word_bytes < need {
+            return Err(FheError(format!(
+                "keeps {} bytes per coefficient, but this model's output needs {need} to decrypt reliably",
+                t.word_bytes
+            )));
+        }
+        t.expand(p)
     }
 }
 
@@ -180,7 +202,8 @@ impl Server {
         let ct = self.load_image(encrypted_image).map_err(fhe("encrypted image"))?;
         let out = evaluate_with_progress(&self.key, &self.artifact.circuit, &self.setup.plan, &ct, progress)
             .map_err(fhe("evaluation"))?;
-        Ok(out.to_bytes(&self.setup.params))
+        let (c, plan, p) = (&self.artifact.circuit, &self.setup.plan, &self.setup.params);
+        Ok(out.compact(result_word_bytes(p, plan, c)).to_bytes(p))
     }
 
     /// The input ciphertexts of an encrypted image: the seeded form (decompressed after its

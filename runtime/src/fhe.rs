@@ -146,6 +146,78 @@ impl SeededCtTensor {
     }
 }
 
+/// A tensor of ciphertexts with every coefficient rounded to its top `8 * word_bytes` bits:
+/// what a server returns (a modulus switch to `2^(8·word_bytes)`, which anyone can do and
+/// which only adds noise; [`fhec_ir::params::result_word_bytes`] picks the fewest bytes that
+/// keep every output's decryption failure below 2^-64).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactCtTensor {
+    /// Tensor shape.
+    pub shape: Vec<usize>,
+    /// Encoding bits (`Δ = 2^(63 - bits)`).
+    pub bits: u32,
+    /// Bytes kept per coefficient (1 to 8).
+    pub word_bytes: u32,
+    /// The coefficients, `word_bytes` little-endian bytes each, ciphertext after ciphertext.
+    pub data: Vec<u8>,
+}
+
+impl CtTensor {
+    /// Rounds every coefficient to its top `8 * word_bytes` bits (clamped to 1..=8 bytes).
+    pub fn compact(&self, word_bytes: u32) -> CompactCtTensor {
+        let wb = word_bytes.clamp(1, 8);
+        let drop = 64 - 8 * wb;
+        let mut data = Vec::with_capacity(self.data.len() * wb as usize);
+        for &w in &self.data {
+            let top = if drop == 0 { w } else { w.wrapping_add(1u64 << (drop - 1)) >> drop };
+            data.extend_from_slice(&top.to_le_bytes()[..wb as usize]);
+        }
+        CompactCtTensor { shape: self.shape.clone(), bits: self.bits, word_bytes: wb, data }
+    }
+}
+
+impl CompactCtTensor {
+    /// The ciphertexts back on 64-bit words (the dropped bits are zero), after checking the
+    /// size against the shape and the GLWE dimension of `p`.
+    pub fn expand(&self, p: &TfheParams) -> Result<CtTensor, FheError> {
+        self.check(p)?;
+        let wb = self.word_bytes as usize;
+        let drop = 64 - 8 * self.word_bytes;
+        let data = self
+            .data
+            .chunks_exact(wb)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b[..wb].copy_from_slice(c);
+                u64::from_le_bytes(b) << drop
+            })
+            .collect();
+        Ok(CtTensor { shape: self.shape.clone(), bits: self.bits, data })
+    }
+
+    /// Checks the word size, the encoding and the byte count against the shape and `p`.
+    pub fn check(&self, p: &TfheParams) -> Result<(), FheError> {
+        if !(1..=8).contains(&self.word_bytes) || self.bits == 0 || self.bits > 62 {
+            return Err(FheError(format!(
+                "the result's encoding is invalid ({} bytes per word, {} bits)",
+                self.word_bytes, self.bits
+            )));
+        }
+        let wb = self.word_bytes as usize;
+        let words = numel(&self.shape).and_then(|n| n.checked_mul(p.big_dimension() + 1));
+        if words.and_then(|w| w.checked_mul(wb)) != Some(self.data.len()) {
+            return Err(FheError(format!(
+                "the result holds {} bytes, not {} bytes per coefficient of {:?} ciphertexts of dimension {}",
+                self.data.len(),
+                wb,
+                self.shape,
+                p.big_dimension()
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn modulus() -> CiphertextModulus<u64> {
     CiphertextModulus::new_native()
 }
@@ -858,7 +930,7 @@ pub mod files {
     use bincode::Options;
     use fhec_ir::params::TfheParams;
 
-    use super::{ClientKey, CtTensor, FheError, SeededCtTensor, ServerKey, numel};
+    use super::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, ServerKey, numel};
 
     const MAGIC: &[u8; 8] = b"FHECKEY\0";
     const VERSION: u32 = 1;
@@ -877,9 +949,13 @@ pub mod files {
         /// Encrypted tensor in seeded form (one body per value and the masks' seed): what a
         /// client uploads.
         SeededImage = 4,
+        /// Encrypted result with truncated coefficients ([`CompactCtTensor`]): what a server
+        /// returns.
+        CompactResult = 5,
     }
 
-    const NAMES: [&str; 5] = ["?", "a client key", "a server key", "a ciphertext", "a seeded encrypted image"];
+    const NAMES: [&str; 6] =
+        ["?", "a client key", "a server key", "a ciphertext", "a seeded encrypted image", "an encrypted result"];
 
     /// Bytes of a framed seeded tensor besides 8 per shape dimension and 8 per value: the
     /// 40-byte frame, and in the payload the shape's and the bodies' lengths (8 each), the
@@ -896,6 +972,7 @@ pub mod files {
             2 => Some(Kind::ServerKey),
             3 => Some(Kind::Ciphertext),
             4 => Some(Kind::SeededImage),
+            5 => Some(Kind::CompactResult),
             _ => None,
         }
     }
@@ -1040,6 +1117,22 @@ pub mod files {
                     t.bits
                 )));
             }
+            Ok(t)
+        }
+    }
+
+    impl CompactCtTensor {
+        /// Serializes the result.
+        pub fn to_bytes(&self, p: &TfheParams) -> Vec<u8> {
+            frame(Kind::CompactResult, p, codec().serialize(self).expect("serialize"))
+        }
+
+        /// Loads a result made under `p`, checking its size against its shape and `p`.
+        pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<CompactCtTensor, FheError> {
+            let t: CompactCtTensor = codec()
+                .deserialize(unframe(b, Kind::CompactResult, p)?)
+                .map_err(|e| FheError(format!("encrypted result does not decode: {e}")))?;
+            t.check(p)?;
             Ok(t)
         }
     }

@@ -26,3 +26,12 @@ pub fn encrypted_image_bytes(shape: &[usize]) -> usize {
     // shape (length 8 + 8 per dimension), bits 4, seed 16, bodies (length 8 + 8 per value).
     40 + 8 + 8 * shape.len() + 4 + 16 + 8 + 8 * shape.iter().product::<usize>()
 }
+
+/// Bytes of one encrypted result as `app::Server::classify` returns it: the framed compact
+/// form (`fhe::CompactCtTensor`) of ciphertexts of dimension `big_dimension` (`kN`) for an
+/// output of `shape`, `word_bytes` bytes per coefficient
+/// (`fhec_ir::params::result_word_bytes`).
+pub fn encrypted_result_bytes(shape: &[usize], big_dimension: usize, word_bytes: u32) -> usize {
+    // frame 40; payload: shape (8 + 8 per dimension), bits 4, word bytes 4, data (8 + bytes).
+    40 + 8 + 8 * shape.len() + 4 + 4 + 8 + shape.iter().product::<usize>() * (big_dimension + 1) * word_bytes as usize
+}
