@@ -71,9 +71,12 @@ pub struct FheReport {
     pub p_error: f64,
     /// Bound on the failure probability of one inference.
     pub global_p_error: f64,
-    /// Bootstrap key bytes (Fourier domain).
+    /// The evaluation key as it travels: seeded form, framed, exactly as
+    /// `Client::evaluation_key` produces it (`fhec_runtime::evaluation_key_bytes`).
+    pub evaluation_key_bytes: usize,
+    /// Bootstrap key bytes in server memory (Fourier domain, after decompression).
     pub bootstrap_key_bytes: usize,
-    /// Keyswitch key bytes.
+    /// Keyswitch key bytes in server memory (after decompression).
     pub keyswitch_key_bytes: usize,
     /// Upload per image: the encrypted image in seeded form, framed, exactly as
     /// `Client::encrypt` produces it (`fhec_runtime::encrypted_image_bytes`).
@@ -136,6 +139,7 @@ pub fn build_report(
                 security_bits: f.security_bits,
                 p_error: f.p_error,
                 global_p_error: f.global_p_error,
+                evaluation_key_bytes: fhec_runtime::evaluation_key_bytes(&f.params),
                 bootstrap_key_bytes: bsk,
                 keyswitch_key_bytes: ksk,
                 upload_bytes: fhec_runtime::encrypted_image_bytes(c.input_shape()),
@@ -215,9 +219,9 @@ impl BuildReport {
                 let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
                 let _ = writeln!(
                     s,
-                    "keys: bootstrap {:.1} MiB, keyswitch {:.1} MiB; per image: upload {:.1} KiB, download {:.1} KiB; estimated server time {:.1} s on one core",
-                    mib(f.bootstrap_key_bytes),
-                    mib(f.keyswitch_key_bytes),
+                    "evaluation key {:.1} MiB (seeded; {:.1} MiB in server memory); per image: upload {:.1} KiB, download {:.1} KiB; estimated server time {:.1} s on one core",
+                    mib(f.evaluation_key_bytes),
+                    mib(f.bootstrap_key_bytes + f.keyswitch_key_bytes),
                     f.upload_bytes as f64 / 1024.0,
                     f.download_bytes as f64 / 1024.0,
                     f.est_latency_ms_one_core / 1000.0

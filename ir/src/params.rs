@@ -135,7 +135,8 @@ impl TfheParams {
     }
 
     /// Bytes of the bootstrap key (Fourier, 16 bytes per complex over N/2 per polynomial) and of the
-    /// keyswitch key (8 bytes per u64).
+    /// keyswitch key (8 bytes per u64) in the server's memory (the evaluation key travels in
+    /// seeded form, far smaller: `fhec_runtime::evaluation_key_bytes`).
     pub fn key_bytes(&self) -> (usize, usize) {
         let (n, k, big_n) = (self.lwe_dimension, self.glwe_dimension, self.polynomial_size);
         let bsk = n * self.pbs_level as usize * (k + 1) * (k + 1) * big_n * 8;

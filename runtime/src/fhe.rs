@@ -16,6 +16,15 @@
 //! Keys: [`ClientKey`] holds the secrets and never leaves the client; [`ServerKey`] holds
 //! only the keyswitch and bootstrap keys, and [`evaluate`] takes nothing else.
 //!
+//! The evaluation key travels in seeded form ([`ClientKey::seeded_server_key`], tfhe-rs's
+//! seeded keyswitch and bootstrap keys): every mask of both keys is drawn from a CSPRNG
+//! seeded by a public seed, so only the bodies and two seeds travel ([`SeededServerKey`]:
+//! `8kN·ℓ_ks` bytes of keyswitch key instead of `8kN·ℓ_ks(n+1)`, `8n·ℓ_pbs(k+1)N` of
+//! bootstrap key instead of `8n·ℓ_pbs(k+1)²N`). The server regenerates the masks in
+//! parallel and converts the bootstrap key to the Fourier domain on load
+//! ([`SeededServerKey::decompress`]): keys of the same secrets, decompositions, noise and
+//! security as [`ClientKey::server_key`]'s.
+//!
 //! Uploads: the client encrypts its input in seeded form ([`ClientKey::encrypt_seeded`],
 //! tfhe-rs's seeded LWE encryption): a fresh ciphertext's mask is drawn from a CSPRNG
 //! seeded by a public compression seed, so only the seed and one body per value travel
@@ -51,6 +60,41 @@ pub struct ServerKey {
     params: TfheParams,
     ksk: LweKeyswitchKeyOwned<u64>,
     bsk: FourierLweBootstrapKeyOwned,
+}
+
+/// The evaluation key in seeded (compressed) form: what a client sends.
+///
+/// Holds the bodies of tfhe-rs's `SeededLweKeyswitchKey` (one per level per coefficient of
+/// the GLWE key: `kN·ℓ_ks`) and `SeededLweBootstrapKey` (one polynomial per row of every
+/// GGSW: `n·ℓ_pbs·(k+1)·N`) and the compression seeds their masks are regenerated from. As
+/// for [`SeededCtTensor`], the seeds are plain 128-bit numbers (any value is valid) and the
+/// decomposition parameters are those of `params`, so that every length can be checked
+/// before tfhe-rs sees the data ([`SeededServerKey::check`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeededServerKey {
+    /// The parameters the key was made for (dimensions and decompositions).
+    pub params: TfheParams,
+    /// Compression seed of the keyswitch key's masks (public).
+    pub ksk_seed: u128,
+    /// Keyswitch key bodies: for each coefficient of the GLWE key, one per level.
+    pub ksk_bodies: Vec<u64>,
+    /// Compression seed of the bootstrap key's masks (public).
+    pub bsk_seed: u128,
+    /// Bootstrap key bodies: for each coefficient of the small key, for each level, `k + 1`
+    /// body polynomials of `N` coefficients.
+    pub bsk_bodies: Vec<u64>,
+}
+
+impl std::fmt::Debug for SeededServerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeededServerKey")
+            .field("params", &self.params)
+            .field("ksk_seed", &self.ksk_seed)
+            .field("ksk_bodies", &format_args!("[{} words]", self.ksk_bodies.len()))
+            .field("bsk_seed", &self.bsk_seed)
+            .field("bsk_bodies", &format_args!("[{} words]", self.bsk_bodies.len()))
+            .finish()
+    }
 }
 
 /// A tensor of ciphertexts with its encoding.
@@ -285,6 +329,49 @@ impl ClientKey {
         ServerKey { params: *p, ksk, bsk: fbsk }
     }
 
+    /// Derives the evaluation key in seeded form (what [`crate::app::Client::evaluation_key`]
+    /// sends): once decompressed, keys like [`ClientKey::server_key`]'s (same secret keys,
+    /// decompositions and noise distributions), but their masks come from public seeds drawn
+    /// from the same seeder, and only the bodies are kept.
+    pub fn seeded_server_key(&self) -> SeededServerKey {
+        let p = &self.params;
+        let mut seeder = new_seeder();
+        let seeder = seeder.as_mut();
+        let big = self.big_key();
+        let ksk_seed = seeder.seed();
+        let mut ksk = SeededLweKeyswitchKey::new(
+            0u64,
+            DecompositionBaseLog(p.ks_base_log as usize),
+            DecompositionLevelCount(p.ks_level as usize),
+            big.lwe_dimension(),
+            self.small.lwe_dimension(),
+            ksk_seed.into(),
+            modulus(),
+        );
+        // The masks come from the compression seed; the noise from a fresh secret seed drawn
+        // from `seeder`.
+        generate_seeded_lwe_keyswitch_key(&big, &self.small, &mut ksk, gaussian(p.lwe_noise_std), seeder);
+        let bsk_seed = seeder.seed();
+        let mut bsk = SeededLweBootstrapKey::new(
+            0u64,
+            self.glwe.glwe_dimension().to_glwe_size(),
+            self.glwe.polynomial_size(),
+            DecompositionBaseLog(p.pbs_base_log as usize),
+            DecompositionLevelCount(p.pbs_level as usize),
+            self.small.lwe_dimension(),
+            bsk_seed.into(),
+            modulus(),
+        );
+        par_generate_seeded_lwe_bootstrap_key(&self.small, &self.glwe, &mut bsk, gaussian(p.glwe_noise_std), seeder);
+        SeededServerKey {
+            params: *p,
+            ksk_seed: ksk_seed.0,
+            ksk_bodies: ksk.into_container(),
+            bsk_seed: bsk_seed.0,
+            bsk_bodies: bsk.into_container(),
+        }
+    }
+
     fn big_key(&self) -> LweSecretKeyOwned<u64> {
         self.glwe.clone().into_lwe_secret_key()
     }
@@ -434,6 +521,110 @@ impl ServerKey {
     }
 }
 
+impl SeededServerKey {
+    /// Number of keyswitch key bodies for `p` (`kN·ℓ_ks`), `None` on overflow.
+    fn ksk_len(p: &TfheParams) -> Option<usize> {
+        p.glwe_dimension.checked_mul(p.polynomial_size)?.checked_mul(p.ks_level as usize)
+    }
+
+    /// Number of bootstrap key bodies for `p` (`n·ℓ_pbs·(k+1)·N`), `None` on overflow.
+    fn bsk_len(p: &TfheParams) -> Option<usize> {
+        p.lwe_dimension
+            .checked_mul(p.pbs_level as usize)?
+            .checked_mul(p.glwe_dimension.checked_add(1)?)?
+            .checked_mul(p.polynomial_size)
+    }
+
+    /// Checks that the key was made for `p` and that its body counts are those of `p`'s
+    /// dimensions and decompositions (and that `p` is a parameter set tfhe-rs accepts), so
+    /// that no key reaches a panic in tfhe-rs.
+    pub fn check(&self, p: &TfheParams) -> Result<(), FheError> {
+        if self.params != *p {
+            return Err(FheError(
+                "the seeded evaluation key was made for other TFHE parameters than this circuit's".into(),
+            ));
+        }
+        let decomp_ok = |base: u32, level: u32| base > 0 && level > 0 && base as u64 * level as u64 <= 64;
+        if p.lwe_dimension == 0
+            || p.glwe_dimension == 0
+            || p.polynomial_size < 2
+            || !p.polynomial_size.is_power_of_two()
+            || !decomp_ok(p.ks_base_log, p.ks_level)
+            || !decomp_ok(p.pbs_base_log, p.pbs_level)
+        {
+            return Err(FheError(format!("the TFHE parameters are invalid ({})", p.summary())));
+        }
+        let (Some(ksk), Some(bsk)) = (Self::ksk_len(p), Self::bsk_len(p)) else {
+            return Err(FheError("the TFHE parameters are invalid (the keys' sizes overflow)".into()));
+        };
+        if ksk != self.ksk_bodies.len() {
+            return Err(FheError(format!(
+                "the seeded evaluation key holds {} keyswitch key bodies, not {ksk} (kN = {} coefficients x {} levels)",
+                self.ksk_bodies.len(),
+                p.big_dimension(),
+                p.ks_level
+            )));
+        }
+        if bsk != self.bsk_bodies.len() {
+            return Err(FheError(format!(
+                "the seeded evaluation key holds {} bootstrap key bodies, not {bsk} (n = {} x {} levels x {} polynomials of N = {})",
+                self.bsk_bodies.len(),
+                p.lwe_dimension,
+                p.pbs_level,
+                p.glwe_dimension + 1,
+                p.polynomial_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The parameters of this key.
+    pub fn params(&self) -> &TfheParams {
+        &self.params
+    }
+
+    /// Regenerates the masks of both keys (in parallel) and converts the bootstrap key to the
+    /// Fourier domain: the [`ServerKey`] the server evaluates with. Checks the key first
+    /// ([`SeededServerKey::check`] against its own parameters); the bodies are freed as soon
+    /// as they are decompressed, to bound the memory peak.
+    pub fn decompress(self) -> Result<ServerKey, FheError> {
+        let p = self.params;
+        self.check(&p)?;
+        let SeededServerKey { ksk_seed, ksk_bodies, bsk_seed, bsk_bodies, .. } = self;
+        let ksk = SeededLweKeyswitchKey::from_container(
+            ksk_bodies,
+            DecompositionBaseLog(p.ks_base_log as usize),
+            DecompositionLevelCount(p.ks_level as usize),
+            LweSize(p.lwe_dimension + 1),
+            Seed(ksk_seed).into(),
+            modulus(),
+        )
+        .par_decompress_into_lwe_keyswitch_key();
+        let bsk = SeededLweBootstrapKey::from_container(
+            bsk_bodies,
+            GlweSize(p.glwe_dimension + 1),
+            PolynomialSize(p.polynomial_size),
+            DecompositionBaseLog(p.pbs_base_log as usize),
+            DecompositionLevelCount(p.pbs_level as usize),
+            Seed(bsk_seed).into(),
+            modulus(),
+        )
+        .par_decompress_into_lwe_bootstrap_key();
+        let mut fbsk = FourierLweBootstrapKey::new(
+            bsk.input_lwe_dimension(),
+            bsk.glwe_size(),
+            bsk.polynomial_size(),
+            bsk.decomposition_base_log(),
+            bsk.decomposition_level_count(),
+        );
+        par_convert_standard_lwe_bootstrap_key_to_fourier(&bsk, &mut fbsk);
+        drop(bsk);
+        let sk = ServerKey { params: p, ksk, bsk: fbsk };
+        sk.check(&p)?;
+        Ok(sk)
+    }
+}
+
 /// Multiplies every ciphertext by `2^j` to move from `from` encoding bits to `to`.
 fn rescale(t: &CtTensor, to: u32) -> Result<CtTensor, FheError> {
     if to > t.bits {
@@ -491,8 +682,10 @@ fn table_lut(sk: &ServerKey, in_width: u32, table: &[i64], out_bits: u32) -> Glw
         GlweSize(p.glwe_dimension + 1),
         1usize << in_width,
         modulus(),
-        delta(out_bits),
-        |i: u64| table[i as usize] as u64,
+        // Δ is applied here, wrapping: negative entries are two's complement on the torus
+        // (tfhe-rs's own `f(i) * Δ` would trip overflow checks in this crate's builds).
+        1,
+        |i: u64| (table[i as usize] as u64).wrapping_mul(delta(out_bits)),
     )
 }
 
@@ -924,13 +1117,17 @@ pub mod test_support {
 /// checks each field, so a key of other parameters, a ciphertext given as a key, or a
 /// truncated or corrupt file is an error that says which.
 ///
-/// A seeded encrypted image ([`Kind::SeededImage`]) is [`SEEDED_OVERHEAD`] bytes plus 8
-/// per dimension of its shape and 8 per value ([`crate::encrypted_image_bytes`]).
+/// A seeded encrypted image ([`Kind::SeededImage`](files::Kind::SeededImage)) is
+/// [`SEEDED_OVERHEAD`](files::SEEDED_OVERHEAD) bytes plus 8
+/// per dimension of its shape and 8 per value ([`crate::encrypted_image_bytes`]); a seeded
+/// evaluation key ([`Kind::SeededServerKey`](files::Kind::SeededServerKey)) is
+/// [`SEEDED_KEY_OVERHEAD`](files::SEEDED_KEY_OVERHEAD) bytes plus 8 per body
+/// ([`crate::evaluation_key_bytes`]).
 pub mod files {
     use bincode::Options;
     use fhec_ir::params::TfheParams;
 
-    use super::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, ServerKey, numel};
+    use super::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, SeededServerKey, ServerKey, numel};
 
     const MAGIC: &[u8; 8] = b"FHECKEY\0";
     const VERSION: u32 = 1;
@@ -942,7 +1139,7 @@ pub mod files {
     pub enum Kind {
         /// Secret client key.
         ClientKey = 1,
-        /// Evaluation key.
+        /// Evaluation key (keyswitch key and Fourier bootstrap key, in full).
         ServerKey = 2,
         /// Encrypted tensor (full LWE ciphertexts).
         Ciphertext = 3,
@@ -952,15 +1149,31 @@ pub mod files {
         /// Encrypted result with truncated coefficients ([`CompactCtTensor`]): what a server
         /// returns.
         CompactResult = 5,
+        /// Evaluation key in seeded form (the keys' bodies and their masks' seeds): what a
+        /// client sends.
+        SeededServerKey = 6,
     }
 
-    const NAMES: [&str; 6] =
-        ["?", "a client key", "a server key", "a ciphertext", "a seeded encrypted image", "an encrypted result"];
+    const NAMES: [&str; 7] = [
+        "?",
+        "a client key",
+        "a server key",
+        "a ciphertext",
+        "a seeded encrypted image",
+        "an encrypted result",
+        "a seeded server key",
+    ];
 
     /// Bytes of a framed seeded tensor besides 8 per shape dimension and 8 per value: the
     /// 40-byte frame, and in the payload the shape's and the bodies' lengths (8 each), the
     /// encoding bits (4) and the seed (16).
     pub const SEEDED_OVERHEAD: usize = 40 + 8 + 4 + 16 + 8;
+
+    /// Bytes of a framed seeded evaluation key besides 8 per body: the 40-byte frame, and in
+    /// the payload the parameters (56: three dimensions and two deviations of 8 bytes, four
+    /// decomposition numbers of 4), and for each of the two keys its seed (16) and its
+    /// bodies' length (8).
+    pub const SEEDED_KEY_OVERHEAD: usize = 40 + 56 + 2 * (16 + 8);
 
     /// The kind of a framed file, if it is one (without checking anything else).
     pub fn kind_of(b: &[u8]) -> Option<Kind> {
@@ -973,6 +1186,7 @@ pub mod files {
             3 => Some(Kind::Ciphertext),
             4 => Some(Kind::SeededImage),
             5 => Some(Kind::CompactResult),
+            6 => Some(Kind::SeededServerKey),
             _ => None,
         }
     }
@@ -1068,11 +1282,35 @@ pub mod files {
             frame(Kind::ServerKey, &self.params, codec().serialize(self).expect("serialize"))
         }
 
-        /// Loads an evaluation key made for `p`, checking every dimension.
+        /// Loads an evaluation key made for `p`, checking every dimension: the seeded form
+        /// ([`Kind::SeededServerKey`], decompressed and converted to the Fourier domain, see
+        /// [`SeededServerKey::decompress`]) or the full form ([`Kind::ServerKey`]). Any other
+        /// file is refused as not being a server key.
         pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<ServerKey, FheError> {
+            if kind_of(b) == Some(Kind::SeededServerKey) {
+                return SeededServerKey::from_bytes(b, p)?.decompress();
+            }
             let k: ServerKey = codec()
                 .deserialize(unframe(b, Kind::ServerKey, p)?)
                 .map_err(|e| FheError(format!("server key does not decode: {e}")))?;
+            k.check(p)?;
+            Ok(k)
+        }
+    }
+
+    impl SeededServerKey {
+        /// Serializes the seeded evaluation key (as a client sends it; exactly
+        /// [`crate::evaluation_key_bytes`] bytes).
+        pub fn to_bytes(&self) -> Vec<u8> {
+            frame(Kind::SeededServerKey, &self.params, codec().serialize(self).expect("serialize"))
+        }
+
+        /// Loads a seeded evaluation key made for `p`, checking its body counts
+        /// ([`SeededServerKey::check`]); decompress it with [`SeededServerKey::decompress`].
+        pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<SeededServerKey, FheError> {
+            let k: SeededServerKey = codec()
+                .deserialize(unframe(b, Kind::SeededServerKey, p)?)
+                .map_err(|e| FheError(format!("seeded server key does not decode: {e}")))?;
             k.check(p)?;
             Ok(k)
         }

@@ -35,3 +35,17 @@ pub fn encrypted_result_bytes(shape: &[usize], big_dimension: usize, word_bytes:
     // frame 40; payload: shape (8 + 8 per dimension), bits 4, word bytes 4, data (8 + bytes).
     40 + 8 + 8 * shape.len() + 4 + 4 + 8 + shape.iter().product::<usize>() * (big_dimension + 1) * word_bytes as usize
 }
+
+/// Bytes of the evaluation key as `app::Client::evaluation_key` produces it for parameters
+/// `p`: the framed seeded form (`fhe::SeededServerKey`), 8 bytes per keyswitch key body
+/// (`kN·ℓ_ks`) and per bootstrap key body (`n·ℓ_pbs·(k+1)·N`) plus 144. What the server
+/// holds in memory after decompression is `fhec_ir::params::TfheParams::key_bytes`.
+/// Available without the `fhe` feature, for size estimates (the compiler's build report).
+pub fn evaluation_key_bytes(p: &fhec_ir::params::TfheParams) -> usize {
+    let (n, k, big_n) = (p.lwe_dimension, p.glwe_dimension, p.polynomial_size);
+    let ksk = k * big_n * p.ks_level as usize;
+    let bsk = n * p.pbs_level as usize * (k + 1) * big_n;
+    // frame 40; payload: parameters 56 (3 x 8 dimensions, 2 x 8 deviations, 4 x 4
+    // decompositions), then per key a seed 16 and its bodies (length 8 + 8 per body).
+    40 + 56 + (16 + 8 + 8 * ksk) + (16 + 8 + 8 * bsk)
+}
