@@ -148,3 +148,69 @@ fn mismatched_or_corrupt_keys_and_ciphertexts_are_errors() {
     let e = Client::new(&no_params.to_bytes()).err().expect("must fail").to_string();
     assert!(e.contains("no TFHE parameters"), "{e}");
 }
+
+/// `input (10 bits) → round 6 bits off → 4-bit table` on a 4x4 image, with rounding chunks of
+/// at most `chunk` bits. Pixel `p < 32` reads `64·(p/2)` or `64·(p/2) + 63` (both ends of
+/// every rounding interval), other pixels spread over the range; the table has negative
+/// entries.
+fn rounding_circuit(chunk: u32) -> fhec_ir::circuit::Circuit {
+    use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range, TableIndex};
+    let node = |name: &str, op: COp, inputs: Vec<usize>, range: Range| CNode {
+        name: name.into(),
+        op,
+        inputs,
+        shape: vec![1, 1, 4, 4],
+        range,
+        norm2: 1.0,
+    };
+    let table: Vec<i64> = (0..16).map(|i| (i * 5) % 16 - 8).collect();
+    let pixel_to_q = (0..256i64).map(|p| if p < 32 { 64 * (p / 2) + 63 * (p % 2) } else { (p * 37) % 1024 }).collect();
+    Circuit {
+        name: "rounding".into(),
+        metadata: Default::default(),
+        nodes: vec![
+            node("input", COp::Input { bits: 10 }, vec![], Range { min: 0, max: 1023 }),
+            node("round", COp::Round { shift: 6 }, vec![0], Range { min: 0, max: 15 }),
+            node(
+                "table",
+                COp::Table { in_width: 4, index: TableIndex::Shared, tables: vec![table] },
+                vec![1],
+                Range { min: -8, max: 7 },
+            ),
+        ],
+        output: 2,
+        input_quant: InputQuant { pixel_to_q },
+        output_quant: OutputQuant { scale: vec![1.0; 16], offset: vec![0.0; 16] },
+        round_chunk: chunk,
+    }
+}
+
+#[test]
+fn exact_rounding_in_chunks_of_every_width_equals_simulation() {
+    use fhec_ir::params::failure_probability;
+    // One key serves every chunk width: the parameters chosen for the widest chunks (their
+    // reads are as wide as the table's) keep every width's bootstraps far from failing.
+    let widest = rounding_circuit(5);
+    assert_eq!(widest.default_round_chunk(), 5);
+    let setup = select(&widest, &ParamOptions::default()).unwrap();
+    let ck = ClientKey::generate(&setup.params);
+    let sk = ck.server_key();
+    for (chunk, chunks, bootstraps) in
+        [(1, vec![1; 6], 6), (2, vec![2, 2, 2], 6), (3, vec![3, 3], 4), (4, vec![4, 2], 4), (5, vec![5, 1], 3)]
+    {
+        let c = rounding_circuit(chunk);
+        fhec_ir::circuit::verify::verify(&c).unwrap();
+        assert_eq!(c.round_chunks(6), chunks);
+        assert_eq!(c.bootstrap_stats().rounding, 16 * bootstraps);
+        let plan = fhec_ir::params::EncodingPlan::plan(&c).unwrap();
+        let global: f64 =
+            plan.requirements(&c).iter().map(|r| r.count as f64 * failure_probability(&setup.params, r)).sum();
+        assert!(global < (-30.0f64).exp2(), "chunks of {chunk}: failure {global:e}");
+        for px in [(0u8..16).collect::<Vec<u8>>(), (16u8..32).collect(), (100u8..116).collect()] {
+            let ct = ck.encrypt_image(&c, &plan, &px).unwrap();
+            let got = ck.decrypt(&evaluate(&sk, &c, &plan, &ct).unwrap());
+            let want: Vec<i64> = sim::simulate(&c, sim::encode_image(&c, &px)).unwrap().iter().copied().collect();
+            assert_eq!(got, want, "chunks of {chunk}, pixels {px:?}");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! secure and meet the failure target, over a grid of widths and 2-norms and on a real
 //! compiled circuit.
 
-use fhec_compiler::params::{ParamOptions, search, select};
+use fhec_compiler::params::{ParamOptions, search, select, select_rounding};
 use fhec_ir::params::{NoiseRequirement, TfheParams, failure_probability, is_secure, kappa, min_secure_std};
 use fhec_tests::{bundled_models, compile_default, stem, tiny_circuit};
 
@@ -98,14 +98,24 @@ fn wide_tables_are_reported_infeasible() {
 #[test]
 fn parameters_of_the_bundled_models() {
     // What the compiler chooses for every bundled model at its default compile options
-    // (or why none exist: the post-training models' 11-bit tables).
+    // (or why none exist: the post-training models' 11-bit tables), rounding chunks included.
     use std::fmt::Write;
     let mut out = String::new();
     for b in bundled_models() {
-        let c = compile_default(&b);
+        // As `fhec build` does: the rounding chunks chosen with the parameters.
+        let mut c = compile_default(&b);
+        let chosen = select_rounding(&mut c, &ParamOptions::default());
         let st = c.bootstrap_stats();
-        write!(out, "{} ({} bootstraps, widest table {} bits): ", stem(&b.path), st.total(), st.max_width()).unwrap();
-        match select(&c, &ParamOptions::default()) {
+        write!(
+            out,
+            "{} ({} bootstraps, widest table {} bits, rounding chunks of {} bits): ",
+            stem(&b.path),
+            st.total(),
+            st.max_width(),
+            c.round_chunk
+        )
+        .unwrap();
+        match chosen {
             Ok(s) => {
                 let p = &s.params;
                 assert!(p.is_secure() && s.security_bits >= 128.0 && s.global_p_error <= (-40.0f64).exp2() * 1.0001);
@@ -122,4 +132,37 @@ fn parameters_of_the_bundled_models() {
         }
     }
     insta::assert_snapshot!("params_bundled", out);
+}
+
+#[test]
+fn rounding_chunks_are_chosen_with_the_parameters_at_least_cost() {
+    // For the bundled models that round: every chunk width from 1 bit to one more than the
+    // widest table is costed with its own parameters, and the cheapest one is kept.
+    for b in bundled_models().iter().filter(|b| ["fhe_mnist", "seed_mnist"].contains(&stem(&b.path).as_str())) {
+        let name = stem(&b.path);
+        let mut c = compile_default(b);
+        let default = c.default_round_chunk();
+        assert_eq!(c.round_chunk, default, "{}: lowering sets the default width", name);
+        let one_bit = {
+            let mut t = c.clone();
+            t.round_chunk = 1;
+            t.bootstrap_stats().rounding
+        };
+        let costs: Vec<(u32, f64)> = (1..=default)
+            .filter_map(|k| {
+                let mut t = c.clone();
+                t.round_chunk = k;
+                select(&t, &ParamOptions::default()).ok().map(|s| (k, s.est_cost_ms))
+            })
+            .collect();
+        let best = costs.iter().map(|&(_, ms)| ms).fold(f64::INFINITY, f64::min);
+        let chosen = select_rounding(&mut c, &ParamOptions::default()).unwrap();
+        assert_eq!(chosen.est_cost_ms, best, "{}: {costs:?}", name);
+        assert!(costs.contains(&(c.round_chunk, best)));
+        assert!(chosen.security_bits >= 128.0 && chosen.global_p_error <= (-40.0f64).exp2() * 1.0001);
+        // Wider chunks pay here: fewer rounding bootstraps than one per removed bit, and at
+        // least a third less estimated time.
+        assert!(c.round_chunk > 1 && c.bootstrap_stats().rounding < one_bit, "{}: {costs:?}", name);
+        assert!(best < 0.67 * costs[0].1, "{}: {costs:?}", name);
+    }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use fhec_ir::artifact::Artifact;
 use fhec_ir::{Graph, Preprocess};
 
-use crate::params::{ParamOptions, select};
+use crate::params::{ParamOptions, select_rounding};
 use crate::passes::egraph::{CostParams, Limits};
 use crate::passes::{ActivationPolicy, DEFAULT_PIPELINE, PassContext, PassError, Pipeline};
 use crate::quantize::{QuantError, QuantOptions, RangeMode, calibration_inputs, compile_circuit};
@@ -176,7 +176,8 @@ pub fn build_graph_with(
         );
     }
     options.insert("calibration".into(), format!("{} ({} images)", o.calibration_name, calibration.len()));
-    let fhe = match select(&circuit, &o.params) {
+    let mut circuit = circuit;
+    let fhe = match select_rounding(&mut circuit, &o.params) {
         Ok(s) => Some(s),
         Err(e) => {
             options.insert("fhe".into(), format!("unavailable: {e}"));

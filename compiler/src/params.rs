@@ -102,6 +102,43 @@ pub fn select(c: &Circuit, opts: &ParamOptions) -> Result<FheSetup, ParamError> 
     })
 }
 
+/// Chooses the width of exact rounding's chunks together with the parameters: for every
+/// chunk width from 1 bit to one more than the widest table ([`Circuit::round_chunks`]),
+/// the cheapest parameters ([`select`]); keeps the width of least estimated server time
+/// (wide chunks take fewer bootstraps but their reads may need larger parameters), sets
+/// `c.round_chunk` to it and returns its parameters. Circuits without rounding: [`select`].
+pub fn select_rounding(c: &mut Circuit, opts: &ParamOptions) -> Result<FheSetup, ParamError> {
+    use fhec_ir::circuit::COp;
+    let default = c.default_round_chunk();
+    if !c.nodes.iter().any(|n| matches!(n.op, COp::Round { .. })) {
+        return select(c, opts);
+    }
+    let mut best: Option<(u32, FheSetup)> = None;
+    let mut default_err = None;
+    for k in 1..=default {
+        c.round_chunk = k;
+        match select(c, opts) {
+            Ok(s) => {
+                if best.as_ref().is_none_or(|(_, b)| s.est_cost_ms < b.est_cost_ms) {
+                    best = Some((k, s));
+                }
+            }
+            Err(e) if k == default => default_err = Some(e),
+            Err(_) => {}
+        }
+    }
+    match best {
+        Some((k, s)) => {
+            c.round_chunk = k;
+            Ok(s)
+        }
+        None => {
+            c.round_chunk = default;
+            Err(default_err.expect("the default width was tried"))
+        }
+    }
+}
+
 /// The cheapest secure parameters (and their cost per bootstrap) for which every
 /// requirement fails with probability at most `p_target`.
 pub fn search(reqs: &[NoiseRequirement], p_target: f64) -> Option<(f64, TfheParams)> {

@@ -25,7 +25,7 @@ pub struct LayerStat {
     pub tables: usize,
     /// Width those tables read.
     pub table_width: Option<u32>,
-    /// 1-bit rounding bootstraps of this node.
+    /// Exact-rounding bootstraps of this node.
     pub rounding: usize,
 }
 
@@ -42,8 +42,10 @@ pub struct BuildReport {
     pub tables_by_width: BTreeMap<u32, usize>,
     /// Total table bootstraps.
     pub table_bootstraps: usize,
-    /// 1-bit rounding bootstraps.
+    /// Exact-rounding bootstraps (sign reads and chunk tables).
     pub rounding_bootstraps: usize,
+    /// Widest chunk of bits one rounding step removes (`Circuit::round_chunks`).
+    pub round_chunk: u32,
     /// All bootstraps per inference.
     pub total_bootstraps: usize,
     /// Widest table read.
@@ -126,6 +128,7 @@ pub fn build_report(
         table_bootstraps: stats.by_width.values().sum(),
         tables_by_width: stats.by_width.clone(),
         rounding_bootstraps: stats.rounding,
+        round_chunk: c.round_chunk,
         total_bootstraps: stats.total(),
         max_table_width: stats.max_width(),
         max_norm2: stats.max_norm2,
@@ -163,10 +166,15 @@ impl BuildReport {
         let widths: Vec<String> = self.tables_by_width.iter().map(|(w, n)| format!("{n} x {w}-bit")).collect();
         let _ = writeln!(
             s,
-            "bootstraps per inference: {} (tables: {}; exact-rounding 1-bit: {})",
+            "bootstraps per inference: {} (tables: {}; exact rounding: {}{})",
             self.total_bootstraps,
             if widths.is_empty() { "none".into() } else { widths.join(", ") },
-            self.rounding_bootstraps
+            self.rounding_bootstraps,
+            if self.rounding_bootstraps > 0 {
+                format!(", in chunks of up to {} bits", self.round_chunk)
+            } else {
+                String::new()
+            }
         );
         let _ = writeln!(
             s,

@@ -209,7 +209,8 @@ pub fn result_word_bytes(p: &TfheParams, plan: &EncodingPlan, c: &crate::circuit
 pub struct NoiseRequirement {
     /// Bits of the encoding of the value read (`Δ = 2^(63-P)`).
     pub encoding_bits: u32,
-    /// Bits the bootstrap reads (`w`; 1 for the sign extractions of exact rounding).
+    /// Bits the bootstrap reads (`w`; `k - 1` for both reads of a `k`-bit chunk of exact rounding,
+    /// see `Circuit::round_chunks`).
     pub read_bits: u32,
     /// Squared 2-norm of the linear chain from bootstrapped (or fresh) sources.
     pub norm2_sq: f64,
@@ -327,7 +328,7 @@ impl EncodingPlan {
                 COp::Table { in_width, .. } => {
                     let x = input.expect("table input");
                     let extra = match x.op {
-                        COp::Round { shift } => shift,
+                        COp::Round { shift } => crate::circuit::round_bootstraps(&c.round_chunks(shift)) as u32,
                         _ => 0,
                     };
                     let nu = if extra > 0 { c.nodes[x.inputs[0]].norm2 } else { x.norm2 };
@@ -341,16 +342,25 @@ impl EncodingPlan {
                     });
                 }
                 COp::Round { shift } => {
+                    // Per chunk of k bits at bit j: the sign read and (k > 1) the (k-1)-bit
+                    // table of the rest, both with the noise scaled by 2^(P-j-k+1) and a
+                    // (k-1)-bit margin (see Circuit::round_chunks), after `extra` bootstrap
+                    // outputs have been added to the value.
                     let x = input.expect("round input");
-                    for j in 0..*shift {
-                        push(NoiseRequirement {
-                            encoding_bits: self.bits[node.inputs[0]] - j,
-                            read_bits: 0,
-                            norm2_sq: x.norm2 * x.norm2,
-                            extra_pbs: j,
-                            count: elems,
-                            decryption: false,
-                        });
+                    let (mut j, mut extra) = (0u32, 0u32);
+                    for k in c.round_chunks(*shift) {
+                        for _ in 0..if k == 1 { 1 } else { 2 } {
+                            push(NoiseRequirement {
+                                encoding_bits: self.bits[node.inputs[0]] - j,
+                                read_bits: k - 1,
+                                norm2_sq: x.norm2 * x.norm2,
+                                extra_pbs: extra,
+                                count: elems,
+                                decryption: false,
+                            });
+                            extra += 1;
+                        }
+                        j += k;
                     }
                 }
                 COp::MaxPool { pool, diff_width, .. } => {

@@ -689,6 +689,20 @@ fn table_lut(sk: &ServerKey, in_width: u32, table: &[i64], out_bits: u32) -> Glw
     )
 }
 
+/// One chunk of exact rounding (see the `COp::Round` arm of [`evaluate_with_progress`]).
+struct RoundStep {
+    /// Multiplier that moves the chunk to the top bits of the torus.
+    f: u64,
+    /// Half a chunk unit, added before the sign read.
+    offset: u64,
+    /// Half the weight of the chunk's top bit (the sign table's value).
+    cst: u64,
+    /// The sign table.
+    sign: GlweCiphertextOwned<u64>,
+    /// The table of the chunk's other bits (chunks of two bits or more).
+    rest: Option<GlweCiphertextOwned<u64>>,
+}
+
 /// A lookup table that returns `c` on the first half of the torus and `-c` on the second.
 fn sign_lut(sk: &ServerKey, c: u64) -> GlweCiphertextOwned<u64> {
     let p = &sk.params;
@@ -727,6 +741,16 @@ pub fn evaluate_with_progress(
     }
     if plan.bits.len() != c.nodes.len() {
         return Err(FheError("the encoding plan does not match the circuit".into()));
+    }
+    // A bootstrap reads at most log2(N) bits (tables; the rest of a rounding chunk).
+    let log_n = sk.params.polynomial_size.trailing_zeros();
+    let rounds = c.nodes.iter().any(|n| matches!(n.op, COp::Round { .. }));
+    let widest = c.max_table_width().max(if rounds { c.round_chunk.saturating_sub(1) } else { 0 });
+    if widest > log_n {
+        return Err(FheError(format!(
+            "the circuit reads {widest} bits in one bootstrap, more than N = {} allows",
+            sk.params.polynomial_size
+        )));
     }
     let mut vals: Vec<Option<CtTensor>> = vec![None; c.nodes.len()];
     vals[0] = Some(input.clone());
@@ -834,32 +858,62 @@ pub fn evaluate_with_progress(
                 CtTensor { shape: node.shape.clone(), bits, data }
             }
             COp::Round { shift } => {
+                // Chunks from the bottom (Circuit::round_chunks): a k-bit chunk at bit j is
+                // moved to the top k bits of the torus (times 2^(P-j-k+1)); a sign read
+                // removes its top bit b (acc -= b·2^(j+k-1)·Δ), then for k > 1 a (k-1)-bit
+                // table reads the rest r (top bit now zero) and acc -= r·2^j·Δ.
                 let xin = x(0);
                 let p_bits = xin.bits;
-                let luts: Vec<(u64, GlweCiphertextOwned<u64>)> = (0..*shift)
-                    .map(|j| {
-                        let cst = 1u64 << (62 - p_bits + j);
-                        (cst, sign_lut(sk, cst))
-                    })
-                    .collect();
+                let delta_p = delta(p_bits);
+                let mut steps: Vec<RoundStep> = vec![];
+                let mut j = 0u32;
+                for k in c.round_chunks(*shift) {
+                    let cst = 1u64 << (62 - p_bits + j + k - 1);
+                    let rest = (k > 1).then(|| {
+                        generate_programmable_bootstrap_glwe_lut(
+                            PolynomialSize(sk.params.polynomial_size),
+                            GlweSize(sk.params.glwe_dimension + 1),
+                            1usize << (k - 1),
+                            modulus(),
+                            1,
+                            |r: u64| (r << j).wrapping_mul(delta_p),
+                        )
+                    });
+                    steps.push(RoundStep {
+                        f: 1u64 << (p_bits - j - k + 1),
+                        offset: 1u64 << (63 - k),
+                        cst,
+                        sign: sign_lut(sk, cst),
+                        rest,
+                    });
+                    j += k;
+                }
                 let mut data = xin.data.clone();
                 data.par_chunks_mut(size).for_each_init(
                     || (Worker::new(sk, progress), vec![0u64; size], vec![0u64; size]),
                     |(w, tmp, out), acc| {
-                        for (j, (cst, lut)) in luts.iter().enumerate() {
-                            let f = 1u64 << (p_bits - j as u32);
+                        for s in &steps {
                             for (t, &a) in tmp.iter_mut().zip(acc.iter()) {
-                                *t = a.wrapping_mul(f);
+                                *t = a.wrapping_mul(s.f);
                             }
                             let b = tmp.last_mut().expect("body");
-                            *b = b.wrapping_add(1u64 << 62);
-                            w.bootstrap(sk, tmp, lut, out);
-                            // acc -= (cst - out) = b_j·2^j·Δ
+                            *b = b.wrapping_add(s.offset);
+                            w.bootstrap(sk, tmp, &s.sign, out);
+                            // acc -= (cst - out) = b·2^(j+k-1)·Δ
                             for (a, &o) in acc.iter_mut().zip(out.iter()) {
                                 *a = a.wrapping_add(o);
                             }
                             let b = acc.last_mut().expect("body");
-                            *b = b.wrapping_sub(*cst);
+                            *b = b.wrapping_sub(s.cst);
+                            if let Some(rest) = &s.rest {
+                                for (t, &a) in tmp.iter_mut().zip(acc.iter()) {
+                                    *t = a.wrapping_mul(s.f);
+                                }
+                                w.bootstrap(sk, tmp, rest, out);
+                                for (a, &o) in acc.iter_mut().zip(out.iter()) {
+                                    *a = a.wrapping_sub(o);
+                                }
+                            }
                         }
                     },
                 );

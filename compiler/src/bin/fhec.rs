@@ -756,7 +756,7 @@ it was trained for (column *widths*: input/weight/activation/table bits); table 
 calibrated on the bundled 200-image sample with a {}% margin. *Outside*: test images that \
 drive a value outside the calibrated ranges (counted as errors in *simulated*). \
 Machine at the start: {machine}.\n\n\
-| model | dataset | preprocess | widths | float | simulated | Δ points | outside | table bootstraps | rounding bootstraps (1-bit) | widest table (bits) | widest value (bits) | artifact | build time |\n\
+| model | dataset | preprocess | widths | float | simulated | Δ points | outside | table bootstraps | rounding bootstraps | widest table (bits) | widest value (bits) | artifact | build time |\n\
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
         data.display(),
         limit.map_or("all".to_string(), |n| n.to_string()),

@@ -141,7 +141,7 @@ pub fn quantize(g: &Graph, pre: Preprocess, cal: &Calibration, opts: &QuantOptio
     };
     let mut metadata = g.metadata.clone();
     metadata.insert(Preprocess::METADATA_KEY.into(), pre.to_string());
-    let c = Circuit {
+    let mut c = Circuit {
         name: g.name.clone(),
         metadata,
         nodes: l.nodes,
@@ -151,7 +151,9 @@ pub fn quantize(g: &Graph, pre: Preprocess, cal: &Calibration, opts: &QuantOptio
             scale: deq.scale.iter().copied().collect(),
             offset: deq.offset.iter().copied().collect(),
         },
+        round_chunk: 1,
     };
+    c.round_chunk = c.default_round_chunk();
     verify(&c).map_err(|e| QuantError::Internal(e.to_string()))?;
     Ok(c)
 }

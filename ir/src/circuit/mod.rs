@@ -106,7 +106,9 @@ pub enum COp {
         diff_width: u32,
     },
     /// Exact rounding down: `v >> shift` for `v >= 0` (the compiler adds `2^(shift-1)` first
-    /// for round-to-nearest). In TFHE: one 1-bit bootstrap per removed bit.
+    /// for round-to-nearest). In TFHE the removed bits go in chunks from the bottom
+    /// ([`Circuit::round_chunks`]): a 1-bit chunk costs one bootstrap (its sign), a `k`-bit
+    /// chunk two (its top bit's sign, then a `(k-1)`-bit table of the rest).
     Round {
         /// Bits removed.
         shift: u32,
@@ -219,6 +221,10 @@ pub struct Circuit {
     pub input_quant: InputQuant,
     /// Client-side output dequantization.
     pub output_quant: OutputQuant,
+    /// Widest chunk of bits one step of exact rounding removes (at least 1; see
+    /// [`Circuit::round_chunks`]). Lowering sets one more than the widest table
+    /// ([`Circuit::default_round_chunk`]); parameter selection keeps the cheapest width.
+    pub round_chunk: u32,
 }
 
 /// Statistics of the bootstraps of a circuit.
@@ -226,7 +232,8 @@ pub struct Circuit {
 pub struct BootstrapStats {
     /// Table bootstraps per inference, by the width they read.
     pub by_width: BTreeMap<u32, usize>,
-    /// 1-bit bootstraps of exact rounding.
+    /// Bootstraps of exact rounding (sign extractions and chunk tables, see
+    /// [`Circuit::round_chunks`]).
     pub rounding: usize,
     /// Largest noise 2-norm feeding a bootstrap.
     pub max_norm2: f64,
@@ -244,7 +251,51 @@ impl BootstrapStats {
     }
 }
 
+/// Bootstraps of one value's exact rounding in `chunks` (one per 1-bit chunk, two per wider
+/// chunk).
+pub fn round_bootstraps(chunks: &[u32]) -> usize {
+    chunks.iter().map(|&k| if k == 1 { 1 } else { 2 }).sum()
+}
+
 impl Circuit {
+    /// The widest table the circuit reads (0 without tables).
+    pub fn max_table_width(&self) -> u32 {
+        self.nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                COp::Table { in_width, .. } => Some(*in_width),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// One more than the widest table: no rounding bootstrap then reads more bits than a
+    /// table already does.
+    pub fn default_round_chunk(&self) -> u32 {
+        1 + self.max_table_width()
+    }
+
+    /// How a [`COp::Round`] of `shift` bits removes them, lowest chunk first: chunks of at
+    /// most [`Circuit::round_chunk`] bits, as few bootstraps as possible (full chunks,
+    /// then the remainder; a remainder of one bit costs one bootstrap instead of two).
+    ///
+    /// A `k`-bit chunk at bit `j` of a value whose bits below `j` are zero: multiplied by
+    /// `2^(P-j-k+1)` (P its encoding bits), the chunk fills the top `k` bits of the torus;
+    /// one bootstrap reads the sign (the chunk's top bit `b`) and `b·2^(j+k-1)` is
+    /// subtracted; the rest `r` (`k-1` bits, the top bit now zero) is read by a `(k-1)`-bit
+    /// table and `r·2^j` subtracted. Each read has the margin of a `(k-1)`-bit table and the
+    /// input noise scaled as for a 1-bit step at `j` (the noise model's
+    /// [`NoiseRequirement`](crate::params::NoiseRequirement)s).
+    pub fn round_chunks(&self, shift: u32) -> Vec<u32> {
+        let k = self.round_chunk.clamp(1, shift.max(1));
+        let mut chunks = vec![k; (shift / k) as usize];
+        if shift % k > 0 {
+            chunks.push(shift % k);
+        }
+        chunks
+    }
+
     /// The input node's shape.
     pub fn input_shape(&self) -> &[usize] {
         &self.nodes[0].shape
@@ -260,7 +311,7 @@ impl Circuit {
                 let input = &self.nodes[n.inputs[0]].shape;
                 (Some((*diff_width, kernels::max_pool_comparisons(input, pool))), 0)
             }
-            COp::Round { shift } => (None, elems * *shift as usize),
+            COp::Round { shift } => (None, elems * round_bootstraps(&self.round_chunks(*shift))),
             _ => (None, 0),
         }
     }

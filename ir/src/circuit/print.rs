@@ -31,6 +31,9 @@ pub fn print(c: &Circuit) -> String {
     for (k, v) in &c.metadata {
         let _ = writeln!(out, "  meta {k:?} = {v:?}");
     }
+    if c.nodes.iter().any(|n| matches!(n.op, COp::Round { .. })) {
+        let _ = writeln!(out, "  round_chunk {}", c.round_chunk);
+    }
     for (id, n) in c.nodes.iter().enumerate() {
         let args: Vec<String> = n.inputs.iter().map(|i| format!("%{i}")).collect();
         let _ = write!(out, "  %{id} = {}", n.op.name());

@@ -21,6 +21,9 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
     if c.output >= c.nodes.len() {
         return err(format!("output %{} does not exist", c.output));
     }
+    if c.round_chunk == 0 || c.round_chunk > 25 {
+        return err(format!("rounding chunks of {} bits (1 to 25 allowed)", c.round_chunk));
+    }
     for (id, n) in c.nodes.iter().enumerate() {
         let at = |m: String| Err(CircuitError(format!("%{id} '{}' ({}): {m}", n.name, n.op.name())));
         if n.inputs.len() != n.op.arity() {
