@@ -349,7 +349,7 @@ impl EncodingPlan {
                     let x = input.expect("round input");
                     let (mut j, mut extra) = (0u32, 0u32);
                     for k in c.round_chunks(*shift) {
-                        for _ in 0..if k == 1 { 1 } else { 2 } {
+                        for _ in 0..crate::circuit::chunk_bootstraps(k) {
                             push(NoiseRequirement {
                                 encoding_bits: self.bits[node.inputs[0]] - j,
                                 read_bits: k - 1,

@@ -251,10 +251,15 @@ impl BootstrapStats {
     }
 }
 
-/// Bootstraps of one value's exact rounding in `chunks` (one per 1-bit chunk, two per wider
-/// chunk).
+/// Bootstraps that remove one `k`-bit chunk of exact rounding: its top bit's sign, and for
+/// `k > 1` a table of the rest.
+pub fn chunk_bootstraps(k: u32) -> usize {
+    if k == 1 { 1 } else { 2 }
+}
+
+/// Bootstraps of one value's exact rounding in `chunks`.
 pub fn round_bootstraps(chunks: &[u32]) -> usize {
-    chunks.iter().map(|&k| if k == 1 { 1 } else { 2 }).sum()
+    chunks.iter().map(|&k| chunk_bootstraps(k)).sum()
 }
 
 impl Circuit {
