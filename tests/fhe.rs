@@ -187,30 +187,55 @@ fn rounding_circuit(chunk: u32) -> fhec_ir::circuit::Circuit {
 
 #[test]
 fn exact_rounding_in_chunks_of_every_width_equals_simulation() {
-    use fhec_ir::params::failure_probability;
+    use fhec_ir::params::{RoundKeyParams, TfheParams, failure_probability};
     // One key serves every chunk width: the parameters chosen for the widest chunks (their
     // reads are as wide as the table's) keep every width's bootstraps far from failing.
     let widest = rounding_circuit(5);
     assert_eq!(widest.default_round_chunk(), 5);
-    let setup = select(&widest, &ParamOptions::default()).unwrap();
-    let ck = ClientKey::generate(&setup.params);
-    let sk = ck.server_key();
-    for (chunk, chunks, bootstraps) in
-        [(1, vec![1; 6], 6), (2, vec![2, 2, 2], 6), (3, vec![3, 3], 4), (4, vec![4, 2], 4), (5, vec![5, 1], 3)]
-    {
-        let c = rounding_circuit(chunk);
-        fhec_ir::circuit::verify::verify(&c).unwrap();
-        assert_eq!(c.round_chunks(6), chunks);
-        assert_eq!(c.bootstrap_stats().rounding, 16 * bootstraps);
-        let plan = fhec_ir::params::EncodingPlan::plan(&c).unwrap();
-        let global: f64 =
-            plan.requirements(&c).iter().map(|r| r.count as f64 * failure_probability(&setup.params, r)).sum();
-        assert!(global < (-30.0f64).exp2(), "chunks of {chunk}: failure {global:e}");
-        for px in [(0u8..16).collect::<Vec<u8>>(), (16u8..32).collect(), (100u8..116).collect()] {
-            let ct = ck.encrypt_image(&c, &plan, &px).unwrap();
-            let got = ck.decrypt(&evaluate(&sk, &c, &plan, &ct).unwrap());
-            let want: Vec<i64> = sim::simulate(&c, sim::encode_image(&c, &px)).unwrap().iter().copied().collect();
-            assert_eq!(got, want, "chunks of {chunk}, pixels {px:?}");
+    let chosen = select(&widest, &ParamOptions::default()).unwrap().params;
+    // The rounding bootstrap three ways: on the main key; on a key of two polynomials of
+    // N/2 sharing the main key's coefficients (the prefix mapping of a multi-polynomial
+    // key); and as the search chose it.
+    let main_only = TfheParams { round_key: None, ..chosen };
+    let half = chosen.polynomial_size / 2;
+    let two_polys = RoundKeyParams {
+        glwe_dimension: 2,
+        polynomial_size: half,
+        glwe_noise_std: min_secure_std(2 * half),
+        pbs_base_log: 15,
+        pbs_level: 2,
+    };
+    let shared = TfheParams { round_key: Some(two_polys), ..chosen };
+    assert!(shared.is_secure());
+    for params in [main_only, shared, chosen] {
+        let ck = ClientKey::generate(&params);
+        let sk = ck.server_key();
+        sk.check(&params).unwrap();
+        for (chunk, chunks, bootstraps) in
+            [(1, vec![1; 6], 6), (2, vec![2, 2, 2], 6), (3, vec![3, 3], 4), (4, vec![4, 2], 4), (5, vec![5, 1], 3)]
+        {
+            let c = rounding_circuit(chunk);
+            fhec_ir::circuit::verify::verify(&c).unwrap();
+            assert_eq!(c.round_chunks(6), chunks);
+            assert_eq!(c.bootstrap_stats().rounding, 16 * bootstraps);
+            let plan = fhec_ir::params::EncodingPlan::plan(&c).unwrap();
+            let global: f64 =
+                plan.requirements(&c).iter().map(|r| r.count as f64 * failure_probability(&params, r)).sum();
+            if global > (-30.0f64).exp2() {
+                // Chunks this wide need a finer rounding bootstrap than the one under test.
+                assert!(
+                    params.round_key.is_some() && chunk > 2,
+                    "{}: chunks of {chunk}: failure {global:e}",
+                    params.summary()
+                );
+                continue;
+            }
+            for px in [(0u8..16).collect::<Vec<u8>>(), (16u8..32).collect(), (100u8..116).collect()] {
+                let ct = ck.encrypt_image(&c, &plan, &px).unwrap();
+                let got = ck.decrypt(&evaluate(&sk, &c, &plan, &ct).unwrap());
+                let want: Vec<i64> = sim::simulate(&c, sim::encode_image(&c, &px)).unwrap().iter().copied().collect();
+                assert_eq!(got, want, "{}: chunks of {chunk}, pixels {px:?}", params.summary());
+            }
         }
     }
 }

@@ -3,15 +3,20 @@
 //!
 //! The noise model and the encoding plan live in [`fhec_ir::params`]; this module searches
 //! `k ∈ {1, 2}`, `N ∈ {2^8..2^16}`, `n ∈ 450..=1400` (noise at the 128-bit security minimum
-//! for each dimension), and for each the best bootstrap and keyswitch decompositions,
-//! keeping the set of least estimated cost (`bootstraps × cost of one`) for which every
-//! requirement's failure probability is at most the per-bootstrap target. The per-bootstrap
+//! for each dimension), and for each the best bootstrap and keyswitch decompositions and,
+//! for circuits with exact rounding, a rounding bootstrap of its own (a smaller GLWE key
+//! sharing a prefix of the main one, see [`fhec_ir::params::RoundKeyParams`]) when that is
+//! cheaper, keeping the set of least estimated cost (main bootstraps × the cost of one plus
+//! rounding bootstraps × theirs) for which every requirement's failure probability is at
+//! most the per-bootstrap target. The per-bootstrap
 //! target is the global one divided by the number of bootstraps (plus decryptions): the
 //! probability that any of them fails is then at most the global target.
 
 use fhec_ir::circuit::Circuit;
 pub use fhec_ir::params::FheSetup;
-use fhec_ir::params::{EncodingPlan, NoiseRequirement, TfheParams, failure_probability, min_secure_std};
+use fhec_ir::params::{
+    EncodingPlan, NoiseRequirement, RoundKeyParams, TfheParams, Variances, failure_probability, min_secure_std,
+};
 use serde::{Deserialize, Serialize};
 
 /// The failure targets.
@@ -71,12 +76,16 @@ pub fn select(c: &Circuit, opts: &ParamOptions) -> Result<FheSetup, ParamError> 
             key(a).cmp(&key(b))
         })
         .copied();
-    let Some((cost, params)) = search(&reqs, p_target) else {
+    let st = c.bootstrap_stats();
+    let mix = (st.total() - st.rounding, st.rounding);
+    let Some((cost, params)) = search(&reqs, p_target, mix) else {
         let h = hardest.unwrap_or(NoiseRequirement {
             encoding_bits: 0,
             read_bits: 0,
             norm2_sq: 0.0,
             extra_pbs: 0,
+            extra_from_rounding: false,
+            rounding_read: false,
             count: 0,
             decryption: false,
         });
@@ -90,7 +99,6 @@ pub fn select(c: &Circuit, opts: &ParamOptions) -> Result<FheSetup, ParamError> 
     };
     let p_error = reqs.iter().map(|r| failure_probability(&params, r)).fold(0.0, f64::max);
     let global: f64 = reqs.iter().map(|r| r.count as f64 * failure_probability(&params, r)).sum::<f64>().min(1.0);
-    let bootstraps = c.bootstrap_stats().total();
     Ok(FheSetup {
         params,
         plan,
@@ -98,7 +106,7 @@ pub fn select(c: &Circuit, opts: &ParamOptions) -> Result<FheSetup, ParamError> 
         p_error,
         global_p_error: global,
         security_bits: params.security_bits(),
-        est_cost_ms: cost * bootstraps as f64,
+        est_cost_ms: cost,
     })
 }
 
@@ -139,11 +147,90 @@ pub fn select_rounding(c: &mut Circuit, opts: &ParamOptions) -> Result<FheSetup,
     }
 }
 
-/// The cheapest secure parameters (and their cost per bootstrap) for which every
-/// requirement fails with probability at most `p_target`.
-pub fn search(reqs: &[NoiseRequirement], p_target: f64) -> Option<(f64, TfheParams)> {
+/// A rounding bootstrap [`search`] considers, with its output variance and cost for `n = 1`
+/// (both are proportional to `n`).
+struct RoundCandidate {
+    key: RoundKeyParams,
+    unit_var_pbs: f64,
+    unit_pbs_cost: f64,
+}
+
+/// The rounding bootstraps [`search`] considers besides the main one: GLWE keys of
+/// `k_r ≤ 8` polynomials of `N_r ∈ 2^8..=2^11` (flattened dimension 1024 to 4096), noise at
+/// the 128-bit minimum, 1 to 4 levels with the base of least output variance; cheapest
+/// first. Neither the best base nor the order depends on `n`, so the list is made once.
+fn round_key_candidates() -> Vec<RoundCandidate> {
+    let unit = |r: &RoundKeyParams| {
+        TfheParams {
+            lwe_dimension: 1,
+            glwe_dimension: 1,
+            polynomial_size: 1,
+            lwe_noise_std: 1.0,
+            glwe_noise_std: 1.0,
+            pbs_base_log: 1,
+            pbs_level: 1,
+            ks_base_log: 1,
+            ks_level: 1,
+            round_key: Some(*r),
+        }
+        .rounding_bootstrap()
+    };
+    let mut out = vec![];
+    for log_nr in 8..=11u32 {
+        let nr = 1usize << log_nr;
+        for kr in 1..=8usize {
+            let dim = kr * nr;
+            if !(1024..=4096).contains(&dim) {
+                continue;
+            }
+            for level in 1..=4u32 {
+                let r = RoundKeyParams {
+                    glwe_dimension: kr,
+                    polynomial_size: nr,
+                    glwe_noise_std: min_secure_std(dim),
+                    pbs_base_log: 1,
+                    pbs_level: level,
+                };
+                let (b, _) = best_base(level, |b| unit(&RoundKeyParams { pbs_base_log: b, ..r }).var_pbs());
+                let key = RoundKeyParams { pbs_base_log: b, ..r };
+                out.push(RoundCandidate {
+                    key,
+                    unit_var_pbs: unit(&key).var_pbs(),
+                    unit_pbs_cost: unit(&key).pbs_cost(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.unit_pbs_cost.total_cmp(&b.unit_pbs_cost));
+    out
+}
+
+/// The cheapest secure parameters (and their estimated time per inference, ms on one core:
+/// `mix.0` main bootstraps and `mix.1` rounding ones) for which every requirement fails with
+/// probability at most `p_target`. Rounding bootstraps may get a key of their own
+/// ([`fhec_ir::params::RoundKeyParams`]) when that is cheaper.
+pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: (usize, usize)) -> Option<(f64, TfheParams)> {
     let kappa = fhec_ir::params::kappa(p_target);
+    let (main_count, round_count) = mix;
+    let rounds = if round_count > 0 { round_key_candidates() } else { vec![] };
     let mut best: Option<(f64, TfheParams)> = None;
+    let beats = |best: &Option<(f64, TfheParams)>, cost: f64| best.as_ref().is_none_or(|(c0, _)| cost < *c0);
+    // Every requirement met, the one that failed last checked first (most candidates fail,
+    // and mostly on the same requirement as their neighbours).
+    let fits = |v: &Variances, last_failed: &mut usize| {
+        let ok = |i: usize| v.failure_probability(&reqs[i]) <= p_target;
+        if reqs.is_empty() || !ok(*last_failed) {
+            return reqs.is_empty();
+        }
+        match (0..reqs.len()).find(|&i| !ok(i)) {
+            Some(i) => {
+                *last_failed = i;
+                false
+            }
+            None => true,
+        }
+    };
+    let mut last_failed = 0usize;
     for k in [1usize, 2] {
         for log_n in 8..=16u32 {
             let big_n = 1usize << log_n;
@@ -162,11 +249,13 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64) -> Option<(f64, TfhePara
                     pbs_level: 1,
                     ks_base_log: 1,
                     ks_level: 1,
+                    round_key: None,
                 };
-                // The modulus switch alone must leave room for every read.
+                // The modulus switch alone must leave room for every read the main key does.
                 let v_ms = base.var_ms();
-                if reqs.iter().any(|r| !r.decryption && v_ms >= ((-(r.read_bits as f64) - 2.0).exp2() / kappa).powi(2))
-                {
+                if reqs.iter().any(|r| {
+                    !r.decryption && !r.rounding_read && v_ms >= ((-(r.read_bits as f64) - 2.0).exp2() / kappa).powi(2)
+                }) {
                     continue;
                 }
                 for pl in 1..=6u32 {
@@ -174,12 +263,41 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64) -> Option<(f64, TfhePara
                     for kl in 1..=16u32 {
                         let (kb, _) = best_base(kl, |b| TfheParams { ks_base_log: b, ks_level: kl, ..base }.var_ks());
                         let p = TfheParams { pbs_base_log: pb, pbs_level: pl, ks_base_log: kb, ks_level: kl, ..base };
-                        let cost = p.cost();
-                        if best.as_ref().is_some_and(|(c0, _)| *c0 <= cost) {
+                        // The rounding with a key of its own (cheapest first, while cheaper
+                        // than the main bootstrap), else with the main bootstrap.
+                        let (nf, main_cost) = (n as f64, p.cost());
+                        let mut with_key = rounds
+                            .iter()
+                            .filter(|r| r.key.glwe_dimension * r.key.polynomial_size <= p.big_dimension())
+                            .map(|r| (r, nf * r.unit_pbs_cost + p.ks_cost()))
+                            .take_while(|&(_, cost)| cost < main_cost)
+                            .peekable();
+                        let floor = main_count as f64 * main_cost
+                            + round_count as f64 * with_key.peek().map_or(main_cost, |&(_, c)| c);
+                        if !beats(&best, floor) {
                             continue;
                         }
-                        if reqs.iter().all(|r| failure_probability(&p, r) <= p_target) {
-                            best = Some((cost, p));
+                        let v = Variances::of(&p);
+                        let options = with_key
+                            .map(|(r, cost)| {
+                                let two_nr = 2.0 * r.key.polynomial_size as f64;
+                                let rv = Variances {
+                                    round_pbs: nf * r.unit_var_pbs,
+                                    round_ms: (nf / 24.0 + 1.0 / 12.0) / (two_nr * two_nr),
+                                    ..v
+                                };
+                                (TfheParams { round_key: Some(r.key), ..p }, rv, cost)
+                            })
+                            .chain(std::iter::once((p, v, main_cost)));
+                        for (q, qv, round_cost) in options {
+                            let cost = main_count as f64 * main_cost + round_count as f64 * round_cost;
+                            if !beats(&best, cost) {
+                                break;
+                            }
+                            if fits(&qv, &mut last_failed) {
+                                best = Some((cost, q));
+                                break;
+                            }
                         }
                     }
                 }

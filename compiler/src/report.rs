@@ -217,6 +217,20 @@ impl BuildReport {
                     p.ks_level,
                     p.ks_base_log
                 );
+                if let Some(r) = p.round_key {
+                    let _ = writeln!(
+                        s,
+                        "rounding bootstrap: k={} N={} σ_glwe=2^{:.1} PBS {}x2^{} (a key sharing the first {} coefficients of the main GLWE key; {} of the {} bootstraps)",
+                        r.glwe_dimension,
+                        r.polynomial_size,
+                        r.glwe_noise_std.log2(),
+                        r.pbs_level,
+                        r.pbs_base_log,
+                        r.glwe_dimension * r.polynomial_size,
+                        self.rounding_bootstraps,
+                        self.total_bootstraps
+                    );
+                }
                 let _ = writeln!(
                     s,
                     "security: {:.0} bits (128-bit curve met); failure probability: 2^{:.1} per bootstrap, 2^{:.1} per inference",

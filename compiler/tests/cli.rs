@@ -447,6 +447,11 @@ fn bench_speed_checks_its_arguments_before_running_anything() {
     assert!(e.contains("missing.onnx is not in") && e.contains("manifest.json"), "{e}");
     let e = run(&["--only", "fhe_mnist.onnx", "--python", "/nonexistent/python3"]);
     assert!(e.contains("cannot run /nonexistent/python3") && e.contains("benches/anchors/setup.sh"), "{e}");
+    assert!(run(&["--concrete-ml-images", "0"]).contains("--concrete-ml-images must be at least 1"));
+    let e = run(&["--python", "none", "--concrete-ml-models", "missing.onnx"]);
+    assert!(e.contains("missing.onnx is not in"), "{e}");
+    let e = run(&["--only", "fhe_mnist.onnx", "--python", "none", "--concrete-ml-python", "/nonexistent/python3"]);
+    assert!(e.contains("cannot run /nonexistent/python3") && e.contains("setup.sh --concrete-ml"), "{e}");
     // Nothing was written.
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "# mine\n");
 }

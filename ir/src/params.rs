@@ -40,6 +40,32 @@ pub struct TfheParams {
     pub ks_base_log: u32,
     /// Keyswitch key decomposition levels.
     pub ks_level: u32,
+    /// A second, smaller bootstrap for exact rounding's reads (`None`: they use the main one).
+    pub round_key: Option<RoundKeyParams>,
+}
+
+/// The rounding bootstrap: its own GLWE key of `k_r` polynomials of size `N_r` whose
+/// flattening is the first `k_r·N_r` coefficients of the main flattened GLWE key. It reads
+/// the small-key ciphertexts the main keyswitch makes (the same small key `n`), and its
+/// outputs, LWE ciphertexts of dimension `k_r·N_r`, are main-key ciphertexts once their mask
+/// is padded with zeros: no second keyswitch. Exact rounding's reads are narrow (at most one
+/// chunk) and its outputs need less precision than a table's that feed a wide dot product,
+/// so a far cheaper bootstrap serves them.
+///
+/// Security: the shared prefix gets its own 128-bit noise (`glwe_noise_std` on the curve at
+/// dimension `k_r·N_r`); the main key keeps its noise on the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundKeyParams {
+    /// `k_r`.
+    pub glwe_dimension: usize,
+    /// `N_r`.
+    pub polynomial_size: usize,
+    /// Noise std (torus) of the rounding bootstrap key.
+    pub glwe_noise_std: f64,
+    /// Its decomposition base (log2).
+    pub pbs_base_log: u32,
+    /// Its decomposition levels.
+    pub pbs_level: u32,
 }
 
 const SEC_A: f64 = -0.025696778711484593;
@@ -63,10 +89,17 @@ pub fn estimated_security_bits(d: usize, std: f64) -> f64 {
 }
 
 impl TfheParams {
-    /// The shape of the parameters on one line: `n=760 k=1 N=2048 PBS 2x2^16 KS 8x2^2`.
+    /// The shape of the parameters on one line: `n=760 k=1 N=2048 PBS 2x2^16 KS 8x2^2`, and
+    /// the rounding bootstrap's when there is one (`; rounding k=4 N=512 PBS 2x2^15`).
     pub fn summary(&self) -> String {
+        let round = self.round_key.map_or(String::new(), |r| {
+            format!(
+                "; rounding k={} N={} PBS {}x2^{}",
+                r.glwe_dimension, r.polynomial_size, r.pbs_level, r.pbs_base_log
+            )
+        });
         format!(
-            "n={} k={} N={} PBS {}x2^{} KS {}x2^{}",
+            "n={} k={} N={} PBS {}x2^{} KS {}x2^{}{round}",
             self.lwe_dimension,
             self.glwe_dimension,
             self.polynomial_size,
@@ -77,20 +110,45 @@ impl TfheParams {
         )
     }
 
+    /// The bootstrap exact rounding's reads use, as a parameter set of its own (the main one
+    /// without a rounding key): the same `n` and keyswitch, its own GLWE key and
+    /// decomposition. Its `var_pbs`, `var_ms` and `pbs_cost` are the rounding bootstrap's.
+    pub fn rounding_bootstrap(&self) -> TfheParams {
+        match self.round_key {
+            None => *self,
+            Some(r) => TfheParams {
+                glwe_dimension: r.glwe_dimension,
+                polynomial_size: r.polynomial_size,
+                glwe_noise_std: r.glwe_noise_std,
+                pbs_base_log: r.pbs_base_log,
+                pbs_level: r.pbs_level,
+                round_key: None,
+                ..*self
+            },
+        }
+    }
+
     /// `kN`, dimension of the flattened GLWE key.
     pub fn big_dimension(&self) -> usize {
         self.glwe_dimension * self.polynomial_size
     }
 
-    /// Both keys meet the 128-bit curve.
+    /// Every key meets the 128-bit curve (and a rounding key is a proper prefix-sized
+    /// GLWE key of the main one).
     pub fn is_secure(&self) -> bool {
-        is_secure(self.lwe_dimension, self.lwe_noise_std) && is_secure(self.big_dimension(), self.glwe_noise_std)
+        let r = self.rounding_bootstrap();
+        is_secure(self.lwe_dimension, self.lwe_noise_std)
+            && is_secure(self.big_dimension(), self.glwe_noise_std)
+            && r.big_dimension() <= self.big_dimension()
+            && is_secure(r.big_dimension(), r.glwe_noise_std)
     }
 
-    /// Security estimate of the weaker key, in bits.
+    /// Security estimate of the weakest key, in bits.
     pub fn security_bits(&self) -> f64 {
+        let r = self.rounding_bootstrap();
         estimated_security_bits(self.lwe_dimension, self.lwe_noise_std)
             .min(estimated_security_bits(self.big_dimension(), self.glwe_noise_std))
+            .min(estimated_security_bits(r.big_dimension(), r.glwe_noise_std))
     }
 
     /// Output variance of one PBS.
@@ -125,23 +183,57 @@ impl TfheParams {
         self.glwe_noise_std.powi(2)
     }
 
-    /// Relative cost of one keyswitch + PBS (about milliseconds on the development machine:
-    /// calibrated on n=918, k=1, N=2048, one level ≈ 30 ms).
+    /// Estimated cost of one keyswitch + PBS, in milliseconds on one core of the development
+    /// machine (fitted on four measured sets: n=790..920, N=2048 and 8192, 1 to 5 levels,
+    /// within about 10%).
     pub fn cost(&self) -> f64 {
-        let (n, k, big_n) = (self.lwe_dimension as f64, self.glwe_dimension as f64, self.polynomial_size as f64);
-        let pbs = n * self.pbs_level as f64 * (k + 1.0) * (k + 1.0) * big_n * big_n.log2();
-        let ks = k * big_n * self.ks_level as f64 * n;
-        3.3e-7 * pbs + 4.0e-7 * ks
+        self.pbs_cost() + self.ks_cost()
     }
 
-    /// Bytes of the bootstrap key (Fourier, 16 bytes per complex over N/2 per polynomial) and of the
+    /// The bootstrap's part of [`TfheParams::cost`]: `n` CMuxes, each `(k+1)·ℓ` forward FFTs
+    /// and `(k+1)²·ℓ` products of size `N`, plus a fixed part (the `k+1` inverse FFTs, the
+    /// rotation) worth about 2.9 levels' work per polynomial.
+    pub fn pbs_cost(&self) -> f64 {
+        let (n, k, big_n) = (self.lwe_dimension as f64, self.glwe_dimension as f64, self.polynomial_size as f64);
+        1.26e-7 * n * (k + 1.0) * big_n * big_n.log2() * (self.pbs_level as f64 * (k + 1.0) + 2.9)
+    }
+
+    /// The keyswitch's part of [`TfheParams::cost`]: it streams the whole keyswitch key
+    /// (`kN·ℓ_ks·(n+1)` words), which is memory-bound (about 1.1 ns per word here).
+    pub fn ks_cost(&self) -> f64 {
+        let (n, k, big_n) = (self.lwe_dimension as f64, self.glwe_dimension as f64, self.polynomial_size as f64);
+        1.1e-6 * k * big_n * self.ks_level as f64 * (n + 1.0)
+    }
+
+    /// Relative cost of one keyswitch + rounding bootstrap (the main keyswitch, then the
+    /// rounding key's bootstrap).
+    pub fn round_cost(&self) -> f64 {
+        self.rounding_bootstrap().pbs_cost() + self.ks_cost()
+    }
+
+    /// Estimated server time (ms on one core) of `main` bootstraps with the main key and
+    /// `rounding` with the rounding key.
+    pub fn mix_cost(&self, main: usize, rounding: usize) -> f64 {
+        main as f64 * self.cost() + rounding as f64 * self.round_cost()
+    }
+
+    /// Bytes of the bootstrap keys (Fourier, 16 bytes per complex over N/2 per polynomial; the
+    /// main one plus the rounding one, if any) and of the
     /// keyswitch key (8 bytes per u64) in the server's memory (the evaluation key travels in
     /// seeded form, far smaller: `fhec_runtime::evaluation_key_bytes`).
     pub fn key_bytes(&self) -> (usize, usize) {
         let (n, k, big_n) = (self.lwe_dimension, self.glwe_dimension, self.polynomial_size);
-        let bsk = n * self.pbs_level as usize * (k + 1) * (k + 1) * big_n * 8;
+        let bsk = |p: &TfheParams| {
+            p.lwe_dimension
+                * p.pbs_level as usize
+                * (p.glwe_dimension + 1)
+                * (p.glwe_dimension + 1)
+                * p.polynomial_size
+                * 8
+        };
+        let round = if self.round_key.is_some() { bsk(&self.rounding_bootstrap()) } else { 0 };
         let ksk = k * big_n * self.ks_level as usize * (n + 1) * 8;
-        (bsk, ksk)
+        (bsk(self) + round, ksk)
     }
 }
 
@@ -216,20 +308,66 @@ pub struct NoiseRequirement {
     pub norm2_sq: f64,
     /// PBS outputs added to the value before this read (exact rounding steps).
     pub extra_pbs: u32,
+    /// The `extra_pbs` outputs come from the rounding bootstrap ([`TfheParams::rounding_bootstrap`]).
+    pub extra_from_rounding: bool,
+    /// The read is a rounding bootstrap's (its modulus switch is to `2N_r`).
+    pub rounding_read: bool,
     /// Number of such bootstraps per inference.
     pub count: usize,
     /// A decryption by the client rather than a bootstrap (no keyswitch or modulus switch).
     pub decryption: bool,
 }
 
-/// Failure probability of one bootstrap meeting `req` with parameters `p`.
+/// The variances [`failure_probability`] combines, computed once per parameter set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Variances {
+    /// A main bootstrap's output.
+    pub pbs: f64,
+    /// A fresh encryption.
+    pub fresh: f64,
+    /// A rounding bootstrap's output.
+    pub round_pbs: f64,
+    /// The keyswitch.
+    pub ks: f64,
+    /// The modulus switch before a main bootstrap.
+    pub ms: f64,
+    /// The modulus switch before a rounding bootstrap.
+    pub round_ms: f64,
+}
+
+impl Variances {
+    /// The variances of `p`.
+    pub fn of(p: &TfheParams) -> Variances {
+        let r = p.rounding_bootstrap();
+        Variances {
+            pbs: p.var_pbs(),
+            fresh: p.var_fresh(),
+            round_pbs: r.var_pbs(),
+            ks: p.var_ks(),
+            ms: p.var_ms(),
+            round_ms: r.var_ms(),
+        }
+    }
+
+    /// Failure probability of one bootstrap meeting `req` (see [`failure_probability`]).
+    pub fn failure_probability(&self, req: &NoiseRequirement) -> f64 {
+        let v_src = self.pbs.max(self.fresh);
+        let v_extra = if req.extra_from_rounding { self.round_pbs } else { self.pbs };
+        let v_in = req.norm2_sq * v_src + req.extra_pbs as f64 * v_extra;
+        let scale = (2.0f64).powi(2 * (req.encoding_bits as i32 - req.read_bits as i32));
+        let v_ms = if req.rounding_read { self.round_ms } else { self.ms };
+        let var = scale * v_in + if req.decryption { 0.0 } else { self.ks + v_ms };
+        let half = (-(req.read_bits as f64) - 2.0).exp2();
+        erfc(half / (var.sqrt() * std::f64::consts::SQRT_2))
+    }
+}
+
+/// Failure probability of one bootstrap meeting `req` with parameters `p`: the value read
+/// carries its linear chain's noise (`norm2² · V_pbs`, or fresh noise) plus that of the
+/// bootstrap outputs added to it (`extra_pbs`, main or rounding ones), scaled to the read's
+/// encoding, plus the keyswitch and the modulus switch of the bootstrap that reads it.
 pub fn failure_probability(p: &TfheParams, req: &NoiseRequirement) -> f64 {
-    let v_src = p.var_pbs().max(p.var_fresh());
-    let v_in = req.norm2_sq * v_src + req.extra_pbs as f64 * p.var_pbs();
-    let scale = (2.0f64).powi(2 * (req.encoding_bits as i32 - req.read_bits as i32));
-    let var = scale * v_in + if req.decryption { 0.0 } else { p.var_ks() + p.var_ms() };
-    let half = (-(req.read_bits as f64) - 2.0).exp2();
-    erfc(half / (var.sqrt() * std::f64::consts::SQRT_2))
+    Variances::of(p).failure_probability(req)
 }
 
 /// The encoding plan: every circuit value `v` is held as `v·Δ + e` with `Δ = 2^(63 - bits[v])`.
@@ -315,6 +453,8 @@ impl EncodingPlan {
                     && e.extra_pbs == r.extra_pbs
                     && e.norm2_sq == r.norm2_sq
                     && e.decryption == r.decryption
+                    && e.extra_from_rounding == r.extra_from_rounding
+                    && e.rounding_read == r.rounding_read
             }) {
                 e.count += r.count;
             } else {
@@ -337,6 +477,8 @@ impl EncodingPlan {
                         read_bits: *in_width,
                         norm2_sq: nu * nu,
                         extra_pbs: extra,
+                        extra_from_rounding: true,
+                        rounding_read: false,
                         count: elems,
                         decryption: false,
                     });
@@ -355,6 +497,8 @@ impl EncodingPlan {
                                 read_bits: k - 1,
                                 norm2_sq: x.norm2 * x.norm2,
                                 extra_pbs: extra,
+                                extra_from_rounding: true,
+                                rounding_read: true,
                                 count: elems,
                                 decryption: false,
                             });
@@ -371,6 +515,8 @@ impl EncodingPlan {
                         read_bits: *diff_width,
                         norm2_sq: 2.0 * x.norm2 * x.norm2,
                         extra_pbs: window.saturating_sub(1) as u32,
+                        extra_from_rounding: false,
+                        rounding_read: false,
                         count: kernels::max_pool_comparisons(&x.shape, pool),
                         decryption: false,
                     });
@@ -383,6 +529,8 @@ impl EncodingPlan {
                     read_bits: self.bits[id],
                     norm2_sq: node.norm2 * node.norm2,
                     extra_pbs: 0,
+                    extra_from_rounding: false,
+                    rounding_read: false,
                     count: elems,
                     decryption: true,
                 });

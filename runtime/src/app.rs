@@ -202,6 +202,18 @@ impl Server {
         crate::fhe::one_bootstrap_seconds(&self.key, samples)
     }
 
+    /// Of the [`Server::bootstraps`], those of exact rounding (done by the rounding bootstrap
+    /// when the parameters have a rounding key).
+    pub fn rounding_bootstraps(&self) -> usize {
+        self.artifact.circuit.bootstrap_stats().rounding
+    }
+
+    /// [`Server::one_bootstrap_seconds`] for the rounding bootstrap (see
+    /// [`crate::fhe::one_rounding_bootstrap_seconds`]).
+    pub fn one_rounding_bootstrap_seconds(&self, samples: usize) -> f64 {
+        crate::fhe::one_rounding_bootstrap_seconds(&self.key, samples)
+    }
+
     /// Classifies an encrypted image; returns the encrypted result.
     pub fn classify(&self, encrypted_image: &[u8]) -> Result<Vec<u8>, AppError> {
         self.classify_with_progress(encrypted_image, &AtomicUsize::new(0))

@@ -60,6 +60,8 @@ pub struct ServerKey {
     params: TfheParams,
     ksk: LweKeyswitchKeyOwned<u64>,
     bsk: FourierLweBootstrapKeyOwned,
+    /// The rounding bootstrap key (`params.round_key`), if any.
+    round_bsk: Option<FourierLweBootstrapKeyOwned>,
 }
 
 /// The evaluation key in seeded (compressed) form: what a client sends.
@@ -83,6 +85,10 @@ pub struct SeededServerKey {
     /// Bootstrap key bodies: for each coefficient of the small key, for each level, `k + 1`
     /// body polynomials of `N` coefficients.
     pub bsk_bodies: Vec<u64>,
+    /// Compression seed of the rounding bootstrap key's masks (public; unused without one).
+    pub round_bsk_seed: u128,
+    /// Rounding bootstrap key bodies (`n·ℓ_r·(k_r+1)·N_r`; empty without a rounding key).
+    pub round_bsk_bodies: Vec<u64>,
 }
 
 impl std::fmt::Debug for SeededServerKey {
@@ -93,6 +99,8 @@ impl std::fmt::Debug for SeededServerKey {
             .field("ksk_bodies", &format_args!("[{} words]", self.ksk_bodies.len()))
             .field("bsk_seed", &self.bsk_seed)
             .field("bsk_bodies", &format_args!("[{} words]", self.bsk_bodies.len()))
+            .field("round_bsk_seed", &self.round_bsk_seed)
+            .field("round_bsk_bodies", &format_args!("[{} words]", self.round_bsk_bodies.len()))
             .finish()
     }
 }
@@ -309,24 +317,30 @@ impl ClientKey {
             modulus(),
             &mut rng,
         );
-        let bsk = par_allocate_and_generate_new_lwe_bootstrap_key(
-            &self.small,
-            &self.glwe,
-            DecompositionBaseLog(p.pbs_base_log as usize),
-            DecompositionLevelCount(p.pbs_level as usize),
-            gaussian(p.glwe_noise_std),
-            modulus(),
-            &mut rng,
-        );
-        let mut fbsk = FourierLweBootstrapKey::new(
-            bsk.input_lwe_dimension(),
-            bsk.glwe_size(),
-            bsk.polynomial_size(),
-            bsk.decomposition_base_log(),
-            bsk.decomposition_level_count(),
-        );
-        par_convert_standard_lwe_bootstrap_key_to_fourier(&bsk, &mut fbsk);
-        ServerKey { params: *p, ksk, bsk: fbsk }
+        let mut bsk = |q: &TfheParams, glwe: &GlweSecretKeyOwned<u64>| {
+            let bsk = par_allocate_and_generate_new_lwe_bootstrap_key(
+                &self.small,
+                glwe,
+                DecompositionBaseLog(q.pbs_base_log as usize),
+                DecompositionLevelCount(q.pbs_level as usize),
+                gaussian(q.glwe_noise_std),
+                modulus(),
+                &mut rng,
+            );
+            to_fourier(&bsk)
+        };
+        let main = bsk(p, &self.glwe);
+        let round_bsk = self.round_glwe().map(|g| bsk(&p.rounding_bootstrap(), &g));
+        ServerKey { params: *p, ksk, bsk: main, round_bsk }
+    }
+
+    /// The rounding bootstrap's GLWE key: `k_r` polynomials of `N_r` coefficients, the first
+    /// `k_r·N_r` coefficients of the flattened main GLWE key (so that its LWE ciphertexts are
+    /// main-key ciphertexts once padded with zeros), or `None` without a rounding key.
+    fn round_glwe(&self) -> Option<GlweSecretKeyOwned<u64>> {
+        let r = self.params.round_key?;
+        let prefix = self.glwe.as_ref()[..r.glwe_dimension * r.polynomial_size].to_vec();
+        Some(GlweSecretKey::from_container(prefix, PolynomialSize(r.polynomial_size)))
     }
 
     /// Derives the evaluation key in seeded form (what [`crate::app::Client::evaluation_key`]
@@ -351,24 +365,32 @@ impl ClientKey {
         // The masks come from the compression seed; the noise from a fresh secret seed drawn
         // from `seeder`.
         generate_seeded_lwe_keyswitch_key(&big, &self.small, &mut ksk, gaussian(p.lwe_noise_std), seeder);
-        let bsk_seed = seeder.seed();
-        let mut bsk = SeededLweBootstrapKey::new(
-            0u64,
-            self.glwe.glwe_dimension().to_glwe_size(),
-            self.glwe.polynomial_size(),
-            DecompositionBaseLog(p.pbs_base_log as usize),
-            DecompositionLevelCount(p.pbs_level as usize),
-            self.small.lwe_dimension(),
-            bsk_seed.into(),
-            modulus(),
-        );
-        par_generate_seeded_lwe_bootstrap_key(&self.small, &self.glwe, &mut bsk, gaussian(p.glwe_noise_std), seeder);
+        let mut seeded_bsk = |q: &TfheParams, glwe: &GlweSecretKeyOwned<u64>| {
+            let seed = seeder.seed();
+            let mut bsk = SeededLweBootstrapKey::new(
+                0u64,
+                glwe.glwe_dimension().to_glwe_size(),
+                glwe.polynomial_size(),
+                DecompositionBaseLog(q.pbs_base_log as usize),
+                DecompositionLevelCount(q.pbs_level as usize),
+                self.small.lwe_dimension(),
+                seed.into(),
+                modulus(),
+            );
+            par_generate_seeded_lwe_bootstrap_key(&self.small, glwe, &mut bsk, gaussian(q.glwe_noise_std), seeder);
+            (seed.0, bsk.into_container())
+        };
+        let (bsk_seed, bsk_bodies) = seeded_bsk(p, &self.glwe);
+        let (round_bsk_seed, round_bsk_bodies) =
+            self.round_glwe().map_or((0, vec![]), |g| seeded_bsk(&p.rounding_bootstrap(), &g));
         SeededServerKey {
             params: *p,
             ksk_seed: ksk_seed.0,
             ksk_bodies: ksk.into_container(),
-            bsk_seed: bsk_seed.0,
-            bsk_bodies: bsk.into_container(),
+            bsk_seed,
+            bsk_bodies,
+            round_bsk_seed,
+            round_bsk_bodies,
         }
     }
 
@@ -495,24 +517,33 @@ impl ServerKey {
     /// Checks that the key matches `params` (dimensions and decompositions).
     pub fn check(&self, params: &TfheParams) -> Result<(), FheError> {
         let p = params;
+        let bsk_ok = |bsk: &FourierLweBootstrapKeyOwned, q: &TfheParams| {
+            bsk.input_lwe_dimension().0 == q.lwe_dimension
+                && bsk.glwe_size().0 == q.glwe_dimension + 1
+                && bsk.polynomial_size().0 == q.polynomial_size
+                && bsk.decomposition_level_count().0 == q.pbs_level as usize
+                && bsk.decomposition_base_log().0 == q.pbs_base_log as usize
+                && bsk.as_view().data().len()
+                    == q.lwe_dimension
+                        * q.pbs_level as usize
+                        * (q.glwe_dimension + 1)
+                        * (q.glwe_dimension + 1)
+                        * q.polynomial_size
+                        / 2
+        };
+        let round_ok = match (&self.round_bsk, p.round_key) {
+            (None, None) => true,
+            (Some(b), Some(_)) => bsk_ok(b, &p.rounding_bootstrap()),
+            _ => false,
+        };
         let ok = self.params == *p
             && self.ksk.input_key_lwe_dimension().0 == p.big_dimension()
             && self.ksk.output_key_lwe_dimension().0 == p.lwe_dimension
             && self.ksk.decomposition_level_count().0 == p.ks_level as usize
             && self.ksk.decomposition_base_log().0 == p.ks_base_log as usize
             && self.ksk.as_ref().len() == p.big_dimension() * p.ks_level as usize * (p.lwe_dimension + 1)
-            && self.bsk.input_lwe_dimension().0 == p.lwe_dimension
-            && self.bsk.glwe_size().0 == p.glwe_dimension + 1
-            && self.bsk.polynomial_size().0 == p.polynomial_size
-            && self.bsk.decomposition_level_count().0 == p.pbs_level as usize
-            && self.bsk.decomposition_base_log().0 == p.pbs_base_log as usize
-            && self.bsk.as_view().data().len()
-                == p.lwe_dimension
-                    * p.pbs_level as usize
-                    * (p.glwe_dimension + 1)
-                    * (p.glwe_dimension + 1)
-                    * p.polynomial_size
-                    / 2;
+            && bsk_ok(&self.bsk, p)
+            && round_ok;
         if ok { Ok(()) } else { Err(FheError("the evaluation key does not match the circuit's parameters".into())) }
     }
 
@@ -575,6 +606,28 @@ impl SeededServerKey {
                 p.polynomial_size
             )));
         }
+        let round = match p.round_key {
+            None => 0,
+            Some(r) => {
+                let dim = r.glwe_dimension.checked_mul(r.polynomial_size);
+                if r.glwe_dimension == 0
+                    || r.polynomial_size < 2
+                    || !r.polynomial_size.is_power_of_two()
+                    || dim.is_none_or(|d| d > p.big_dimension())
+                    || !decomp_ok(r.pbs_base_log, r.pbs_level)
+                {
+                    return Err(FheError(format!("the TFHE parameters are invalid ({})", p.summary())));
+                }
+                Self::bsk_len(&p.rounding_bootstrap())
+                    .ok_or_else(|| FheError("the TFHE parameters are invalid (the keys' sizes overflow)".into()))?
+            }
+        };
+        if round != self.round_bsk_bodies.len() {
+            return Err(FheError(format!(
+                "the seeded evaluation key holds {} rounding bootstrap key bodies, not {round}",
+                self.round_bsk_bodies.len()
+            )));
+        }
         Ok(())
     }
 
@@ -590,7 +643,7 @@ impl SeededServerKey {
     pub fn decompress(self) -> Result<ServerKey, FheError> {
         let p = self.params;
         self.check(&p)?;
-        let SeededServerKey { ksk_seed, ksk_bodies, bsk_seed, bsk_bodies, .. } = self;
+        let SeededServerKey { ksk_seed, ksk_bodies, bsk_seed, bsk_bodies, round_bsk_seed, round_bsk_bodies, .. } = self;
         let ksk = SeededLweKeyswitchKey::from_container(
             ksk_bodies,
             DecompositionBaseLog(p.ks_base_log as usize),
@@ -600,29 +653,38 @@ impl SeededServerKey {
             modulus(),
         )
         .par_decompress_into_lwe_keyswitch_key();
-        let bsk = SeededLweBootstrapKey::from_container(
-            bsk_bodies,
-            GlweSize(p.glwe_dimension + 1),
-            PolynomialSize(p.polynomial_size),
-            DecompositionBaseLog(p.pbs_base_log as usize),
-            DecompositionLevelCount(p.pbs_level as usize),
-            Seed(bsk_seed).into(),
-            modulus(),
-        )
-        .par_decompress_into_lwe_bootstrap_key();
-        let mut fbsk = FourierLweBootstrapKey::new(
-            bsk.input_lwe_dimension(),
-            bsk.glwe_size(),
-            bsk.polynomial_size(),
-            bsk.decomposition_base_log(),
-            bsk.decomposition_level_count(),
-        );
-        par_convert_standard_lwe_bootstrap_key_to_fourier(&bsk, &mut fbsk);
-        drop(bsk);
-        let sk = ServerKey { params: p, ksk, bsk: fbsk };
+        let fourier = |bodies: Vec<u64>, seed: u128, q: &TfheParams| {
+            let bsk = SeededLweBootstrapKey::from_container(
+                bodies,
+                GlweSize(q.glwe_dimension + 1),
+                PolynomialSize(q.polynomial_size),
+                DecompositionBaseLog(q.pbs_base_log as usize),
+                DecompositionLevelCount(q.pbs_level as usize),
+                Seed(seed).into(),
+                modulus(),
+            )
+            .par_decompress_into_lwe_bootstrap_key();
+            to_fourier(&bsk)
+        };
+        let bsk = fourier(bsk_bodies, bsk_seed, &p);
+        let round_bsk = p.round_key.map(|_| fourier(round_bsk_bodies, round_bsk_seed, &p.rounding_bootstrap()));
+        let sk = ServerKey { params: p, ksk, bsk, round_bsk };
         sk.check(&p)?;
         Ok(sk)
     }
+}
+
+/// A bootstrap key in the Fourier domain, as the bootstraps use it.
+fn to_fourier(bsk: &LweBootstrapKeyOwned<u64>) -> FourierLweBootstrapKeyOwned {
+    let mut f = FourierLweBootstrapKey::new(
+        bsk.input_lwe_dimension(),
+        bsk.glwe_size(),
+        bsk.polynomial_size(),
+        bsk.decomposition_base_log(),
+        bsk.decomposition_level_count(),
+    );
+    par_convert_standard_lwe_bootstrap_key_to_fourier(bsk, &mut f);
+    f
 }
 
 /// Multiplies every ciphertext by `2^j` to move from `from` encoding bits to `to`.
@@ -637,6 +699,8 @@ fn rescale(t: &CtTensor, to: u32) -> Result<CtTensor, FheError> {
 /// A bootstrap engine per worker thread.
 struct Worker<'p> {
     fft: Fft,
+    /// With a rounding key: its FFT and a bootstrap output of its dimension (`k_r·N_r`).
+    round: Option<(Fft, LweCiphertextOwned<u64>)>,
     buffers: ComputationBuffers,
     small: LweCiphertextOwned<u64>,
     progress: &'p AtomicUsize,
@@ -644,18 +708,47 @@ struct Worker<'p> {
 
 impl<'p> Worker<'p> {
     fn new(sk: &ServerKey, progress: &'p AtomicUsize) -> Worker<'p> {
-        let fft = Fft::new(PolynomialSize(sk.params.polynomial_size));
-        let mut buffers = ComputationBuffers::new();
-        buffers.resize(
+        let need = |q: &TfheParams, fft: &Fft| {
             programmable_bootstrap_lwe_ciphertext_mem_optimized_requirement::<u64>(
-                GlweSize(sk.params.glwe_dimension + 1),
-                PolynomialSize(sk.params.polynomial_size),
+                GlweSize(q.glwe_dimension + 1),
+                PolynomialSize(q.polynomial_size),
                 fft.as_view(),
             )
-            .unaligned_bytes_required(),
-        );
+            .unaligned_bytes_required()
+        };
+        let fft = Fft::new(PolynomialSize(sk.params.polynomial_size));
+        let mut bytes = need(&sk.params, &fft);
+        let round = sk.round_bsk.as_ref().map(|_| {
+            let r = sk.params.rounding_bootstrap();
+            let fft = Fft::new(PolynomialSize(r.polynomial_size));
+            bytes = bytes.max(need(&r, &fft));
+            (fft, LweCiphertext::new(0u64, LweSize(r.big_dimension() + 1), modulus()))
+        });
+        let mut buffers = ComputationBuffers::new();
+        buffers.resize(bytes);
         let small = LweCiphertext::new(0u64, LweSize(sk.params.lwe_dimension + 1), modulus());
-        Worker { fft, buffers, small, progress }
+        Worker { fft, round, buffers, small, progress }
+    }
+
+    /// Keyswitch + rounding bootstrap of `input` (big key) with `lut` (a table of the
+    /// rounding key's shape, [`round_lut_shape`]), written to `out` (big key): with a rounding
+    /// key, its output (dimension `k_r·N_r`, a prefix of the big key) padded with zeros;
+    /// without one, [`Worker::bootstrap`].
+    fn bootstrap_rounding(&mut self, sk: &ServerKey, input: &[u64], lut: &GlweCiphertextOwned<u64>, out: &mut [u64]) {
+        let Worker { round, buffers, small, progress, .. } = self;
+        let (Some(bsk), Some((fft, r_out))) = (&sk.round_bsk, round.as_mut()) else {
+            return self.bootstrap(sk, input, lut, out);
+        };
+        let input = LweCiphertext::from_container(input, modulus());
+        keyswitch_lwe_ciphertext(&sk.ksk, &input, small);
+        programmable_bootstrap_lwe_ciphertext_mem_optimized(small, r_out, lut, bsk, fft.as_view(), buffers.stack());
+        let src = r_out.as_ref();
+        let d = src.len() - 1;
+        let (mask, body) = out.split_at_mut(out.len() - 1);
+        mask[..d].copy_from_slice(&src[..d]);
+        mask[d..].fill(0);
+        body[0] = src[d];
+        progress.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Keyswitch + PBS of `input` (big key) with `lut`, written to `out` (big key).
@@ -703,11 +796,19 @@ struct RoundStep {
     rest: Option<GlweCiphertextOwned<u64>>,
 }
 
-/// A lookup table that returns `c` on the first half of the torus and `-c` on the second.
+/// A lookup table that returns `c` on the first half of the torus and `-c` on the second,
+/// for the rounding bootstrap.
 fn sign_lut(sk: &ServerKey, c: u64) -> GlweCiphertextOwned<u64> {
-    let p = &sk.params;
-    let body = PlaintextList::new(c, PlaintextCount(p.polynomial_size));
-    allocate_and_trivially_encrypt_new_glwe_ciphertext(GlweSize(p.glwe_dimension + 1), &body, modulus())
+    let (n, size) = round_lut_shape(sk);
+    let body = PlaintextList::new(c, PlaintextCount(n.0));
+    allocate_and_trivially_encrypt_new_glwe_ciphertext(size, &body, modulus())
+}
+
+/// Polynomial size and GLWE size of the rounding bootstrap's tables (the main key's
+/// without a rounding key).
+fn round_lut_shape(sk: &ServerKey) -> (PolynomialSize, GlweSize) {
+    let r = sk.params.rounding_bootstrap();
+    (PolynomialSize(r.polynomial_size), GlweSize(r.glwe_dimension + 1))
 }
 
 /// Evaluates the circuit on an encrypted input with the server key only.
@@ -742,15 +843,19 @@ pub fn evaluate_with_progress(
     if plan.bits.len() != c.nodes.len() {
         return Err(FheError("the encoding plan does not match the circuit".into()));
     }
-    // A bootstrap reads at most log2(N) bits (tables; the rest of a rounding chunk).
-    let log_n = sk.params.polynomial_size.trailing_zeros();
+    // A bootstrap reads at most log2(N) bits (tables with N; the rest of a rounding chunk
+    // with the rounding bootstrap's N_r).
     let rounds = c.nodes.iter().any(|n| matches!(n.op, COp::Round { .. }));
-    let widest = c.max_table_width().max(if rounds { c.round_chunk.saturating_sub(1) } else { 0 });
-    if widest > log_n {
-        return Err(FheError(format!(
-            "the circuit reads {widest} bits in one bootstrap, more than N = {} allows",
-            sk.params.polynomial_size
-        )));
+    let round_n = sk.params.rounding_bootstrap().polynomial_size;
+    for (widest, n) in [
+        (c.max_table_width(), sk.params.polynomial_size),
+        (if rounds { c.round_chunk.saturating_sub(1) } else { 0 }, round_n),
+    ] {
+        if widest > n.trailing_zeros() {
+            return Err(FheError(format!(
+                "the circuit reads {widest} bits in one bootstrap, more than N = {n} allows"
+            )));
+        }
     }
     let mut vals: Vec<Option<CtTensor>> = vec![None; c.nodes.len()];
     vals[0] = Some(input.clone());
@@ -870,9 +975,10 @@ pub fn evaluate_with_progress(
                 for k in c.round_chunks(*shift) {
                     let cst = 1u64 << (62 - p_bits + j + k - 1);
                     let rest = (k > 1).then(|| {
+                        let (poly, glwe) = round_lut_shape(sk);
                         generate_programmable_bootstrap_glwe_lut(
-                            PolynomialSize(sk.params.polynomial_size),
-                            GlweSize(sk.params.glwe_dimension + 1),
+                            poly,
+                            glwe,
                             1usize << (k - 1),
                             modulus(),
                             1,
@@ -898,7 +1004,7 @@ pub fn evaluate_with_progress(
                             }
                             let b = tmp.last_mut().expect("body");
                             *b = b.wrapping_add(s.offset);
-                            w.bootstrap(sk, tmp, &s.sign, out);
+                            w.bootstrap_rounding(sk, tmp, &s.sign, out);
                             // acc -= (cst - out) = b·2^(j+k-1)·Δ
                             for (a, &o) in acc.iter_mut().zip(out.iter()) {
                                 *a = a.wrapping_add(o);
@@ -909,7 +1015,7 @@ pub fn evaluate_with_progress(
                                 for (t, &a) in tmp.iter_mut().zip(acc.iter()) {
                                     *t = a.wrapping_mul(s.f);
                                 }
-                                w.bootstrap(sk, tmp, rest, out);
+                                w.bootstrap_rounding(sk, tmp, rest, out);
                                 for (a, &o) in acc.iter_mut().zip(out.iter()) {
                                     *a = a.wrapping_sub(o);
                                 }
@@ -1052,6 +1158,16 @@ fn max_pool(
 /// the mask (tfhe-rs skips zero rotations, so an all-zero trivial ciphertext would be
 /// misleadingly fast).
 pub fn one_bootstrap_seconds(sk: &ServerKey, samples: usize) -> f64 {
+    time_one(test_support::OneBootstrap::new(sk, 1), sk, samples)
+}
+
+/// [`one_bootstrap_seconds`] for the rounding bootstrap (the keyswitch and the rounding key's
+/// bootstrap of a sign read; the main bootstrap without a rounding key).
+pub fn one_rounding_bootstrap_seconds(sk: &ServerKey, samples: usize) -> f64 {
+    time_one(test_support::OneBootstrap::rounding(sk), sk, samples)
+}
+
+fn time_one(mut b: test_support::OneBootstrap<'_>, sk: &ServerKey, samples: usize) -> f64 {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let data = (0..sk.lwe_size())
         .map(|_| {
@@ -1063,7 +1179,6 @@ pub fn one_bootstrap_seconds(sk: &ServerKey, samples: usize) -> f64 {
         })
         .collect();
     let input = CtTensor { shape: vec![1], bits: 1, data };
-    let mut b = test_support::OneBootstrap::new(sk, 1);
     for _ in 0..5 {
         std::hint::black_box(b.run(&input));
     }
@@ -1092,6 +1207,7 @@ pub mod test_support {
         worker: Worker<'static>,
         lut: GlweCiphertextOwned<u64>,
         out: Vec<u64>,
+        rounding: bool,
     }
 
     impl<'a> OneBootstrap<'a> {
@@ -1099,13 +1215,30 @@ pub mod test_support {
         pub fn new(sk: &'a ServerKey, width: u32) -> OneBootstrap<'a> {
             let table: Vec<i64> = (0..1i64 << width).collect();
             let lut = table_lut(sk, width, &table, width);
-            OneBootstrap { sk, worker: Worker::new(sk, &BENCH_COUNT), lut, out: vec![0; sk.lwe_size()] }
+            OneBootstrap {
+                sk,
+                worker: Worker::new(sk, &BENCH_COUNT),
+                lut,
+                out: vec![0; sk.lwe_size()],
+                rounding: false,
+            }
+        }
+
+        /// Prepares a sign read of exact rounding, with the rounding bootstrap (the main one
+        /// without a rounding key).
+        pub fn rounding(sk: &'a ServerKey) -> OneBootstrap<'a> {
+            let lut = sign_lut(sk, 1 << 60);
+            OneBootstrap { sk, worker: Worker::new(sk, &BENCH_COUNT), lut, out: vec![0; sk.lwe_size()], rounding: true }
         }
 
         /// Bootstraps the first ciphertext of `input`.
         pub fn run(&mut self, input: &CtTensor) -> &[u64] {
             let size = self.sk.lwe_size();
-            self.worker.bootstrap(self.sk, &input.data[..size], &self.lut, &mut self.out);
+            if self.rounding {
+                self.worker.bootstrap_rounding(self.sk, &input.data[..size], &self.lut, &mut self.out);
+            } else {
+                self.worker.bootstrap(self.sk, &input.data[..size], &self.lut, &mut self.out);
+            }
             &self.out
         }
     }
@@ -1184,7 +1317,7 @@ pub mod files {
     use super::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, SeededServerKey, ServerKey, numel};
 
     const MAGIC: &[u8; 8] = b"FHECKEY\0";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     /// Largest payload accepted (8 GiB).
     const MAX: u64 = 8 << 30;
 
@@ -1223,11 +1356,17 @@ pub mod files {
     /// encoding bits (4) and the seed (16).
     pub const SEEDED_OVERHEAD: usize = 40 + 8 + 4 + 16 + 8;
 
-    /// Bytes of a framed seeded evaluation key besides 8 per body: the 40-byte frame, and in
-    /// the payload the parameters (56: three dimensions and two deviations of 8 bytes, four
-    /// decomposition numbers of 4), and for each of the two keys its seed (16) and its
-    /// bodies' length (8).
-    pub const SEEDED_KEY_OVERHEAD: usize = 40 + 56 + 2 * (16 + 8);
+    /// Bytes of a framed seeded evaluation key besides 8 per body, for parameters without a
+    /// rounding key: the 40-byte frame, and in the payload the parameters (56: three
+    /// dimensions and two deviations of 8 bytes, four decomposition numbers of 4; then 1 for
+    /// the absent rounding key), and for each of the three keys (keyswitch, bootstrap,
+    /// rounding bootstrap) its seed (16) and its bodies' length (8). A rounding key adds
+    /// [`ROUND_KEY_PARAMS_BYTES`].
+    pub const SEEDED_KEY_OVERHEAD: usize = 40 + 57 + 3 * (16 + 8);
+
+    /// Bytes of a rounding key's parameters (two dimensions and a deviation of 8 bytes, two
+    /// decomposition numbers of 4).
+    pub const ROUND_KEY_PARAMS_BYTES: usize = 32;
 
     /// The kind of a framed file, if it is one (without checking anything else).
     pub fn kind_of(b: &[u8]) -> Option<Kind> {

@@ -38,14 +38,20 @@ pub fn encrypted_result_bytes(shape: &[usize], big_dimension: usize, word_bytes:
 
 /// Bytes of the evaluation key as `app::Client::evaluation_key` produces it for parameters
 /// `p`: the framed seeded form (`fhe::SeededServerKey`), 8 bytes per keyswitch key body
-/// (`kN·ℓ_ks`) and per bootstrap key body (`n·ℓ_pbs·(k+1)·N`) plus 144. What the server
+/// (`kN·ℓ_ks`) and per bootstrap key body (`n·ℓ_pbs·(k+1)·N`, and the rounding bootstrap
+/// key's, if any) plus 169 (201 with a rounding key). What the server
 /// holds in memory after decompression is `fhec_ir::params::TfheParams::key_bytes`.
 /// Available without the `fhe` feature, for size estimates (the compiler's build report).
 pub fn evaluation_key_bytes(p: &fhec_ir::params::TfheParams) -> usize {
-    let (n, k, big_n) = (p.lwe_dimension, p.glwe_dimension, p.polynomial_size);
-    let ksk = k * big_n * p.ks_level as usize;
-    let bsk = n * p.pbs_level as usize * (k + 1) * big_n;
+    let ksk = p.big_dimension() * p.ks_level as usize;
+    let bodies = |q: &fhec_ir::params::TfheParams| {
+        q.lwe_dimension * q.pbs_level as usize * (q.glwe_dimension + 1) * q.polynomial_size
+    };
+    let (bsk, round_bsk) = (bodies(p), if p.round_key.is_some() { bodies(&p.rounding_bootstrap()) } else { 0 });
     // frame 40; payload: parameters 56 (3 x 8 dimensions, 2 x 8 deviations, 4 x 4
-    // decompositions), then per key a seed 16 and its bodies (length 8 + 8 per body).
-    40 + 56 + (16 + 8 + 8 * ksk) + (16 + 8 + 8 * bsk)
+    // decompositions) + 1 (rounding key: none or some) + 32 (its 2 x 8 dimensions, 8
+    // deviation, 2 x 4 decomposition), then per key a seed 16 and its bodies (length 8 + 8
+    // per body; the rounding key's are empty without one).
+    let round_params = if p.round_key.is_some() { 32 } else { 0 };
+    40 + 57 + round_params + (16 + 8 + 8 * ksk) + (16 + 8 + 8 * bsk) + (16 + 8 + 8 * round_bsk)
 }

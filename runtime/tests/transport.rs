@@ -37,6 +37,7 @@ fn fhe_mnist_params() -> TfheParams {
         pbs_level: 2,
         ks_base_log: 2,
         ks_level: 8,
+        round_key: None,
     }
 }
 
@@ -53,6 +54,7 @@ fn small_params(lwe_dimension: usize) -> TfheParams {
         pbs_level: 1,
         ks_base_log: 4,
         ks_level: 1,
+        round_key: None,
     }
 }
 
@@ -250,8 +252,8 @@ fn bad_seeded_images_are_errors() {
     b[8] = 99;
     assert!(err(&b).contains("but a seeded encrypted image is expected"));
     let mut b = up.clone();
-    b[12] = 2;
-    assert!(err(&b).contains("version 2 is not supported"));
+    b[12] = 99;
+    assert!(err(&b).contains("version 99 is not supported"));
     let mut b = up.clone();
     b[16] ^= 1;
     assert!(err(&b).contains("other TFHE parameters"));
@@ -384,6 +386,7 @@ fn seed_params() -> TfheParams {
         pbs_level: 5,
         ks_base_log: 2,
         ks_level: 9,
+        round_key: None,
     }
 }
 
@@ -530,8 +533,8 @@ fn bad_seeded_evaluation_keys_are_errors() {
     }
     // Another version or other parameters in the header.
     let mut b = ek.clone();
-    b[12] = 2;
-    assert!(err(&b).contains("version 2 is not supported"));
+    b[12] = 99;
+    assert!(err(&b).contains("version 99 is not supported"));
     let mut b = ek.clone();
     b[16] ^= 1;
     assert!(err(&b).contains("other TFHE parameters"));
@@ -608,6 +611,8 @@ fn bad_seeded_evaluation_keys_are_errors() {
                 0;
                 bad.lwe_dimension * bad.pbs_level as usize * (bad.glwe_dimension + 1) * bad.polynomial_size
             ],
+            round_bsk_seed: 0,
+            round_bsk_bodies: vec![],
         };
         let e = k.decompress().err().expect("invalid parameters").0;
         assert!(e.contains("the TFHE parameters are invalid"), "{bad:?}: {e}");
@@ -620,29 +625,57 @@ fn bad_seeded_evaluation_keys_are_errors() {
 
     // A payload whose lengths do not match its contents, or that does not decode.
     let payload = &ek[32..ek.len() - 8];
-    // The keyswitch bodies' length (after the 56 bytes of parameters and the 16 of the seed)
+    // The keyswitch bodies' length (after the 57 bytes of parameters and the 16 of the seed)
     // one short: the rest is read shifted, and the bootstrap bodies' length is garbage.
     let mut m = payload.to_vec();
-    m[72..80].copy_from_slice(&1023u64.to_le_bytes());
+    m[73..81].copy_from_slice(&1023u64.to_le_bytes());
     let e = err(&reframe(&ek, &m));
     assert!(e.contains("seeded server key does not decode"), "{e}");
     // One body more than the payload holds.
     let mut m = payload.to_vec();
-    let at = 56 + 16 + 8 + 8 * 1024 + 16;
+    let at = 57 + 16 + 8 + 8 * 1024 + 16;
     assert_eq!(u64::from_le_bytes(m[at..at + 8].try_into().unwrap()), 921_600);
     m[at..at + 8].copy_from_slice(&921_601u64.to_le_bytes());
     assert!(err(&reframe(&ek, &m)).contains("seeded server key does not decode"));
     // Consistent lengths, one body short of the parameters.
-    let mut m = payload[..payload.len() - 8].to_vec();
+    let bodies_end = at + 8 + 8 * 921_600;
+    let mut m = [&payload[..bodies_end - 8], &payload[bodies_end..]].concat();
     m[at..at + 8].copy_from_slice(&921_599u64.to_le_bytes());
     assert!(err(&reframe(&ek, &m)).contains("holds 921599 bootstrap key bodies, not 921600"));
     assert!(err(&reframe(&ek, &payload[..payload.len() - 3])).contains("does not decode"));
     let mut huge = payload.to_vec();
-    huge[72..80].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    huge[73..81].copy_from_slice(&(1u64 << 60).to_le_bytes());
     assert!(err(&reframe(&ek, &huge)).contains("does not decode"));
     // Any byte of the parameters, seeds and lengths changed: an error or (a changed seed) a
     // well-formed other key, never a panic.
-    for i in [0, 8, 24, 40, 48, 52, 55, 56, 63, 71, 72, 73, 79, 80, at - 16, at - 1, at, at + 1, at + 7, at + 8] {
+    let end = payload.len();
+    for i in [
+        0,
+        8,
+        24,
+        40,
+        48,
+        52,
+        55,
+        56,
+        57,
+        64,
+        72,
+        73,
+        74,
+        80,
+        81,
+        at - 16,
+        at - 1,
+        at,
+        at + 1,
+        at + 7,
+        at + 8,
+        end - 24,
+        end - 9,
+        end - 8,
+        end - 1,
+    ] {
         for v in [0x00, 0x01, 0xff] {
             let mut m = payload.to_vec();
             m[i] = v;
@@ -697,4 +730,48 @@ fn evaluation_key_sizes_and_times() {
             mib(bsk + ksk),
         );
     }
+}
+
+#[test]
+fn seeded_key_with_a_rounding_key_round_trips_and_bad_rounding_bodies_are_errors() {
+    // Small parameters (quick keys) with a rounding key of two polynomials of 256 sharing the
+    // main key's first 512 coefficients.
+    let r = fhec_ir::params::RoundKeyParams {
+        glwe_dimension: 2,
+        polynomial_size: 256,
+        glwe_noise_std: min_secure_std(512),
+        pbs_base_log: 12,
+        pbs_level: 1,
+    };
+    let p = TfheParams { round_key: Some(r), ..small_params(500) };
+    let ck = ClientKey::generate(&p);
+    let seeded = ck.seeded_server_key();
+    assert_eq!(seeded.round_bsk_bodies.len(), 500 * 3 * 256);
+    let b = seeded.to_bytes();
+    assert_eq!(b.len(), evaluation_key_bytes(&p));
+    assert_eq!(
+        b.len(),
+        files::SEEDED_KEY_OVERHEAD
+            + files::ROUND_KEY_PARAMS_BYTES
+            + 8 * (1024 + 500 * 2 * 1024 + seeded.round_bsk_bodies.len())
+    );
+    let back = SeededServerKey::from_bytes(&b, &p).unwrap();
+    assert_eq!(back, seeded);
+    back.decompress().unwrap().check(&p).unwrap();
+    // A rounding key one body short, or missing, or present for parameters without one.
+    let mut short = seeded.clone();
+    short.round_bsk_bodies.pop();
+    let e = short.decompress().err().expect("short").0;
+    assert!(e.contains("rounding bootstrap key bodies, not 384000"), "{e}");
+    let mut missing = seeded.clone();
+    missing.round_bsk_bodies.clear();
+    assert!(missing.decompress().err().expect("missing").0.contains("holds 0 rounding bootstrap key bodies"));
+    let mut extra = seeded.clone();
+    extra.params.round_key = None;
+    let e = extra.decompress().err().expect("extra").0;
+    assert!(e.contains("rounding bootstrap key bodies, not 0"), "{e}");
+    // A rounding key wider than the main one is refused before tfhe-rs sees it.
+    let mut wide = seeded;
+    wide.params.round_key = Some(fhec_ir::params::RoundKeyParams { glwe_dimension: 8, ..r });
+    assert!(wide.decompress().err().expect("wide").0.contains("the TFHE parameters are invalid"));
 }

@@ -336,6 +336,16 @@ enum Bench {
         /// `none` skips the anchor.
         #[arg(long, default_value = "benches/anchors/.venv/bin/python")]
         python: String,
+        /// Python with Concrete ML 1.9 for its anchor (`benches/anchors/setup.sh --concrete-ml`
+        /// makes this one); `none` skips it.
+        #[arg(long, default_value = "benches/anchors/.venv-cml/bin/python")]
+        concrete_ml_python: String,
+        /// The bundled models Concrete ML compiles and runs encrypted (the same ONNX files).
+        #[arg(long, value_delimiter = ',', default_value = "seed_mnist.onnx")]
+        concrete_ml_models: Vec<String>,
+        /// Encrypted images per model for Concrete ML (the first N; minutes each).
+        #[arg(long, default_value_t = 3)]
+        concrete_ml_images: usize,
         /// Markdown file whose speed section is (re)written.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
@@ -425,9 +435,27 @@ fn run(cli: Cli) -> Result<()> {
             bench_models(&models, &data, images, budget, &out, limit)
         }
         #[cfg(feature = "fhe")]
-        Command::Bench(Bench::Speed { models, only, data, images, python, out }) => {
-            bench_speed(&models, &only, &data, images, &python, &out)
-        }
+        Command::Bench(Bench::Speed {
+            models,
+            only,
+            data,
+            images,
+            python,
+            concrete_ml_python,
+            concrete_ml_models,
+            concrete_ml_images,
+            out,
+        }) => bench_speed(&SpeedRun {
+            models: &models,
+            only: &only,
+            data: &data,
+            images,
+            tenseal_python: &python,
+            cml_python: &concrete_ml_python,
+            cml_models: &concrete_ml_models,
+            cml_images: concrete_ml_images,
+            out: &out,
+        }),
         #[cfg(feature = "fhe")]
         Command::Keygen { artifact, out, force } => {
             let art = read_artifact(&artifact)?;
@@ -959,6 +987,7 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
     // moment after a parallel section, which would slow a measurement taken right after).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pbs_s = server.one_bootstrap_seconds(20);
+    let round_pbs_s = if setup.params.round_key.is_some() { server.one_rounding_bootstrap_seconds(20) } else { pbs_s };
     let (mut te, mut tv, mut td, mut tc) = (vec![], vec![], vec![], vec![]);
     let (mut up, mut down) = (0, 0);
     let mut preds = vec![];
@@ -1022,10 +1051,13 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
     );
     // The scheduling efficiency: evaluation time over the ideal of every bootstrap at its
     // single-thread cost spread over all cores.
-    let efficiency = median(&mut tv) / (server.bootstraps() as f64 * pbs_s / cores as f64);
+    let rounding = server.rounding_bootstraps();
+    let ideal = ((server.bootstraps() - rounding) as f64 * pbs_s + rounding as f64 * round_pbs_s) / cores as f64;
+    let efficiency = median(&mut tv) / ideal;
     println!(
-        "one keyswitch + bootstrap (one thread, median of 20): {:.1} ms; scheduling efficiency {:.2} (evaluate / (bootstraps x one bootstrap / {cores} cores))",
+        "one keyswitch + bootstrap (one thread, median of 20): {:.1} ms, rounding bootstrap {:.1} ms; scheduling efficiency {:.2} (evaluate / (sum over bootstraps of one of its kind / {cores} cores))",
         pbs_s * 1e3,
+        round_pbs_s * 1e3,
         efficiency
     );
     if agree + outside != ds.len() {
@@ -1045,6 +1077,7 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
         upload: up,
         download: down,
         pbs_s,
+        round_pbs_s,
         efficiency,
     })
 }
@@ -1068,8 +1101,22 @@ struct FheRun {
     download: usize,
     /// One keyswitch + bootstrap on one thread (median).
     pbs_s: f64,
-    /// Evaluation time / (bootstraps × `pbs_s` / cores).
+    /// The same for the rounding bootstrap (`pbs_s` without a rounding key).
+    round_pbs_s: f64,
+    /// Evaluation time / ((main bootstraps × `pbs_s` + rounding ones × `round_pbs_s`) / cores).
     efficiency: f64,
+}
+
+#[cfg(feature = "fhe")]
+impl FheRun {
+    /// One bootstrap's time, and the rounding bootstrap's when it differs.
+    fn bootstrap_ms(&self) -> String {
+        if self.round_pbs_s == self.pbs_s {
+            format!("{:.1} ms", self.pbs_s * 1e3)
+        } else {
+            format!("{:.1} ms (rounding {:.1} ms)", self.pbs_s * 1e3, self.round_pbs_s * 1e3)
+        }
+    }
 }
 
 /// The per-model table of the bundled models (see `Bench::Models`).
@@ -1148,7 +1195,7 @@ fn bench_models(
                     }
                 };
                 row.push_str(&format!(
-                    " {}; {:.0} bits, 2^{:.1} | {}/{} equal, {}/{} correct | {:.2} s | {:.1} s | {:.4} s | {:.1} ms | {:.2} | {:.1} s | {} | {} | {} |",
+                    " {}; {:.0} bits, 2^{:.1} | {}/{} equal, {}/{} correct | {:.2} s | {:.1} s | {:.4} s | {} | {:.2} | {:.1} s | {} | {} | {} |",
                     setup.params.summary(),
                     setup.security_bits,
                     setup.global_p_error.max(1e-300).log2(),
@@ -1159,7 +1206,7 @@ fn bench_models(
                     r.encrypt_s,
                     r.evaluate_s,
                     r.decrypt_s,
-                    r.pbs_s * 1e3,
+                    r.bootstrap_ms(),
                     r.efficiency,
                     r.keygen_s,
                     size(r.eval_key_bytes),
@@ -1183,8 +1230,9 @@ server time per image on one core times the count would exceed {budget:.0} s) ar
 by the client, classified by the server with the evaluation key only and decrypted (the byte API of `fhec_runtime::app`); \
 *equal* counts decrypted outputs identical to the simulation's. Latencies are medians over \
 those images, with both cores; *one bootstrap*: one keyswitch + bootstrap at the model's \
-parameters on one thread (median of 20, measured in the same run); *efficiency*: evaluate / \
-(bootstraps × one bootstrap / cores), 1.00 being perfect use of the cores. Machine before the run: {load_before}; after: {}.\n\n\
+parameters on one thread (median of 20, measured in the same run; and the rounding bootstrap's \
+when the parameters have a rounding key); *efficiency*: evaluate / (sum over the bootstraps of \
+one of its kind / cores), 1.00 being perfect use of the cores. Machine before the run: {load_before}; after: {}.\n\n\
 | model | dataset | widths (in/w/act/table) | float | simulated | Δ points | bootstraps / image | widest table | parameters; security, failure / inference | encrypted sample | encrypt | evaluate | decrypt | one bootstrap | efficiency | keygen | evaluation key | upload / image | download / image |\n\
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
         data.display(),
@@ -1214,54 +1262,102 @@ fn process_cpu_seconds() -> f64 {
     f.iter().sum::<f64>() / 100.0
 }
 
-/// What the TenSEAL anchor script printed (`benches/anchors/tenseal_seed.py`).
+/// Runs an anchor script (`benches/anchors/NAME`) with `python` and returns the JSON object it
+/// printed on stdout (its progress goes to our stderr).
 #[cfg(feature = "fhe")]
-fn run_tenseal_anchor(python: &str, onnx: &Path, data: &Path, images: usize) -> Result<serde_json::Value> {
-    let script = Path::new("benches/anchors/tenseal_seed.py");
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+fn run_anchor(python: &str, script: &str, args: &[String], setup: &str) -> Result<serde_json::Value> {
+    let script = Path::new("benches/anchors").join(script);
     let out = std::process::Command::new(python)
-        .arg(script)
-        .args(["--onnx", &onnx.display().to_string(), "--data", &data.display().to_string()])
-        .args(["--dataset", "mnist", "--images", &images.to_string(), "--threads", &cores.to_string()])
+        .arg(&script)
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .with_context(|| format!("cannot run {python} {} (run benches/anchors/setup.sh first)", script.display()))?;
+        .with_context(|| format!("cannot run {python} {} (run {setup} first)", script.display()))?;
     if !out.status.success() {
-        bail!("the TenSEAL anchor failed ({})", out.status);
+        bail!("the anchor {} failed ({})", script.display(), out.status);
     }
-    serde_json::from_slice(&out.stdout).context("the TenSEAL anchor printed no JSON result")
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("the anchor {} printed no JSON result", script.display()))
+}
+
+/// What `fhec bench speed` measures and where it writes (see `Bench::Speed`).
+#[cfg(feature = "fhe")]
+struct SpeedRun<'a> {
+    models: &'a Path,
+    only: &'a [String],
+    data: &'a Path,
+    images: usize,
+    /// Python for the TenSEAL anchor, or `none`.
+    tenseal_python: &'a str,
+    /// Python for the Concrete ML anchor, or `none`.
+    cml_python: &'a str,
+    cml_models: &'a [String],
+    cml_images: usize,
+    out: &'a Path,
+}
+
+/// An anchor's evaluate time per image (wall, median) on one model, for the ratio columns.
+#[cfg(feature = "fhe")]
+struct AnchorTime {
+    model: String,
+    evaluate_s: f64,
+}
+
+#[cfg(feature = "fhe")]
+fn ratio_to(anchors: &[AnchorTime], model: &str, evaluate_s: f64) -> String {
+    anchors
+        .iter()
+        .find(|a| a.model == model)
+        .map_or_else(|| "—".into(), |a| format!("{:.2}", evaluate_s / a.evaluate_s))
 }
 
 /// The speed table (see `Bench::Speed`).
 #[cfg(feature = "fhe")]
-fn bench_speed(models: &Path, only: &[String], data: &Path, images: usize, python: &str, out: &Path) -> Result<()> {
+fn bench_speed(run: &SpeedRun) -> Result<()> {
+    let (models, data, images) = (run.models, run.data, run.images);
     if images == 0 {
         bail!("--images must be at least 1 (latencies are medians over the images)");
     }
+    if run.cml_images == 0 {
+        bail!("--concrete-ml-images must be at least 1 (latencies are medians over the images)");
+    }
     let manifest = load_manifest(models)?;
-    let entries = only
-        .iter()
-        .map(|file| {
-            manifest
-                .models
-                .iter()
-                .find(|m| &m.file == file)
-                .with_context(|| format!("{file} is not in {}", models.join("manifest.json").display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let entry = |file: &String| {
+        manifest
+            .models
+            .iter()
+            .find(|m| &m.file == file)
+            .with_context(|| format!("{file} is not in {}", models.join("manifest.json").display()))
+    };
+    let entries = run.only.iter().map(entry).collect::<Result<Vec<_>>>()?;
+    let cml_entries =
+        if run.cml_python == "none" { vec![] } else { run.cml_models.iter().map(entry).collect::<Result<Vec<_>>>()? };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load_before = machine_line();
     let mut rows = vec![];
-    // The anchor first: the seed network's weights, the same first test images.
-    let seed = models.join("seed_mnist.onnx");
-    let tenseal = if python == "none" {
-        None
-    } else {
+    let (mut tenseal, mut cml) = (vec![], vec![]);
+    // The anchors first: the seed network's weights, the same first test images.
+    if run.tenseal_python != "none" {
+        let seed = models.join("seed_mnist.onnx");
         println!("== TenSEAL anchor: seed network ({}), {images} images ==", seed.display());
-        let v = run_tenseal_anchor(python, &seed, data, images)?;
+        let args = [
+            "--onnx".to_string(),
+            seed.display().to_string(),
+            "--data".into(),
+            data.display().to_string(),
+            "--dataset".into(),
+            "mnist".into(),
+            "--images".into(),
+            images.to_string(),
+            "--threads".into(),
+            cores.to_string(),
+        ];
+        let v = run_anchor(run.tenseal_python, "tenseal_seed.py", &args, "benches/anchors/setup.sh")?;
         let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let n = v["images"].as_u64().unwrap_or(0);
+        tenseal.push(AnchorTime { model: "seed_mnist.onnx".into(), evaluate_s: f("median_evaluate_s") });
         let row = format!(
-            "| TenSEAL {} (CKKS N=8192, scale 2^26, {} threads) | seed_mnist.onnx (same weights) | {n} | {}/{n} correct, {}/{n} = float argmax, max drift {:.1}% of the largest score | — | CKKS, ~128 bits (SEAL default), approximate | {:.3} s | {:.2} s | {:.2} s | {:.4} s | — | — | {:.1} s | {} | {} | {} | 1.00 |",
+            "| TenSEAL {} (CKKS N=8192, scale 2^26, {} threads) | seed_mnist.onnx (same weights) | {n} | — (approximate: CKKS results drift) | {}/{n} correct, {}/{n} = float argmax, max drift {:.1}% of the largest score | — | CKKS, ~128 bits (SEAL default), approximate | {:.3} s | {:.2} s | {:.2} s | {:.4} s | — | — | {:.1} s | {} | {} | {} | 1.00 | {} |",
             v["tenseal_version"].as_str().unwrap_or("?"),
             v["threads"],
             v["correct"],
@@ -1275,32 +1371,74 @@ fn bench_speed(models: &Path, only: &[String], data: &Path, images: usize, pytho
             size(v["context_bytes"].as_u64().unwrap_or(0) as usize),
             size(v["upload_bytes"].as_u64().unwrap_or(0) as usize),
             size(v["download_bytes"].as_u64().unwrap_or(0) as usize),
+            "—",
         );
         println!("{row}");
         rows.push(row);
-        Some(f("median_evaluate_s"))
-    };
+    }
+    for m in &cml_entries {
+        let path = models.join(&m.file);
+        let n = run.cml_images;
+        println!("== Concrete ML anchor: {} ({}), {n} images ==", m.file, m.dataset);
+        let args = [
+            "--onnx".to_string(),
+            path.display().to_string(),
+            "--data".into(),
+            data.display().to_string(),
+            "--dataset".into(),
+            m.dataset.clone(),
+            "--images".into(),
+            n.to_string(),
+        ];
+        let v = run_anchor(run.cml_python, "concrete_ml.py", &args, "benches/anchors/setup.sh --concrete-ml")?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let evaluate_s = f("median_evaluate_s");
+        cml.push(AnchorTime { model: m.file.clone(), evaluate_s });
+        let row = format!(
+            "| Concrete ML {} (TFHE, n_bits {}, rounding {} bits, {cores} threads) | {} (same file) | {n} | {:.2}% (clear-quantized, what its FHE computes) | {}/{n} correct, {}/{n} equal to its clear-quantized run | {} (widest {} bits) | Concrete's optimizer, 128 bits, failure 2^{:.1} / inference | {:.3} s | {:.2} s | {:.2} s | {:.4} s | — | — | {:.1} s | {} | {} | {} | {} | 1.00 |",
+            v["concrete_ml_version"].as_str().unwrap_or("?"),
+            v["n_bits"],
+            v["rounding_threshold_bits"],
+            m.file,
+            100.0 * f("clear_accuracy"),
+            v["correct"],
+            v["equal_to_clear"],
+            v["bootstraps"],
+            v["widest_integer_bits"],
+            f("global_p_error").max(1e-300).log2(),
+            f("median_encrypt_s"),
+            evaluate_s,
+            f("median_evaluate_cpu_s"),
+            f("median_decrypt_s"),
+            f("keygen_s"),
+            size(v["eval_key_bytes"].as_u64().unwrap_or(0) as usize),
+            size(v["upload_bytes"].as_u64().unwrap_or(0) as usize),
+            size(v["download_bytes"].as_u64().unwrap_or(0) as usize),
+            ratio_to(&tenseal, &m.file, evaluate_s),
+        );
+        println!("{row}");
+        rows.push(row);
+    }
     for m in entries {
         let path = models.join(&m.file);
         let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
-        let mut ds = Dataset::load_test(data, kind)?;
+        let full = Dataset::load_test(data, kind)?;
+        let mut ds = full.clone();
         ds.truncate(images);
         println!("== {} ==", m.file);
         let args = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
-        let (_, art) = compile_model(&path, &args)?;
+        let (g, art) = compile_model(&path, &args)?;
         let setup = art.fhe.as_ref().with_context(|| format!("{}: no 128-bit parameters fit", m.file))?;
+        let acc = measure_accuracy(&g, &art, &full, m.preprocess)?;
         let st = art.circuit.bootstrap_stats();
         let widths: Vec<String> = st.by_width.iter().map(|(w, k)| format!("{k} x {w}-bit")).collect();
         let r = fhe_eval(&path, &art, &ds, kind)?;
-        let ratio = match tenseal {
-            Some(t) if m.file.starts_with("seed_mnist") => format!("{:.1}", r.evaluate_s / t),
-            _ => "—".into(),
-        };
         let row = format!(
-            "| fhec (TFHE, {} threads) | {} | {} | {}/{} correct, {}/{} equal to the simulation | {} ({} + {} rounding) | {}; {:.0} bits, failure 2^{:.1} / inference | {:.3} s | {:.2} s | {:.2} s | {:.4} s | {:.1} ms | {:.2} | {:.1} s | {} | {} | {} | {ratio} |",
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "| fhec (TFHE, {cores} threads) | {} | {} | {:.2}% (compiled circuit, what its FHE computes; float {:.2}%) | {}/{} correct, {}/{} equal to the simulation | {} ({} + {} rounding) | {}; {:.0} bits, failure 2^{:.1} / inference | {:.3} s | {:.2} s | {:.2} s | {:.4} s | {} | {:.2} | {:.1} s | {} | {} | {} | {} | {} |",
             m.file,
             ds.len(),
+            100.0 * acc.simulated as f64 / full.len() as f64,
+            100.0 * acc.float as f64 / full.len() as f64,
             r.correct,
             ds.len(),
             r.agree,
@@ -1315,43 +1453,59 @@ fn bench_speed(models: &Path, only: &[String], data: &Path, images: usize, pytho
             r.evaluate_s,
             r.evaluate_cpu_s,
             r.decrypt_s,
-            r.pbs_s * 1e3,
+            r.bootstrap_ms(),
             r.efficiency,
             r.keygen_s,
             size(r.eval_key_bytes),
             size(r.upload),
             size(r.download),
+            ratio_to(&tenseal, &m.file, r.evaluate_s),
+            ratio_to(&cml, &m.file, r.evaluate_s),
         );
         println!("{row}");
         rows.push(row);
     }
+    let cml_note = if cml_entries.is_empty() {
+        "Concrete ML was not run (`--concrete-ml-python none`).".to_string()
+    } else {
+        format!(
+            "The Concrete ML anchor (`benches/anchors/concrete_ml.py`, set up by `benches/anchors/setup.sh \
+--concrete-ml`) compiles the same ONNX files with Concrete ML's `compile_onnx_model` (6-bit \
+quantization, accumulators rounded to 6 bits, its default error probability; calibrated on 1000 \
+training images) and runs its documented client/server deployment (`FHEModelClient` keys and \
+encryption, `FHEModelServer.run` with the evaluation keys only) on the first {} images. \
+Its *evaluation key* is the serialized (compressed) evaluation keys.",
+            run.cml_images
+        )
+    };
     let body = format!(
-        "## Speed: encrypted inference beside TenSEAL, one run\n\n\
+        "## Speed: encrypted inference beside TenSEAL and Concrete ML, one run\n\n\
 Produced by `fhec bench speed --data {} --images {images}` (models: {}). Each system encrypts \
-the first {images} MNIST test images on the client, evaluates them on the server with the \
+the first MNIST test images on the client, evaluates them on the server with the \
 public evaluation key only (both cores), and decrypts; latencies are medians over the images \
-(wall clock; *evaluate CPU*: CPU time of the server process, all threads). The TenSEAL \
+(wall clock; *evaluate CPU*: CPU time of the server process, all threads). *Test-set accuracy*: \
+top-1 on all 10,000 test images of the integer computation each TFHE system's encrypted run \
+reproduces exactly (fhec: the compiled circuit's simulation; Concrete ML: its clear-quantized \
+execution). The TenSEAL \
 anchor (`benches/anchors/tenseal_seed.py`, set up by `benches/anchors/setup.sh`) is an \
 independent re-implementation of TenSEAL Tutorial 4's encrypted evaluation of the seed \
-network, loaded with the weights of `seed_mnist.onnx`, so both systems evaluate the same \
+network, loaded with the weights of `seed_mnist.onnx`, so the systems evaluate the same \
 network on the same images; its *evaluation key* is the public CKKS context (Galois and \
-relinearization keys). *One bootstrap*: one keyswitch + bootstrap at the model's parameters \
-on one thread (median of 20); *efficiency*: evaluate / (bootstraps x one bootstrap / \
-cores). *vs TenSEAL*: fhec's evaluate time over TenSEAL's, same network (above 1 is \
-slower). Concrete ML is not run by this command (its anchor, `../shared/anchors/concrete-ml`, \
-takes about 495 CPU-s per image on a different network); no ratio to it is claimed here. \
-Machine before the run: {load_before}; after: {}.\n\n\
-| system | model | images | accuracy on them | bootstraps / image | parameters | encrypt | evaluate | evaluate CPU | decrypt | one bootstrap | efficiency | keygen | evaluation key | upload / image | download / image | vs TenSEAL |\n\
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
+relinearization keys). {cml_note} *One bootstrap*: one keyswitch + bootstrap at fhec's parameters \
+on one thread (median of 20; and the rounding bootstrap's when the parameters have a rounding \
+key); *efficiency*: evaluate / (sum over the bootstraps of one of its kind / cores). *vs TenSEAL*, *vs Concrete ML*: evaluate time over the anchor's on the same network \
+(below 1 is faster). Machine before the run: {load_before}; after: {}.\n\n\
+| system | model | images | test-set accuracy | accuracy on the images | bootstraps / image | parameters | encrypt | evaluate | evaluate CPU | decrypt | one bootstrap | efficiency | keygen | evaluation key | upload / image | download / image | vs TenSEAL | vs Concrete ML |\n\
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
         data.display(),
-        only.join(","),
+        run.only.join(","),
         machine_line(),
         rows.join("\n"),
     );
-    let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
-    std::fs::write(out, replace_section(&doc, "speed", &body))
-        .with_context(|| format!("cannot write {}", out.display()))?;
-    println!("wrote {}", out.display());
+    let doc = std::fs::read_to_string(run.out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
+    std::fs::write(run.out, replace_section(&doc, "speed", &body))
+        .with_context(|| format!("cannot write {}", run.out.display()))?;
+    println!("wrote {}", run.out.display());
     Ok(())
 }
 
