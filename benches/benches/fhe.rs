@@ -1,8 +1,9 @@
 //! Encrypted-execution benchmarks, so that regressions show:
 //!
 //! * `bootstrap/<model> <params>`: one keyswitch + programmable bootstrap (what every table
-//!   element and every exact-rounding bit costs) for the parameters the compiler chooses
-//!   for the bundled `fhe_mnist` at 4- and 5-bit tables;
+//!   element costs) for the parameters the compiler chooses for the bundled `fhe_mnist` at
+//!   4- and 5-bit tables, and the rounding bootstrap (what every read of exact rounding
+//!   costs) where those parameters have a rounding key;
 //! * `layer/fhe_mnist fc1+act2`: the second layer of `fhe_mnist` (a 256->32 dense layer on
 //!   ciphertexts, offset, exact rounding and the ReLU table: 256 bootstraps) on all cores.
 //!
@@ -67,6 +68,11 @@ fn benches(cr: &mut Criterion) {
         let mut b = OneBootstrap::new(&sk, t);
         let name = format!("fhe_mnist {t}-bit tables: {}", p.summary());
         g.bench_function(name, |bch| bch.iter(|| b.run(&ct).len()));
+        if p.round_key.is_some() {
+            let mut r = OneBootstrap::rounding(&sk);
+            let name = format!("fhe_mnist {t}-bit tables, rounding bootstrap: {}", p.summary());
+            g.bench_function(name, |bch| bch.iter(|| r.run(&ct).len()));
+        }
     }
     g.finish();
 
