@@ -1262,14 +1262,26 @@ fn process_cpu_seconds() -> f64 {
     f.iter().sum::<f64>() / 100.0
 }
 
-/// Runs an anchor script (`benches/anchors/NAME`) with `python` and returns the JSON object it
-/// printed on stdout (its progress goes to our stderr).
+/// Runs an anchor script (`benches/anchors/NAME`) with `python` on `onnx` and the first
+/// `images` test images of `dataset` under `data` (plus `extra` arguments) and returns the
+/// JSON object it printed on stdout (its progress goes to our stderr).
 #[cfg(feature = "fhe")]
-fn run_anchor(python: &str, script: &str, args: &[String], setup: &str) -> Result<serde_json::Value> {
+fn run_anchor(
+    python: &str,
+    script: &str,
+    (onnx, data, dataset, images): (&Path, &Path, &str, usize),
+    extra: &[&str],
+    setup: &str,
+) -> Result<serde_json::Value> {
     let script = Path::new("benches/anchors").join(script);
     let out = std::process::Command::new(python)
         .arg(&script)
-        .args(args)
+        .arg("--onnx")
+        .arg(onnx)
+        .arg("--data")
+        .arg(data)
+        .args(["--dataset", dataset, "--images", &images.to_string()])
+        .args(extra)
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("cannot run {python} {} (run {setup} first)", script.display()))?;
@@ -1340,24 +1352,20 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
     if run.tenseal_python != "none" {
         let seed = models.join("seed_mnist.onnx");
         println!("== TenSEAL anchor: seed network ({}), {images} images ==", seed.display());
-        let args = [
-            "--onnx".to_string(),
-            seed.display().to_string(),
-            "--data".into(),
-            data.display().to_string(),
-            "--dataset".into(),
-            "mnist".into(),
-            "--images".into(),
-            images.to_string(),
-            "--threads".into(),
-            cores.to_string(),
-        ];
-        let v = run_anchor(run.tenseal_python, "tenseal_seed.py", &args, "benches/anchors/setup.sh")?;
+        let threads = cores.to_string();
+        let on = (seed.as_path(), data, "mnist", images);
+        let v = run_anchor(
+            run.tenseal_python,
+            "tenseal_seed.py",
+            on,
+            &["--threads", &threads],
+            "benches/anchors/setup.sh",
+        )?;
         let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let n = v["images"].as_u64().unwrap_or(0);
         tenseal.push(AnchorTime { model: "seed_mnist.onnx".into(), evaluate_s: f("median_evaluate_s") });
         let row = format!(
-            "| TenSEAL {} (CKKS N=8192, scale 2^26, {} threads) | seed_mnist.onnx (same weights) | {n} | — (approximate: CKKS results drift) | {}/{n} correct, {}/{n} = float argmax, max drift {:.1}% of the largest score | — | CKKS, ~128 bits (SEAL default), approximate | {:.3} s | {:.2} s | {:.2} s | {:.4} s | — | — | {:.1} s | {} | {} | {} | 1.00 | {} |",
+            "| TenSEAL {} (CKKS N=8192, scale 2^26, {} threads) | seed_mnist.onnx (same weights) | {n} | — (approximate: CKKS results drift) | {}/{n} correct, {}/{n} = float argmax, max drift {:.1}% of the largest score | — | CKKS, ~128 bits (SEAL default), approximate | {:.3} s | {:.2} s | {:.2} s | {:.4} s | — | — | {:.1} s | {} | {} | {} | 1.00 | — |",
             v["tenseal_version"].as_str().unwrap_or("?"),
             v["threads"],
             v["correct"],
@@ -1371,7 +1379,6 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
             size(v["context_bytes"].as_u64().unwrap_or(0) as usize),
             size(v["upload_bytes"].as_u64().unwrap_or(0) as usize),
             size(v["download_bytes"].as_u64().unwrap_or(0) as usize),
-            "—",
         );
         println!("{row}");
         rows.push(row);
@@ -1380,17 +1387,8 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
         let path = models.join(&m.file);
         let n = run.cml_images;
         println!("== Concrete ML anchor: {} ({}), {n} images ==", m.file, m.dataset);
-        let args = [
-            "--onnx".to_string(),
-            path.display().to_string(),
-            "--data".into(),
-            data.display().to_string(),
-            "--dataset".into(),
-            m.dataset.clone(),
-            "--images".into(),
-            n.to_string(),
-        ];
-        let v = run_anchor(run.cml_python, "concrete_ml.py", &args, "benches/anchors/setup.sh --concrete-ml")?;
+        let on = (path.as_path(), data, m.dataset.as_str(), n);
+        let v = run_anchor(run.cml_python, "concrete_ml.py", on, &[], "benches/anchors/setup.sh --concrete-ml")?;
         let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let evaluate_s = f("median_evaluate_s");
         cml.push(AnchorTime { model: m.file.clone(), evaluate_s });
