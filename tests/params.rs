@@ -193,4 +193,12 @@ fn rounding_gets_a_cheaper_bootstrap_of_its_own_where_it_pays() {
     let target = (-40.0f64).exp2() / reqs.iter().map(|r| r.count).sum::<usize>() as f64;
     let (main_only, _) = search(&reqs, target, (st.total(), 0)).unwrap();
     assert!(setup.est_cost_ms < main_only, "{} vs {main_only}", setup.est_cost_ms);
+    // The conv layer's 256 tables and its 1024 rounding reads work on values computed from
+    // the input and rounding outputs only: with the rounding key they are on its prefix of
+    // the key, and their keyswitches are shorter (the fc layer's are not).
+    assert_eq!((st.tables_on_input_key, st.rounding_on_input_key), (256, 1024), "{st:?}");
+    let mix = fhec_ir::params::BootstrapMix::of(&st);
+    let all_long = fhec_ir::params::BootstrapMix { main_on_input_key: 0, rounding_on_input_key: 0, ..mix };
+    assert!(p.mix_cost(&mix) < p.mix_cost(&all_long));
+    assert!((p.mix_cost(&mix) - setup.est_cost_ms).abs() < 1e-6 * setup.est_cost_ms);
 }

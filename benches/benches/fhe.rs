@@ -3,7 +3,8 @@
 //! * `bootstrap/<model> <params>`: one keyswitch + programmable bootstrap (what every table
 //!   element costs) for the parameters the compiler chooses for the bundled `fhe_mnist` at
 //!   4- and 5-bit tables, and the rounding bootstrap (what every read of exact rounding
-//!   costs) where those parameters have a rounding key;
+//!   costs) where those parameters have a rounding key, and a batch of 16 keyswitches in one
+//!   pass over the key (as the runtime does a layer's);
 //! * `layer/fhe_mnist fc1+act2`: the second layer of `fhe_mnist` (a 256->32 dense layer on
 //!   ciphertexts, offset, exact rounding and the ReLU table: 256 bootstraps) on all cores.
 //!
@@ -68,6 +69,9 @@ fn benches(cr: &mut Criterion) {
         let mut b = OneBootstrap::new(&sk, t);
         let name = format!("fhe_mnist {t}-bit tables: {}", p.summary());
         g.bench_function(name, |bch| bch.iter(|| b.run(&ct).len()));
+        let batch = ck.encrypt(&[3; 16], &[16], t);
+        let name = format!("fhe_mnist {t}-bit tables, 16 keyswitches in one pass: {}", p.summary());
+        g.bench_function(name, |bch| bch.iter(|| b.keyswitch(&batch)));
         if p.round_key.is_some() {
             let mut r = OneBootstrap::rounding(&sk);
             let name = format!("fhe_mnist {t}-bit tables, rounding bootstrap: {}", p.summary());

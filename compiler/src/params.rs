@@ -15,7 +15,8 @@
 use fhec_ir::circuit::Circuit;
 pub use fhec_ir::params::FheSetup;
 use fhec_ir::params::{
-    EncodingPlan, NoiseRequirement, RoundKeyParams, TfheParams, Variances, failure_probability, min_secure_std,
+    BootstrapMix, EncodingPlan, NoiseRequirement, RoundKeyParams, TfheParams, Variances, failure_probability,
+    min_secure_std,
 };
 use serde::{Deserialize, Serialize};
 
@@ -76,8 +77,7 @@ pub fn select(c: &Circuit, opts: &ParamOptions) -> Result<FheSetup, ParamError> 
             key(a).cmp(&key(b))
         })
         .copied();
-    let st = c.bootstrap_stats();
-    let mix = (st.total() - st.rounding, st.rounding);
+    let mix = BootstrapMix::of(&c.bootstrap_stats());
     let Some((cost, params)) = search(&reqs, p_target, mix) else {
         let h = hardest.unwrap_or(NoiseRequirement {
             encoding_bits: 0,
@@ -205,13 +205,15 @@ fn round_key_candidates() -> Vec<RoundCandidate> {
     out
 }
 
-/// The cheapest secure parameters (and their estimated time per inference, ms on one core:
-/// `mix.0` main bootstraps and `mix.1` rounding ones) for which every requirement fails with
-/// probability at most `p_target`. Rounding bootstraps may get a key of their own
+/// The cheapest secure parameters (and their estimated time per inference, ms on one core,
+/// [`TfheParams::mix_cost`] of `mix`) for which every requirement fails with probability at
+/// most `p_target`. Rounding bootstraps may get a key of their own
 /// ([`fhec_ir::params::RoundKeyParams`]) when that is cheaper.
-pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: (usize, usize)) -> Option<(f64, TfheParams)> {
+pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: impl Into<BootstrapMix>) -> Option<(f64, TfheParams)> {
     let kappa = fhec_ir::params::kappa(p_target);
-    let (main_count, round_count) = mix;
+    let mix = mix.into();
+    let (main_count, round_count) = (mix.main, mix.rounding);
+    let on_input_key = mix.main_on_input_key + mix.rounding_on_input_key;
     let rounds = if round_count > 0 { round_key_candidates() } else { vec![] };
     let mut best: Option<(f64, TfheParams)> = None;
     let beats = |best: &Option<(f64, TfheParams)>, cost: f64| best.as_ref().is_none_or(|(c0, _)| cost < *c0);
@@ -263,34 +265,44 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: (usize, usize)) -> 
                     for kl in 1..=16u32 {
                         let (kb, _) = best_base(kl, |b| TfheParams { ks_base_log: b, ks_level: kl, ..base }.var_ks());
                         let p = TfheParams { pbs_base_log: pb, pbs_level: pl, ks_base_log: kb, ks_level: kl, ..base };
-                        // The rounding with a key of its own (cheapest first, while cheaper
-                        // than the main bootstrap), else with the main bootstrap.
-                        let (nf, main_cost) = (n as f64, p.cost());
-                        let mut with_key = rounds
+                        // The rounding with a key of its own (those cheaper than without one,
+                        // cheapest first), else with the main bootstrap. A rounding key also
+                        // shortens the keyswitches of values under the input key (its prefix).
+                        let (nf, main_cost, ks) = (n as f64, p.cost(), p.ks_cost());
+                        let without = main_count as f64 * main_cost + round_count as f64 * main_cost;
+                        let mut with_key: Vec<(&RoundCandidate, f64)> = rounds
                             .iter()
                             .filter(|r| r.key.glwe_dimension * r.key.polynomial_size <= p.big_dimension())
-                            .map(|r| (r, nf * r.unit_pbs_cost + p.ks_cost()))
-                            .take_while(|&(_, cost)| cost < main_cost)
-                            .peekable();
-                        let floor = main_count as f64 * main_cost
-                            + round_count as f64 * with_key.peek().map_or(main_cost, |&(_, c)| c);
+                            .map(|r| {
+                                let saved = 1.0
+                                    - (r.key.glwe_dimension * r.key.polynomial_size) as f64 / p.big_dimension() as f64;
+                                let cost = main_count as f64 * main_cost
+                                    + round_count as f64 * (nf * r.unit_pbs_cost + ks)
+                                    - on_input_key as f64 * saved * ks;
+                                (r, cost)
+                            })
+                            .filter(|&(_, cost)| cost < without)
+                            .collect();
+                        with_key.sort_by(|a, b| a.1.total_cmp(&b.1));
+                        let floor = with_key.first().map_or(without, |&(_, c)| c);
                         if !beats(&best, floor) {
                             continue;
                         }
                         let v = Variances::of(&p);
                         let options = with_key
+                            .into_iter()
                             .map(|(r, cost)| {
                                 let two_nr = 2.0 * r.key.polynomial_size as f64;
                                 let rv = Variances {
                                     round_pbs: nf * r.unit_var_pbs,
                                     round_ms: (nf / 24.0 + 1.0 / 12.0) / (two_nr * two_nr),
+                                    fresh: r.key.glwe_noise_std.powi(2),
                                     ..v
                                 };
                                 (TfheParams { round_key: Some(r.key), ..p }, rv, cost)
                             })
-                            .chain(std::iter::once((p, v, main_cost)));
-                        for (q, qv, round_cost) in options {
-                            let cost = main_count as f64 * main_cost + round_count as f64 * round_cost;
+                            .chain(std::iter::once((p, v, without)));
+                        for (q, qv, cost) in options {
                             if !beats(&best, cost) {
                                 break;
                             }

@@ -133,6 +133,18 @@ impl TfheParams {
         self.glwe_dimension * self.polynomial_size
     }
 
+    /// Dimension of the key fresh inputs are encrypted under: with a rounding key, its
+    /// `k_r·N_r` prefix of the big key (the ciphertexts are padded with zeros to the big
+    /// dimension, and keyswitches skip the zero tail), else the big key.
+    pub fn input_dimension(&self) -> usize {
+        self.rounding_bootstrap().big_dimension()
+    }
+
+    /// Noise std of fresh input encryptions (the 128-bit noise of [`TfheParams::input_dimension`]).
+    pub fn input_noise_std(&self) -> f64 {
+        self.rounding_bootstrap().glwe_noise_std
+    }
+
     /// Every key meets the 128-bit curve (and a rounding key is a proper prefix-sized
     /// GLWE key of the main one).
     pub fn is_secure(&self) -> bool {
@@ -178,9 +190,9 @@ impl TfheParams {
         (self.lwe_dimension as f64 / 24.0 + 1.0 / 12.0) / (two_n * two_n)
     }
 
-    /// Variance of a fresh encryption under the GLWE key.
+    /// Variance of a fresh input encryption ([`TfheParams::input_noise_std`]).
     pub fn var_fresh(&self) -> f64 {
-        self.glwe_noise_std.powi(2)
+        self.input_noise_std().powi(2)
     }
 
     /// Estimated cost of one keyswitch + PBS, in milliseconds on one core of the development
@@ -198,11 +210,13 @@ impl TfheParams {
         1.26e-7 * n * (k + 1.0) * big_n * big_n.log2() * (self.pbs_level as f64 * (k + 1.0) + 2.9)
     }
 
-    /// The keyswitch's part of [`TfheParams::cost`]: it streams the whole keyswitch key
-    /// (`kN·ℓ_ks·(n+1)` words), which is memory-bound (about 1.1 ns per word here).
+    /// The keyswitch's part of [`TfheParams::cost`]: the runtime keyswitches up to 16
+    /// ciphertexts in one pass over the key (`kN·ℓ_ks` rows of `n+1` words), so the cost is
+    /// arithmetic, about 0.2 ns per key word and ciphertext here (one at a time it would be
+    /// memory-bound, about 0.8 ns).
     pub fn ks_cost(&self) -> f64 {
         let (n, k, big_n) = (self.lwe_dimension as f64, self.glwe_dimension as f64, self.polynomial_size as f64);
-        1.1e-6 * k * big_n * self.ks_level as f64 * (n + 1.0)
+        2.0e-7 * k * big_n * self.ks_level as f64 * (n + 1.0)
     }
 
     /// Relative cost of one keyswitch + rounding bootstrap (the main keyswitch, then the
@@ -211,10 +225,13 @@ impl TfheParams {
         self.rounding_bootstrap().pbs_cost() + self.ks_cost()
     }
 
-    /// Estimated server time (ms on one core) of `main` bootstraps with the main key and
-    /// `rounding` with the rounding key.
-    pub fn mix_cost(&self, main: usize, rounding: usize) -> f64 {
-        main as f64 * self.cost() + rounding as f64 * self.round_cost()
+    /// Estimated server time (ms on one core) of the bootstraps of `mix`: main ones with the
+    /// main key, rounding ones with the rounding key, and the keyswitches of values under the
+    /// input key ([`TfheParams::input_dimension`]) over that many coefficients only.
+    pub fn mix_cost(&self, mix: &BootstrapMix) -> f64 {
+        let short = mix.main_on_input_key + mix.rounding_on_input_key;
+        let saved = 1.0 - self.input_dimension() as f64 / self.big_dimension() as f64;
+        mix.main as f64 * self.cost() + mix.rounding as f64 * self.round_cost() - short as f64 * saved * self.ks_cost()
     }
 
     /// Bytes of the bootstrap keys (Fourier, 16 bytes per complex over N/2 per polynomial; the
@@ -234,6 +251,38 @@ impl TfheParams {
         let round = if self.round_key.is_some() { bsk(&self.rounding_bootstrap()) } else { 0 };
         let ksk = k * big_n * self.ks_level as usize * (n + 1) * 8;
         (bsk(self) + round, ksk)
+    }
+}
+
+/// The bootstraps of one inference, as the cost model counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BootstrapMix {
+    /// Bootstraps with the main key (tables, max pooling).
+    pub main: usize,
+    /// Exact rounding's bootstraps.
+    pub rounding: usize,
+    /// Of `main`, those reading a value under the input key (`Circuit::on_input_key`).
+    pub main_on_input_key: usize,
+    /// Of `rounding`, those reading a value under the input key.
+    pub rounding_on_input_key: usize,
+}
+
+impl BootstrapMix {
+    /// The mix of a circuit's bootstraps.
+    pub fn of(s: &crate::circuit::BootstrapStats) -> BootstrapMix {
+        BootstrapMix {
+            main: s.total() - s.rounding,
+            rounding: s.rounding,
+            main_on_input_key: s.tables_on_input_key,
+            rounding_on_input_key: s.rounding_on_input_key,
+        }
+    }
+}
+
+/// `(main, rounding)` bootstraps, none of them reading under the input key.
+impl From<(usize, usize)> for BootstrapMix {
+    fn from((main, rounding): (usize, usize)) -> BootstrapMix {
+        BootstrapMix { main, rounding, ..BootstrapMix::default() }
     }
 }
 

@@ -5,6 +5,15 @@
 //! [`EncodingPlan`]. Linear ops (integer convolutions and dense layers, clear additions,
 //! sums, reshapes) work on the ciphertexts directly; every bootstrap is a keyswitch to the
 //! small key (dimension `n`) followed by a programmable bootstrap back to the GLWE key.
+//! A worker keyswitches up to 16 independent ciphertexts in one pass over the
+//! keyswitch key (the elements of a table layer, or one step of exact rounding for a batch
+//! of elements), so each key row serves the whole batch from cache.
+//!
+//! Inputs: with a rounding key, the client encrypts under its `k_r·N_r` prefix of the
+//! flattened GLWE key ([`TfheParams::input_dimension`], with that prefix's 128-bit noise),
+//! zero-padded to `kN`. Rounding outputs are on the same prefix, so the conv layers before
+//! the first table keyswitch only the prefix (a keyswitch stops at the last non-zero mask
+//! coefficient).
 //!
 //! * Table: one PBS per element, its lookup table generated from the circuit's table.
 //! * Exact rounding of `k` bits: for `j = 0..k`, the value times `2^(P-j)` puts bit `j` on
@@ -38,6 +47,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_sub_scalar_mul_assign;
 use tfhe::core_crypto::commons::math::random::Seed;
 use tfhe::core_crypto::prelude::*;
 
@@ -158,24 +168,29 @@ impl SeededCtTensor {
         if self.bits == 0 || self.bits > 62 {
             return Err(FheError(format!("the seeded ciphertext's encoding ({} bits) is invalid", self.bits)));
         }
-        let big = p.big_dimension();
-        if big == 0 {
-            return Err(FheError("the parameters have an empty GLWE key".into()));
+        let (d, big) = (p.input_dimension(), p.big_dimension());
+        if d == 0 || d > big {
+            return Err(FheError(format!("the parameters' input key ({d} of {big} coefficients) is invalid")));
         }
-        let size = LweSize(big + 1);
         let data = if n == 0 {
             // tfhe-rs cannot fork a generator into zero children.
             vec![]
         } else {
             let seeded = SeededLweCiphertextList::from_container(
                 self.bodies.as_slice(),
-                size,
+                LweSize(d + 1),
                 Seed(self.seed).into(),
                 modulus(),
             );
-            let mut out = LweCiphertextList::new(0u64, size, LweCiphertextCount(n), modulus());
+            let mut out = LweCiphertextList::new(0u64, LweSize(d + 1), LweCiphertextCount(n), modulus());
             par_decompress_seeded_lwe_ciphertext_list::<_, _, _, DefaultRandomGenerator>(&mut out, &seeded);
-            out.into_container()
+            // Pad each to the big key (the input key is its prefix).
+            let mut data = vec![0u64; n * (big + 1)];
+            data.par_chunks_exact_mut(big + 1).zip(out.as_ref().par_chunks_exact(d + 1)).for_each(|(o, x)| {
+                o[..d].copy_from_slice(&x[..d]);
+                o[big] = x[d];
+            });
+            data
         };
         Ok(CtTensor { shape: self.shape.clone(), bits: self.bits, data })
     }
@@ -398,23 +413,35 @@ impl ClientKey {
         self.glwe.clone().into_lwe_secret_key()
     }
 
-    /// Encrypts integers (row-major, of `shape`) encoded on `bits`.
+    /// The key inputs are encrypted under: the first [`TfheParams::input_dimension`]
+    /// coefficients of the big key.
+    fn input_key(&self) -> LweSecretKeyOwned<u64> {
+        let mut key = self.big_key().into_container();
+        key.truncate(self.params.input_dimension());
+        LweSecretKey::from_container(key)
+    }
+
+    /// Encrypts integers (row-major, of `shape`) encoded on `bits`, under the input key
+    /// ([`TfheParams::input_dimension`], with its noise), padded with zeros to big-key
+    /// ciphertexts.
     pub fn encrypt(&self, values: &[i64], shape: &[usize], bits: u32) -> CtTensor {
-        let big = self.big_key();
+        let key = self.input_key();
         let mut seeder = new_seeder();
         let seeder = seeder.as_mut();
         let mut rng = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
-        let size = big.lwe_dimension().to_lwe_size().0;
+        let (d, size) = (key.lwe_dimension().0, self.params.big_dimension() + 1);
         let mut data = vec![0u64; values.len() * size];
+        let mut ct = LweCiphertext::new(0u64, LweSize(d + 1), modulus());
         for (chunk, &v) in data.chunks_exact_mut(size).zip(values) {
-            let mut ct = LweCiphertext::from_container(chunk, modulus());
             encrypt_lwe_ciphertext(
-                &big,
+                &key,
                 &mut ct,
                 Plaintext((v as u64).wrapping_mul(delta(bits))),
-                gaussian(self.params.glwe_noise_std),
+                gaussian(self.params.input_noise_std()),
                 &mut rng,
             );
+            chunk[..d].copy_from_slice(&ct.as_ref()[..d]);
+            chunk[size - 1] = ct.as_ref()[d];
         }
         CtTensor { shape: shape.to_vec(), bits, data }
     }
@@ -430,10 +457,10 @@ impl ClientKey {
             // tfhe-rs cannot fork a generator into zero children.
             return SeededCtTensor { shape: shape.to_vec(), bits, seed: seed.0, bodies: vec![] };
         }
-        let big = self.big_key();
+        let key = self.input_key();
         let mut list = SeededLweCiphertextList::new(
             0u64,
-            big.lwe_dimension().to_lwe_size(),
+            key.lwe_dimension().to_lwe_size(),
             LweCiphertextCount(values.len()),
             seed.into(),
             modulus(),
@@ -444,10 +471,10 @@ impl ClientKey {
         // The masks come from the compression seed; the noise from a fresh secret seed drawn
         // from `seeder`.
         par_encrypt_seeded_lwe_ciphertext_list(
-            &big,
+            &key,
             &mut list,
             &plaintexts,
-            gaussian(self.params.glwe_noise_std),
+            gaussian(self.params.input_noise_std()),
             seeder,
         );
         SeededCtTensor { shape: shape.to_vec(), bits, seed: seed.0, bodies: list.into_container() }
@@ -697,12 +724,76 @@ fn rescale(t: &CtTensor, to: u32) -> Result<CtTensor, FheError> {
 }
 
 /// A bootstrap engine per worker thread.
+/// Most ciphertexts one keyswitch pass handles (see [`keyswitch_batch`]).
+const KS_BATCH: usize = 16;
+
+/// Ciphertexts per keyswitch batch for a layer of `count` independent bootstraps: up to
+/// [`KS_BATCH`], but small enough that every thread gets several batches.
+fn ks_batch(count: usize) -> usize {
+    (count / (4 * rayon::current_num_threads().max(1))).clamp(1, KS_BATCH)
+}
+
+/// Number of mask coefficients up to the last non-zero one. Ciphertexts under a prefix of
+/// the big key (fresh inputs, rounding bootstrap outputs, and any linear combination of
+/// them) end in zeros, which contribute nothing to a keyswitch.
+fn live_mask(ct: &[u64]) -> usize {
+    let mask = &ct[..ct.len() - 1];
+    mask.iter().rposition(|&a| a != 0).map_or(0, |i| i + 1)
+}
+
+/// Keyswitches the `inputs.len() / size` ciphertexts of `inputs` (each `size` words, under
+/// the big key) to the small key, into `out` (`n + 1` words each), in one pass over the
+/// keyswitch key: each key row is used for every ciphertext of the batch while it is in
+/// cache, so the pass costs arithmetic rather than memory traffic (one ciphertext at a
+/// time, the keyswitch streams the whole key, `kN·ℓ_ks·(n+1)` words, from memory). The
+/// pass stops at the last mask coefficient any input uses ([`live_mask`]). Each output is
+/// exactly what tfhe-rs's `keyswitch_lwe_ciphertext` computes: the same signed
+/// decomposition of each mask coefficient, each term times its level's key row.
+fn keyswitch_batch(
+    ksk: &LweKeyswitchKeyOwned<u64>,
+    inputs: &[u64],
+    size: usize,
+    out: &mut [u64],
+    digits: &mut Vec<u64>,
+) {
+    let n1 = ksk.output_lwe_size().0;
+    let levels = ksk.decomposition_level_count().0;
+    let count = inputs.len() / size;
+    let out = &mut out[..count * n1];
+    out.fill(0);
+    for (o, x) in out.chunks_exact_mut(n1).zip(inputs.chunks_exact(size)) {
+        o[n1 - 1] = x[size - 1];
+    }
+    let live = inputs.chunks_exact(size).map(live_mask).max().unwrap_or(0);
+    let decomposer = SignedDecomposer::<u64>::new(ksk.decomposition_base_log(), ksk.decomposition_level_count());
+    digits.clear();
+    digits.resize(count * levels, 0);
+    let key = ksk.as_ref();
+    for i in 0..live {
+        for (d, x) in digits.chunks_exact_mut(levels).zip(inputs.chunks_exact(size)) {
+            for (slot, term) in d.iter_mut().zip(decomposer.decompose(x[i])) {
+                *slot = term.value();
+            }
+        }
+        for j in 0..levels {
+            let row = &key[(i * levels + j) * n1..(i * levels + j + 1) * n1];
+            for (o, d) in out.chunks_exact_mut(n1).zip(digits.chunks_exact(levels)) {
+                if d[j] != 0 {
+                    slice_wrapping_sub_scalar_mul_assign(o, row, d[j]);
+                }
+            }
+        }
+    }
+}
+
 struct Worker<'p> {
     fft: Fft,
     /// With a rounding key: its FFT and a bootstrap output of its dimension (`k_r·N_r`).
     round: Option<(Fft, LweCiphertextOwned<u64>)>,
     buffers: ComputationBuffers,
-    small: LweCiphertextOwned<u64>,
+    /// Keyswitched ciphertexts (`n + 1` words each, up to [`KS_BATCH`]).
+    small: Vec<u64>,
+    digits: Vec<u64>,
     progress: &'p AtomicUsize,
 }
 
@@ -726,22 +817,46 @@ impl<'p> Worker<'p> {
         });
         let mut buffers = ComputationBuffers::new();
         buffers.resize(bytes);
-        let small = LweCiphertext::new(0u64, LweSize(sk.params.lwe_dimension + 1), modulus());
-        Worker { fft, round, buffers, small, progress }
+        let small = vec![0u64; KS_BATCH * (sk.params.lwe_dimension + 1)];
+        Worker { fft, round, buffers, small, digits: vec![], progress }
     }
 
-    /// Keyswitch + rounding bootstrap of `input` (big key) with `lut` (a table of the
-    /// rounding key's shape, [`round_lut_shape`]), written to `out` (big key): with a rounding
-    /// key, its output (dimension `k_r·N_r`, a prefix of the big key) padded with zeros;
-    /// without one, [`Worker::bootstrap`].
-    fn bootstrap_rounding(&mut self, sk: &ServerKey, input: &[u64], lut: &GlweCiphertextOwned<u64>, out: &mut [u64]) {
+    /// Keyswitches the ciphertexts of `inputs` (`size` words each, at most [`KS_BATCH`]) to
+    /// the small key; [`Worker::pbs`] and [`Worker::pbs_rounding`] then bootstrap them.
+    fn keyswitch(&mut self, sk: &ServerKey, inputs: &[u64], size: usize) {
+        debug_assert!(inputs.len() / size <= KS_BATCH);
+        keyswitch_batch(&sk.ksk, inputs, size, &mut self.small, &mut self.digits);
+    }
+
+    /// PBS of the `i`-th keyswitched ciphertext with `lut`, written to `out` (big key).
+    fn pbs(&mut self, sk: &ServerKey, i: usize, lut: &GlweCiphertextOwned<u64>, out: &mut [u64]) {
+        let n1 = sk.params.lwe_dimension + 1;
+        let Worker { fft, buffers, small, progress, .. } = self;
+        let input = LweCiphertext::from_container(&small[i * n1..(i + 1) * n1], modulus());
+        let mut o = LweCiphertext::from_container(out, modulus());
+        programmable_bootstrap_lwe_ciphertext_mem_optimized(
+            &input,
+            &mut o,
+            lut,
+            &sk.bsk,
+            fft.as_view(),
+            buffers.stack(),
+        );
+        progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Rounding bootstrap of the `i`-th keyswitched ciphertext with `lut` (a table of the
+    /// rounding key's shape, [`round_lut_shape`]), written to `out` (big key): with a
+    /// rounding key, its output (dimension `k_r·N_r`, a prefix of the big key) padded with
+    /// zeros; without one, [`Worker::pbs`].
+    fn pbs_rounding(&mut self, sk: &ServerKey, i: usize, lut: &GlweCiphertextOwned<u64>, out: &mut [u64]) {
+        let n1 = sk.params.lwe_dimension + 1;
         let Worker { round, buffers, small, progress, .. } = self;
         let (Some(bsk), Some((fft, r_out))) = (&sk.round_bsk, round.as_mut()) else {
-            return self.bootstrap(sk, input, lut, out);
+            return self.pbs(sk, i, lut, out);
         };
-        let input = LweCiphertext::from_container(input, modulus());
-        keyswitch_lwe_ciphertext(&sk.ksk, &input, small);
-        programmable_bootstrap_lwe_ciphertext_mem_optimized(small, r_out, lut, bsk, fft.as_view(), buffers.stack());
+        let input = LweCiphertext::from_container(&small[i * n1..(i + 1) * n1], modulus());
+        programmable_bootstrap_lwe_ciphertext_mem_optimized(&input, r_out, lut, bsk, fft.as_view(), buffers.stack());
         let src = r_out.as_ref();
         let d = src.len() - 1;
         let (mask, body) = out.split_at_mut(out.len() - 1);
@@ -753,18 +868,8 @@ impl<'p> Worker<'p> {
 
     /// Keyswitch + PBS of `input` (big key) with `lut`, written to `out` (big key).
     fn bootstrap(&mut self, sk: &ServerKey, input: &[u64], lut: &GlweCiphertextOwned<u64>, out: &mut [u64]) {
-        let input = LweCiphertext::from_container(input, modulus());
-        keyswitch_lwe_ciphertext(&sk.ksk, &input, &mut self.small);
-        let mut o = LweCiphertext::from_container(out, modulus());
-        programmable_bootstrap_lwe_ciphertext_mem_optimized(
-            &self.small,
-            &mut o,
-            lut,
-            &sk.bsk,
-            self.fft.as_view(),
-            self.buffers.stack(),
-        );
-        self.progress.fetch_add(1, Ordering::Relaxed);
+        self.keyswitch(sk, input, input.len());
+        self.pbs(sk, 0, lut, out);
     }
 }
 
@@ -945,19 +1050,24 @@ pub fn evaluate_with_progress(
                 let luts: Vec<GlweCiphertextOwned<u64>> =
                     tables.iter().map(|t| table_lut(sk, *in_width, t, bits)).collect();
                 let shape = &node.shape;
+                let table_of = |e: usize| match index {
+                    TableIndex::Shared => 0,
+                    TableIndex::PerAxis(a) => {
+                        let inner: usize = shape[a + 1..].iter().product();
+                        (e / inner) % shape[*a]
+                    }
+                    TableIndex::PerElement => e,
+                };
+                let batch = ks_batch(numel);
                 let mut data = vec![0u64; numel * size];
-                data.par_chunks_mut(size).enumerate().for_each_init(
+                data.par_chunks_mut(batch * size).enumerate().for_each_init(
                     || Worker::new(sk, progress),
-                    |w, (e, out)| {
-                        let t = match index {
-                            TableIndex::Shared => 0,
-                            TableIndex::PerAxis(a) => {
-                                let inner: usize = shape[a + 1..].iter().product();
-                                (e / inner) % shape[*a]
-                            }
-                            TableIndex::PerElement => e,
-                        };
-                        w.bootstrap(sk, &xin.data[e * size..(e + 1) * size], &luts[t], out);
+                    |w, (c, outs)| {
+                        let first = c * batch;
+                        w.keyswitch(sk, &xin.data[first * size..first * size + outs.len()], size);
+                        for (i, out) in outs.chunks_exact_mut(size).enumerate() {
+                            w.pbs(sk, i, &luts[table_of(first + i)], out);
+                        }
                     },
                 );
                 CtTensor { shape: node.shape.clone(), bits, data }
@@ -994,30 +1104,42 @@ pub fn evaluate_with_progress(
                     });
                     j += k;
                 }
+                // Every element's steps run in order; the elements of a batch go through each
+                // step together, so that their keyswitches share one pass over the key.
+                let batch = ks_batch(numel);
                 let mut data = xin.data.clone();
-                data.par_chunks_mut(size).for_each_init(
-                    || (Worker::new(sk, progress), vec![0u64; size], vec![0u64; size]),
-                    |(w, tmp, out), acc| {
-                        for s in &steps {
-                            for (t, &a) in tmp.iter_mut().zip(acc.iter()) {
-                                *t = a.wrapping_mul(s.f);
-                            }
-                            let b = tmp.last_mut().expect("body");
-                            *b = b.wrapping_add(s.offset);
-                            w.bootstrap_rounding(sk, tmp, &s.sign, out);
-                            // acc -= (cst - out) = b·2^(j+k-1)·Δ
-                            for (a, &o) in acc.iter_mut().zip(out.iter()) {
-                                *a = a.wrapping_add(o);
-                            }
-                            let b = acc.last_mut().expect("body");
-                            *b = b.wrapping_sub(s.cst);
-                            if let Some(rest) = &s.rest {
-                                for (t, &a) in tmp.iter_mut().zip(acc.iter()) {
-                                    *t = a.wrapping_mul(s.f);
+                data.par_chunks_mut(batch * size).for_each_init(
+                    || (Worker::new(sk, progress), vec![0u64; batch * size], vec![0u64; size]),
+                    |(w, tmp, out), accs| {
+                        let tmp = &mut tmp[..accs.len()];
+                        // tmp = acc·f (+ offset): the chunk at the top of the torus.
+                        let scaled = |tmp: &mut [u64], accs: &[u64], f: u64, offset: u64| {
+                            for (t, a) in tmp.chunks_exact_mut(size).zip(accs.chunks_exact(size)) {
+                                for (t, &a) in t.iter_mut().zip(a) {
+                                    *t = a.wrapping_mul(f);
                                 }
-                                w.bootstrap_rounding(sk, tmp, rest, out);
+                                t[size - 1] = t[size - 1].wrapping_add(offset);
+                            }
+                        };
+                        for s in &steps {
+                            scaled(tmp, accs, s.f, s.offset);
+                            w.keyswitch(sk, tmp, size);
+                            for (i, acc) in accs.chunks_exact_mut(size).enumerate() {
+                                w.pbs_rounding(sk, i, &s.sign, out);
+                                // acc -= (cst - out) = b·2^(j+k-1)·Δ
                                 for (a, &o) in acc.iter_mut().zip(out.iter()) {
-                                    *a = a.wrapping_sub(o);
+                                    *a = a.wrapping_add(o);
+                                }
+                                acc[size - 1] = acc[size - 1].wrapping_sub(s.cst);
+                            }
+                            if let Some(rest) = &s.rest {
+                                scaled(tmp, accs, s.f, 0);
+                                w.keyswitch(sk, tmp, size);
+                                for (i, acc) in accs.chunks_exact_mut(size).enumerate() {
+                                    w.pbs_rounding(sk, i, rest, out);
+                                    for (a, &o) in acc.iter_mut().zip(out.iter()) {
+                                        *a = a.wrapping_sub(o);
+                                    }
                                 }
                             }
                         }
@@ -1150,13 +1272,15 @@ fn max_pool(
     CtTensor { shape: out_shape.to_vec(), bits: x.bits, data }
 }
 
-/// Median seconds of one keyswitch + programmable bootstrap on the calling thread, over
-/// `samples` runs (after five warm-up runs: the first bootstraps after key generation or a
-/// large evaluation run measurably slower): the unit of the scheduling-efficiency ratio
-/// `evaluation time / (bootstraps × this / cores)`. The input is a pseudo-random LWE
-/// vector: the cost of a bootstrap does not depend on what it decrypts to, but it does on
-/// the mask (tfhe-rs skips zero rotations, so an all-zero trivial ciphertext would be
-/// misleadingly fast).
+/// Median seconds of one keyswitch + programmable bootstrap on the calling thread, as
+/// [`evaluate`] does them: the keyswitch's share is that of a full batch (16
+/// ciphertexts keyswitched in one pass over the key), the bootstrap's is one bootstrap;
+/// medians over `samples` runs of each (after five warm-up runs: the first bootstraps after
+/// key generation or a large evaluation run measurably slower). This is the unit of the
+/// scheduling-efficiency ratio `evaluation time / (bootstraps × this / cores)`. The inputs
+/// are pseudo-random LWE vectors: the cost of a bootstrap does not depend on what it
+/// decrypts to, but it does on the mask (tfhe-rs skips zero rotations, so an all-zero
+/// trivial ciphertext would be misleadingly fast).
 pub fn one_bootstrap_seconds(sk: &ServerKey, samples: usize) -> f64 {
     time_one(test_support::OneBootstrap::new(sk, 1), sk, samples)
 }
@@ -1169,7 +1293,7 @@ pub fn one_rounding_bootstrap_seconds(sk: &ServerKey, samples: usize) -> f64 {
 
 fn time_one(mut b: test_support::OneBootstrap<'_>, sk: &ServerKey, samples: usize) -> f64 {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let data = (0..sk.lwe_size())
+    let data = (0..sk.lwe_size() * KS_BATCH)
         .map(|_| {
             // xorshift64
             state ^= state << 13;
@@ -1178,19 +1302,27 @@ fn time_one(mut b: test_support::OneBootstrap<'_>, sk: &ServerKey, samples: usiz
             state
         })
         .collect();
-    let input = CtTensor { shape: vec![1], bits: 1, data };
+    let input = CtTensor { shape: vec![KS_BATCH], bits: 1, data };
     for _ in 0..5 {
         std::hint::black_box(b.run(&input));
     }
-    let mut t: Vec<f64> = (0..samples.max(1))
-        .map(|_| {
-            let t0 = std::time::Instant::now();
-            std::hint::black_box(b.run(&input));
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+    let median = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let time = |f: &mut dyn FnMut()| {
+        let t0 = std::time::Instant::now();
+        f();
+        t0.elapsed().as_secs_f64()
+    };
+    let (mut ks, mut pbs) = (vec![], vec![]);
+    for _ in 0..samples.max(1) {
+        ks.push(time(&mut || b.keyswitch(&input)) / KS_BATCH as f64);
+        pbs.push(time(&mut || {
+            std::hint::black_box(b.bootstrap_first());
+        }));
+    }
+    median(ks) + median(pbs)
 }
 
 /// Helpers for the noise-validation tests and the benches (not part of the stable API).
@@ -1234,10 +1366,24 @@ pub mod test_support {
         /// Bootstraps the first ciphertext of `input`.
         pub fn run(&mut self, input: &CtTensor) -> &[u64] {
             let size = self.sk.lwe_size();
+            self.worker.keyswitch(self.sk, &input.data[..size], size);
+            self.bootstrap_first()
+        }
+
+        /// Keyswitches the first 16 ciphertexts of `input` in one pass, as the
+        /// runtime does a layer's.
+        pub fn keyswitch(&mut self, input: &CtTensor) {
+            let size = self.sk.lwe_size();
+            let count = (input.data.len() / size).min(KS_BATCH);
+            self.worker.keyswitch(self.sk, &input.data[..count * size], size);
+        }
+
+        /// Bootstraps the first ciphertext of the last [`OneBootstrap::keyswitch`].
+        pub fn bootstrap_first(&mut self) -> &[u64] {
             if self.rounding {
-                self.worker.bootstrap_rounding(self.sk, &input.data[..size], &self.lut, &mut self.out);
+                self.worker.pbs_rounding(self.sk, 0, &self.lut, &mut self.out);
             } else {
-                self.worker.bootstrap(self.sk, &input.data[..size], &self.lut, &mut self.out);
+                self.worker.pbs(self.sk, 0, &self.lut, &mut self.out);
             }
             &self.out
         }
@@ -1317,7 +1463,7 @@ pub mod files {
     use super::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, SeededServerKey, ServerKey, numel};
 
     const MAGIC: &[u8; 8] = b"FHECKEY\0";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     /// Largest payload accepted (8 GiB).
     const MAX: u64 = 8 << 30;
 
@@ -1566,5 +1712,60 @@ pub mod files {
             t.check(p)?;
             Ok(t)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batched keyswitch is tfhe-rs's keyswitch, word for word, on full ciphertexts and
+    /// on ciphertexts under a prefix of the key (zero tail), mixed in one batch. Toy
+    /// dimensions: this checks arithmetic, not security.
+    #[test]
+    fn batched_keyswitch_equals_tfhe_rs_keyswitch() {
+        let mut seeder = new_seeder();
+        let seeder = seeder.as_mut();
+        let mut secret = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
+        let mut rng = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
+        let big = LweSecretKey::generate_new_binary(LweDimension(1024), &mut secret);
+        let small = LweSecretKey::generate_new_binary(LweDimension(300), &mut secret);
+        let ksk = allocate_and_generate_new_lwe_keyswitch_key(
+            &big,
+            &small,
+            DecompositionBaseLog(5),
+            DecompositionLevelCount(3),
+            gaussian(1e-9),
+            modulus(),
+            &mut rng,
+        );
+        let prefix = LweSecretKey::from_container(big.as_ref()[..256].to_vec());
+        let size = 1025;
+        let mut inputs = vec![];
+        for i in 0..7u64 {
+            let mut ct = LweCiphertext::new(0u64, LweSize(size), modulus());
+            let pt = Plaintext(i.wrapping_mul(0x1357_9bdf_0246_8ace));
+            if i % 3 == 1 {
+                let mut p = LweCiphertext::new(0u64, LweSize(257), modulus());
+                encrypt_lwe_ciphertext(&prefix, &mut p, pt, gaussian(1e-9), &mut rng);
+                ct.as_mut()[..256].copy_from_slice(&p.as_ref()[..256]);
+                ct.as_mut()[size - 1] = p.as_ref()[256];
+            } else {
+                encrypt_lwe_ciphertext(&big, &mut ct, pt, gaussian(1e-9), &mut rng);
+            }
+            inputs.extend_from_slice(ct.as_ref());
+        }
+        for batch in [&inputs[..], &inputs[size..2 * size], &inputs[4 * size..5 * size]] {
+            let count = batch.len() / size;
+            let mut out = vec![0u64; count * 301];
+            keyswitch_batch(&ksk, batch, size, &mut out, &mut vec![]);
+            for (x, o) in batch.chunks_exact(size).zip(out.chunks_exact(301)) {
+                let mut want = LweCiphertext::new(0u64, LweSize(301), modulus());
+                keyswitch_lwe_ciphertext(&ksk, &LweCiphertext::from_container(x, modulus()), &mut want);
+                assert_eq!(o, want.as_ref());
+            }
+        }
+        assert!(live_mask(&inputs[size..2 * size]) <= 256);
+        assert!(live_mask(&inputs[..size]) > 256);
     }
 }

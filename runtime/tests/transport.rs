@@ -16,7 +16,7 @@
 
 use fhec_ir::artifact::Artifact;
 use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range, TableIndex};
-use fhec_ir::params::{EncodingPlan, FheSetup, TfheParams, min_secure_std, result_word_bytes};
+use fhec_ir::params::{EncodingPlan, FheSetup, RoundKeyParams, TfheParams, min_secure_std, result_word_bytes};
 use fhec_runtime::app::{Client, Server};
 use fhec_runtime::fhe::files::{self, Kind, kind_of};
 use fhec_runtime::fhe::test_support::noise_samples;
@@ -163,6 +163,41 @@ fn seeded_encryption_decompresses_to_fresh_ciphertexts() {
     // Nothing to encrypt is not a panic either.
     let empty = ck.encrypt_seeded(&[], &[0], 9);
     assert_eq!(empty.decompress(&p).unwrap().data.len(), 0);
+}
+
+#[test]
+fn with_a_rounding_key_inputs_are_encrypted_under_its_prefix_of_the_key() {
+    // The rounding key shares the first k_r·N_r = 1024 coefficients of the big key: inputs
+    // are encrypted there (with that dimension's 128-bit noise) and padded with zeros, so
+    // the keyswitches of everything computed from them stop at coefficient 1024.
+    let p = TfheParams {
+        round_key: Some(RoundKeyParams {
+            glwe_dimension: 1,
+            polynomial_size: 1024,
+            glwe_noise_std: min_secure_std(1024),
+            pbs_base_log: 16,
+            pbs_level: 2,
+        }),
+        ..fhe_mnist_params()
+    };
+    assert_eq!((p.input_dimension(), p.big_dimension()), (1024, 2048));
+    assert!(p.is_secure() && p.var_fresh() == min_secure_std(1024).powi(2));
+    let ck = ClientKey::generate(&p);
+    let size = p.big_dimension() + 1;
+    let vals: Vec<i64> = (0..200).map(|i| (i * 37 % 256) - 128).collect();
+    let seeded = ck.encrypt_seeded(&vals, &[200], 9).decompress(&p).unwrap();
+    let full = ck.encrypt(&vals, &[200], 9);
+    for ct in [&seeded, &full] {
+        assert_eq!(ct.data.len(), 200 * size);
+        assert_eq!(ck.decrypt(ct), vals);
+        assert!(ct.data.chunks_exact(size).all(|c| c[1024..size - 1].iter().all(|&m| m == 0)));
+        assert!(ct.data.chunks_exact(size).all(|c| c[..1024].iter().filter(|&&m| m == 0).count() < 4));
+        // Fresh noise at 1024 dimensions: std 2^-23.6 of the torus, 2^-14 of Δ at 9 bits.
+        let err = ck.phases(ct).iter().zip(&vals).map(|(ph, &v)| (ph - v as f64).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-2, "{err}");
+    }
+    // The upload is as small as before: one body per value.
+    assert_eq!(ck.encrypt_seeded(&vals, &[200], 9).to_bytes(&p).len(), encrypted_image_bytes(&[200]));
 }
 
 #[test]

@@ -237,6 +237,13 @@ pub struct BootstrapStats {
     pub rounding: usize,
     /// Largest noise 2-norm feeding a bootstrap.
     pub max_norm2: f64,
+    /// Of the table bootstraps, those reading a value under the input key
+    /// ([`Circuit::on_input_key`]): their keyswitches are shorter.
+    #[serde(default)]
+    pub tables_on_input_key: usize,
+    /// Of the rounding bootstraps, those reading a value under the input key.
+    #[serde(default)]
+    pub rounding_on_input_key: usize,
 }
 
 impl BootstrapStats {
@@ -321,17 +328,42 @@ impl Circuit {
         }
     }
 
+    /// Which values are linear combinations of the input and of exact rounding's outputs
+    /// only: with a rounding key, these ciphertexts live on the prefix of the big key that
+    /// inputs are encrypted under (`TfheParams::input_dimension`), so keyswitching them
+    /// costs less. Table and max-pool outputs are on the whole key.
+    pub fn on_input_key(&self) -> Vec<bool> {
+        let mut on = vec![false; self.nodes.len()];
+        for (id, n) in self.nodes.iter().enumerate() {
+            on[id] = match n.op {
+                COp::Input { .. } => true,
+                COp::Table { .. } | COp::MaxPool { .. } => false,
+                _ => n.inputs.iter().all(|&i| on[i]),
+            };
+        }
+        on
+    }
+
     /// Bootstrap counts and widths of one inference.
     pub fn bootstrap_stats(&self) -> BootstrapStats {
         let mut s = BootstrapStats::default();
+        let on = self.on_input_key();
         for id in 0..self.nodes.len() {
             let (t, r) = self.node_bootstraps(id);
-            if let Some((w, n)) = t {
-                if n > 0 {
-                    *s.by_width.entry(w).or_default() += n;
+            let reads_input_key = matches!(self.nodes[id].op, COp::Table { .. } | COp::Round { .. })
+                && self.nodes[id].inputs.first().is_some_and(|&i| on[i]);
+            if let Some((w, n)) = t
+                && n > 0
+            {
+                *s.by_width.entry(w).or_default() += n;
+                if reads_input_key {
+                    s.tables_on_input_key += n;
                 }
             }
             s.rounding += r;
+            if reads_input_key {
+                s.rounding_on_input_key += r;
+            }
             if t.is_some() || r > 0 {
                 s.max_norm2 = s.max_norm2.max(self.table_input_norm2(id));
             }
