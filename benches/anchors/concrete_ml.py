@@ -66,7 +66,66 @@ def load_onnx(path):
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset != 14:
         model = version_converter.convert_version(model, 14)
-    return model, opset
+    return expand_qdq(model), opset
+
+
+def expand_qdq(model):
+    """Concrete ML's ONNX reader has no QuantizeLinear / DequantizeLinear (QAT exports such as
+    fhec's `--arch seedq` carry them on activations). Each pair with a constant scalar scale
+    `s` and zero point `z` computes `(clip(round(x/s) + z, lo, hi) - z)·s` in float; write it
+    with Div, Round, Add, Clip, Sub, Mul, ops Concrete ML reads, so it compiles the same
+    function (and quantizes it at its own n_bits, as for any float model)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    producer = {o: n for n in g.node for o in n.output}
+    nodes, fresh = [], iter(range(1 << 30))
+    dropped = set()
+    for n in g.node:
+        if n.op_type == "QuantizeLinear":
+            dropped.add(n.output[0])  # emitted with its DequantizeLinear
+            continue
+        if n.op_type != "DequantizeLinear":
+            nodes.append(n)
+            continue
+        q = producer.get(n.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            raise AnchorError(f"DequantizeLinear {n.name!r} does not read a QuantizeLinear")
+        scale = consts.get(q.input[1])
+        zp = consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), np.uint8)
+        if scale is None or np.size(scale) != 1 or np.size(zp) != 1:
+            raise AnchorError(f"QuantizeLinear {q.name!r}: need a constant scalar scale and zero point")
+        info = np.iinfo(zp.dtype)
+        z, s = float(zp.reshape(())), float(scale.reshape(()))
+
+        def const(v):
+            name = f"qdq_c{next(fresh)}"
+            g.initializer.append(numpy_helper.from_array(np.asarray(v, np.float32), name))
+            return name
+
+        def tmp():
+            return f"qdq_t{next(fresh)}"
+
+        a, b, c, d, e = tmp(), tmp(), tmp(), tmp(), tmp()
+        nodes += [
+            helper.make_node("Div", [q.input[0], const(s)], [a]),
+            helper.make_node("Round", [a], [b]),
+            helper.make_node("Add", [b, const(z)], [c]),
+            helper.make_node("Clip", [c, const(info.min), const(info.max)], [d]),
+            helper.make_node("Sub", [d, const(z)], [e]),
+            helper.make_node("Mul", [e, const(s)], [n.output[0]]),
+        ]
+    if any(i in dropped for m in nodes for i in m.input):
+        raise AnchorError("a QuantizeLinear output is read by something other than a DequantizeLinear")
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
 
 
 def run(args):

@@ -11,6 +11,8 @@ Architectures (`--arch`):
   seed  the TenSEAL encrypted-convolution tutorial network: Conv(1->4, 7x7, stride 3)
         x*x Linear(256->64) x*x Linear(64->10); Adam 1e-3, 10 epochs, batch 64,
         seed 73, input p/255 (no normalisation), as the tutorial trains it.
+  seedq the same network, quantization-aware trained on fhec's grids (each x*x clipped
+        at a learned bound and rounded to --act-bits; see --model-rounding).
 
 Each export carries its preprocessing in the ONNX metadata (`fhec.preprocess`), and a
 JSON file beside it records the command, seed and measured float accuracy.
@@ -235,6 +237,50 @@ class QRelu(nn.Module):
         return ste_round(y / s) * s
 
 
+class QSquare(nn.Module):
+    """x*x clipped at a learned bound (PACT-style) and rounded to act_bits levels: the seed
+    network's square activation on fhec's activation grid."""
+
+    def __init__(self, q, init=4.0):
+        super().__init__()
+        self.q = q
+        self.alpha = nn.Parameter(torch.tensor(init))
+
+    def scale(self):
+        return (self.alpha.abs() + 1e-3) / ((1 << self.q.act_bits) - 1)
+
+    def forward(self, x):
+        qmax = (1 << self.q.act_bits) - 1
+        a = self.alpha.abs() + 1e-3
+        if self.q.export:
+            a = float(a)
+            return fake_quant_export(torch.clamp(x * x, 0.0, a), a / qmax)
+        y = torch.minimum(x * x, a)
+        s = a / qmax
+        return ste_round(y / s) * s
+
+
+class SeedQ(nn.Module):
+    """The seed network (Conv(1->4, 7x7, stride 3) x*x Linear(256->64) x*x Linear(64->10))
+    trained on fhec's integer grids: same layers and activations, narrow tables."""
+
+    def __init__(self, q):
+        super().__init__()
+        self.q = q
+        self.inq = QInput(q)
+        self.conv1 = QLayer(q, nn.Conv2d(1, 4, kernel_size=7, stride=3), q.input_bits)
+        self.act1 = QSquare(q)
+        self.fc1 = QLayer(q, nn.Linear(256, 64), q.act_bits)
+        self.act2 = QSquare(q)
+        self.fc2 = QLayer(q, nn.Linear(64, 10), q.act_bits, round_for_table=False)
+
+    def forward(self, x):
+        x = self.inq(x)
+        x = self.act1(self.conv1(x, 1.0 / ((1 << self.q.input_bits) - 1)))
+        x = self.act2(self.fc1(x.flatten(1), self.act1.scale()))
+        return self.fc2(x, self.act2.scale())
+
+
 class Fhe(nn.Module):
     """Few activations, narrow tables: Conv(1->C, 7x7, stride 3) ReLU Linear(64C->H) ReLU Linear(H->10)."""
 
@@ -329,8 +375,8 @@ def _spec_tokens(item):
     return out + [cur]
 
 
-ARCHS = {"cnn": (Cnn, 5), "seed": (Seed, 10), "fhe": (Fhe, 15), "qnet": (QNet, 15)}
-QAT_ARCHS = ("fhe", "qnet")
+ARCHS = {"cnn": (Cnn, 5), "seed": (Seed, 10), "fhe": (Fhe, 15), "qnet": (QNet, 15), "seedq": (SeedQ, 15)}
+QAT_ARCHS = ("fhe", "qnet", "seedq")
 
 
 def augment(xb, gen):
@@ -424,7 +470,12 @@ def main():
         q.window_penalty = args.window_penalty
         q.window_ratio = args.window_ratio
         args.channels = args.channels or 4
-        net = make(q, args.layers) if args.arch == "qnet" else make(q, args.channels, args.hidden)
+        if args.arch == "qnet":
+            net = make(q, args.layers)
+        elif args.arch == "seedq":
+            net = make(q)
+        else:
+            net = make(q, args.channels, args.hidden)
         if args.layer_weight_bits:
             qlayers = [m for m in net.modules() if isinstance(m, QLayer)]
             bits = [int(v) for v in args.layer_weight_bits.split(",")]
@@ -509,8 +560,10 @@ def main():
         info["compile_widths"] = args.compile_widths
     if q:
         info["qat"] = {"input_bits": args.input_bits, "weight_bits": args.weight_bits, "act_bits": args.act_bits,
-                       "max_table_bits": args.max_table_bits, "channels": args.channels, "hidden": args.hidden,
-                       "model_rounding": args.model_rounding, "augment": args.augment}
+                       "max_table_bits": args.max_table_bits, "model_rounding": args.model_rounding,
+                       "augment": args.augment}
+        if args.arch == "fhe":
+            info["qat"].update({"channels": args.channels, "hidden": args.hidden})
         if args.arch == "qnet":
             info["qat"]["layers"] = args.layers
         if args.shift:

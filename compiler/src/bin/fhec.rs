@@ -324,7 +324,7 @@ enum Bench {
         #[arg(long, default_value = "examples/models")]
         models: PathBuf,
         /// The bundled models to run encrypted.
-        #[arg(long, value_delimiter = ',', default_value = "fhe_mnist.onnx,seed_mnist.onnx")]
+        #[arg(long, value_delimiter = ',', default_value = "fhe_mnist.onnx,seed_mnist.onnx,seedq_mnist.onnx")]
         only: Vec<String>,
         /// Directory with `mnist/` and `fashion-mnist/` IDX test sets.
         #[arg(long)]
@@ -336,12 +336,16 @@ enum Bench {
         /// `none` skips the anchor.
         #[arg(long, default_value = "benches/anchors/.venv/bin/python")]
         python: String,
+        /// The bundled seed networks TenSEAL evaluates (their weights; CKKS computes the
+        /// float network, so a QAT export's clipping and rounding are left out).
+        #[arg(long, value_delimiter = ',', default_value = "seed_mnist.onnx,seedq_mnist.onnx")]
+        tenseal_models: Vec<String>,
         /// Python with Concrete ML 1.9 for its anchor (`benches/anchors/setup.sh --concrete-ml`
         /// makes this one); `none` skips it.
         #[arg(long, default_value = "benches/anchors/.venv-cml/bin/python")]
         concrete_ml_python: String,
         /// The bundled models Concrete ML compiles and runs encrypted (the same ONNX files).
-        #[arg(long, value_delimiter = ',', default_value = "seed_mnist.onnx")]
+        #[arg(long, value_delimiter = ',', default_value = "seed_mnist.onnx,seedq_mnist.onnx")]
         concrete_ml_models: Vec<String>,
         /// Encrypted images per model for Concrete ML (the first N; minutes each).
         #[arg(long, default_value_t = 3)]
@@ -441,6 +445,7 @@ fn run(cli: Cli) -> Result<()> {
             data,
             images,
             python,
+            tenseal_models,
             concrete_ml_python,
             concrete_ml_models,
             concrete_ml_images,
@@ -451,6 +456,7 @@ fn run(cli: Cli) -> Result<()> {
             data: &data,
             images,
             tenseal_python: &python,
+            tenseal_models: &tenseal_models,
             cml_python: &concrete_ml_python,
             cml_models: &concrete_ml_models,
             cml_images: concrete_ml_images,
@@ -1301,6 +1307,7 @@ struct SpeedRun<'a> {
     images: usize,
     /// Python for the TenSEAL anchor, or `none`.
     tenseal_python: &'a str,
+    tenseal_models: &'a [String],
     /// Python for the Concrete ML anchor, or `none`.
     cml_python: &'a str,
     cml_models: &'a [String],
@@ -1348,9 +1355,10 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
     let load_before = machine_line();
     let mut rows = vec![];
     let (mut tenseal, mut cml) = (vec![], vec![]);
-    // The anchors first: the seed network's weights, the same first test images.
-    if run.tenseal_python != "none" {
-        let seed = models.join("seed_mnist.onnx");
+    // The anchors first: the seed networks' weights, the same first test images.
+    let tenseal_files = if run.tenseal_python == "none" { &[][..] } else { run.tenseal_models };
+    for file in tenseal_files {
+        let seed = models.join(file);
         println!("== TenSEAL anchor: seed network ({}), {images} images ==", seed.display());
         let threads = cores.to_string();
         let on = (seed.as_path(), data, "mnist", images);
@@ -1363,9 +1371,9 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
         )?;
         let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let n = v["images"].as_u64().unwrap_or(0);
-        tenseal.push(AnchorTime { model: "seed_mnist.onnx".into(), evaluate_s: f("median_evaluate_s") });
+        tenseal.push(AnchorTime { model: file.clone(), evaluate_s: f("median_evaluate_s") });
         let row = format!(
-            "| TenSEAL {} (CKKS N=8192, scale 2^26, {} threads) | seed_mnist.onnx (same weights) | {n} | — (approximate: CKKS results drift) | {}/{n} correct, {}/{n} = float argmax, max drift {:.1}% of the largest score | — | CKKS, ~128 bits (SEAL default), approximate | {:.3} s | {:.2} s | {:.2} s | {:.4} s | — | — | {:.1} s | {} | {} | {} | 1.00 | — |",
+            "| TenSEAL {} (CKKS N=8192, scale 2^26, {} threads) | {file} (same weights) | {n} | — (approximate: CKKS results drift) | {}/{n} correct, {}/{n} = float argmax, max drift {:.1}% of the largest score | — | CKKS, ~128 bits (SEAL default), approximate | {:.3} s | {:.2} s | {:.2} s | {:.4} s | — | — | {:.1} s | {} | {} | {} | 1.00 | — |",
             v["tenseal_version"].as_str().unwrap_or("?"),
             v["threads"],
             v["correct"],
@@ -1468,8 +1476,9 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
     } else {
         format!(
             "The Concrete ML anchor (`benches/anchors/concrete_ml.py`, set up by `benches/anchors/setup.sh \
---concrete-ml`) compiles the same ONNX files with Concrete ML's `compile_onnx_model` (6-bit \
-quantization, accumulators rounded to 6 bits, its default error probability; calibrated on 1000 \
+--concrete-ml`) compiles the same ONNX files with Concrete ML's `compile_onnx_model` (a QAT \
+file's QuantizeLinear/DequantizeLinear pairs written as the same float Div/Round/Clip/Mul, which \
+Concrete ML reads; 6-bit quantization, accumulators rounded to 6 bits, its default error probability; calibrated on 1000 \
 training images) and runs its documented client/server deployment (`FHEModelClient` keys and \
 encryption, `FHEModelServer.run` with the evaluation keys only) on the first {} images. \
 Its *evaluation key* is the serialized (compressed) evaluation keys.",
@@ -1487,8 +1496,10 @@ reproduces exactly (fhec: the compiled circuit's simulation; Concrete ML: its cl
 execution). The TenSEAL \
 anchor (`benches/anchors/tenseal_seed.py`, set up by `benches/anchors/setup.sh`) is an \
 independent re-implementation of TenSEAL Tutorial 4's encrypted evaluation of the seed \
-network, loaded with the weights of `seed_mnist.onnx`, so the systems evaluate the same \
-network on the same images; its *evaluation key* is the public CKKS context (Galois and \
+network, loaded with the weights of each seed-network file it names, so the systems evaluate \
+the same network on the same images (for the quantization-aware `seedq_mnist.onnx`, CKKS \
+computes its float layers and squares without the clipping and rounding of its activations); \
+its *evaluation key* is the public CKKS context (Galois and \
 relinearization keys). {cml_note} *One bootstrap*: one keyswitch + bootstrap at fhec's parameters \
 on one thread (median of 20; and the rounding bootstrap's when the parameters have a rounding \
 key); *efficiency*: evaluate / (sum over the bootstraps of one of its kind / cores). *vs TenSEAL*, *vs Concrete ML*: evaluate time over the anchor's on the same network \
