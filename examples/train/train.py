@@ -226,9 +226,14 @@ class QRelu(nn.Module):
     def scale(self):
         return (self.alpha.abs() + 1e-3) / ((1 << self.q.act_bits) - 1)
 
+    def pre(self, x):
+        """What is clipped (the identity here; QSquare squares)."""
+        return x
+
     def forward(self, x):
         qmax = (1 << self.q.act_bits) - 1
         a = self.alpha.abs() + 1e-3
+        x = self.pre(x)
         if self.q.export:
             a = float(a)
             return fake_quant_export(torch.clamp(x, 0.0, a), a / qmax)
@@ -237,27 +242,12 @@ class QRelu(nn.Module):
         return ste_round(y / s) * s
 
 
-class QSquare(nn.Module):
+class QSquare(QRelu):
     """x*x clipped at a learned bound (PACT-style) and rounded to act_bits levels: the seed
     network's square activation on fhec's activation grid."""
 
-    def __init__(self, q, init=4.0):
-        super().__init__()
-        self.q = q
-        self.alpha = nn.Parameter(torch.tensor(init))
-
-    def scale(self):
-        return (self.alpha.abs() + 1e-3) / ((1 << self.q.act_bits) - 1)
-
-    def forward(self, x):
-        qmax = (1 << self.q.act_bits) - 1
-        a = self.alpha.abs() + 1e-3
-        if self.q.export:
-            a = float(a)
-            return fake_quant_export(torch.clamp(x * x, 0.0, a), a / qmax)
-        y = torch.minimum(x * x, a)
-        s = a / qmax
-        return ste_round(y / s) * s
+    def pre(self, x):
+        return x * x
 
 
 class SeedQ(nn.Module):
