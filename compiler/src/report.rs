@@ -148,8 +148,8 @@ pub fn build_report(
                 upload_bytes: fhec_runtime::encrypted_image_bytes(c.input_shape()),
                 download_bytes: fhec_runtime::encrypted_result_bytes(
                     &c.nodes[c.output].shape,
-                    f.params.big_dimension(),
-                    fhec_ir::params::result_word_bytes(&f.params, &f.plan, c),
+                    &f.params,
+                    fhec_ir::params::result_form(&f.params, &f.plan, c),
                 ),
                 est_latency_ms_one_core: f.est_cost_ms,
             }

@@ -140,6 +140,39 @@ impl TfheParams {
         self.rounding_bootstrap().big_dimension()
     }
 
+    /// Levels of the result keyswitch key ([`TfheParams::result_ks`]).
+    pub const RESULT_KS_LEVEL: u32 = 2;
+
+    /// Decomposition (base log, levels) of the result keyswitch key, which moves a result
+    /// ciphertext from the big key to the input key (its [`TfheParams::input_dimension`]
+    /// prefix) so that the client downloads `d + 1` coefficients per value instead of
+    /// `kN + 1`; `None` when the input key is the big key. Only the `kN - d` tail
+    /// coefficients are switched; the key's rows are encryptions under the input key with
+    /// its noise ([`TfheParams::input_noise_std`]), so it needs no noise or security of its
+    /// own. [`TfheParams::RESULT_KS_LEVEL`] levels, the base that minimises
+    /// [`TfheParams::var_result_ks`].
+    pub fn result_ks(&self) -> Option<(u32, u32)> {
+        if self.input_dimension() >= self.big_dimension() {
+            return None;
+        }
+        let l = Self::RESULT_KS_LEVEL;
+        let base = (1..=64 / l).min_by(|&a, &b| self.ks_variance(a, l).total_cmp(&self.ks_variance(b, l))).unwrap_or(1);
+        Some((base, l))
+    }
+
+    /// Variance the result keyswitch adds ([`TfheParams::result_ks`]; 0 without one).
+    pub fn var_result_ks(&self) -> f64 {
+        self.result_ks().map_or(0.0, |(b, l)| self.ks_variance(b, l))
+    }
+
+    /// Variance of a keyswitch of the `kN - d` tail coefficients onto the input key with
+    /// base `2^base_log` and `level` levels.
+    fn ks_variance(&self, base_log: u32, level: u32) -> f64 {
+        let tail = self.big_dimension().saturating_sub(self.input_dimension()) as f64;
+        let (b, l) = ((base_log as f64).exp2(), level as f64);
+        tail * (l * (b * b + 2.0) / 12.0 * self.input_noise_std().powi(2) + b.powf(-2.0 * l) / 24.0)
+    }
+
     /// Noise std of fresh input encryptions (the 128-bit noise of [`TfheParams::input_dimension`]).
     pub fn input_noise_std(&self) -> f64 {
         self.rounding_bootstrap().glwe_noise_std
@@ -235,8 +268,8 @@ impl TfheParams {
     }
 
     /// Bytes of the bootstrap keys (Fourier, 16 bytes per complex over N/2 per polynomial; the
-    /// main one plus the rounding one, if any) and of the
-    /// keyswitch key (8 bytes per u64) in the server's memory (the evaluation key travels in
+    /// main one plus the rounding one, if any) and of the keyswitch keys (8 bytes per u64;
+    /// the bootstraps' one plus the result's, if any) in the server's memory (the evaluation key travels in
     /// seeded form, far smaller: `fhec_runtime::evaluation_key_bytes`).
     pub fn key_bytes(&self) -> (usize, usize) {
         let (n, k, big_n) = (self.lwe_dimension, self.glwe_dimension, self.polynomial_size);
@@ -250,7 +283,9 @@ impl TfheParams {
         };
         let round = if self.round_key.is_some() { bsk(&self.rounding_bootstrap()) } else { 0 };
         let ksk = k * big_n * self.ks_level as usize * (n + 1) * 8;
-        (bsk(self) + round, ksk)
+        let d = self.input_dimension();
+        let result_ksk = self.result_ks().map_or(0, |(_, l)| (k * big_n - d) * l as usize * (d + 1) * 8);
+        (bsk(self) + round, ksk + result_ksk)
     }
 }
 
@@ -321,28 +356,94 @@ pub fn truncation_variance(dim: usize, bits: u32) -> f64 {
 }
 
 /// Largest failure probability of decrypting one result value that the result's
-/// truncation may cause (see [`result_word_bytes`]).
+/// form may cause (see [`ResultForm::decrypts_reliably`]).
 pub const RESULT_TRUNCATION_FAILURE: f64 = 5.421010862427522e-20; // 2^-64
 
-/// Bytes kept per coefficient of the result ciphertexts a server returns: the fewest (1 to
-/// 8) whose truncation keeps the decryption failure of every output value of `c` below
-/// [`RESULT_TRUNCATION_FAILURE`] with the output's noise under `p` (8 keeps words exact).
-///
-/// The output of `c` is encoded on `P = plan.bits[output]` bits and carries the noise of its
-/// linear chain (`norm2² · V_pbs`); rounding the `kN + 1` coefficients to `8b` bits adds
-/// [`truncation_variance`]. Results are what a client downloads, so this is the download
-/// size lever: a 10-class result at `N = 2048` keeps 3 of 8 bytes.
-pub fn result_word_bytes(p: &TfheParams, plan: &EncodingPlan, c: &crate::circuit::Circuit) -> u32 {
-    let Some(&bits) = plan.bits.get(c.output) else { return 8 };
-    let norm2 = c.nodes.get(c.output).map_or(f64::INFINITY, |n| n.norm2);
-    let v_in = norm2 * norm2 * p.var_pbs().max(p.var_fresh());
-    let half = (-(bits as f64) - 2.0).exp2();
-    (1..8)
-        .find(|&b| {
-            let var = v_in + truncation_variance(p.big_dimension(), 8 * b);
-            erfc(half / (var.sqrt() * std::f64::consts::SQRT_2)) <= RESULT_TRUNCATION_FAILURE
-        })
-        .unwrap_or(8)
+/// The key a result ciphertext is under when a server returns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResultKey {
+    /// The big (GLWE) key, as evaluation leaves it: `kN + 1` coefficients.
+    Glwe,
+    /// The input key, the big key's `d`-coefficient prefix ([`TfheParams::result_ks`]):
+    /// `d + 1` coefficients.
+    Input,
+    /// The small key (`n + 1` coefficients), by the bootstraps' keyswitch key, whose noise
+    /// only outputs encoded on few bits survive.
+    Small,
+}
+
+/// How a server returns the result ciphertexts (see `fhec_runtime::fhe::CompactCtTensor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultForm {
+    /// The key the ciphertexts are switched to.
+    pub key: ResultKey,
+    /// Bits kept per coefficient, its top ones (1 to 64; 64 keeps the words exact).
+    pub word_bits: u32,
+}
+
+impl ResultForm {
+    /// The LWE dimension of the result ciphertexts under `p`, `None` if `p` has no such key.
+    pub fn dimension(&self, p: &TfheParams) -> Option<usize> {
+        match self.key {
+            ResultKey::Glwe => Some(p.big_dimension()),
+            ResultKey::Input => p.result_ks().map(|_| p.input_dimension()),
+            ResultKey::Small => Some(p.lwe_dimension),
+        }
+    }
+
+    /// Bytes of the coefficients of `values` result ciphertexts under `p` (`word_bits` each,
+    /// packed), `None` if `p` has no such key or on overflow.
+    pub fn data_bytes(&self, p: &TfheParams, values: usize) -> Option<usize> {
+        let bits = values.checked_mul(self.dimension(p)?.checked_add(1)?)?.checked_mul(self.word_bits as usize)?;
+        Some(bits.div_ceil(8))
+    }
+
+    /// Whether decrypting every output value of `c` in this form fails with probability at
+    /// most [`RESULT_TRUNCATION_FAILURE`] under `p`.
+    ///
+    /// The output of `c` is encoded on `P = plan.bits[output]` bits and carries the noise of
+    /// its linear chain (`norm2² · V_pbs`, or fresh noise); a keyswitch adds its variance
+    /// ([`TfheParams::var_result_ks`], [`TfheParams::var_ks`]), and rounding the coefficients
+    /// to their top `b` bits adds [`truncation_variance`] of the form's dimension. 64 bits
+    /// under the GLWE key are the words themselves, always accepted.
+    pub fn decrypts_reliably(&self, p: &TfheParams, plan: &EncodingPlan, c: &crate::circuit::Circuit) -> bool {
+        if self.key == ResultKey::Glwe && self.word_bits == 64 {
+            return true;
+        }
+        let (Some(&bits), Some(dim)) = (plan.bits.get(c.output), self.dimension(p)) else { return false };
+        if !(1..=64).contains(&self.word_bits) {
+            return false;
+        }
+        let norm2 = c.nodes.get(c.output).map_or(f64::INFINITY, |n| n.norm2);
+        let mut var = norm2 * norm2 * p.var_pbs().max(p.var_fresh());
+        var += match self.key {
+            ResultKey::Glwe => 0.0,
+            ResultKey::Input => p.var_result_ks(),
+            ResultKey::Small => p.var_ks(),
+        };
+        if self.word_bits < 64 {
+            var += truncation_variance(dim, self.word_bits);
+        }
+        let half = (-(bits as f64) - 2.0).exp2();
+        erfc(half / (var.sqrt() * std::f64::consts::SQRT_2)) <= RESULT_TRUNCATION_FAILURE
+    }
+}
+
+/// The form in which a server returns the results of `c` under `p`: the fewest bytes among
+/// those that [decrypt reliably](ResultForm::decrypts_reliably). Results are what a client
+/// downloads, so this is the download size lever. For `seedq_mnist` (13-bit scores,
+/// `N = 4096`, a 2048-coefficient input key) ten scores take 10 x 2049 coefficients of 21
+/// bits under the input key instead of 10 x 4097 of 24 bits under the GLWE key; scores
+/// encoded on few enough bits go to the small key (`n + 1` coefficients).
+pub fn result_form(p: &TfheParams, plan: &EncodingPlan, c: &crate::circuit::Circuit) -> ResultForm {
+    let values = c.nodes.get(c.output).map_or(1, |n| n.shape.iter().product::<usize>());
+    [ResultKey::Glwe, ResultKey::Input, ResultKey::Small]
+        .into_iter()
+        .flat_map(|key| (1..=64).map(move |word_bits| ResultForm { key, word_bits }))
+        .filter(|f| f.decrypts_reliably(p, plan, c))
+        .filter_map(|f| Some((f.data_bytes(p, values)?, f)))
+        .min_by_key(|&(bytes, _)| bytes)
+        .map_or(ResultForm { key: ResultKey::Glwe, word_bits: 64 }, |(_, f)| f)
 }
 
 /// What one kind of bootstrap needs from the noise.

@@ -26,14 +26,16 @@
 //! The server also accepts the full key ([`ServerKey::to_bytes`] of
 //! [`ClientKey::server_key`]), the form clients sent before.
 //!
-//! The encrypted result is in compact form ([`CompactCtTensor`]): every coefficient rounded
-//! to the fewest bytes the output's noise allows ([`result_word_bytes`]; 3 of 8 bytes for
-//! the bundled `fhe_mnist`). The client also accepts full ciphertexts.
+//! The encrypted result is in compact form ([`CompactCtTensor`]): keyswitched to a key with
+//! fewer coefficients (the input key, `d + 1` per value instead of `kN + 1`, or the small
+//! key) and every coefficient rounded to a few bytes, the smallest form the output's noise
+//! allows ([`result_form`]; 53 KiB instead of 120 KiB for the bundled `seedq_mnist`). The
+//! client also accepts full ciphertexts.
 
 use std::sync::atomic::AtomicUsize;
 
 use fhec_ir::artifact::{Artifact, ArtifactError};
-use fhec_ir::params::{FheSetup, result_word_bytes};
+use fhec_ir::params::{FheSetup, result_form};
 
 use crate::fhe::files::{Kind, kind_of};
 use crate::fhe::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, ServerKey, evaluate_with_progress};
@@ -137,39 +139,40 @@ impl Client {
                 source: FheError("holds an encrypted image, not this model's result".into()),
             });
         }
-        let ct = self.load_result(result).map_err(fhe("encrypted result"))?;
-        let c = &self.artifact.circuit;
-        let want = &c.nodes[c.output].shape;
-        if ct.shape != *want || ct.bits != self.setup.plan.bits[c.output] {
-            return Err(AppError::Fhe {
-                what: "encrypted result",
-                source: FheError(format!(
-                    "holds a tensor of shape {:?} on {} bits, not this model's result ({want:?} on {} bits)",
-                    ct.shape, ct.bits, self.setup.plan.bits[c.output]
-                )),
-            });
-        }
-        let raw = self.key.decrypt(&ct);
-        let scores = c.output_quant.scores(&raw);
+        let raw = self.decrypt_result(result).map_err(fhe("encrypted result"))?;
+        let scores = self.artifact.circuit.output_quant.scores(&raw);
         Ok(Prediction { class: sim::argmax(&scores), scores, raw })
     }
 
-    /// The result ciphertexts: the compact form a [`Server`] returns (refused if it keeps
-    /// fewer bytes per coefficient than this model's output noise allows), or full ciphertexts.
-    fn load_result(&self, b: &[u8]) -> Result<CtTensor, FheError> {
-        let p = &self.setup.params;
+    /// The decrypted output values of a result: the compact form a [`Server`] returns
+    /// (refused if it keeps fewer bytes per coefficient than this model's output noise
+    /// allows), or full ciphertexts; either must hold this model's output shape and encoding.
+    fn decrypt_result(&self, b: &[u8]) -> Result<Vec<i64>, FheError> {
+        let (p, c) = (&self.setup.params, &self.artifact.circuit);
+        let (shape, bits) = (&c.nodes[c.output].shape, self.setup.plan.bits[c.output]);
+        let matches = |s: &Vec<usize>, b: u32| {
+            if s != shape || b != bits {
+                return Err(FheError(format!(
+                    "holds a tensor of shape {s:?} on {b} bits, not this model's result ({shape:?} on {bits} bits)"
+                )));
+            }
+            Ok(())
+        };
         if kind_of(b) == Some(Kind::Ciphertext) {
-            return CtTensor::from_bytes(b, p);
+            let t = CtTensor::from_bytes(b, p)?;
+            matches(&t.shape, t.bits)?;
+            return Ok(self.key.decrypt(&t));
         }
         let t = CompactCtTensor::from_bytes(b, p)?;
-        let need = result_word_bytes(p, &self.setup.plan, &self.artifact.circuit);
-        if t.word_bytes < need {
+        matches(&t.shape, t.bits)?;
+        if !t.form().decrypts_reliably(p, &self.setup.plan, c) {
+            let need = result_form(p, &self.setup.plan, c);
             return Err(FheError(format!(
-                "keeps {} bytes per coefficient, but this model's output needs {need} to decrypt reliably",
-                t.word_bytes
+                "keeps {} bits per coefficient under the {:?} key, too few for this model's output to decrypt reliably (a server sends {} under the {:?} key)",
+                t.word_bits, t.key, need.word_bits, need.key
             )));
         }
-        t.expand(p)
+        self.key.decrypt_compact(&t)
     }
 }
 
@@ -225,7 +228,8 @@ impl Server {
         let out = evaluate_with_progress(&self.key, &self.artifact.circuit, &self.setup.plan, &ct, progress)
             .map_err(fhe("evaluation"))?;
         let (c, plan, p) = (&self.artifact.circuit, &self.setup.plan, &self.setup.params);
-        Ok(out.compact(result_word_bytes(p, plan, c)).to_bytes(p))
+        let result = self.key.compact(&out, result_form(p, plan, c)).map_err(fhe("evaluation"))?;
+        Ok(result.to_bytes(p))
     }
 
     /// The input ciphertexts of an encrypted image: the seeded form (decompressed after its

@@ -42,7 +42,7 @@
 //! [`CtTensor`] as before. Same key, same noise: only the transport changes.
 
 use fhec_ir::circuit::{COp, Circuit, TableIndex, kernels};
-use fhec_ir::params::{EncodingPlan, TfheParams};
+use fhec_ir::params::{EncodingPlan, ResultForm, ResultKey, TfheParams};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
@@ -72,6 +72,9 @@ pub struct ServerKey {
     bsk: FourierLweBootstrapKeyOwned,
     /// The rounding bootstrap key (`params.round_key`), if any.
     round_bsk: Option<FourierLweBootstrapKeyOwned>,
+    /// The result keyswitch key (`params.result_ks()`: from the big key's tail to the input
+    /// key), if any.
+    result_ksk: Option<LweKeyswitchKeyOwned<u64>>,
 }
 
 /// The evaluation key in seeded (compressed) form: what a client sends.
@@ -99,6 +102,11 @@ pub struct SeededServerKey {
     pub round_bsk_seed: u128,
     /// Rounding bootstrap key bodies (`n·ℓ_r·(k_r+1)·N_r`; empty without a rounding key).
     pub round_bsk_bodies: Vec<u64>,
+    /// Compression seed of the result keyswitch key's masks (public; unused without one).
+    pub result_ksk_seed: u128,
+    /// Result keyswitch key bodies: for each of the `kN - d` tail coefficients of the big
+    /// key, one per level (`TfheParams::result_ks`; empty without one).
+    pub result_ksk_bodies: Vec<u64>,
 }
 
 impl std::fmt::Debug for SeededServerKey {
@@ -111,6 +119,8 @@ impl std::fmt::Debug for SeededServerKey {
             .field("bsk_bodies", &format_args!("[{} words]", self.bsk_bodies.len()))
             .field("round_bsk_seed", &self.round_bsk_seed)
             .field("round_bsk_bodies", &format_args!("[{} words]", self.round_bsk_bodies.len()))
+            .field("result_ksk_seed", &self.result_ksk_seed)
+            .field("result_ksk_bodies", &format_args!("[{} words]", self.result_ksk_bodies.len()))
             .finish()
     }
 }
@@ -213,72 +223,74 @@ impl SeededCtTensor {
     }
 }
 
-/// A tensor of ciphertexts with every coefficient rounded to its top `8 * word_bytes` bits:
-/// what a server returns (a modulus switch to `2^(8·word_bytes)`, which anyone can do and
-/// which only adds noise; [`fhec_ir::params::result_word_bytes`] picks the fewest bytes that
-/// keep every output's decryption failure below 2^-64).
+/// A tensor of result ciphertexts with every coefficient rounded to its top `word_bits`
+/// bits: what a server returns ([`ServerKey::compact`]). Each ciphertext is
+/// first keyswitched to a key with fewer coefficients ([`ResultKey`]): the input key (the
+/// big key's `d`-coefficient prefix, by the result keyswitch key: 2049 instead of 4097
+/// words at `d = 2048, N = 4096`) or the small key; the rounding is a modulus switch to
+/// `2^word_bits`. Both are public operations that only add noise;
+/// [`fhec_ir::params::result_form`] picks the smallest form that keeps every output's
+/// decryption failure below 2^-64.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactCtTensor {
     /// Tensor shape.
     pub shape: Vec<usize>,
     /// Encoding bits (`Δ = 2^(63 - bits)`).
     pub bits: u32,
-    /// Bytes kept per coefficient (1 to 8).
-    pub word_bytes: u32,
-    /// The coefficients, `word_bytes` little-endian bytes each, ciphertext after ciphertext.
+    /// The key the ciphertexts are under.
+    pub key: ResultKey,
+    /// Bits kept per coefficient (1 to 64).
+    pub word_bits: u32,
+    /// The coefficients, `word_bits` bits each, ciphertext after ciphertext, packed least
+    /// significant bit first (the last byte padded with zeros).
     pub data: Vec<u8>,
 }
 
-impl CtTensor {
-    /// Rounds every coefficient to its top `8 * word_bytes` bits (clamped to 1..=8 bytes).
-    pub fn compact(&self, word_bytes: u32) -> CompactCtTensor {
-        let wb = word_bytes.clamp(1, 8);
-        let drop = 64 - 8 * wb;
-        let mut data = Vec::with_capacity(self.data.len() * wb as usize);
-        for &w in &self.data {
-            let top = if drop == 0 { w } else { w.wrapping_add(1u64 << (drop - 1)) >> drop };
-            data.extend_from_slice(&top.to_le_bytes()[..wb as usize]);
-        }
-        CompactCtTensor { shape: self.shape.clone(), bits: self.bits, word_bytes: wb, data }
-    }
-}
-
 impl CompactCtTensor {
-    /// The ciphertexts back on 64-bit words (the dropped bits are zero), after checking the
-    /// size against the shape and the GLWE dimension of `p`.
-    pub fn expand(&self, p: &TfheParams) -> Result<CtTensor, FheError> {
-        self.check(p)?;
-        let wb = self.word_bytes as usize;
-        let drop = 64 - 8 * self.word_bytes;
-        let data = self
-            .data
-            .chunks_exact(wb)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b[..wb].copy_from_slice(c);
-                u64::from_le_bytes(b) << drop
-            })
-            .collect();
-        Ok(CtTensor { shape: self.shape.clone(), bits: self.bits, data })
+    /// The form of this result.
+    pub fn form(&self) -> ResultForm {
+        ResultForm { key: self.key, word_bits: self.word_bits }
     }
 
-    /// Checks the word size, the encoding and the byte count against the shape and `p`.
+    /// The coefficients back on 64-bit words (the dropped bits are zero).
+    fn words(&self) -> Vec<u64> {
+        let wb = self.word_bits.clamp(1, 64) as usize;
+        // Up to 7 padding bits may read as extra words, fewer than one ciphertext's worth:
+        // decryption's whole-ciphertext chunks ignore them.
+        let count = self.data.len() * 8 / wb;
+        let bit = |i: usize| (self.data[i / 8] >> (i % 8)) & 1;
+        (0..count)
+            .map(|c| {
+                let top = (0..wb).fold(0u64, |acc, j| acc | (bit(c * wb + j) as u64) << j);
+                if wb == 64 { top } else { top << (64 - wb) }
+            })
+            .collect()
+    }
+
+    /// Checks the word size, the encoding and the byte count against the shape and the
+    /// dimension of the form under `p`.
     pub fn check(&self, p: &TfheParams) -> Result<(), FheError> {
-        if !(1..=8).contains(&self.word_bytes) || self.bits == 0 || self.bits > 62 {
+        if !(1..=64).contains(&self.word_bits) || self.bits == 0 || self.bits > 62 {
             return Err(FheError(format!(
-                "the result's encoding is invalid ({} bytes per word, {} bits)",
-                self.word_bytes, self.bits
+                "the result's encoding is invalid ({} bits per word, {} bits)",
+                self.word_bits, self.bits
             )));
         }
-        let wb = self.word_bytes as usize;
-        let words = numel(&self.shape).and_then(|n| n.checked_mul(p.big_dimension() + 1));
-        if words.and_then(|w| w.checked_mul(wb)) != Some(self.data.len()) {
+        let Some(dim) = self.form().dimension(p) else {
             return Err(FheError(format!(
-                "the result holds {} bytes, not {} bytes per coefficient of {:?} ciphertexts of dimension {}",
+                "the result is under the input key, but these parameters have no result keyswitch ({})",
+                p.summary()
+            )));
+        };
+        let words = numel(&self.shape).and_then(|n| n.checked_mul(dim + 1));
+        let bytes = words.and_then(|w| w.checked_mul(self.word_bits as usize)).map(|b| b.div_ceil(8));
+        if bytes != Some(self.data.len()) {
+            return Err(FheError(format!(
+                "the result holds {} bytes, not {} bits per coefficient of {:?} ciphertexts of dimension {}",
                 self.data.len(),
-                wb,
+                self.word_bits,
                 self.shape,
-                p.big_dimension()
+                dim
             )));
         }
         Ok(())
@@ -346,7 +358,25 @@ impl ClientKey {
         };
         let main = bsk(p, &self.glwe);
         let round_bsk = self.round_glwe().map(|g| bsk(&p.rounding_bootstrap(), &g));
-        ServerKey { params: *p, ksk, bsk: main, round_bsk }
+        let result_ksk = p.result_ks().map(|(base, level)| {
+            allocate_and_generate_new_lwe_keyswitch_key(
+                &self.tail_key(),
+                &self.input_key(),
+                DecompositionBaseLog(base as usize),
+                DecompositionLevelCount(level as usize),
+                gaussian(p.input_noise_std()),
+                modulus(),
+                &mut rng,
+            )
+        });
+        ServerKey { params: *p, ksk, bsk: main, round_bsk, result_ksk }
+    }
+
+    /// The big key's coefficients after the input key's prefix (what the result keyswitch
+    /// key switches away).
+    fn tail_key(&self) -> LweSecretKeyOwned<u64> {
+        let key = self.big_key().into_container();
+        LweSecretKey::from_container(key[self.params.input_dimension().min(key.len())..].to_vec())
     }
 
     /// The rounding bootstrap's GLWE key: `k_r` polynomials of `N_r` coefficients, the first
@@ -398,6 +428,21 @@ impl ClientKey {
         let (bsk_seed, bsk_bodies) = seeded_bsk(p, &self.glwe);
         let (round_bsk_seed, round_bsk_bodies) =
             self.round_glwe().map_or((0, vec![]), |g| seeded_bsk(&p.rounding_bootstrap(), &g));
+        let (result_ksk_seed, result_ksk_bodies) = p.result_ks().map_or((0, vec![]), |(base, level)| {
+            let (tail, input) = (self.tail_key(), self.input_key());
+            let seed = seeder.seed();
+            let mut ksk = SeededLweKeyswitchKey::new(
+                0u64,
+                DecompositionBaseLog(base as usize),
+                DecompositionLevelCount(level as usize),
+                tail.lwe_dimension(),
+                input.lwe_dimension(),
+                seed.into(),
+                modulus(),
+            );
+            generate_seeded_lwe_keyswitch_key(&tail, &input, &mut ksk, gaussian(p.input_noise_std()), seeder);
+            (seed.0, ksk.into_container())
+        });
         SeededServerKey {
             params: *p,
             ksk_seed: ksk_seed.0,
@@ -406,6 +451,8 @@ impl ClientKey {
             bsk_bodies,
             round_bsk_seed,
             round_bsk_bodies,
+            result_ksk_seed,
+            result_ksk_bodies,
         }
     }
 
@@ -521,24 +568,102 @@ impl ClientKey {
 
     /// Decrypts a ciphertext tensor to signed integers.
     pub fn decrypt(&self, t: &CtTensor) -> Vec<i64> {
-        let big = self.big_key();
-        let size = big.lwe_dimension().to_lwe_size().0;
-        let shift = 63 - t.bits;
-        t.data
-            .chunks_exact(size)
-            .map(|c| {
-                let ct = LweCiphertext::from_container(c, modulus());
-                let p = decrypt_lwe_ciphertext(&big, &ct).0;
-                (p.wrapping_add(1u64 << (shift - 1)) as i64) >> shift
-            })
-            .collect()
+        decrypt_words(&self.big_key(), &t.data, t.bits)
     }
+
+    /// Decrypts a server's result ([`ServerKey::compact`]) to signed integers (with the key
+    /// it is under), after checking its size against the parameters.
+    pub fn decrypt_compact(&self, t: &CompactCtTensor) -> Result<Vec<i64>, FheError> {
+        t.check(&self.params)?;
+        let key = match t.key {
+            ResultKey::Glwe => self.big_key(),
+            ResultKey::Input => self.input_key(),
+            ResultKey::Small => self.small.clone(),
+        };
+        Ok(decrypt_words(&key, &t.words(), t.bits))
+    }
+}
+
+/// Decrypts LWE ciphertexts (`key` dimension + 1 words each) encoded on `bits` bits.
+fn decrypt_words(key: &LweSecretKeyOwned<u64>, data: &[u64], bits: u32) -> Vec<i64> {
+    let size = key.lwe_dimension().to_lwe_size().0;
+    let shift = 63 - bits;
+    data.chunks_exact(size)
+        .map(|c| {
+            let ct = LweCiphertext::from_container(c, modulus());
+            let p = decrypt_lwe_ciphertext(key, &ct).0;
+            (p.wrapping_add(1u64 << (shift - 1)) as i64) >> shift
+        })
+        .collect()
 }
 
 impl ServerKey {
     /// The parameters of this key.
     pub fn params(&self) -> &TfheParams {
         &self.params
+    }
+
+    /// Result ciphertexts `t` (under the GLWE key) in `form`: each keyswitched to the form's
+    /// key, then every coefficient rounded to its top `word_bits` bits (clamped to 1..=64)
+    /// and packed. See [`CompactCtTensor`]. Fails if the form's key needs a result keyswitch
+    /// key these parameters do not have.
+    pub fn compact(&self, t: &CtTensor, form: ResultForm) -> Result<CompactCtTensor, FheError> {
+        let wb = form.word_bits.clamp(1, 64);
+        let drop = 64 - wb;
+        let round = |w: u64| if drop == 0 { w } else { w.wrapping_add(1u64 << (drop - 1)) >> drop };
+        let size = self.lwe_size();
+        let (mut data, mut acc, mut filled) = (vec![], 0u128, 0u32);
+        let mut push = |words: &[u64]| {
+            for &w in words {
+                acc |= (round(w) as u128) << filled;
+                filled += wb;
+                while filled >= 8 {
+                    data.push(acc as u8);
+                    acc >>= 8;
+                    filled -= 8;
+                }
+            }
+        };
+        let mut digits = vec![];
+        match form.key {
+            ResultKey::Glwe => push(&t.data),
+            ResultKey::Small => {
+                let n1 = self.params.lwe_dimension + 1;
+                let mut small = vec![0u64; KS_BATCH * n1];
+                for batch in t.data.chunks(KS_BATCH * size) {
+                    keyswitch_batch(&self.ksk, batch, size, &mut small, &mut digits);
+                    push(&small[..batch.len() / size * n1]);
+                }
+            }
+            ResultKey::Input => {
+                let Some(ksk) = &self.result_ksk else {
+                    return Err(FheError("these parameters have no result keyswitch key".into()));
+                };
+                // Switch the tail (the coefficients after the prefix, and the body), then
+                // add the prefix's mask coefficients back.
+                let d = self.params.input_dimension();
+                let tail = size - d;
+                let mut tails = Vec::with_capacity(KS_BATCH * tail);
+                let mut out = vec![0u64; KS_BATCH * (d + 1)];
+                for batch in t.data.chunks(KS_BATCH * size) {
+                    tails.clear();
+                    for ct in batch.chunks_exact(size) {
+                        tails.extend_from_slice(&ct[d..]);
+                    }
+                    keyswitch_batch(ksk, &tails, tail, &mut out, &mut digits);
+                    for (o, ct) in out.chunks_exact_mut(d + 1).zip(batch.chunks_exact(size)) {
+                        for (a, &x) in o[..d].iter_mut().zip(&ct[..d]) {
+                            *a = a.wrapping_add(x);
+                        }
+                        push(o);
+                    }
+                }
+            }
+        }
+        if filled > 0 {
+            data.push(acc as u8);
+        }
+        Ok(CompactCtTensor { shape: t.shape.clone(), bits: t.bits, key: form.key, word_bits: wb, data })
     }
 
     /// Checks that the key matches `params` (dimensions and decompositions).
@@ -563,14 +688,26 @@ impl ServerKey {
             (Some(b), Some(_)) => bsk_ok(b, &p.rounding_bootstrap()),
             _ => false,
         };
+        let ksk_ok = |ksk: &LweKeyswitchKeyOwned<u64>, input: usize, output: usize, base: u32, level: u32| {
+            ksk.input_key_lwe_dimension().0 == input
+                && ksk.output_key_lwe_dimension().0 == output
+                && ksk.decomposition_level_count().0 == level as usize
+                && ksk.decomposition_base_log().0 == base as usize
+                && ksk.as_ref().len() == input * level as usize * (output + 1)
+        };
+        let result_ok = match (&self.result_ksk, p.result_ks()) {
+            (None, None) => true,
+            (Some(k), Some((base, level))) => {
+                let d = p.input_dimension();
+                ksk_ok(k, p.big_dimension() - d, d, base, level)
+            }
+            _ => false,
+        };
         let ok = self.params == *p
-            && self.ksk.input_key_lwe_dimension().0 == p.big_dimension()
-            && self.ksk.output_key_lwe_dimension().0 == p.lwe_dimension
-            && self.ksk.decomposition_level_count().0 == p.ks_level as usize
-            && self.ksk.decomposition_base_log().0 == p.ks_base_log as usize
-            && self.ksk.as_ref().len() == p.big_dimension() * p.ks_level as usize * (p.lwe_dimension + 1)
+            && ksk_ok(&self.ksk, p.big_dimension(), p.lwe_dimension, p.ks_base_log, p.ks_level)
             && bsk_ok(&self.bsk, p)
-            && round_ok;
+            && round_ok
+            && result_ok;
         if ok { Ok(()) } else { Err(FheError("the evaluation key does not match the circuit's parameters".into())) }
     }
 
@@ -583,6 +720,12 @@ impl SeededServerKey {
     /// Number of keyswitch key bodies for `p` (`kN·ℓ_ks`), `None` on overflow.
     fn ksk_len(p: &TfheParams) -> Option<usize> {
         p.glwe_dimension.checked_mul(p.polynomial_size)?.checked_mul(p.ks_level as usize)
+    }
+
+    /// Number of result keyswitch key bodies for `p` (`(kN - d)·ℓ`, 0 without one; call
+    /// after the rounding key's dimensions are checked).
+    fn result_ksk_len(p: &TfheParams) -> usize {
+        p.result_ks().map_or(0, |(_, level)| (p.big_dimension() - p.input_dimension()) * level as usize)
     }
 
     /// Number of bootstrap key bodies for `p` (`n·ℓ_pbs·(k+1)·N`), `None` on overflow.
@@ -655,6 +798,13 @@ impl SeededServerKey {
                 self.round_bsk_bodies.len()
             )));
         }
+        let result = Self::result_ksk_len(p);
+        if result != self.result_ksk_bodies.len() {
+            return Err(FheError(format!(
+                "the seeded evaluation key holds {} result keyswitch key bodies, not {result}",
+                self.result_ksk_bodies.len()
+            )));
+        }
         Ok(())
     }
 
@@ -670,7 +820,17 @@ impl SeededServerKey {
     pub fn decompress(self) -> Result<ServerKey, FheError> {
         let p = self.params;
         self.check(&p)?;
-        let SeededServerKey { ksk_seed, ksk_bodies, bsk_seed, bsk_bodies, round_bsk_seed, round_bsk_bodies, .. } = self;
+        let SeededServerKey {
+            ksk_seed,
+            ksk_bodies,
+            bsk_seed,
+            bsk_bodies,
+            round_bsk_seed,
+            round_bsk_bodies,
+            result_ksk_seed,
+            result_ksk_bodies,
+            ..
+        } = self;
         let ksk = SeededLweKeyswitchKey::from_container(
             ksk_bodies,
             DecompositionBaseLog(p.ks_base_log as usize),
@@ -695,7 +855,18 @@ impl SeededServerKey {
         };
         let bsk = fourier(bsk_bodies, bsk_seed, &p);
         let round_bsk = p.round_key.map(|_| fourier(round_bsk_bodies, round_bsk_seed, &p.rounding_bootstrap()));
-        let sk = ServerKey { params: p, ksk, bsk, round_bsk };
+        let result_ksk = p.result_ks().map(|(base, level)| {
+            SeededLweKeyswitchKey::from_container(
+                result_ksk_bodies,
+                DecompositionBaseLog(base as usize),
+                DecompositionLevelCount(level as usize),
+                LweSize(p.input_dimension() + 1),
+                Seed(result_ksk_seed).into(),
+                modulus(),
+            )
+            .par_decompress_into_lwe_keyswitch_key()
+        });
+        let sk = ServerKey { params: p, ksk, bsk, round_bsk, result_ksk };
         sk.check(&p)?;
         Ok(sk)
     }
@@ -1463,7 +1634,7 @@ pub mod files {
     use super::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, SeededServerKey, ServerKey, numel};
 
     const MAGIC: &[u8; 8] = b"FHECKEY\0";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     /// Largest payload accepted (8 GiB).
     const MAX: u64 = 8 << 30;
 
@@ -1505,10 +1676,10 @@ pub mod files {
     /// Bytes of a framed seeded evaluation key besides 8 per body, for parameters without a
     /// rounding key: the 40-byte frame, and in the payload the parameters (56: three
     /// dimensions and two deviations of 8 bytes, four decomposition numbers of 4; then 1 for
-    /// the absent rounding key), and for each of the three keys (keyswitch, bootstrap,
-    /// rounding bootstrap) its seed (16) and its bodies' length (8). A rounding key adds
-    /// [`ROUND_KEY_PARAMS_BYTES`].
-    pub const SEEDED_KEY_OVERHEAD: usize = 40 + 57 + 3 * (16 + 8);
+    /// the absent rounding key), and for each of the four keys (keyswitch, bootstrap,
+    /// rounding bootstrap, result keyswitch) its seed (16) and its bodies' length (8). A
+    /// rounding key adds [`ROUND_KEY_PARAMS_BYTES`].
+    pub const SEEDED_KEY_OVERHEAD: usize = 40 + 57 + 4 * (16 + 8);
 
     /// Bytes of a rounding key's parameters (two dimensions and a deviation of 8 bytes, two
     /// decomposition numbers of 4).

@@ -28,18 +28,26 @@ pub fn encrypted_image_bytes(shape: &[usize]) -> usize {
 }
 
 /// Bytes of one encrypted result as `app::Server::classify` returns it: the framed compact
-/// form (`fhe::CompactCtTensor`) of ciphertexts of dimension `big_dimension` (`kN`) for an
-/// output of `shape`, `word_bytes` bytes per coefficient
-/// (`fhec_ir::params::result_word_bytes`).
-pub fn encrypted_result_bytes(shape: &[usize], big_dimension: usize, word_bytes: u32) -> usize {
-    // frame 40; payload: shape (8 + 8 per dimension), bits 4, word bytes 4, data (8 + bytes).
-    40 + 8 + 8 * shape.len() + 4 + 4 + 8 + shape.iter().product::<usize>() * (big_dimension + 1) * word_bytes as usize
+/// form (`fhe::CompactCtTensor`) for an output of `shape` under `p`, in `form`
+/// (`fhec_ir::params::result_form`).
+pub fn encrypted_result_bytes(
+    shape: &[usize],
+    p: &fhec_ir::params::TfheParams,
+    form: fhec_ir::params::ResultForm,
+) -> usize {
+    // frame 40; payload: shape (8 + 8 per dimension), bits 4, key 4 (the variant's index),
+    // word bits 4, data (8 + bytes).
+    // (A form whose key `p` lacks, which no server sends, counts as full words.)
+    let values = shape.iter().product::<usize>();
+    let data = form.data_bytes(p, values).unwrap_or(values * (p.big_dimension() + 1) * 8);
+    40 + 8 + 8 * shape.len() + 4 + 4 + 4 + 8 + data
 }
 
 /// Bytes of the evaluation key as `app::Client::evaluation_key` produces it for parameters
 /// `p`: the framed seeded form (`fhe::SeededServerKey`), 8 bytes per keyswitch key body
-/// (`kN·ℓ_ks`) and per bootstrap key body (`n·ℓ_pbs·(k+1)·N`, and the rounding bootstrap
-/// key's, if any) plus 169 (201 with a rounding key). What the server
+/// (`kN·ℓ_ks`), per bootstrap key body (`n·ℓ_pbs·(k+1)·N`, and the rounding bootstrap
+/// key's, if any) and per result keyswitch key body (`(kN - d)·ℓ`, if any) plus 193 (225
+/// with a rounding key). What the server
 /// holds in memory after decompression is `fhec_ir::params::TfheParams::key_bytes`.
 /// Available without the `fhe` feature, for size estimates (the compiler's build report).
 pub fn evaluation_key_bytes(p: &fhec_ir::params::TfheParams) -> usize {
@@ -51,7 +59,13 @@ pub fn evaluation_key_bytes(p: &fhec_ir::params::TfheParams) -> usize {
     // frame 40; payload: parameters 56 (3 x 8 dimensions, 2 x 8 deviations, 4 x 4
     // decompositions) + 1 (rounding key: none or some) + 32 (its 2 x 8 dimensions, 8
     // deviation, 2 x 4 decomposition), then per key a seed 16 and its bodies (length 8 + 8
-    // per body; the rounding key's are empty without one).
+    // per body; the rounding and result keys' are empty without them).
     let round_params = if p.round_key.is_some() { 32 } else { 0 };
-    40 + 57 + round_params + (16 + 8 + 8 * ksk) + (16 + 8 + 8 * bsk) + (16 + 8 + 8 * round_bsk)
+    let result_ksk = p.result_ks().map_or(0, |(_, l)| (p.big_dimension() - p.input_dimension()) * l as usize);
+    40 + 57
+        + round_params
+        + (16 + 8 + 8 * ksk)
+        + (16 + 8 + 8 * bsk)
+        + (16 + 8 + 8 * round_bsk)
+        + (16 + 8 + 8 * result_ksk)
 }

@@ -16,7 +16,9 @@
 
 use fhec_ir::artifact::Artifact;
 use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range, TableIndex};
-use fhec_ir::params::{EncodingPlan, FheSetup, RoundKeyParams, TfheParams, min_secure_std, result_word_bytes};
+use fhec_ir::params::{
+    EncodingPlan, FheSetup, ResultForm, ResultKey, RoundKeyParams, TfheParams, min_secure_std, result_form,
+};
 use fhec_runtime::app::{Client, Server};
 use fhec_runtime::fhe::files::{self, Kind, kind_of};
 use fhec_runtime::fhe::test_support::noise_samples;
@@ -240,7 +242,7 @@ fn seeded_image_through_the_app_api_equals_simulation() {
         assert_eq!(up.len(), encrypted_image_bytes(c.input_shape()));
         let res = server.classify(&up).unwrap();
         assert_eq!(kind_of(&res), Some(Kind::CompactResult));
-        assert_eq!(res.len(), encrypted_result_bytes(&[1, 1, 28, 28], 1024, result_word_bytes(&p, &plan, &c)));
+        assert_eq!(res.len(), encrypted_result_bytes(&[1, 1, 28, 28], &p, result_form(&p, &plan, &c)));
         let pred = client.decrypt(&res).unwrap();
         assert_eq!(pred.raw, want(&c, &px), "image {seed}");
         // Decrypting the image itself instead of a result is an error.
@@ -338,32 +340,67 @@ fn bad_seeded_images_are_errors() {
     }
 }
 
+/// Parameters shaped like `seedq_mnist`'s (`N = 4096`, a rounding key of two polynomials
+/// of 1024 sharing the GLWE key's first 2048 coefficients), so that results can be switched
+/// to that input key.
+fn params_with_input_key() -> TfheParams {
+    let r = RoundKeyParams {
+        glwe_dimension: 2,
+        polynomial_size: 1024,
+        glwe_noise_std: min_secure_std(2048),
+        pbs_base_log: 20,
+        pbs_level: 1,
+    };
+    TfheParams { polynomial_size: 4096, glwe_noise_std: min_secure_std(4096), round_key: Some(r), ..fhe_mnist_params() }
+}
+
 #[test]
-fn compact_results_keep_the_bytes_the_output_noise_needs() {
-    let p = fhe_mnist_params();
+fn compact_results_keep_the_bits_the_output_noise_needs() {
+    let p = params_with_input_key();
     let c = identity_circuit(28, 28);
     let plan = EncodingPlan::plan(&c).unwrap();
-    // The identity's output is encoded on 9 bits with fresh noise (2^-50): rounding the
-    // 2049 coefficients to 2 bytes adds noise of std 2^-12.8, too much for a 2^-64 failure
-    // at 9 bits; 3 bytes add 2^-20.8.
+    // The identity's output is encoded on 9 bits with fresh noise. The result keyswitch (two
+    // levels onto the 2048-coefficient input key) keeps it: the smallest reliable form is
+    // under the input key, 2049 coefficients per value instead of 4097.
     assert_eq!(plan.bits[c.output], 9);
-    assert_eq!(result_word_bytes(&p, &plan, &c), 3);
+    assert_eq!(p.result_ks().map(|(_, l)| l), Some(2));
+    let form = result_form(&p, &plan, &c);
+    assert_eq!(form.key, ResultKey::Input);
+    let glwe = ResultForm { key: ResultKey::Glwe, word_bits: 64 };
+    assert!(form.data_bytes(&p, 784).unwrap() * 5 < glwe.data_bytes(&p, 784).unwrap());
+    // The small key's keyswitch noise (std about 2^-11) is too much for a 9-bit output.
+    let small = ResultForm { key: ResultKey::Small, word_bits: 64 };
+    assert!(!small.decrypts_reliably(&p, &plan, &c));
+
     let ck = ClientKey::generate(&p);
+    let sk = ck.server_key();
     let vals: Vec<i64> = (0..784).map(|i| (i * 37 % 511) - 255).collect();
     let ct = ck.encrypt(&vals, &[1, 1, 28, 28], 9);
-    let three = ct.compact(3);
-    assert_eq!(three.data.len(), 784 * 2049 * 3);
-    assert_eq!(ck.decrypt(&three.expand(&p).unwrap()), vals);
-    // Eight bytes are the words themselves; one byte is far below the budget (noise of std
-    // 2^-4.8 against a half step of 2^-11) and decrypts to garbage.
-    assert_eq!(ct.compact(8).expand(&p).unwrap(), ct);
-    let one = ck.decrypt(&ct.compact(1).expand(&p).unwrap());
-    assert!(one.iter().zip(&vals).filter(|(a, b)| a != b).count() > 700);
-    // Serialized: the size the report announces; 61.5 KB for fhe_mnist's ten outputs.
-    let b = three.to_bytes(&p);
-    assert_eq!(b.len(), encrypted_result_bytes(&[1, 1, 28, 28], 2048, 3));
-    assert_eq!(CompactCtTensor::from_bytes(&b, &p).unwrap(), three);
-    assert_eq!(encrypted_result_bytes(&[1, 10], 2048, 3), 61_550);
+    let res = sk.compact(&ct, form).unwrap();
+    assert_eq!(res.data.len(), (784 * 2049 * form.word_bits as usize).div_ceil(8));
+    assert_eq!(ck.decrypt_compact(&res).unwrap(), vals);
+    // The full words under the GLWE key are the ciphertexts themselves.
+    assert_eq!(ck.decrypt_compact(&sk.compact(&ct, glwe).unwrap()).unwrap(), vals);
+    // Forms the noise model rejects do decrypt to errors: the small key, and one bit per
+    // coefficient.
+    let wrong = |f: ResultForm| {
+        let got = ck.decrypt_compact(&sk.compact(&ct, f).unwrap()).unwrap();
+        got.iter().zip(&vals).filter(|(a, b)| a != b).count()
+    };
+    assert!(wrong(small) > 100);
+    assert!(wrong(ResultForm { key: ResultKey::Input, word_bits: 1 }) > 700);
+    // Serialized: the size the report announces.
+    let b = res.to_bytes(&p);
+    assert_eq!(b.len(), encrypted_result_bytes(&[1, 1, 28, 28], &p, form));
+    assert_eq!(CompactCtTensor::from_bytes(&b, &p).unwrap(), res);
+
+    // Without a rounding key the input key is the GLWE key: no result keyswitch key.
+    let q = fhe_mnist_params();
+    assert_eq!(q.result_ks(), None);
+    assert_eq!(result_form(&q, &plan, &c).key, ResultKey::Glwe);
+    let input = ResultForm { key: ResultKey::Input, word_bits: 24 };
+    assert!(!input.decrypts_reliably(&q, &plan, &c));
+    assert_eq!(input.data_bytes(&q, 784), None);
 }
 
 #[test]
@@ -387,21 +424,31 @@ fn bad_results_are_errors() {
     assert!(err(&b).contains("corrupt (checksum mismatch)"));
     // A result rounded below what the output's noise allows is refused, not misread.
     let ck = ClientKey::from_bytes(&client.secret_key(), &p).unwrap();
+    let sk = ck.server_key();
     let full = ck.encrypt(&want(&c, &px), &[1, 1, 28, 28], plan.bits[c.output]);
-    let e = err(&full.compact(2).to_bytes(&p));
-    assert!(e.contains("keeps 2 bytes per coefficient, but this model's output needs 3"), "{e}");
+    let form = result_form(&p, &plan, &c);
+    let compact = |f: ResultForm| sk.compact(&full, f).unwrap();
+    let e = err(&compact(ResultForm { word_bits: form.word_bits - 1, ..form }).to_bytes(&p));
+    let fewer = format!("keeps {} bits per coefficient under the Glwe key, too few", form.word_bits - 1);
+    assert!(e.contains(&fewer), "{e}");
     // Bytes that do not match the shape and parameters.
-    let mut short = full.compact(3);
+    let mut short = compact(form);
     short.data.truncate(short.data.len() - 3);
-    assert!(err(&short.to_bytes(&p)).contains("not 3 bytes per coefficient of [1, 1, 28, 28] ciphertexts"));
-    let mut wide = full.compact(3);
-    wide.word_bytes = 9;
-    assert!(err(&wide.to_bytes(&p)).contains("9 bytes per word"));
+    let e = err(&short.to_bytes(&p));
+    assert!(e.contains(&format!("not {} bits per coefficient of [1, 1, 28, 28] ciphertexts", form.word_bits)), "{e}");
+    let mut wide = compact(form);
+    wide.word_bits = 65;
+    assert!(err(&wide.to_bytes(&p)).contains("65 bits per word"));
+    // Under an input key these parameters do not have.
+    let mut input = compact(form);
+    input.key = ResultKey::Input;
+    assert!(err(&input.to_bytes(&p)).contains("no result keyswitch"));
+    assert!(sk.compact(&full, ResultForm { key: ResultKey::Input, word_bits: 24 }).is_err());
     // A result of other parameters; a key where the result is expected.
     let (other_art, _) = artifact(&c, small_params(460));
     let other = Client::new(&other_art).unwrap();
-    assert!(err(&full.compact(3).to_bytes(&small_params(460))).contains("other TFHE parameters"));
-    assert_eq!(result_word_bytes(&small_params(460), &plan, &c), 8);
+    assert!(err(&compact(form).to_bytes(&small_params(460))).contains("other TFHE parameters"));
+    assert_eq!(result_form(&small_params(460), &plan, &c), ResultForm { key: ResultKey::Glwe, word_bits: 64 });
     assert!(other.decrypt(&res).unwrap_err().to_string().contains("other TFHE parameters"));
     assert!(err(&client.secret_key()).contains("holds a client key but an encrypted result is expected"));
     // Full ciphertexts (what servers returned before) are still accepted.
@@ -648,6 +695,8 @@ fn bad_seeded_evaluation_keys_are_errors() {
             ],
             round_bsk_seed: 0,
             round_bsk_bodies: vec![],
+            result_ksk_seed: 0,
+            result_ksk_bodies: vec![],
         };
         let e = k.decompress().err().expect("invalid parameters").0;
         assert!(e.contains("the TFHE parameters are invalid"), "{bad:?}: {e}");
@@ -782,13 +831,15 @@ fn seeded_key_with_a_rounding_key_round_trips_and_bad_rounding_bodies_are_errors
     let ck = ClientKey::generate(&p);
     let seeded = ck.seeded_server_key();
     assert_eq!(seeded.round_bsk_bodies.len(), 500 * 3 * 256);
+    // The result keyswitch key: two levels for each of the 512 coefficients after the prefix.
+    assert_eq!(seeded.result_ksk_bodies.len(), 512 * 2);
     let b = seeded.to_bytes();
     assert_eq!(b.len(), evaluation_key_bytes(&p));
     assert_eq!(
         b.len(),
         files::SEEDED_KEY_OVERHEAD
             + files::ROUND_KEY_PARAMS_BYTES
-            + 8 * (1024 + 500 * 2 * 1024 + seeded.round_bsk_bodies.len())
+            + 8 * (1024 + 500 * 2 * 1024 + seeded.round_bsk_bodies.len() + seeded.result_ksk_bodies.len())
     );
     let back = SeededServerKey::from_bytes(&b, &p).unwrap();
     assert_eq!(back, seeded);
@@ -805,6 +856,11 @@ fn seeded_key_with_a_rounding_key_round_trips_and_bad_rounding_bodies_are_errors
     extra.params.round_key = None;
     let e = extra.decompress().err().expect("extra").0;
     assert!(e.contains("rounding bootstrap key bodies, not 0"), "{e}");
+    // A result keyswitch key one body short.
+    let mut result_short = seeded.clone();
+    result_short.result_ksk_bodies.pop();
+    let e = result_short.decompress().err().expect("result short").0;
+    assert!(e.contains("holds 1023 result keyswitch key bodies, not 1024"), "{e}");
     // A rounding key wider than the main one is refused before tfhe-rs sees it.
     let mut wide = seeded;
     wide.params.round_key = Some(fhec_ir::params::RoundKeyParams { glwe_dimension: 8, ..r });
