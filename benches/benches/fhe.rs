@@ -4,7 +4,8 @@
 //!   element costs) for the parameters the compiler chooses for the bundled `fhe_mnist` at
 //!   4- and 5-bit tables, and the rounding bootstrap (what every read of exact rounding
 //!   costs) where those parameters have a rounding key, and a batch of 16 keyswitches in one
-//!   pass over the key (as the runtime does a layer's);
+//!   pass over the key and of 16 bootstraps in one batched blind rotation (as the runtime
+//!   does a layer's);
 //! * `layer/fhe_mnist fc1+act2`: the second layer of `fhe_mnist` (a 256->32 dense layer on
 //!   ciphertexts, offset, exact rounding and the ReLU table: 256 bootstraps) on all cores.
 //!
@@ -72,6 +73,9 @@ fn benches(cr: &mut Criterion) {
         let batch = ck.encrypt(&[3; 16], &[16], t);
         let name = format!("fhe_mnist {t}-bit tables, 16 keyswitches in one pass: {}", p.summary());
         g.bench_function(name, |bch| bch.iter(|| b.keyswitch(&batch)));
+        b.keyswitch(&batch);
+        let name = format!("fhe_mnist {t}-bit tables, 16 bootstraps in one batched blind rotation: {}", p.summary());
+        g.bench_function(name, |bch| bch.iter(|| b.bootstrap_batch().len()));
         if p.round_key.is_some() {
             let mut r = OneBootstrap::rounding(&sk);
             let name = format!("fhe_mnist {t}-bit tables, rounding bootstrap: {}", p.summary());

@@ -866,3 +866,59 @@ fn seeded_key_with_a_rounding_key_round_trips_and_bad_rounding_bodies_are_errors
     wide.params.round_key = Some(fhec_ir::params::RoundKeyParams { glwe_dimension: 8, ..r });
     assert!(wide.decompress().err().expect("wide").0.contains("the TFHE parameters are invalid"));
 }
+
+/// Batched bootstrap costs (16 per blind rotation, one thread; what `evaluate` does) over
+/// parameter sets spanning the search space, against `TfheParams::pbs_cost`: the data the
+/// cost model is fitted on (a few minutes and about 5 GB of memory; run with `--ignored
+/// --nocapture` on an idle machine).
+#[test]
+#[ignore]
+fn bootstrap_costs_for_the_cost_model() {
+    use fhec_runtime::fhe::test_support::OneBootstrap;
+    let sets: [(usize, usize, usize, u32, u32); 11] = [
+        (700, 1, 1024, 1, 20),
+        (760, 1, 2048, 3, 12),
+        (800, 1, 2048, 1, 20),
+        (800, 2, 1024, 2, 16),
+        (830, 2, 1024, 2, 16),
+        (800, 4, 512, 2, 16),
+        (800, 2, 2048, 2, 16),
+        (800, 1, 4096, 1, 20),
+        (830, 1, 4096, 3, 12),
+        (800, 1, 8192, 2, 15),
+        (890, 1, 8192, 5, 8),
+    ];
+    for (n, k, big_n, l, b) in sets {
+        let p = TfheParams {
+            lwe_dimension: n,
+            glwe_dimension: k,
+            polynomial_size: big_n,
+            lwe_noise_std: min_secure_std(n),
+            glwe_noise_std: min_secure_std(k * big_n),
+            pbs_base_log: b,
+            pbs_level: l,
+            ks_base_log: 2,
+            ks_level: 8,
+            round_key: None,
+        };
+        let ck = ClientKey::generate(&p);
+        let sk = ck.server_key();
+        let ct = ck.encrypt(&[1; 16], &[16], 2);
+        let mut one = OneBootstrap::new(&sk, 2);
+        one.keyswitch(&ct);
+        one.bootstrap_batch();
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                one.bootstrap_batch();
+                t.elapsed().as_secs_f64() * 1e3 / 16.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "COST n={n} k={k} N={big_n} l={l}: batched {:.2} ms per bootstrap, model {:.2} ms",
+            times[2],
+            p.pbs_cost()
+        );
+    }
+}
