@@ -229,27 +229,32 @@ impl TfheParams {
     }
 
     /// Estimated cost of one keyswitch + PBS, in milliseconds on one core of the development
-    /// machine (fitted on four measured sets: n=790..920, N=2048 and 8192, 1 to 5 levels,
-    /// within about 10%).
+    /// machine (see [`TfheParams::pbs_cost`] and [`TfheParams::ks_cost`]).
     pub fn cost(&self) -> f64 {
         self.pbs_cost() + self.ks_cost()
     }
 
-    /// The bootstrap's part of [`TfheParams::cost`]: `n` CMuxes, each `(k+1)·ℓ` forward FFTs
-    /// and `(k+1)²·ℓ` products of size `N`, plus a fixed part (the `k+1` inverse FFTs, the
-    /// rotation) worth about 2.9 levels' work per polynomial.
+    /// The bootstrap's part of [`TfheParams::cost`], as the runtime does it (batched blind
+    /// rotations, 16 per pass over the bootstrap key): `n` CMuxes, each `(k+1)·ℓ` forward
+    /// FFTs of size `N`, `(k+1)²·ℓ` products with the key, and `k+1` inverse FFTs with the
+    /// rotation. Coefficients fitted on eleven measured sets (n=700..890, k=1..4,
+    /// N=512..8192, 1 to 5 levels; `bootstrap_costs_for_the_cost_model` in
+    /// `runtime/tests/transport.rs`), within 8%.
     pub fn pbs_cost(&self) -> f64 {
         let (n, k, big_n) = (self.lwe_dimension as f64, self.glwe_dimension as f64, self.polynomial_size as f64);
-        1.26e-7 * n * (k + 1.0) * big_n * big_n.log2() * (self.pbs_level as f64 * (k + 1.0) + 2.9)
+        let (l, log_n) = (self.pbs_level as f64, big_n.log2());
+        n * (k + 1.0) * big_n * (9.67e-8 * l * log_n + 4.17e-7 * (k + 1.0) * l + 2.82e-7 * log_n)
     }
 
     /// The keyswitch's part of [`TfheParams::cost`]: the runtime keyswitches up to 16
     /// ciphertexts in one pass over the key (`kN·ℓ_ks` rows of `n+1` words), so the cost is
-    /// arithmetic, about 0.2 ns per key word and ciphertext here (one at a time it would be
-    /// memory-bound, about 0.8 ns).
+    /// arithmetic: about 0.19 ns per key row word used, and a row is used for the signed
+    /// digits that are not zero (a fraction `1 - 2^-b` of them, base `2^b`). Fitted on four
+    /// measured sets (`bootstrap_costs_for_the_cost_model`), within 5%.
     pub fn ks_cost(&self) -> f64 {
         let (n, k, big_n) = (self.lwe_dimension as f64, self.glwe_dimension as f64, self.polynomial_size as f64);
-        2.0e-7 * k * big_n * self.ks_level as f64 * (n + 1.0)
+        let nonzero = 1.0 - (-(self.ks_base_log as f64)).exp2();
+        1.86e-7 * k * big_n * self.ks_level as f64 * (n + 1.0) * nonzero
     }
 
     /// Relative cost of one keyswitch + rounding bootstrap (the main keyswitch, then the

@@ -867,9 +867,9 @@ fn seeded_key_with_a_rounding_key_round_trips_and_bad_rounding_bodies_are_errors
     assert!(wide.decompress().err().expect("wide").0.contains("the TFHE parameters are invalid"));
 }
 
-/// Batched bootstrap costs (16 per blind rotation, one thread; what `evaluate` does) over
-/// parameter sets spanning the search space, against `TfheParams::pbs_cost`: the data the
-/// cost model is fitted on (a few minutes and about 5 GB of memory; run with `--ignored
+/// Batched bootstrap and keyswitch costs (16 per blind rotation or pass over the key, one
+/// thread; what `evaluate` does) over parameter sets spanning the search space, against
+/// `TfheParams::pbs_cost` and `ks_cost`: the data the cost model is fitted on (a few minutes and about 5 GB of memory; run with `--ignored
 /// --nocapture` on an idle machine).
 #[test]
 #[ignore]
@@ -919,6 +919,41 @@ fn bootstrap_costs_for_the_cost_model() {
             "COST n={n} k={k} N={big_n} l={l}: batched {:.2} ms per bootstrap, model {:.2} ms",
             times[2],
             p.pbs_cost()
+        );
+    }
+    // Keyswitches, 16 in one pass over the key, against `TfheParams::ks_cost`.
+    for (n, big_n, ks_level, ks_base_log) in
+        [(760, 2048, 8, 2), (860, 4096, 5, 3), (830, 4096, 8, 2), (890, 8192, 9, 2)]
+    {
+        let p = TfheParams {
+            lwe_dimension: n,
+            glwe_dimension: 1,
+            polynomial_size: big_n,
+            lwe_noise_std: min_secure_std(n),
+            glwe_noise_std: min_secure_std(big_n),
+            pbs_base_log: 20,
+            pbs_level: 1,
+            ks_base_log,
+            ks_level,
+            round_key: None,
+        };
+        let ck = ClientKey::generate(&p);
+        let sk = ck.server_key();
+        let ct = ck.encrypt(&[1; 16], &[16], 2);
+        let mut one = OneBootstrap::new(&sk, 2);
+        one.keyswitch(&ct);
+        let mut times: Vec<f64> = (0..7)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                one.keyswitch(&ct);
+                t.elapsed().as_secs_f64() * 1e3 / 16.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "COST KS n={n} kN={big_n} l={ks_level}: {:.2} ms per keyswitch, model {:.2} ms",
+            times[3],
+            p.ks_cost()
         );
     }
 }
