@@ -958,6 +958,47 @@ fn keyswitch_batch(
     }
 }
 
+/// Bootstraps the ciphertexts of `small` (`bsk`'s input dimension + 1 words each), the
+/// `i`-th with `lut(i)`, into `out` (its output dimension + 1 words each) in one batched
+/// blind rotation; `accs` holds the accumulators (at least one GLWE ciphertext per input).
+fn batch_bootstrap<'l>(
+    bsk: &FourierLweBootstrapKeyOwned,
+    fft: &Fft,
+    buffers: &mut ComputationBuffers,
+    small: &[u64],
+    accs: &mut [u64],
+    lut: impl Fn(usize) -> &'l GlweCiphertextOwned<u64>,
+    out: &mut [u64],
+) {
+    let (glwe, poly) = (bsk.glwe_size(), bsk.polynomial_size());
+    let (n1, size) = (bsk.input_lwe_dimension().0 + 1, bsk.output_lwe_dimension().0 + 1);
+    let (count, words) = (small.len() / n1, glwe.0 * poly.0);
+    for (i, a) in accs[..count * words].chunks_exact_mut(words).enumerate() {
+        a.copy_from_slice(lut(i).as_ref());
+    }
+    let accs = GlweCiphertextList::from_container(&accs[..count * words], glwe, poly, modulus());
+    let input = LweCiphertextList::from_container(small, LweSize(n1), modulus());
+    let mut out = LweCiphertextList::from_container(&mut out[..count * size], LweSize(size), modulus());
+    batch_programmable_bootstrap_lwe_ciphertext_mem_optimized(
+        &input,
+        &mut out,
+        &accs,
+        bsk,
+        fft.as_view(),
+        buffers.stack(),
+    );
+}
+
+/// Writes a rounding bootstrap's output `src` (under the `k_r·N_r` prefix of the big key) to
+/// `out` as a big-key ciphertext: the mask padded with zeros, then the body.
+fn pad_to_big_key(src: &[u64], out: &mut [u64]) {
+    let d = src.len() - 1;
+    let (mask, body) = out.split_at_mut(out.len() - 1);
+    mask[..d].copy_from_slice(&src[..d]);
+    mask[d..].fill(0);
+    body[0] = src[d];
+}
+
 struct Worker<'p> {
     fft: Fft,
     /// With a rounding key: its FFT and a bootstrap output of its dimension (`k_r·N_r`).
@@ -1016,25 +1057,8 @@ impl<'p> Worker<'p> {
         lut: impl Fn(usize) -> &'l GlweCiphertextOwned<u64>,
         outs: &mut [u64],
     ) {
-        let p = &sk.params;
-        let (n1, size) = (p.lwe_dimension + 1, p.big_dimension() + 1);
-        let (glwe, poly) = (GlweSize(p.glwe_dimension + 1), PolynomialSize(p.polynomial_size));
         let Worker { fft, buffers, small, accs, progress, .. } = self;
-        let words = glwe.0 * poly.0;
-        for (i, a) in accs[..count * words].chunks_exact_mut(words).enumerate() {
-            a.copy_from_slice(lut(i).as_ref());
-        }
-        let accs = GlweCiphertextList::from_container(&accs[..count * words], glwe, poly, modulus());
-        let input = LweCiphertextList::from_container(&small[..count * n1], LweSize(n1), modulus());
-        let mut out = LweCiphertextList::from_container(&mut outs[..count * size], LweSize(size), modulus());
-        batch_programmable_bootstrap_lwe_ciphertext_mem_optimized(
-            &input,
-            &mut out,
-            &accs,
-            &sk.bsk,
-            fft.as_view(),
-            buffers.stack(),
-        );
+        batch_bootstrap(&sk.bsk, fft, buffers, &small[..count * (sk.params.lwe_dimension + 1)], accs, lut, outs);
         progress.fetch_add(count, Ordering::Relaxed);
     }
 
@@ -1046,32 +1070,13 @@ impl<'p> Worker<'p> {
         let (Some(bsk), Some((fft, _))) = (&sk.round_bsk, self.round.as_ref()) else {
             return self.pbs_batch(sk, count, |_| lut, outs);
         };
-        let p = &sk.params;
-        let r = p.rounding_bootstrap();
-        let (n1, size, r1) = (p.lwe_dimension + 1, p.big_dimension() + 1, r.big_dimension() + 1);
-        let (glwe, poly) = (GlweSize(r.glwe_dimension + 1), PolynomialSize(r.polynomial_size));
+        let (n1, size) = (sk.params.lwe_dimension + 1, sk.lwe_size());
+        let r1 = bsk.output_lwe_dimension().0 + 1;
         let Worker { buffers, small, accs, round_outs, progress, .. } = self;
-        let words = glwe.0 * poly.0;
-        for a in accs[..count * words].chunks_exact_mut(words) {
-            a.copy_from_slice(lut.as_ref());
-        }
-        let accs = GlweCiphertextList::from_container(&accs[..count * words], glwe, poly, modulus());
-        let input = LweCiphertextList::from_container(&small[..count * n1], LweSize(n1), modulus());
-        let mut out = LweCiphertextList::from_container(&mut round_outs[..count * r1], LweSize(r1), modulus());
-        batch_programmable_bootstrap_lwe_ciphertext_mem_optimized(
-            &input,
-            &mut out,
-            &accs,
-            bsk,
-            fft.as_view(),
-            buffers.stack(),
-        );
+        let round_outs = &mut round_outs[..count * r1];
+        batch_bootstrap(bsk, fft, buffers, &small[..count * n1], accs, |_| lut, round_outs);
         for (o, src) in outs[..count * size].chunks_exact_mut(size).zip(round_outs.chunks_exact(r1)) {
-            let d = r1 - 1;
-            let (mask, body) = o.split_at_mut(size - 1);
-            mask[..d].copy_from_slice(&src[..d]);
-            mask[d..].fill(0);
-            body[0] = src[d];
+            pad_to_big_key(src, o);
         }
         progress.fetch_add(count, Ordering::Relaxed);
     }
@@ -1112,12 +1117,7 @@ impl<'p> Worker<'p> {
         };
         let input = LweCiphertext::from_container(&small[i * n1..(i + 1) * n1], modulus());
         programmable_bootstrap_lwe_ciphertext_mem_optimized(&input, r_out, lut, bsk, fft.as_view(), buffers.stack());
-        let src = r_out.as_ref();
-        let d = src.len() - 1;
-        let (mask, body) = out.split_at_mut(out.len() - 1);
-        mask[..d].copy_from_slice(&src[..d]);
-        mask[d..].fill(0);
-        body[0] = src[d];
+        pad_to_big_key(r_out.as_ref(), out);
         progress.fetch_add(1, Ordering::Relaxed);
     }
 
