@@ -445,6 +445,12 @@ fn bench_speed_checks_its_arguments_before_running_anything() {
     assert!(run(&["--images", "0"]).contains("--images must be at least 1"));
     let e = run(&["--only", "fhe_mnist.onnx,missing.onnx", "--python", "none"]);
     assert!(e.contains("missing.onnx is not in") && e.contains("manifest.json"), "{e}");
+    let e = run(&["--only", "seedq_mnist.onnx:table-bits=6", "--python", "none"]);
+    assert!(e.contains("unknown width flag 'table-bits'") && e.contains("max-table-bits"), "{e}");
+    let e = run(&["--only", "seedq_mnist.onnx:max-table-bits=1", "--python", "none"]);
+    assert!(e.contains("seedq_mnist.onnx:max-table-bits=1") && e.contains("max table bits 1 must be in 2..=20"), "{e}");
+    let e = run(&["--only", "seedq_mnist.onnx:max-table-bits", "--python", "none"]);
+    assert!(e.contains("is not flag=value"), "{e}");
     let e = run(&["--only", "fhe_mnist.onnx", "--python", "/nonexistent/python3"]);
     assert!(e.contains("cannot run /nonexistent/python3") && e.contains("benches/anchors/setup.sh"), "{e}");
     assert!(run(&["--concrete-ml-images", "0"]).contains("--concrete-ml-images must be at least 1"));

@@ -323,8 +323,14 @@ enum Bench {
         /// Directory of the bundled models (with manifest.json).
         #[arg(long, default_value = "examples/models")]
         models: PathBuf,
-        /// The bundled models to run encrypted.
-        #[arg(long, value_delimiter = ',', default_value = "fhe_mnist.onnx,seed_mnist.onnx,seedq_mnist.onnx")]
+        /// The bundled models to run encrypted, each optionally followed by width flags that
+        /// override its defaults, `:`-separated: `seedq_mnist.onnx:max-table-bits=6` (flags:
+        /// input-bits, weight-bits, act-bits, max-table-bits). The anchors' ratios use the file.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "fhe_mnist.onnx,seed_mnist.onnx,seedq_mnist.onnx,seedq_mnist.onnx:max-table-bits=6"
+        )]
         only: Vec<String>,
         /// Directory with `mnist/` and `fashion-mnist/` IDX test sets.
         #[arg(long)]
@@ -1317,6 +1323,76 @@ struct SpeedRun<'a> {
     out: &'a Path,
 }
 
+/// One `--only` entry of `fhec bench speed`: a bundled file and the width flags it is
+/// compiled with (`seedq_mnist.onnx:max-table-bits=6`).
+#[cfg(feature = "fhe")]
+struct ModelSpec {
+    file: String,
+    /// `(flag, value)` in the order given.
+    widths: Vec<(String, u32)>,
+}
+
+#[cfg(feature = "fhe")]
+impl ModelSpec {
+    const FLAGS: [&'static str; 4] = ["input-bits", "weight-bits", "act-bits", "max-table-bits"];
+
+    fn parse(s: &str) -> Result<ModelSpec> {
+        let mut parts = s.split(':');
+        let file = parts.next().unwrap_or_default().trim().to_string();
+        if file.is_empty() {
+            bail!("'{s}': no model file before the width flags");
+        }
+        let widths = parts
+            .map(|kv| {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("'{s}': '{kv}' is not flag=value (e.g. max-table-bits=6)"))?;
+                if !Self::FLAGS.contains(&k) {
+                    bail!("'{s}': unknown width flag '{k}' (known: {})", Self::FLAGS.join(", "));
+                }
+                let v: u32 = v.parse().with_context(|| format!("'{s}': '{v}' is not a number of bits"))?;
+                Ok((k.to_string(), v))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let spec = ModelSpec { file, widths };
+        // Out-of-range widths fail now, not after the anchors' minutes.
+        let mut args = CompileArgs::defaults();
+        spec.apply(&mut args);
+        let q = QuantOptions::default();
+        QuantOptions {
+            input_bits: args.input_bits.unwrap_or(q.input_bits),
+            weight_bits: args.weight_bits.unwrap_or(q.weight_bits),
+            act_bits: args.act_bits.unwrap_or(q.act_bits),
+            max_table_bits: args.max_table_bits.unwrap_or(q.max_table_bits),
+            ..q
+        }
+        .validate()
+        .with_context(|| format!("'{s}'"))?;
+        Ok(spec)
+    }
+
+    /// The file, and its flags as `fhec` options when it has some.
+    fn label(&self) -> String {
+        if self.widths.is_empty() {
+            return self.file.clone();
+        }
+        let flags: Vec<String> = self.widths.iter().map(|(k, v)| format!("--{k} {v}")).collect();
+        format!("{} ({})", self.file, flags.join(" "))
+    }
+
+    fn apply(&self, args: &mut CompileArgs) {
+        for (k, v) in &self.widths {
+            let slot = match k.as_str() {
+                "input-bits" => &mut args.input_bits,
+                "weight-bits" => &mut args.weight_bits,
+                "act-bits" => &mut args.act_bits,
+                _ => &mut args.max_table_bits,
+            };
+            *slot = Some(*v);
+        }
+    }
+}
+
 /// An anchor's evaluate time per image (wall, median) on one model, for the ratio columns.
 #[cfg(feature = "fhe")]
 struct AnchorTime {
@@ -1350,7 +1426,8 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
             .find(|m| &m.file == file)
             .with_context(|| format!("{file} is not in {}", models.join("manifest.json").display()))
     };
-    let entries = run.only.iter().map(entry).collect::<Result<Vec<_>>>()?;
+    let specs = run.only.iter().map(|s| ModelSpec::parse(s)).collect::<Result<Vec<_>>>()?;
+    let entries = specs.iter().map(|s| entry(&s.file)).collect::<Result<Vec<_>>>()?;
     let cml_entries =
         if run.cml_python == "none" { vec![] } else { run.cml_models.iter().map(entry).collect::<Result<Vec<_>>>()? };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -1427,14 +1504,16 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
         println!("{row}");
         rows.push(row);
     }
-    for m in entries {
+    for (spec, m) in specs.iter().zip(entries) {
         let path = models.join(&m.file);
         let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
         let full = Dataset::load_test(data, kind)?;
         let mut ds = full.clone();
         ds.truncate(images);
-        println!("== {} ==", m.file);
-        let args = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        println!("== {} ==", spec.label());
+        let mut args =
+            CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        spec.apply(&mut args);
         let (g, art) = compile_model(&path, &args)?;
         let setup = art.fhe.as_ref().with_context(|| format!("{}: no 128-bit parameters fit", m.file))?;
         let acc = measure_accuracy(&g, &art, &full, m.preprocess)?;
@@ -1443,7 +1522,7 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
         let r = fhe_eval(&path, &art, &ds, kind)?;
         let row = format!(
             "| fhec (TFHE, {cores} threads) | {} | {} | {:.2}% (compiled circuit, what its FHE computes; float {:.2}%) | {}/{} correct, {}/{} equal to the simulation | {} ({} + {} rounding) | {}; {:.0} bits, failure 2^{:.1} / inference | {:.3} s | {:.2} s | {:.2} s | {:.4} s | {} | {:.2} | {:.1} s | {} | {} | {} | {} | {} |",
-            m.file,
+            spec.label(),
             ds.len(),
             100.0 * acc.simulated as f64 / full.len() as f64,
             100.0 * acc.float as f64 / full.len() as f64,
@@ -1489,7 +1568,9 @@ Its *evaluation key* is the serialized (compressed) evaluation keys.",
     };
     let body = format!(
         "## Speed: encrypted inference beside TenSEAL and Concrete ML, one run\n\n\
-Produced by `fhec bench speed --data {} --images {images}` (models: {}). Each system encrypts \
+Produced by `fhec bench speed --data {} --images {images}` (models: {}; a file followed by \
+flags, such as `seedq_mnist.onnx (--max-table-bits 6)`, is that file compiled with those widths \
+instead of the ones its metadata names). Each system encrypts \
 the first MNIST test images on the client, evaluates them on the server with the \
 public evaluation key only (both cores), and decrypts; latencies are medians over the images \
 (wall clock; *evaluate CPU*: CPU time of the server process, all threads). *Test-set accuracy*: \
