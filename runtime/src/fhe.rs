@@ -1506,8 +1506,8 @@ fn max_pool(
     let batch = ks_batch(wins.len());
     let mut data = vec![0u64; wins.len() * size];
     data.par_chunks_mut(batch * size).zip(wins.par_chunks(batch)).for_each_init(
-        || (Worker::new(sk, progress), vec![0u64; batch * size], vec![0u64; batch * size]),
-        |(w, diffs, outs), (ms, wins)| {
+        || (Worker::new(sk, progress), vec![0u64; batch * size], vec![0u64; batch * size], Vec::with_capacity(batch)),
+        |(w, diffs, outs, live), (ms, wins)| {
             for (m, win) in ms.chunks_exact_mut(size).zip(wins) {
                 if let Some(&first) = win.first() {
                     m.copy_from_slice(&x.data[first * size..(first + 1) * size]);
@@ -1517,8 +1517,9 @@ fn max_pool(
             for step in 1..longest {
                 // diff = (x_i - m + offset) at the table's encoding, for the windows that
                 // have an i-th element.
-                let live: Vec<usize> = (0..wins.len()).filter(|&k| wins[k].len() > step).collect();
-                for (diff, &k) in diffs.chunks_exact_mut(size).zip(&live) {
+                live.clear();
+                live.extend((0..wins.len()).filter(|&k| wins[k].len() > step));
+                for (diff, &k) in diffs.chunks_exact_mut(size).zip(live.iter()) {
                     let (m, i) = (&ms[k * size..(k + 1) * size], wins[k][step]);
                     for ((d, &a), &b) in diff.iter_mut().zip(&x.data[i * size..(i + 1) * size]).zip(m) {
                         *d = a.wrapping_sub(b);
@@ -1531,7 +1532,7 @@ fn max_pool(
                 let count = live.len();
                 w.keyswitch(sk, &diffs[..count * size], size);
                 w.pbs_batch(sk, count, |_| lut, outs);
-                for (out, &k) in outs.chunks_exact(size).zip(&live) {
+                for (out, &k) in outs.chunks_exact(size).zip(live.iter()) {
                     for (a, &o) in ms[k * size..(k + 1) * size].iter_mut().zip(out) {
                         *a = a.wrapping_add(o);
                     }
