@@ -145,15 +145,19 @@ impl CompileArgs {
     /// The widths: flags first, then the model's `fhec.compile.*` metadata (a model trained
     /// for given widths says so), then the defaults.
     fn quant_options(&self, g: &Graph) -> Result<QuantOptions> {
-        let m = QuantOptions::for_model(g)?;
-        Ok(QuantOptions {
+        Ok(self.quant_options_over(QuantOptions::for_model(g)?))
+    }
+
+    /// The flags over the widths of `m`.
+    fn quant_options_over(&self, m: QuantOptions) -> QuantOptions {
+        QuantOptions {
             input_bits: self.input_bits.unwrap_or(m.input_bits),
             weight_bits: self.weight_bits.unwrap_or(m.weight_bits),
             act_bits: self.act_bits.unwrap_or(m.act_bits),
             max_table_bits: self.max_table_bits.unwrap_or(m.max_table_bits),
             ranges: self.ranges,
             range_margin_pct: self.range_margin,
-        })
+        }
     }
 }
 
@@ -1358,16 +1362,7 @@ impl ModelSpec {
         // Out-of-range widths fail now, not after the anchors' minutes.
         let mut args = CompileArgs::defaults();
         spec.apply(&mut args);
-        let q = QuantOptions::default();
-        QuantOptions {
-            input_bits: args.input_bits.unwrap_or(q.input_bits),
-            weight_bits: args.weight_bits.unwrap_or(q.weight_bits),
-            act_bits: args.act_bits.unwrap_or(q.act_bits),
-            max_table_bits: args.max_table_bits.unwrap_or(q.max_table_bits),
-            ..q
-        }
-        .validate()
-        .with_context(|| format!("'{s}'"))?;
+        args.quant_options_over(QuantOptions::default()).validate().with_context(|| format!("'{s}'"))?;
         Ok(spec)
     }
 
