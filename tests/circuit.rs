@@ -186,3 +186,50 @@ fn artifacts_round_trip_and_reject_corruption() {
     junk.extend_from_slice(&h.to_le_bytes());
     assert!(matches!(Artifact::from_bytes(&junk), Err(ArtifactError::Decode(_))));
 }
+
+#[test]
+fn approximate_rounding_compiles_without_rounding_bootstraps() {
+    use fhec_compiler::params::{ParamOptions, select};
+    use fhec_compiler::quantize::Rounding;
+    use fhec_ir::circuit::COp;
+    for name in ["seed_mnist.onnx", "seedq_mnist.onnx"] {
+        let b = bundled_models().into_iter().find(|b| b.path.ends_with(name)).expect("bundled");
+        let g = import(&b.path).unwrap();
+        let ds = bundled_sample(b.dataset);
+        let imgs: Vec<&[u8]> = (0..ds.len()).map(|i| ds.pixels(i)).collect();
+        let exact_opts = QuantOptions::for_model(&g).unwrap();
+        let opts = QuantOptions { rounding: Rounding::Approximate, ..exact_opts.clone() };
+        let exact = compile_circuit(&g, b.preprocess, &imgs, &exact_opts).unwrap();
+        let c = compile_circuit(&g, b.preprocess, &imgs, &opts).unwrap();
+        fhec_ir::circuit::verify::verify(&c).unwrap();
+        if name == "seed_mnist.onnx" {
+            insta::assert_snapshot!("circuit_seed_mnist_approx", print::print(&c));
+        }
+        // Same tables, no rounding bootstraps; every rounded value keeps its guard steps.
+        let (s, e) = (c.bootstrap_stats(), exact.bootstrap_stats());
+        assert!(e.rounding > 0 && s.rounding == 0, "{name}: {} rounding bootstraps", s.rounding);
+        assert_eq!(s.by_width.values().sum::<usize>(), e.by_width.values().sum::<usize>());
+        assert!(c.has_approx_rounding() && !c.has_exact_rounding());
+        for (id, n) in c.nodes.iter().enumerate() {
+            if let COp::Round { approx, .. } = n.op {
+                assert!(approx && n.range.min >= 1, "%{id}: {:?}", n.range);
+            }
+        }
+        // With the read noise of the chosen parameters sampled, the circuit still agrees
+        // with the float model on the bundled sample nearly as often as the exact one.
+        let setup = select(&c, &ParamOptions::default()).unwrap();
+        assert!(setup.est_cost_ms < select(&exact, &ParamOptions::default()).unwrap().est_cost_ms / 2.0);
+        let sigma = setup.approx_round_sigma(&c);
+        let rate = setup.approx_step_rate(&c);
+        assert!(rate > 0.0 && rate < 0.25, "{name}: {rate} of reads off");
+        let shape = g.node(g.inputs()[0]).shape.clone();
+        let (mut same, mut same_exact) = (0, 0);
+        for i in 0..ds.len() {
+            let f = interp::run(&g, &[ds.input(i, b.preprocess, &shape)]).unwrap().remove(0);
+            let fp = sim::argmax(&f.iter().map(|&v| v as f64).collect::<Vec<_>>());
+            same += (sim::classify_noisy(&c, ds.pixels(i), &sigma).unwrap().0 == fp) as usize;
+            same_exact += (sim::classify(&exact, ds.pixels(i)).unwrap().0 == fp) as usize;
+        }
+        assert!(same + 6 >= same_exact, "{name}: {same} (approximate) vs {same_exact} (exact) of {}", ds.len());
+    }
+}

@@ -170,7 +170,7 @@ fn rounding_circuit(chunk: u32) -> fhec_ir::circuit::Circuit {
         metadata: Default::default(),
         nodes: vec![
             node("input", COp::Input { bits: 10 }, vec![], Range { min: 0, max: 1023 }),
-            node("round", COp::Round { shift: 6 }, vec![0], Range { min: 0, max: 15 }),
+            node("round", COp::Round { shift: 6, approx: false }, vec![0], Range { min: 0, max: 15 }),
             node(
                 "table",
                 COp::Table { in_width: 4, index: TableIndex::Shared, tables: vec![table] },
@@ -238,4 +238,119 @@ fn exact_rounding_in_chunks_of_every_width_equals_simulation() {
             }
         }
     }
+}
+
+/// `input (10 bits, [64, 959]) → approximately round 6 bits off → 4-bit identity table`: the
+/// table reads the input's top bits directly, with one step of guard on each side. Pixel
+/// `p < 28` reads `64·(p/2 + 1)` or `64·(p/2 + 1) + 63` (both ends of a step), others the
+/// middle of a step.
+fn approx_rounding_circuit() -> fhec_ir::circuit::Circuit {
+    use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range, TableIndex};
+    let node = |name: &str, op: COp, inputs: Vec<usize>, range: Range| CNode {
+        name: name.into(),
+        op,
+        inputs,
+        shape: vec![1, 1, 4, 4],
+        range,
+        norm2: 1.0,
+    };
+    let pixel_to_q =
+        (0..256i64).map(|p| if p < 28 { 64 * (p / 2 + 1) + 63 * (p % 2) } else { 64 * (1 + p % 14) + 32 }).collect();
+    Circuit {
+        name: "approx_rounding".into(),
+        metadata: Default::default(),
+        nodes: vec![
+            node("input", COp::Input { bits: 10 }, vec![], Range { min: 64, max: 959 }),
+            node("round", COp::Round { shift: 6, approx: true }, vec![0], Range { min: 1, max: 14 }),
+            node(
+                "table",
+                COp::Table { in_width: 4, index: TableIndex::Shared, tables: vec![(0..16).collect()] },
+                vec![1],
+                Range { min: 0, max: 15 },
+            ),
+        ],
+        output: 2,
+        input_quant: InputQuant { pixel_to_q },
+        output_quant: OutputQuant { scale: vec![1.0; 16], offset: vec![0.0; 16] },
+        round_chunk: 1,
+    }
+}
+
+#[test]
+fn approximate_rounding_reads_are_exact_or_one_step_off() {
+    let c = approx_rounding_circuit();
+    fhec_ir::circuit::verify::verify(&c).unwrap();
+    assert!(c.has_approx_rounding() && !c.has_exact_rounding());
+    assert_eq!(c.bootstrap_stats().total(), 16, "one table bootstrap per value, none for rounding");
+    let setup = select(&c, &ParamOptions::default()).unwrap();
+    assert!(setup.params.is_secure() && setup.params.round_key.is_none());
+    let sigma = setup.approx_round_sigma(&c)[1];
+    // The failure target keeps the noise well under a step (it fails at a whole step), so
+    // the middle of a step (32 units from both boundaries) reads exactly almost always, and
+    // a read half a unit from a boundary is close to a coin toss.
+    assert!(sigma > 0.5 && sigma < 16.0, "sigma {sigma}");
+    let ck = ClientKey::generate(&setup.params);
+    let sk = ck.server_key();
+    let (mut off, mut boundary_reads, mut middle_off) = (0, 0, 0);
+    for px in [(0u8..16).collect::<Vec<u8>>(), (12u8..28).collect(), (100u8..116).collect()] {
+        let ct = ck.encrypt_image(&c, &setup.plan, &px).unwrap();
+        let got = ck.decrypt(&evaluate(&sk, &c, &setup.plan, &ct).unwrap());
+        let v = sim::encode_image(&c, &px);
+        for (g, &v) in got.iter().zip(v.iter()) {
+            let want = v >> 6;
+            assert!((g - want).abs() <= 1, "input {v}: read {g}, exact {want}");
+            if v % 64 == 32 {
+                middle_off += (*g != want) as usize;
+            } else {
+                // An off-by-one goes across the nearer boundary only.
+                let toward = if v % 64 == 0 { want - 1 } else { want + 1 };
+                assert!(*g == want || *g == toward, "input {v}: read {g}");
+                off += (*g != want) as usize;
+                boundary_reads += 1;
+            }
+        }
+    }
+    // 32 units is about 4 sigma: at most one of the 16 middle reads may cross (p ~ 1e-4 each).
+    assert!(middle_off <= 1, "{middle_off} of 16 reads in the middle of a step off");
+    // Half a unit from a boundary: about half of the 32 reads cross (4 sd margins).
+    assert_eq!(boundary_reads, 32);
+    assert!((4..=28).contains(&off), "{off} of {boundary_reads} boundary reads off");
+}
+
+#[test]
+fn simulator_samples_approximate_rounding_like_the_noise_model() {
+    let c = approx_rounding_circuit();
+    // The verifier wants a guard step at both ends and tables as the only readers.
+    let mut no_guard = c.clone();
+    no_guard.nodes[1].range.max = 15;
+    let e = fhec_ir::circuit::verify::verify(&no_guard).unwrap_err().to_string();
+    assert!(e.contains("no guard step"), "{e}");
+    let mut read_by_output = c.clone();
+    read_by_output.output = 1;
+    let e = fhec_ir::circuit::verify::verify(&read_by_output).unwrap_err().to_string();
+    assert!(e.contains("only tables may read"), "{e}");
+    // With no noise the simulator floors exactly.
+    let px: Vec<u8> = (0..16).collect();
+    let exact: Vec<i64> = sim::simulate(&c, sim::encode_image(&c, &px)).unwrap().iter().copied().collect();
+    let floor: Vec<i64> = sim::encode_image(&c, &px).iter().map(|v| v >> 6).collect();
+    assert_eq!(exact, floor);
+    // With sigma = 8 units, a value spread evenly over its step crosses a boundary with
+    // probability E|e| / 64 = 8·sqrt(2/pi) / 64 ≈ 10%; draws depend on the seed only.
+    let sigma = [0.0, 8.0, 0.0];
+    let (mut off, mut total) = (0usize, 0usize);
+    for seed in 0..400u64 {
+        let input = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[1, 1, 4, 4]), |i| {
+            64 + ((seed as usize * 16 + i[2] * 4 + i[3]) * 7919 % 896) as i64
+        });
+        let a = sim::simulate_all_noisy(&c, input.clone(), &sigma, seed).unwrap();
+        let b = sim::simulate_all_noisy(&c, input.clone(), &sigma, seed).unwrap();
+        assert_eq!(a, b, "same seed, same draws");
+        for (r, v) in a[1].iter().zip(input.iter()) {
+            assert!((r - (v >> 6)).abs() <= 1);
+            off += (*r != v >> 6) as usize;
+            total += 1;
+        }
+    }
+    let rate = off as f64 / total as f64;
+    assert!((0.07..0.13).contains(&rate), "{off} of {total} reads one step off");
 }

@@ -31,6 +31,7 @@ fn parameter_grid_meets_security_and_error() {
                 rounding_read: false,
                 count: 1000,
                 decryption: false,
+                approx: false,
             };
             let (cost, p) = search(&[req], 1e-12, (1, 0)).unwrap_or_else(|| panic!("no parameters for w={w}, nu={nu}"));
             assert!(p.is_secure(), "w={w} nu={nu}: {p:?}");

@@ -161,6 +161,7 @@ pub fn build_graph_with(
             RangeMode::Calibrated => format!("calibrated (+{}%)", opts.range_margin_pct),
         },
     );
+    options.insert("rounding".into(), opts.rounding.to_string());
     options.insert("preprocess".into(), pre.to_string());
     options.insert(
         "passes".into(),

@@ -88,6 +88,7 @@ pub fn select(c: &Circuit, opts: &ParamOptions) -> Result<FheSetup, ParamError> 
             rounding_read: false,
             count: 0,
             decryption: false,
+            approx: false,
         });
         return Err(ParamError::Infeasible {
             read_bits: h.read_bits,
@@ -116,9 +117,8 @@ pub fn select(c: &Circuit, opts: &ParamOptions) -> Result<FheSetup, ParamError> 
 /// (wide chunks take fewer bootstraps but their reads may need larger parameters), sets
 /// `c.round_chunk` to it and returns its parameters. Circuits without rounding: [`select`].
 pub fn select_rounding(c: &mut Circuit, opts: &ParamOptions) -> Result<FheSetup, ParamError> {
-    use fhec_ir::circuit::COp;
     let default = c.default_round_chunk();
-    if !c.nodes.iter().any(|n| matches!(n.op, COp::Round { .. })) {
+    if !c.has_exact_rounding() {
         return select(c, opts);
     }
     let mut best: Option<(u32, FheSetup)> = None;
@@ -256,7 +256,8 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: impl Into<Bootstrap
                 // The modulus switch alone must leave room for every read the main key does.
                 let v_ms = base.var_ms();
                 if reqs.iter().any(|r| {
-                    !r.decryption && !r.rounding_read && v_ms >= ((-(r.read_bits as f64) - 2.0).exp2() / kappa).powi(2)
+                    let margin = -(r.read_bits as f64) - if r.approx { 1.0 } else { 2.0 };
+                    !r.decryption && !r.rounding_read && v_ms >= (margin.exp2() / kappa).powi(2)
                 }) {
                     continue;
                 }

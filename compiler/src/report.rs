@@ -44,6 +44,8 @@ pub struct BuildReport {
     pub table_bootstraps: usize,
     /// Exact-rounding bootstraps (sign reads and chunk tables).
     pub rounding_bootstraps: usize,
+    /// Values rounded approximately (no bootstraps; their tables read the top bits).
+    pub approx_rounded_values: usize,
     /// Widest chunk of bits one rounding step removes (`Circuit::round_chunks`).
     pub round_chunk: u32,
     /// All bootstraps per inference.
@@ -88,6 +90,9 @@ pub struct FheReport {
     pub download_bytes: usize,
     /// Estimated server time per image on one core (ms).
     pub est_latency_ms_one_core: f64,
+    /// Expected fraction of approximately rounded reads that land one step off (the largest
+    /// over the circuit's roundings; 0 without approximate rounding).
+    pub approx_step_rate: f64,
 }
 
 /// Builds the report of a circuit.
@@ -128,6 +133,12 @@ pub fn build_report(
         table_bootstraps: stats.by_width.values().sum(),
         tables_by_width: stats.by_width.clone(),
         rounding_bootstraps: stats.rounding,
+        approx_rounded_values: c
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, COp::Round { approx: true, .. }))
+            .map(|n| n.shape.iter().product::<usize>())
+            .sum(),
         round_chunk: c.round_chunk,
         total_bootstraps: stats.total(),
         max_table_width: stats.max_width(),
@@ -152,6 +163,7 @@ pub fn build_report(
                     fhec_ir::params::result_form(&f.params, &f.plan, c),
                 ),
                 est_latency_ms_one_core: f.est_cost_ms,
+                approx_step_rate: f.approx_step_rate(c),
             }
         }),
     }
@@ -172,6 +184,8 @@ impl BuildReport {
             self.rounding_bootstraps,
             if self.rounding_bootstraps > 0 {
                 format!(", in chunks of up to {} bits", self.round_chunk)
+            } else if self.approx_rounded_values > 0 {
+                format!("; approximate rounding of {} values, no bootstraps", self.approx_rounded_values)
             } else {
                 String::new()
             }
@@ -238,6 +252,13 @@ impl BuildReport {
                     f.p_error.max(1e-300).log2(),
                     f.global_p_error.max(1e-300).log2()
                 );
+                if self.approx_rounded_values > 0 {
+                    let _ = writeln!(
+                        s,
+                        "approximate rounding: about {:.1}% of rounded reads land one step off (not counted as failures; `fhec eval --mode simulate` samples them)",
+                        100.0 * f.approx_step_rate
+                    );
+                }
                 let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
                 let _ = writeln!(
                     s,

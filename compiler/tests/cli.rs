@@ -446,7 +446,9 @@ fn bench_speed_checks_its_arguments_before_running_anything() {
     let e = run(&["--only", "fhe_mnist.onnx,missing.onnx", "--python", "none"]);
     assert!(e.contains("missing.onnx is not in") && e.contains("manifest.json"), "{e}");
     let e = run(&["--only", "seedq_mnist.onnx:table-bits=6", "--python", "none"]);
-    assert!(e.contains("unknown width flag 'table-bits'") && e.contains("max-table-bits"), "{e}");
+    assert!(e.contains("unknown flag 'table-bits'") && e.contains("max-table-bits"), "{e}");
+    let e = run(&["--only", "seedq_mnist.onnx:rounding=sometimes", "--python", "none"]);
+    assert!(e.contains("unknown rounding 'sometimes'"), "{e}");
     let e = run(&["--only", "seedq_mnist.onnx:max-table-bits=1", "--python", "none"]);
     assert!(e.contains("seedq_mnist.onnx:max-table-bits=1") && e.contains("max table bits 1 must be in 2..=20"), "{e}");
     let e = run(&["--only", "seedq_mnist.onnx:max-table-bits", "--python", "none"]);

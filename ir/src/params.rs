@@ -471,6 +471,10 @@ pub struct NoiseRequirement {
     pub count: usize,
     /// A decryption by the client rather than a bootstrap (no keyswitch or modulus switch).
     pub decryption: bool,
+    /// A read of an approximate rounding ([`COp::Round`](crate::circuit::COp::Round) with
+    /// `approx`): one step off is its semantics, so it fails only when the noise reaches a
+    /// whole step (`2^(-w-1)`) instead of half of one.
+    pub approx: bool,
 }
 
 /// The variances [`failure_probability`] combines, computed once per parameter set.
@@ -512,8 +516,19 @@ impl Variances {
         let scale = (2.0f64).powi(2 * (req.encoding_bits as i32 - req.read_bits as i32));
         let v_ms = if req.rounding_read { self.round_ms } else { self.ms };
         let var = scale * v_in + if req.decryption { 0.0 } else { self.ks + v_ms };
-        let half = (-(req.read_bits as f64) - 2.0).exp2();
-        erfc(half / (var.sqrt() * std::f64::consts::SQRT_2))
+        let margin = (-(req.read_bits as f64) - if req.approx { 1.0 } else { 2.0 }).exp2();
+        erfc(margin / (var.sqrt() * std::f64::consts::SQRT_2))
+    }
+
+    /// Standard deviation of the noise an approximate rounding's readers see, in units of
+    /// the rounded value's input (`v` in `(v + e) >> shift`): the linear chain's noise moved
+    /// to the read's encoding, plus the keyswitch and the modulus switch. `input_bits` is the
+    /// encoding of the rounding's input, `out_bits` that of the rounding.
+    pub fn approx_round_sigma(&self, norm2: f64, input_bits: u32, out_bits: u32, shift: u32) -> f64 {
+        let p = out_bits + shift;
+        let scale = (2.0f64).powi(2 * (input_bits as i32 - p as i32));
+        let var = scale * norm2 * norm2 * self.pbs.max(self.fresh) + self.ks + self.ms;
+        var.sqrt() * (2.0f64).powi(p as i32 + 1)
     }
 }
 
@@ -571,7 +586,15 @@ impl EncodingPlan {
             let node = &c.nodes[id];
             bits[id] = match &node.op {
                 COp::Input { .. } | COp::Table { .. } => need[id],
-                COp::Round { shift } => {
+                // Read at its readers' width, from its input moved to `need + shift` bits.
+                COp::Round { shift, approx: true } => {
+                    let b = bits[node.inputs[0]];
+                    if b < need[id] + shift {
+                        return Err(format!("%{id} reads {} bits off a {b}-bit encoding", need[id] + shift));
+                    }
+                    need[id]
+                }
+                COp::Round { shift, approx: false } => {
                     let b = bits[node.inputs[0]];
                     if b <= *shift {
                         return Err(format!("%{id} rounds {shift} bits off a {b}-bit encoding"));
@@ -610,6 +633,7 @@ impl EncodingPlan {
                     && e.decryption == r.decryption
                     && e.extra_from_rounding == r.extra_from_rounding
                     && e.rounding_read == r.rounding_read
+                    && e.approx == r.approx
             }) {
                 e.count += r.count;
             } else {
@@ -622,13 +646,22 @@ impl EncodingPlan {
             match &node.op {
                 COp::Table { in_width, .. } => {
                     let x = input.expect("table input");
-                    let extra = match x.op {
-                        COp::Round { shift } => crate::circuit::round_bootstraps(&c.round_chunks(shift)) as u32,
-                        _ => 0,
+                    // An approximate rounding is read from its input (moved to the read's
+                    // encoding); an exact one adds its bootstraps' outputs to its input.
+                    let (encoding_bits, nu, extra, approx) = match x.op {
+                        COp::Round { shift, approx: true } => {
+                            (self.bits[x.inputs[0]] - shift, c.nodes[x.inputs[0]].norm2, 0, true)
+                        }
+                        COp::Round { shift, approx: false } => (
+                            self.bits[node.inputs[0]],
+                            c.nodes[x.inputs[0]].norm2,
+                            crate::circuit::round_bootstraps(&c.round_chunks(shift)) as u32,
+                            false,
+                        ),
+                        _ => (self.bits[node.inputs[0]], x.norm2, 0, false),
                     };
-                    let nu = if extra > 0 { c.nodes[x.inputs[0]].norm2 } else { x.norm2 };
                     push(NoiseRequirement {
-                        encoding_bits: self.bits[node.inputs[0]],
+                        encoding_bits,
                         read_bits: *in_width,
                         norm2_sq: nu * nu,
                         extra_pbs: extra,
@@ -636,9 +669,11 @@ impl EncodingPlan {
                         rounding_read: false,
                         count: elems,
                         decryption: false,
+                        approx,
                     });
                 }
-                COp::Round { shift } => {
+                COp::Round { approx: true, .. } => {}
+                COp::Round { shift, approx: false } => {
                     // Per chunk of k bits at bit j: the sign read and (k > 1) the (k-1)-bit
                     // table of the rest, both with the noise scaled by 2^(P-j-k+1) and a
                     // (k-1)-bit margin (see Circuit::round_chunks), after `extra` bootstrap
@@ -656,6 +691,7 @@ impl EncodingPlan {
                                 rounding_read: true,
                                 count: elems,
                                 decryption: false,
+                                approx: false,
                             });
                             extra += 1;
                         }
@@ -674,6 +710,7 @@ impl EncodingPlan {
                         rounding_read: false,
                         count: kernels::max_pool_comparisons(&x.shape, pool),
                         decryption: false,
+                        approx: false,
                     });
                 }
                 _ => {}
@@ -688,6 +725,7 @@ impl EncodingPlan {
                     rounding_read: false,
                     count: elems,
                     decryption: true,
+                    approx: false,
                 });
             }
         }
@@ -712,4 +750,41 @@ pub struct FheSetup {
     pub security_bits: f64,
     /// Estimated server time per inference on one core (ms).
     pub est_cost_ms: f64,
+}
+
+impl FheSetup {
+    /// Per node, the standard deviation of an approximate rounding's read noise in units of
+    /// its input (see [`Variances::approx_round_sigma`]); 0 for every other node. The
+    /// simulator samples it to reproduce the off-by-one steps encrypted evaluation makes.
+    pub fn approx_round_sigma(&self, c: &crate::circuit::Circuit) -> Vec<f64> {
+        let v = Variances::of(&self.params);
+        c.nodes
+            .iter()
+            .enumerate()
+            .map(|(id, n)| match n.op {
+                crate::circuit::COp::Round { shift, approx: true } => {
+                    let src = n.inputs[0];
+                    v.approx_round_sigma(c.nodes[src].norm2, self.plan.bits[src], self.plan.bits[id], shift)
+                }
+                _ => 0.0,
+            })
+            .collect()
+    }
+
+    /// Expected fraction of an approximate rounding's reads that land one step off, for a
+    /// value spread evenly over its steps: `E|e| / 2^shift` (0 without approximate rounding;
+    /// the largest over the circuit's roundings).
+    pub fn approx_step_rate(&self, c: &crate::circuit::Circuit) -> f64 {
+        let sigma = self.approx_round_sigma(c);
+        c.nodes
+            .iter()
+            .zip(&sigma)
+            .filter_map(|(n, &s)| match n.op {
+                crate::circuit::COp::Round { shift, approx: true } => {
+                    Some((s * (2.0 / std::f64::consts::PI).sqrt() / (1u64 << shift) as f64).min(1.0))
+                }
+                _ => None,
+            })
+            .fold(0.0, f64::max)
+    }
 }

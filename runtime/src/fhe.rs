@@ -1205,7 +1205,7 @@ pub fn evaluate_with_progress(
     }
     // A bootstrap reads at most log2(N) bits (tables with N; the rest of a rounding chunk
     // with the rounding bootstrap's N_r).
-    let rounds = c.nodes.iter().any(|n| matches!(n.op, COp::Round { .. }));
+    let rounds = c.has_exact_rounding();
     let round_n = sk.params.rounding_bootstrap().polynomial_size;
     for (widest, n) in [
         (c.max_table_width(), sk.params.polynomial_size),
@@ -1325,7 +1325,23 @@ pub fn evaluate_with_progress(
                 );
                 CtTensor { shape: node.shape.clone(), bits, data }
             }
-            COp::Round { shift } => {
+            COp::Round { shift, approx: true } => {
+                // No bootstrap: the input, moved to `bits + shift` encoding bits, is viewed as
+                // the rounded value on `bits` bits with the removed bits as a fraction. A table
+                // reads the step its phase lies in (steps centred on integers), so subtracting
+                // (2^(shift-1) - 1/2)·Δ puts the step boundaries half a unit below the
+                // multiples of 2^shift: an exact read is floor(v / 2^shift), and noise moves it
+                // one step only near a boundary.
+                let mut t = rescale(x(0), bits + shift)?;
+                let unit = delta(bits + shift);
+                let c = (unit << (shift - 1)).wrapping_sub(unit >> 1);
+                for chunk in t.data.chunks_exact_mut(size) {
+                    let b = chunk.last_mut().expect("body");
+                    *b = b.wrapping_sub(c);
+                }
+                CtTensor { shape: node.shape.clone(), bits, data: t.data }
+            }
+            COp::Round { shift, approx: false } => {
                 // Chunks from the bottom (Circuit::round_chunks): a k-bit chunk at bit j is
                 // moved to the top k bits of the torus (times 2^(P-j-k+1)); a sign read
                 // removes its top bit b (acc -= b·2^(j+k-1)·Δ), then for k > 1 a (k-1)-bit

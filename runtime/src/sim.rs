@@ -3,6 +3,14 @@
 //! an exact floor, max pooling is a chain of exact pairwise maxima), for every input whose
 //! values stay in the ranges the circuit was compiled for. An input that leaves them is
 //! reported ([`SimError::out_of_range`]): its encrypted result is unspecified.
+//!
+//! Approximate rounding ([`COp::Round`] with `approx`) is the one place where encrypted
+//! evaluation is not a function of the input: a read near a step boundary lands one step off
+//! with a probability set by the bootstrap noise. [`simulate_all`] computes the noise-free
+//! floor; [`simulate_all_noisy`] samples the noise (standard deviations from
+//! [`fhec_ir::params::FheSetup::approx_round_sigma`]) with a generator seeded by the input, so
+//! that accuracy measured in simulation is what encrypted evaluation gives on average and
+//! stays reproducible.
 
 use fhec_ir::circuit::eval::{EvalError, eval_node};
 use fhec_ir::circuit::{COp, Circuit, ValueId};
@@ -32,8 +40,24 @@ pub fn encode_image(c: &Circuit, pixels: &[u8]) -> ArrayD<i64> {
     ArrayD::from_shape_vec(IxDyn(c.input_shape()), v).expect("caller checked the pixel count")
 }
 
-/// Runs the circuit and returns every node's value.
+/// Runs the circuit and returns every node's value (approximate rounding without noise: an
+/// exact floor).
 pub fn simulate_all(c: &Circuit, input: ArrayD<i64>) -> Result<Vec<ArrayD<i64>>, SimError> {
+    simulate_all_noisy(c, input, &[], 0)
+}
+
+/// Runs the circuit with the read noise of approximate rounding sampled: `sigma[id]` is node
+/// `id`'s noise deviation in units of its input (an empty slice: no noise), and `seed` seeds
+/// the generator. A rounding read is `floor((v + 1/2 + e) / 2^shift)`, which is the runtime's
+/// read with its boundaries half a unit off the multiples of `2^shift`, kept within the
+/// guard steps of the value's range.
+pub fn simulate_all_noisy(
+    c: &Circuit,
+    input: ArrayD<i64>,
+    sigma: &[f64],
+    seed: u64,
+) -> Result<Vec<ArrayD<i64>>, SimError> {
+    let mut rng = SplitMix(seed);
     let mut vals: Vec<ArrayD<i64>> = Vec::with_capacity(c.nodes.len());
     for (id, n) in c.nodes.iter().enumerate() {
         let fail = |message: String, out_of_range: bool| SimError {
@@ -49,6 +73,18 @@ pub fn simulate_all(c: &Circuit, input: ArrayD<i64>) -> Result<Vec<ArrayD<i64>>,
                     return Err(fail(format!("input shape {:?}, expected {:?}", input.shape(), n.shape), false));
                 }
                 input.clone()
+            }
+            COp::Round { shift, approx: true } if sigma.get(id).is_some_and(|&s| s > 0.0) => {
+                let x = &vals[n.inputs[0]];
+                if let Some(bad) = x.iter().find(|&&v| v < 0) {
+                    return Err(fail(format!("rounds the negative value {bad}"), true));
+                }
+                let (s, d) = (sigma[id], (1u64 << shift) as f64);
+                let (lo, hi) = (n.range.min - 1, n.range.max + 1);
+                x.mapv(|v| {
+                    let read = ((v as f64 + 0.5 + s * rng.gaussian()) / d).floor() as i64;
+                    if (lo..=hi).contains(&(v >> shift)) { read.clamp(lo.max(0), hi) } else { v >> shift }
+                })
             }
             _ => {
                 let xs: Vec<&ArrayD<i64>> = n.inputs.iter().map(|&i| &vals[i]).collect();
@@ -87,7 +123,15 @@ pub fn check_ranges(c: &Circuit, values: &[ArrayD<i64>]) -> Result<(), SimError>
 
 /// Scores (dequantized outputs) and the predicted class of an image.
 pub fn classify(c: &Circuit, pixels: &[u8]) -> Result<(usize, Vec<f64>), SimError> {
-    let out = simulate(c, encode_image(c, pixels))?;
+    classify_noisy(c, pixels, &[])
+}
+
+/// [`classify`] with approximate rounding's read noise sampled (see [`simulate_all_noisy`]),
+/// from a generator seeded by the pixels: the same image always gets the same draw.
+pub fn classify_noisy(c: &Circuit, pixels: &[u8], sigma: &[f64]) -> Result<(usize, Vec<f64>), SimError> {
+    let seed = pixels.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let mut all = simulate_all_noisy(c, encode_image(c, pixels), sigma, seed)?;
+    let out = all.swap_remove(c.output);
     let flat: Vec<i64> = out.iter().copied().collect();
     let scores = c.output_quant.scores(&flat);
     Ok((argmax(&scores), scores))
@@ -102,4 +146,27 @@ pub fn argmax(scores: &[f64]) -> usize {
         }
     }
     best
+}
+
+/// A small deterministic generator (SplitMix64) for the simulator's noise draws.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform draw in (0, 1).
+    fn uniform(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// A standard normal draw (Box-Muller).
+    fn gaussian(&mut self) -> f64 {
+        (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
+    }
 }

@@ -9,7 +9,7 @@ use fhec_ir::circuit::{
 use fhec_ir::nn::{Graph, Grid, NodeId, Op, Pool, interp};
 use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn, Zip};
 
-use super::{Calibration, QuantError, QuantOptions, RangeMode};
+use super::{Calibration, QuantError, QuantOptions, RangeMode, Rounding};
 use fhec_ir::circuit::eval::eval_node;
 
 /// `x ≈ scale ⊙ v + offset`, both of the value's full shape.
@@ -239,12 +239,14 @@ impl<'a> Lowerer<'a> {
                 hi: kernels::fold_pool(a(0).hi.view(), pool, 0.0, f64::max),
                 var: kernels::fold_pool(a(0).var.view(), pool, 1.0, f64::max).mapv(|v| v + 1.0),
             },
-            COp::Round { shift } => {
+            COp::Round { shift, approx } => {
                 let d = (1u64 << shift) as f64;
                 Analysis {
                     lo: a(0).lo.mapv(|v| (v / d).floor()),
                     hi: a(0).hi.mapv(|v| (v / d).floor()),
-                    var: a(0).var.mapv(|v| v + *shift as f64),
+                    // Exact rounding adds its bootstraps' outputs; an approximate one's
+                    // readers see its input's noise.
+                    var: if *approx { a(0).var.clone() } else { a(0).var.mapv(|v| v + *shift as f64) },
                 }
             }
             COp::Table { tables, .. } => {
@@ -415,12 +417,21 @@ impl<'a> Lowerer<'a> {
         }
         let span = hi - lo;
         let maxb = self.opts.max_table_bits;
+        let approx = self.opts.rounding == Rounding::Approximate;
+        // Rounded indices: `round((x - lo) / 2^k)` (+1 with approximate rounding, which keeps
+        // a step of guard at each end of the table, so the index tops out at 2^maxb - 2).
+        let top = |k: u32| {
+            let idx = (span + if k > 0 { 1i64 << (k - 1) } else { 0 }) >> k;
+            if approx && k > 0 { idx + 2 } else { idx }
+        };
         let mut k = 0u32;
-        while k < 62 && ((span + if k > 0 { 1i64 << (k - 1) } else { 0 }) >> k) >= 1i64 << maxb {
+        while k < 62 && top(k) >= 1i64 << maxb {
             k += 1;
         }
+        let approx = approx && k > 0;
         let half = if k > 0 { 1i64 << (k - 1) } else { 0 };
-        let add = residual.mapv(|r| r - lo + half);
+        let guard = if approx { 1i64 << k } else { 0 };
+        let add = residual.mapv(|r| r - lo + half + guard);
         let mut v = id;
         if narrowed || add.iter().any(|&x| x != 0) {
             let c = if add.iter().all(|&x| x == add.iter().next().copied().unwrap_or(0)) {
@@ -431,7 +442,7 @@ impl<'a> Lowerer<'a> {
             v = self.emit(format!("{}.offset", self.g.node(cal).name), COp::AddClear(c), vec![v], shape.clone())?;
             if narrowed {
                 // Declare the calibrated range: values outside it are out of contract.
-                let (rlo, rhi) = (half, hi - lo + half);
+                let (rlo, rhi) = (half + guard, hi - lo + half + guard);
                 self.nodes[v].range = Range { min: rlo, max: rhi };
                 let a = &mut self.an[v];
                 a.lo.mapv_inplace(|x| x.clamp(rlo as f64, rhi as f64));
@@ -439,10 +450,15 @@ impl<'a> Lowerer<'a> {
             }
         }
         if k > 0 {
-            v =
-                self.emit(format!("{}.round", self.g.node(cal).name), COp::Round { shift: k }, vec![v], shape.clone())?;
+            v = self.emit(
+                format!("{}.round", self.g.node(cal).name),
+                COp::Round { shift: k, approx },
+                vec![v],
+                shape.clone(),
+            )?;
         }
-        let in_width = bits_for(self.nodes[v].range.max);
+        // An approximate rounding's top guard step is part of the table.
+        let in_width = bits_for(self.nodes[v].range.max + guard.signum());
         // Output quantization: the grid of a trailing FakeQuant, else from calibration.
         let out = match chain.last() {
             Some(Func::Quant(gr)) => OutQ::Grid(*gr),
@@ -464,7 +480,7 @@ impl<'a> Lowerer<'a> {
             .map(|&e| {
                 (0..1i64 << in_width)
                     .map(|i| {
-                        let u = (i << k) + lo;
+                        let u = ((i - guard.signum()) << k) + lo;
                         let mut x = scale[e] * u as f64 + off[e];
                         for f in &chain {
                             x = f.apply(x, e);

@@ -48,6 +48,42 @@ pub struct QuantOptions {
     /// With calibrated ranges, the margin added on each side of a measured range, in
     /// percent of its span.
     pub range_margin_pct: u32,
+    /// How a wide accumulator is rounded before its table (see [`Rounding`]).
+    pub rounding: Rounding,
+}
+
+/// How an accumulator wider than `max_table_bits` is rounded before its table reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Rounding {
+    /// Exactly, with rounding bootstraps (two per chunk of removed bits): encrypted
+    /// evaluation equals the simulation bit for bit.
+    #[default]
+    Exact,
+    /// No rounding bootstraps: the table reads the accumulator's top bits directly, the
+    /// removed bits acting as noise, so a read near a step boundary may land one step off
+    /// (the simulator samples these steps from the chosen parameters' noise). Far cheaper;
+    /// costs one step of guard at each end of the table.
+    Approximate,
+}
+
+impl std::str::FromStr for Rounding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(Rounding::Exact),
+            "approximate" | "approx" => Ok(Rounding::Approximate),
+            _ => Err(format!("unknown rounding '{s}' (expected exact or approximate)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Rounding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rounding::Exact => "exact",
+            Rounding::Approximate => "approximate",
+        })
+    }
 }
 
 /// How the range a table reads is bounded.
@@ -95,6 +131,7 @@ impl Default for QuantOptions {
             max_table_bits: 11,
             ranges: RangeMode::Calibrated,
             range_margin_pct: 10,
+            rounding: Rounding::Exact,
         }
     }
 }

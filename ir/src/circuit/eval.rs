@@ -39,7 +39,7 @@ pub fn eval_node(node: &CNode, inputs: &[&ArrayD<i64>]) -> Result<ArrayD<i64>, E
         COp::Sub => inputs[0] - inputs[1],
         COp::SumPool(p) => kernels::sum_pool(x(), p),
         COp::MaxPool { pool, .. } => kernels::fold_pool(x(), pool, 0, i64::max),
-        COp::Round { shift } => {
+        COp::Round { shift, .. } => {
             if let Some(bad) = x().iter().find(|&&v| v < 0) {
                 return Err(EvalError::OutOfRange(format!("rounds the negative value {bad}")));
             }

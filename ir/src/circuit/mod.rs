@@ -5,7 +5,7 @@
 //! with clear integer weights, clear additions, sums of ciphertexts, sum pooling) are
 //! leveled in TFHE; every non-linear step is a table lookup, which is one programmable
 //! bootstrap per element ([`COp::Table`]), or several ([`COp::MaxPool`] uses one per
-//! pairwise max, [`COp::Round`] one 1-bit bootstrap per removed bit).
+//! pairwise max, exact [`COp::Round`] one or two per chunk of removed bits).
 //!
 //! Every node carries the exact range of its values (from interval analysis over the
 //! integer weights, never from calibration) and the noise 2-norm of the linear chain
@@ -109,9 +109,19 @@ pub enum COp {
     /// for round-to-nearest). In TFHE the removed bits go in chunks from the bottom
     /// ([`Circuit::round_chunks`]): a 1-bit chunk costs one bootstrap (its sign), a `k`-bit
     /// chunk two (its top bit's sign, then a `(k-1)`-bit table of the rest).
+    ///
+    /// With `approx`, no bootstrap rounds: the tables that read the value (its only readers)
+    /// read the top bits of the unrounded ciphertext directly, the removed bits acting as
+    /// noise. Each read is then `(v + e) >> shift` for the bootstrap's noise `e`, which is
+    /// `v >> shift` or one step off when `v` lies within a few noise deviations of a step
+    /// boundary ([`crate::params::FheSetup::approx_round_sigma`] gives the deviation; the
+    /// simulator can sample it). Such a value keeps one step of guard on each side of its
+    /// range, `[1, 2^w - 2]` for a `w`-bit table, so that an off-by-one stays in the table.
     Round {
         /// Bits removed.
         shift: u32,
+        /// Approximate: no rounding bootstraps, a read that may be one step off.
+        approx: bool,
     },
     /// Table lookup: `y = table[v]`, `v` in `[0, 2^in_width)`.
     Table {
@@ -282,6 +292,16 @@ impl Circuit {
             .unwrap_or(0)
     }
 
+    /// Whether some value is rounded exactly (with rounding bootstraps).
+    pub fn has_exact_rounding(&self) -> bool {
+        self.nodes.iter().any(|n| matches!(n.op, COp::Round { approx: false, .. }))
+    }
+
+    /// Whether some value is rounded approximately (read noise may move it one step).
+    pub fn has_approx_rounding(&self) -> bool {
+        self.nodes.iter().any(|n| matches!(n.op, COp::Round { approx: true, .. }))
+    }
+
     /// One more than the widest table: no rounding bootstrap then reads more bits than a
     /// table already does.
     pub fn default_round_chunk(&self) -> u32 {
@@ -323,7 +343,8 @@ impl Circuit {
                 let input = &self.nodes[n.inputs[0]].shape;
                 (Some((*diff_width, kernels::max_pool_comparisons(input, pool))), 0)
             }
-            COp::Round { shift } => (None, elems * round_bootstraps(&self.round_chunks(*shift))),
+            COp::Round { approx: true, .. } => (None, 0),
+            COp::Round { shift, .. } => (None, elems * round_bootstraps(&self.round_chunks(*shift))),
             _ => (None, 0),
         }
     }

@@ -31,7 +31,7 @@ pub fn print(c: &Circuit) -> String {
     for (k, v) in &c.metadata {
         let _ = writeln!(out, "  meta {k:?} = {v:?}");
     }
-    if c.nodes.iter().any(|n| matches!(n.op, COp::Round { .. })) {
+    if c.has_exact_rounding() {
         let _ = writeln!(out, "  round_chunk {}", c.round_chunk);
     }
     for (id, n) in c.nodes.iter().enumerate() {
@@ -62,7 +62,8 @@ pub fn print(c: &Circuit) -> String {
                 p.pads,
                 if p.ceil_mode { " ceil" } else { "" }
             ),
-            COp::Round { shift } => format!("shift={shift}"),
+            COp::Round { shift, approx: false } => format!("shift={shift}"),
+            COp::Round { shift, approx: true } => format!("shift={shift} approx"),
             COp::Table { in_width, index, tables } => {
                 let idx = match index {
                     TableIndex::Shared => "shared".to_string(),

@@ -11,8 +11,9 @@ pub struct CircuitError(pub String);
 /// Checks: node 0 is the only input; inputs precede their users with the right arity;
 /// shapes follow from the ops; tables have `2^in_width` entries, as many tables as their
 /// indexing needs, and their inputs' ranges fit `[0, 2^in_width)`; every table entry lies
-/// in the node's range; rounding reads non-negative values; the client maps have the
-/// right sizes.
+/// in the node's range; rounding reads non-negative values; an approximate rounding is
+/// read by tables only, each with a step of guard on both sides of its range; the client
+/// maps have the right sizes.
 pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
     let err = |m: String| Err(CircuitError(m));
     if c.nodes.is_empty() || !matches!(c.nodes[0].op, COp::Input { .. }) {
@@ -39,6 +40,9 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
             return at(format!("empty range {:?}", n.range));
         }
         let ins: Vec<&super::CNode> = n.inputs.iter().map(|&i| &c.nodes[i]).collect();
+        if ins.iter().any(|i| matches!(i.op, COp::Round { approx: true, .. })) && !matches!(n.op, COp::Table { .. }) {
+            return at("reads an approximate rounding, which only tables may read".into());
+        }
         let x = ins.first().map(|i| i.shape.clone()).unwrap_or_default();
         let expect: Vec<usize> = match &n.op {
             COp::Input { bits } => {
@@ -102,7 +106,7 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
                 }
                 kernels::pool_shape(&x, pool)
             }
-            COp::Round { shift } => {
+            COp::Round { shift, .. } => {
                 if ins[0].range.min < 0 || *shift == 0 || *shift > 62 {
                     return at(format!("rounds a value of range {:?} by {shift} bits", ins[0].range));
                 }
@@ -125,6 +129,9 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
                 let r = ins[0].range;
                 if r.min < 0 || r.max >= len as i64 {
                     return at(format!("input range {r:?} does not fit [0, {len})"));
+                }
+                if matches!(ins[0].op, COp::Round { approx: true, .. }) && (r.min < 1 || r.max > len as i64 - 2) {
+                    return at(format!("approximately rounded range {r:?} has no guard step inside [0, {len})"));
                 }
                 if tables.iter().flatten().any(|&v| !n.range.contains(v)) {
                     return at(format!("a table entry lies outside the declared range {:?}", n.range));
@@ -152,6 +159,9 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
         if !(n.norm2.is_finite() && n.norm2 >= 1.0 - 1e-9) {
             return at(format!("noise 2-norm {} is not >= 1", n.norm2));
         }
+    }
+    if matches!(c.nodes[c.output].op, COp::Round { approx: true, .. }) {
+        return err("the output is an approximate rounding, which only tables may read".into());
     }
     let input = &c.nodes[0];
     if c.input_quant.pixel_to_q.len() != 256 || c.input_quant.pixel_to_q.iter().any(|&q| !input.range.contains(q)) {
