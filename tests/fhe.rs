@@ -283,7 +283,7 @@ fn approximate_rounding_reads_are_exact_or_one_step_off() {
     assert!(c.has_approx_rounding() && !c.has_exact_rounding());
     assert_eq!(c.bootstrap_stats().total(), 16, "one table bootstrap per value, none for rounding");
     let setup = select(&c, &ParamOptions::default()).unwrap();
-    assert!(setup.params.is_secure() && setup.params.round_key.is_none());
+    assert!(setup.params.is_secure() && !setup.params.has_rounding_bsk());
     let sigma = setup.approx_round_sigma(&c)[1];
     // The failure target keeps the noise well under a step (it fails at a whole step), so
     // the middle of a step (32 units from both boundaries) reads exactly almost always, and
@@ -325,6 +325,17 @@ fn simulator_samples_approximate_rounding_like_the_noise_model() {
     no_guard.nodes[1].range.max = 15;
     let e = fhec_ir::circuit::verify::verify(&no_guard).unwrap_err().to_string();
     assert!(e.contains("no guard step"), "{e}");
+    // A table wider than the rounded range needs (16 steps of a 5-bit table) reads one bit
+    // more of the input than its range has: the plan widens the input's encoding.
+    let mut wide = c.clone();
+    wide.nodes[1].range.max = 15;
+    wide.nodes[2].op = fhec_ir::circuit::COp::Table {
+        in_width: 5,
+        index: fhec_ir::circuit::TableIndex::Shared,
+        tables: vec![(0..32).map(|i: i64| i.min(15)).collect()],
+    };
+    fhec_ir::circuit::verify::verify(&wide).unwrap();
+    assert_eq!(fhec_ir::params::EncodingPlan::plan(&wide).unwrap().bits, vec![11, 5, 5]);
     let mut read_by_output = c.clone();
     read_by_output.output = 1;
     let e = fhec_ir::circuit::verify::verify(&read_by_output).unwrap_err().to_string();

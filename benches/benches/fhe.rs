@@ -76,7 +76,7 @@ fn benches(cr: &mut Criterion) {
         b.keyswitch(&batch);
         let name = format!("fhe_mnist {t}-bit tables, 16 bootstraps in one batched blind rotation: {}", p.summary());
         g.bench_function(name, |bch| bch.iter(|| b.bootstrap_batch().len()));
-        if p.round_key.is_some() {
+        if p.has_rounding_bsk() {
             let mut r = OneBootstrap::rounding(&sk);
             let name = format!("fhe_mnist {t}-bit tables, rounding bootstrap: {}", p.summary());
             g.bench_function(name, |bch| bch.iter(|| r.run(&ct).len()));

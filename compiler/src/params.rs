@@ -215,6 +215,11 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: impl Into<Bootstrap
     let (main_count, round_count) = (mix.main, mix.rounding);
     let on_input_key = mix.main_on_input_key + mix.rounding_on_input_key;
     let rounds = if round_count > 0 { round_key_candidates() } else { vec![] };
+    // Without rounding bootstraps, an input key of half the big key's coefficients (no
+    // bootstrap key of its own) still shortens the keyswitches of values under it, and the
+    // result, switched to it, halves the download (its 128-bit noise at half the dimension
+    // is small enough for wide scores, which a smaller prefix's is not).
+    let prefix_only = round_count == 0;
     let mut best: Option<(f64, TfheParams)> = None;
     let beats = |best: &Option<(f64, TfheParams)>, cost: f64| best.as_ref().is_none_or(|(c0, _)| cost < *c0);
     // Every requirement met, the one that failed last checked first (most candidates fail,
@@ -271,8 +276,21 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: impl Into<Bootstrap
                         // shortens the keyswitches of values under the input key (its prefix).
                         let (nf, main_cost, ks) = (n as f64, p.cost(), p.ks_cost());
                         let without = main_count as f64 * main_cost + round_count as f64 * main_cost;
+                        let half = p.big_dimension() / 2;
+                        let prefix = (prefix_only && half >= 512).then(|| RoundCandidate {
+                            key: RoundKeyParams {
+                                glwe_dimension: 1,
+                                polynomial_size: half,
+                                glwe_noise_std: min_secure_std(half),
+                                pbs_base_log: 0,
+                                pbs_level: 0,
+                            },
+                            unit_var_pbs: 0.0,
+                            unit_pbs_cost: 0.0,
+                        });
                         let mut with_key: Vec<(&RoundCandidate, f64)> = rounds
                             .iter()
+                            .chain(prefix.iter())
                             .filter(|r| r.key.glwe_dimension * r.key.polynomial_size <= p.big_dimension())
                             .map(|r| {
                                 let saved = 1.0
@@ -282,7 +300,7 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: impl Into<Bootstrap
                                     - on_input_key as f64 * saved * ks;
                                 (r, cost)
                             })
-                            .filter(|&(_, cost)| cost < without)
+                            .filter(|&(r, cost)| cost < without || r.key.pbs_level == 0)
                             .collect();
                         with_key.sort_by(|a, b| a.1.total_cmp(&b.1));
                         let floor = with_key.first().map_or(without, |&(_, c)| c);

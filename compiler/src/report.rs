@@ -231,7 +231,14 @@ impl BuildReport {
                     p.ks_level,
                     p.ks_base_log
                 );
-                if let Some(r) = p.round_key {
+                if let Some(r) = p.round_key.filter(|r| r.pbs_level == 0) {
+                    let _ = writeln!(
+                        s,
+                        "input key: the first {} coefficients of the main GLWE key (σ=2^{:.1}; inputs are encrypted under it and results switched to it; no bootstrap key of its own)",
+                        r.glwe_dimension * r.polynomial_size,
+                        r.glwe_noise_std.log2()
+                    );
+                } else if let Some(r) = p.round_key {
                     let _ = writeln!(
                         s,
                         "rounding bootstrap: k={} N={} σ_glwe=2^{:.1} PBS {}x2^{} (a key sharing the first {} coefficients of the main GLWE key; {} of the {} bootstraps)",

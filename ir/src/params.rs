@@ -54,6 +54,10 @@ pub struct TfheParams {
 ///
 /// Security: the shared prefix gets its own 128-bit noise (`glwe_noise_std` on the curve at
 /// dimension `k_r·N_r`); the main key keeps its noise on the rest.
+///
+/// With `pbs_level == 0` there is no rounding bootstrap key: only the prefix, as the key
+/// inputs are encrypted under and results are switched to (a circuit without exact
+/// rounding, whose first tables' keyswitches and whose download shrink with it).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoundKeyParams {
     /// `k_r`.
@@ -93,6 +97,9 @@ impl TfheParams {
     /// the rounding bootstrap's when there is one (`; rounding k=4 N=512 PBS 2x2^15`).
     pub fn summary(&self) -> String {
         let round = self.round_key.map_or(String::new(), |r| {
+            if r.pbs_level == 0 {
+                return format!("; input key k={} N={}", r.glwe_dimension, r.polynomial_size);
+            }
             format!(
                 "; rounding k={} N={} PBS {}x2^{}",
                 r.glwe_dimension, r.polynomial_size, r.pbs_level, r.pbs_base_log
@@ -126,6 +133,12 @@ impl TfheParams {
                 ..*self
             },
         }
+    }
+
+    /// Whether a rounding bootstrap key exists (a rounding key that is not only an input
+    /// prefix, see [`RoundKeyParams`]).
+    pub fn has_rounding_bsk(&self) -> bool {
+        self.round_key.is_some_and(|r| r.pbs_level > 0)
     }
 
     /// `kN`, dimension of the flattened GLWE key.
@@ -286,7 +299,7 @@ impl TfheParams {
                 * p.polynomial_size
                 * 8
         };
-        let round = if self.round_key.is_some() { bsk(&self.rounding_bootstrap()) } else { 0 };
+        let round = if self.has_rounding_bsk() { bsk(&self.rounding_bootstrap()) } else { 0 };
         let ksk = k * big_n * self.ks_level as usize * (n + 1) * 8;
         let d = self.input_dimension();
         let result_ksk = self.result_ks().map_or(0, |(_, l)| (k * big_n - d) * l as usize * (d + 1) * 8);
@@ -572,6 +585,8 @@ impl EncodingPlan {
             let node = &c.nodes[id];
             let req = match &node.op {
                 COp::Table { in_width, .. } => *in_width,
+                // An approximate rounding's readers read its input's top bits directly.
+                COp::Round { shift, approx: true } => need[id] + shift,
                 COp::Round { .. } => ubits(c.nodes[node.inputs[0]].range.max),
                 COp::MaxPool { diff_width, .. } => need[id].max(*diff_width),
                 COp::Input { .. } => continue,

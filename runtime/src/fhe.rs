@@ -358,7 +358,7 @@ impl ClientKey {
             to_fourier(&bsk)
         };
         let main = bsk(p, &self.glwe);
-        let round_bsk = self.round_glwe().map(|g| bsk(&p.rounding_bootstrap(), &g));
+        let round_bsk = self.round_glwe().filter(|_| p.has_rounding_bsk()).map(|g| bsk(&p.rounding_bootstrap(), &g));
         let result_ksk = p.result_ks().map(|(base, level)| {
             allocate_and_generate_new_lwe_keyswitch_key(
                 &self.tail_key(),
@@ -427,8 +427,10 @@ impl ClientKey {
             (seed.0, bsk.into_container())
         };
         let (bsk_seed, bsk_bodies) = seeded_bsk(p, &self.glwe);
-        let (round_bsk_seed, round_bsk_bodies) =
-            self.round_glwe().map_or((0, vec![]), |g| seeded_bsk(&p.rounding_bootstrap(), &g));
+        let (round_bsk_seed, round_bsk_bodies) = self
+            .round_glwe()
+            .filter(|_| p.has_rounding_bsk())
+            .map_or((0, vec![]), |g| seeded_bsk(&p.rounding_bootstrap(), &g));
         let (result_ksk_seed, result_ksk_bodies) = p.result_ks().map_or((0, vec![]), |(base, level)| {
             let (tail, input) = (self.tail_key(), self.input_key());
             let seed = seeder.seed();
@@ -684,9 +686,9 @@ impl ServerKey {
                         * q.polynomial_size
                         / 2
         };
-        let round_ok = match (&self.round_bsk, p.round_key) {
-            (None, None) => true,
-            (Some(b), Some(_)) => bsk_ok(b, &p.rounding_bootstrap()),
+        let round_ok = match (&self.round_bsk, p.has_rounding_bsk()) {
+            (None, false) => true,
+            (Some(b), true) => bsk_ok(b, &p.rounding_bootstrap()),
             _ => false,
         };
         let ksk_ok = |ksk: &LweKeyswitchKeyOwned<u64>, input: usize, output: usize, base: u32, level: u32| {
@@ -785,12 +787,16 @@ impl SeededServerKey {
                     || r.polynomial_size < 2
                     || !r.polynomial_size.is_power_of_two()
                     || dim.is_none_or(|d| d > p.big_dimension())
-                    || !decomp_ok(r.pbs_base_log, r.pbs_level)
+                    || (r.pbs_level > 0 && !decomp_ok(r.pbs_base_log, r.pbs_level))
                 {
                     return Err(FheError(format!("the TFHE parameters are invalid ({})", p.summary())));
                 }
-                Self::bsk_len(&p.rounding_bootstrap())
-                    .ok_or_else(|| FheError("the TFHE parameters are invalid (the keys' sizes overflow)".into()))?
+                if r.pbs_level == 0 {
+                    0
+                } else {
+                    Self::bsk_len(&p.rounding_bootstrap())
+                        .ok_or_else(|| FheError("the TFHE parameters are invalid (the keys' sizes overflow)".into()))?
+                }
             }
         };
         if round != self.round_bsk_bodies.len() {
@@ -855,7 +861,8 @@ impl SeededServerKey {
             to_fourier(&bsk)
         };
         let bsk = fourier(bsk_bodies, bsk_seed, &p);
-        let round_bsk = p.round_key.map(|_| fourier(round_bsk_bodies, round_bsk_seed, &p.rounding_bootstrap()));
+        let round_bsk =
+            p.has_rounding_bsk().then(|| fourier(round_bsk_bodies, round_bsk_seed, &p.rounding_bootstrap()));
         let result_ksk = p.result_ks().map(|(base, level)| {
             SeededLweKeyswitchKey::from_container(
                 result_ksk_bodies,
@@ -1167,7 +1174,7 @@ fn sign_lut(sk: &ServerKey, c: u64) -> GlweCiphertextOwned<u64> {
 /// Polynomial size and GLWE size of the rounding bootstrap's tables (the main key's
 /// without a rounding key).
 fn round_lut_shape(sk: &ServerKey) -> (PolynomialSize, GlweSize) {
-    let r = sk.params.rounding_bootstrap();
+    let r = if sk.params.has_rounding_bsk() { sk.params.rounding_bootstrap() } else { sk.params };
     (PolynomialSize(r.polynomial_size), GlweSize(r.glwe_dimension + 1))
 }
 
@@ -1206,6 +1213,12 @@ pub fn evaluate_with_progress(
     // A bootstrap reads at most log2(N) bits (tables with N; the rest of a rounding chunk
     // with the rounding bootstrap's N_r).
     let rounds = c.has_exact_rounding();
+    if rounds && sk.params.round_key.is_some() && !sk.params.has_rounding_bsk() {
+        return Err(FheError(format!(
+            "the circuit rounds exactly but the parameters have no rounding bootstrap key ({})",
+            sk.params.summary()
+        )));
+    }
     let round_n = sk.params.rounding_bootstrap().polynomial_size;
     for (widest, n) in [
         (c.max_table_width(), sk.params.polynomial_size),

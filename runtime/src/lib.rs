@@ -55,7 +55,7 @@ pub fn evaluation_key_bytes(p: &fhec_ir::params::TfheParams) -> usize {
     let bodies = |q: &fhec_ir::params::TfheParams| {
         q.lwe_dimension * q.pbs_level as usize * (q.glwe_dimension + 1) * q.polynomial_size
     };
-    let (bsk, round_bsk) = (bodies(p), if p.round_key.is_some() { bodies(&p.rounding_bootstrap()) } else { 0 });
+    let (bsk, round_bsk) = (bodies(p), if p.has_rounding_bsk() { bodies(&p.rounding_bootstrap()) } else { 0 });
     // frame 40; payload: parameters 56 (3 x 8 dimensions, 2 x 8 deviations, 4 x 4
     // decompositions) + 1 (rounding key: none or some) + 32 (its 2 x 8 dimensions, 8
     // deviation, 2 x 4 decomposition), then per key a seed 16 and its bodies (length 8 + 8

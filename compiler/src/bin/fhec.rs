@@ -1016,7 +1016,7 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
     // moment after a parallel section, which would slow a measurement taken right after).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pbs_s = server.one_bootstrap_seconds(20);
-    let round_pbs_s = if setup.params.round_key.is_some() { server.one_rounding_bootstrap_seconds(20) } else { pbs_s };
+    let round_pbs_s = if setup.params.has_rounding_bsk() { server.one_rounding_bootstrap_seconds(20) } else { pbs_s };
     let (mut te, mut tv, mut td, mut tc) = (vec![], vec![], vec![], vec![]);
     let (mut up, mut down) = (0, 0);
     let mut preds = vec![];
