@@ -364,4 +364,13 @@ fn simulator_samples_approximate_rounding_like_the_noise_model() {
     }
     let rate = off as f64 / total as f64;
     assert!((0.07..0.13).contains(&rate), "{off} of {total} reads one step off");
+    // A read past the table's last step (which would wrap around the torus) is reported as
+    // out of range, with or without noise; one in a guard step is computed.
+    let past = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[1, 1, 4, 4]), 1100i64);
+    for sigma in [&sigma[..], &[]] {
+        let e = sim::simulate_all_noisy(&c, past.clone(), sigma, 1).unwrap_err();
+        assert!(e.out_of_range && e.message.contains("to step 17, outside the table's steps 0 to 15"), "{e}");
+    }
+    let guard = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[1, 1, 4, 4]), 992i64);
+    assert!(sim::simulate_all(&c, guard).unwrap()[2].iter().all(|&v| v == 15));
 }

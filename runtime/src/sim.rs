@@ -49,8 +49,8 @@ pub fn simulate_all(c: &Circuit, input: ArrayD<i64>) -> Result<Vec<ArrayD<i64>>,
 /// Runs the circuit with the read noise of approximate rounding sampled: `sigma[id]` is node
 /// `id`'s noise deviation in units of its input (an empty slice: no noise), and `seed` seeds
 /// the generator. A rounding read is `floor((v + 1/2 + e) / 2^shift)`, which is the runtime's
-/// read with its boundaries half a unit off the multiples of `2^shift`, kept within the
-/// guard steps of the value's range.
+/// read with its boundaries half a unit off the multiples of `2^shift`; a read outside its
+/// tables' steps (which would wrap around the torus) is reported as out of range.
 pub fn simulate_all_noisy(
     c: &Circuit,
     input: ArrayD<i64>,
@@ -58,6 +58,15 @@ pub fn simulate_all_noisy(
     seed: u64,
 ) -> Result<Vec<ArrayD<i64>>, SimError> {
     let mut rng = SplitMix(seed);
+    // The last step an approximate rounding's reads may land on: its tables' last entry.
+    let mut top: Vec<i64> = vec![i64::MAX; c.nodes.len()];
+    for n in &c.nodes {
+        if let COp::Table { in_width, .. } = n.op
+            && let Some(&i) = n.inputs.first()
+        {
+            top[i] = top[i].min((1i64 << in_width.min(62)) - 1);
+        }
+    }
     let mut vals: Vec<ArrayD<i64>> = Vec::with_capacity(c.nodes.len());
     for (id, n) in c.nodes.iter().enumerate() {
         let fail = |message: String, out_of_range: bool| SimError {
@@ -74,17 +83,27 @@ pub fn simulate_all_noisy(
                 }
                 input.clone()
             }
-            COp::Round { shift, approx: true } if sigma.get(id).is_some_and(|&s| s > 0.0) => {
+            COp::Round { shift, approx: true } => {
+                // A read below step 0 or past the table's last entry wraps around the torus
+                // (a negacyclic lookup): the result is garbage, reported like a table index
+                // outside its table. The guard steps keep in-range values away from both.
                 let x = &vals[n.inputs[0]];
-                if let Some(bad) = x.iter().find(|&&v| v < 0) {
-                    return Err(fail(format!("rounds the negative value {bad}"), true));
+                let last = if top[id] == i64::MAX { n.range.max + 1 } else { top[id] };
+                let d = (1u64 << shift) as f64;
+                let s = sigma.get(id).copied().unwrap_or(0.0);
+                let mut out = ArrayD::<i64>::zeros(x.raw_dim());
+                for (o, &v) in out.iter_mut().zip(x.iter()) {
+                    let read =
+                        if s > 0.0 { ((v as f64 + 0.5 + s * rng.gaussian()) / d).floor() as i64 } else { v >> shift };
+                    if v < 0 || !(0..=last).contains(&read) {
+                        return Err(fail(
+                            format!("approximately rounds {v} to step {read}, outside the table's steps 0 to {last}"),
+                            true,
+                        ));
+                    }
+                    *o = read;
                 }
-                let (s, d) = (sigma[id], (1u64 << shift) as f64);
-                let (lo, hi) = (n.range.min - 1, n.range.max + 1);
-                x.mapv(|v| {
-                    let read = ((v as f64 + 0.5 + s * rng.gaussian()) / d).floor() as i64;
-                    if (lo..=hi).contains(&(v >> shift)) { read.clamp(lo.max(0), hi) } else { v >> shift }
-                })
+                out
             }
             _ => {
                 let xs: Vec<&ArrayD<i64>> = n.inputs.iter().map(|&i| &vals[i]).collect();

@@ -1603,7 +1603,9 @@ public evaluation key only (both cores), and decrypts; latencies are medians ove
 (wall clock; *evaluate CPU*: CPU time of the server process, all threads). *Test-set accuracy*: \
 top-1 on all 10,000 test images of the integer computation each TFHE system's encrypted run \
 reproduces exactly (fhec: the compiled circuit's simulation; Concrete ML: its clear-quantized \
-execution). The TenSEAL \
+execution); for a `--rounding approximate` row, the simulation with the one-step-off reads sampled \
+from its parameters' noise (one draw per image, seeded by the image), and *accuracy on the images* \
+compares classes with the noise-free simulation. The TenSEAL \
 anchor (`benches/anchors/tenseal_seed.py`, set up by `benches/anchors/setup.sh`) is an \
 independent re-implementation of TenSEAL Tutorial 4's encrypted evaluation of the seed \
 network, loaded with the weights of each seed-network file it names, so the systems evaluate \
