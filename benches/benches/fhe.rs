@@ -7,13 +7,15 @@
 //!   pass over the key and of 16 bootstraps in one batched blind rotation (as the runtime
 //!   does a layer's);
 //! * `layer/fhe_mnist fc1+act2`: the second layer of `fhe_mnist` (a 256->32 dense layer on
-//!   ciphertexts, offset, exact rounding and the ReLU table: 256 bootstraps) on all cores.
+//!   ciphertexts, offset, exact rounding and the ReLU table: 160 bootstraps) on all cores,
+//!   and the same layer with approximate rounding (its 32 table bootstraps only, at the
+//!   parameters chosen for that circuit).
 //!
 //! Run with `cargo bench -p fhec-benches`. Speed targets live here and in `fhec bench`,
 //! never in tests.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fhec_compiler::quantize::QuantOptions;
+use fhec_compiler::quantize::{QuantOptions, Rounding};
 use fhec_compiler::{BuildOptions, build};
 use fhec_ir::artifact::Artifact;
 use fhec_ir::circuit::{CNode, COp, Circuit};
@@ -23,7 +25,7 @@ use fhec_runtime::fhe::{ClientKey, evaluate, test_support::OneBootstrap};
 
 const MODEL: &[u8] = include_bytes!("../../examples/models/fhe_mnist.onnx");
 
-fn fhe_mnist(max_table_bits: Option<u32>) -> Artifact {
+fn fhe_mnist(max_table_bits: Option<u32>, rounding: Rounding) -> Artifact {
     let calib = bundled_sample(DatasetKind::Mnist);
     let px: Vec<&[u8]> = (0..calib.len()).map(|i| calib.pixels(i)).collect();
     let g = fhec_compiler::import_onnx(MODEL, &Default::default()).expect("import");
@@ -31,6 +33,7 @@ fn fhe_mnist(max_table_bits: Option<u32>) -> Artifact {
     if let Some(t) = max_table_bits {
         quant.max_table_bits = t;
     }
+    quant.rounding = rounding;
     let opts = BuildOptions { quant: Some(quant), ..Default::default() };
     build(MODEL, "fhe_mnist.onnx", &px, &opts).expect("build")
 }
@@ -61,7 +64,7 @@ fn benches(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("bootstrap");
     g.sample_size(20);
     for t in [4, 5] {
-        let art = fhe_mnist(Some(t));
+        let art = fhe_mnist(Some(t), Rounding::Exact);
         let setup = art.fhe.as_ref().expect("parameters");
         let p = &setup.params;
         let ck = ClientKey::generate(p);
@@ -86,18 +89,19 @@ fn benches(cr: &mut Criterion) {
 
     let mut g = cr.benchmark_group("layer");
     g.sample_size(10);
-    let art = fhe_mnist(None);
-    let setup = art.fhe.as_ref().expect("parameters");
-    let sub = second_layer(&art.circuit);
-    let plan = EncodingPlan::plan(&sub).expect("plan");
-    let ck = ClientKey::generate(&setup.params);
-    let sk = ck.server_key();
-    let n: usize = sub.input_shape().iter().product();
-    let vals: Vec<i64> = (0..n as i64).map(|i| (i * 5 + 1) % (sub.nodes[0].range.max + 1)).collect();
-    let input = ck.encrypt(&vals, sub.input_shape(), plan.bits[0]);
-    g.bench_function("fhe_mnist fc1+act2 (256 bootstraps)", |bch| {
-        bch.iter(|| evaluate(&sk, &sub, &plan, &input).expect("evaluate").data.len())
-    });
+    for (rounding, label) in [(Rounding::Exact, "exact rounding"), (Rounding::Approximate, "approximate rounding")] {
+        let art = fhe_mnist(None, rounding);
+        let setup = art.fhe.as_ref().expect("parameters");
+        let sub = second_layer(&art.circuit);
+        let plan = EncodingPlan::plan(&sub).expect("plan");
+        let ck = ClientKey::generate(&setup.params);
+        let sk = ck.server_key();
+        let n: usize = sub.input_shape().iter().product();
+        let vals: Vec<i64> = (0..n as i64).map(|i| (i * 5 + 1) % (sub.nodes[0].range.max + 1)).collect();
+        let input = ck.encrypt(&vals, sub.input_shape(), plan.bits[0]);
+        let name = format!("fhe_mnist fc1+act2, {label} ({} bootstraps)", sub.bootstrap_stats().total());
+        g.bench_function(name, |bch| bch.iter(|| evaluate(&sk, &sub, &plan, &input).expect("evaluate").data.len()));
+    }
     g.finish();
 }
 
