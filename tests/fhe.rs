@@ -149,13 +149,21 @@ fn mismatched_or_corrupt_keys_and_ciphertexts_are_errors() {
     assert!(e.contains("no TFHE parameters"), "{e}");
 }
 
-/// `input (10 bits) → round 6 bits off → 4-bit table` on a 4x4 image, with rounding chunks of
-/// at most `chunk` bits. Pixel `p < 32` reads `64·(p/2)` or `64·(p/2) + 63` (both ends of
-/// every rounding interval), other pixels spread over the range; the table has negative
-/// entries.
-fn rounding_circuit(chunk: u32) -> fhec_ir::circuit::Circuit {
-    use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range, TableIndex};
-    let node = |name: &str, op: COp, inputs: Vec<usize>, range: Range| CNode {
+/// `input (10 bits, in `input`) → round 6 bits off (`approx` or exact, to `rounded`) → 4-bit
+/// shared `table` (values in `out`)` on a 4x4 image, the pixels mapped by `pixel_to_q`.
+#[allow(clippy::too_many_arguments)]
+fn round_then_table(
+    name: &str,
+    input: fhec_ir::circuit::Range,
+    approx: bool,
+    rounded: fhec_ir::circuit::Range,
+    table: Vec<i64>,
+    out: fhec_ir::circuit::Range,
+    pixel_to_q: Vec<i64>,
+    round_chunk: u32,
+) -> fhec_ir::circuit::Circuit {
+    use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, TableIndex};
+    let node = |name: &str, op: COp, inputs: Vec<usize>, range| CNode {
         name: name.into(),
         op,
         inputs,
@@ -163,26 +171,37 @@ fn rounding_circuit(chunk: u32) -> fhec_ir::circuit::Circuit {
         range,
         norm2: 1.0,
     };
-    let table: Vec<i64> = (0..16).map(|i| (i * 5) % 16 - 8).collect();
-    let pixel_to_q = (0..256i64).map(|p| if p < 32 { 64 * (p / 2) + 63 * (p % 2) } else { (p * 37) % 1024 }).collect();
     Circuit {
-        name: "rounding".into(),
+        name: name.into(),
         metadata: Default::default(),
         nodes: vec![
-            node("input", COp::Input { bits: 10 }, vec![], Range { min: 0, max: 1023 }),
-            node("round", COp::Round { shift: 6, approx: false }, vec![0], Range { min: 0, max: 15 }),
-            node(
-                "table",
-                COp::Table { in_width: 4, index: TableIndex::Shared, tables: vec![table] },
-                vec![1],
-                Range { min: -8, max: 7 },
-            ),
+            node("input", COp::Input { bits: 10 }, vec![], input),
+            node("round", COp::Round { shift: 6, approx }, vec![0], rounded),
+            node("table", COp::Table { in_width: 4, index: TableIndex::Shared, tables: vec![table] }, vec![1], out),
         ],
         output: 2,
         input_quant: InputQuant { pixel_to_q },
         output_quant: OutputQuant { scale: vec![1.0; 16], offset: vec![0.0; 16] },
-        round_chunk: chunk,
+        round_chunk,
     }
+}
+
+/// `input (10 bits) → round 6 bits off → 4-bit table` on a 4x4 image, with rounding chunks of
+/// at most `chunk` bits. Pixel `p < 32` reads `64·(p/2)` or `64·(p/2) + 63` (both ends of
+/// every rounding interval), other pixels spread over the range; the table has negative
+/// entries.
+fn rounding_circuit(chunk: u32) -> fhec_ir::circuit::Circuit {
+    use fhec_ir::circuit::Range;
+    round_then_table(
+        "rounding",
+        Range { min: 0, max: 1023 },
+        false,
+        Range { min: 0, max: 15 },
+        (0..16).map(|i| (i * 5) % 16 - 8).collect(),
+        Range { min: -8, max: 7 },
+        (0..256i64).map(|p| if p < 32 { 64 * (p / 2) + 63 * (p % 2) } else { (p * 37) % 1024 }).collect(),
+        chunk,
+    )
 }
 
 #[test]
@@ -245,35 +264,17 @@ fn exact_rounding_in_chunks_of_every_width_equals_simulation() {
 /// `p < 28` reads `64·(p/2 + 1)` or `64·(p/2 + 1) + 63` (both ends of a step), others the
 /// middle of a step.
 fn approx_rounding_circuit() -> fhec_ir::circuit::Circuit {
-    use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range, TableIndex};
-    let node = |name: &str, op: COp, inputs: Vec<usize>, range: Range| CNode {
-        name: name.into(),
-        op,
-        inputs,
-        shape: vec![1, 1, 4, 4],
-        range,
-        norm2: 1.0,
-    };
-    let pixel_to_q =
-        (0..256i64).map(|p| if p < 28 { 64 * (p / 2 + 1) + 63 * (p % 2) } else { 64 * (1 + p % 14) + 32 }).collect();
-    Circuit {
-        name: "approx_rounding".into(),
-        metadata: Default::default(),
-        nodes: vec![
-            node("input", COp::Input { bits: 10 }, vec![], Range { min: 64, max: 959 }),
-            node("round", COp::Round { shift: 6, approx: true }, vec![0], Range { min: 1, max: 14 }),
-            node(
-                "table",
-                COp::Table { in_width: 4, index: TableIndex::Shared, tables: vec![(0..16).collect()] },
-                vec![1],
-                Range { min: 0, max: 15 },
-            ),
-        ],
-        output: 2,
-        input_quant: InputQuant { pixel_to_q },
-        output_quant: OutputQuant { scale: vec![1.0; 16], offset: vec![0.0; 16] },
-        round_chunk: 1,
-    }
+    use fhec_ir::circuit::Range;
+    round_then_table(
+        "approx_rounding",
+        Range { min: 64, max: 959 },
+        true,
+        Range { min: 1, max: 14 },
+        (0..16).collect(),
+        Range { min: 0, max: 15 },
+        (0..256i64).map(|p| if p < 28 { 64 * (p / 2 + 1) + 63 * (p % 2) } else { 64 * (1 + p % 14) + 32 }).collect(),
+        1,
+    )
 }
 
 #[test]
