@@ -463,3 +463,26 @@ fn bench_speed_checks_its_arguments_before_running_anything() {
     // Nothing was written.
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "# mine\n");
 }
+
+/// The README's quick start: the bundled seed network, really encrypted, evaluated with the
+/// evaluation key only and decrypted (approximate rounding, so classes are compared).
+#[cfg(feature = "fhe")]
+#[test]
+fn demo_classifies_a_bundled_image_encrypted() {
+    let o = fhec(&["demo", "--images", "1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    for want in [
+        "seedq_mnist, --max-table-bits 6 --rounding approximate",
+        "320 bootstraps per image",
+        "security 128 bits",
+        "agreement with simulation: 1/1 (same class",
+        "encrypted accuracy 1/1",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // A rounding mode the compiler does not have is refused before any work.
+    let o = fhec(&["demo", "--rounding", "nearest"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("nearest"), "{}", text(&o.stderr));
+}

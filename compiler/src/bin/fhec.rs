@@ -290,12 +290,18 @@ enum Command {
         input: PathBuf,
     },
     #[cfg(feature = "fhe")]
-    /// The quick start: compile the bundled model, generate keys, classify sample images
-    /// encrypted, and compare with the simulation.
+    /// The quick start: compile the bundled seed network (`seedq_mnist`, 6-bit tables),
+    /// generate keys, classify sample images encrypted, and compare with the simulation.
     Demo {
         /// How many bundled sample images to classify.
         #[arg(long, default_value_t = 2)]
         images: usize,
+        /// How accumulators are rounded before their table: `approximate` (320 bootstraps,
+        /// about 10 s per image; a read near a step boundary may be one step off, so only the
+        /// class is compared with the simulation) or `exact` (1,344 bootstraps, about 35 s
+        /// per image; outputs equal the simulation bit for bit).
+        #[arg(long, default_value_t = Rounding::Approximate)]
+        rounding: Rounding,
     },
 }
 
@@ -563,7 +569,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         #[cfg(feature = "fhe")]
-        Command::Demo { images } => demo(images),
+        Command::Demo { images, rounding } => demo(images, rounding),
         Command::Build { model, out, json, print_circuit, print_ir_after_all, compile } => {
             let mut show = |pass: &str, g: &Graph, notes: &[String]| {
                 if print_ir_after_all {
@@ -1090,10 +1096,14 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
     let rounding = server.rounding_bootstraps();
     let ideal = ((server.bootstraps() - rounding) as f64 * pbs_s + rounding as f64 * round_pbs_s) / cores as f64;
     let efficiency = median(&mut tv) / ideal;
+    let round_note = if setup.params.has_rounding_bsk() {
+        format!(", rounding bootstrap {:.1} ms", round_pbs_s * 1e3)
+    } else {
+        String::new()
+    };
     println!(
-        "one keyswitch + bootstrap (one thread, median of 20): {:.1} ms, rounding bootstrap {:.1} ms; scheduling efficiency {:.2} (evaluate / (sum over bootstraps of one of its kind / {cores} cores))",
+        "one keyswitch + bootstrap (one thread, median of 20): {:.1} ms{round_note}; scheduling efficiency {:.2} (evaluate / (sum over bootstraps of one of its kind / {cores} cores))",
         pbs_s * 1e3,
-        round_pbs_s * 1e3,
         efficiency
     );
     if agree + outside != ds.len() && !approx {
@@ -1632,18 +1642,26 @@ because the runtime batches a layer's blind rotations (up to 16 per pass over th
 }
 
 #[cfg(feature = "fhe")]
-/// The demo model, compiled into the binary: a QAT network made for encrypted inference,
-/// whose metadata carries its widths.
-const DEMO_MODEL: &[u8] = include_bytes!("../../../examples/models/fhe_mnist.onnx");
+/// The demo model, compiled into the binary: the seed network (TenSEAL's tutorial network)
+/// trained with fhec's quantization, whose metadata carries its widths and dataset.
+const DEMO_MODEL: &[u8] = include_bytes!("../../../examples/models/seedq_mnist.onnx");
 
 #[cfg(feature = "fhe")]
-fn demo(images: usize) -> Result<()> {
+/// The widest table the demo reads: 6 bits keeps the seed network within 0.3 points of float
+/// with either rounding (BENCHMARKS.md, speed section).
+const DEMO_TABLE_BITS: u32 = 6;
+
+#[cfg(feature = "fhe")]
+fn demo(images: usize, rounding: Rounding) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("fhec-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let model = dir.join("fhe_mnist.onnx");
+    let model = dir.join("seedq_mnist.onnx");
     std::fs::write(&model, DEMO_MODEL)?;
-    println!("== fhec demo: the bundled MNIST network for encrypted inference (fhe_mnist), end to end ==");
-    let compiled = compile_model(&model, &CompileArgs::defaults());
+    println!(
+        "== fhec demo: the bundled seed network (seedq_mnist, --max-table-bits {DEMO_TABLE_BITS} --rounding {rounding}), end to end =="
+    );
+    let args = CompileArgs { max_table_bits: Some(DEMO_TABLE_BITS), rounding, ..CompileArgs::defaults() };
+    let compiled = compile_model(&model, &args);
     let _ = std::fs::remove_dir_all(&dir);
     let (_, art) = compiled?;
     let report = build_report(&art.circuit, &art.options, art.fhe.as_ref());
@@ -1651,7 +1669,7 @@ fn demo(images: usize) -> Result<()> {
     let mut ds = bundled_sample(DatasetKind::Mnist);
     ds.truncate(images.max(1));
     println!();
-    fhe_eval(Path::new("fhe_mnist.onnx (bundled)"), &art, &ds, DatasetKind::Mnist)?;
+    fhe_eval(Path::new("seedq_mnist.onnx (bundled)"), &art, &ds, DatasetKind::Mnist)?;
     Ok(())
 }
 
