@@ -231,5 +231,11 @@ fn approximate_rounding_compiles_without_rounding_bootstraps() {
             same_exact += (sim::classify(&exact, ds.pixels(i)).unwrap().0 == fp) as usize;
         }
         assert!(same + 6 >= same_exact, "{name}: {same} (approximate) vs {same_exact} (exact) of {}", ds.len());
+        // Each draw of the read noise is reproducible, draw 0 is `classify_noisy`'s, and
+        // other draws sample other noise.
+        let scores = |i: usize, d: u64| sim::classify_noisy_draw(&c, ds.pixels(i), &sigma, d).unwrap().1;
+        assert_eq!(scores(0, 0), sim::classify_noisy(&c, ds.pixels(0), &sigma).unwrap().1);
+        assert_eq!(scores(0, 3), scores(0, 3));
+        assert!((0..ds.len()).any(|i| scores(i, 1) != scores(i, 2)), "{name}: draws 1 and 2 agree on every image");
     }
 }

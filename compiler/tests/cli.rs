@@ -208,6 +208,47 @@ fn build_writes_an_artifact_that_eval_simulates() {
     assert_eq!(text(&o2.stdout).lines().last().unwrap(), last);
     // Rebuilding over an artifact is fine.
     assert!(fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap()]).status.success());
+    // With approximate rounding, the simulation samples the read noise: it shows ten draws'
+    // accuracies, then the first draw's, which the predictions file holds.
+    let approx = d.join("approx.fhec");
+    let o = fhec(&[
+        "build",
+        "examples/models/seed_mnist.onnx",
+        "--rounding",
+        "approximate",
+        "-o",
+        approx.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let preds = d.join("approx.txt");
+    let o = fhec(&[
+        "eval",
+        approx.to_str().unwrap(),
+        "--dataset",
+        "mnist",
+        "--data",
+        "examples/data",
+        "--mode",
+        "simulate",
+        "--limit",
+        "50",
+        "--predictions",
+        preds.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("approximate rounding: 10 draws of the read noise give "), "{out}");
+    let last = out.lines().last().unwrap();
+    let correct: usize = last.split_once('(').unwrap().1.split_once('/').unwrap().0.parse().unwrap();
+    let labels = fhec_runtime::dataset::Dataset::load_test(
+        &root().join("examples/data"),
+        fhec_runtime::dataset::DatasetKind::Mnist,
+    )
+    .unwrap()
+    .labels;
+    let written = std::fs::read_to_string(&preds).unwrap();
+    let hits = written.lines().zip(&labels).filter(|(p, l)| p.parse::<usize>().ok() == Some(**l as usize)).count();
+    assert_eq!(hits, correct, "{last}");
 }
 
 #[test]

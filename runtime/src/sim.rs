@@ -148,7 +148,20 @@ pub fn classify(c: &Circuit, pixels: &[u8]) -> Result<(usize, Vec<f64>), SimErro
 /// [`classify`] with approximate rounding's read noise sampled (see [`simulate_all_noisy`]),
 /// from a generator seeded by the pixels: the same image always gets the same draw.
 pub fn classify_noisy(c: &Circuit, pixels: &[u8], sigma: &[f64]) -> Result<(usize, Vec<f64>), SimError> {
-    let seed = pixels.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    classify_noisy_draw(c, pixels, sigma, 0)
+}
+
+/// [`classify_noisy`] with the `draw`-th independent sample of the read noise (draw 0 is
+/// [`classify_noisy`]'s). Several draws per image show how much an accuracy measured with
+/// sampled noise depends on the sample.
+pub fn classify_noisy_draw(
+    c: &Circuit,
+    pixels: &[u8],
+    sigma: &[f64],
+    draw: u64,
+) -> Result<(usize, Vec<f64>), SimError> {
+    let hash = pixels.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let seed = hash ^ draw.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut all = simulate_all_noisy(c, encode_image(c, pixels), sigma, seed)?;
     let out = all.swap_remove(c.output);
     let flat: Vec<i64> = out.iter().copied().collect();

@@ -670,11 +670,24 @@ fn run(cli: Cli) -> Result<()> {
                         dataset.dir_name(),
                         ds.len()
                     );
-                    let (preds, outside) = simulate_set(&art, &ds)?;
+                    let (preds, outside) = simulate_set(&art, &ds, 0)?;
                     if outside > 0 {
                         println!(
                             "{outside} of {} images drove a value outside the calibrated ranges (counted as errors; see --ranges)",
                             ds.len()
+                        );
+                    }
+                    if noise_draws(&art) > 1 {
+                        // One draw of the read noise is one sample of the accuracy: show
+                        // how much it moves, then report the first draw (the predictions).
+                        let (draws, _) = simulated_correct(&art, &ds)?;
+                        let n = ds.len() as f64;
+                        let pct: Vec<String> = draws.iter().map(|&k| format!("{:.2}%", 100.0 * k as f64 / n)).collect();
+                        println!(
+                            "approximate rounding: {} draws of the read noise give {} (mean {:.2}%); the predictions and the accuracy below are the first draw's",
+                            draws.len(),
+                            pct.join(", "),
+                            100.0 * draws.iter().sum::<usize>() as f64 / draws.len() as f64 / n
                         );
                     }
                     preds
@@ -691,15 +704,26 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// How many independent samples of approximate rounding's read noise a simulated accuracy
+/// averages (one draw moves the MNIST test-set accuracy by about 0.1 point).
+const NOISE_DRAWS: u64 = 10;
+
+/// The read-noise draws to simulate an artifact with: [`NOISE_DRAWS`] when it has
+/// approximate rounding and parameters to sample the noise from, else one (deterministic).
+fn noise_draws(art: &Artifact) -> u64 {
+    if art.circuit.has_approx_rounding() && art.fhe.is_some() { NOISE_DRAWS } else { 1 }
+}
+
 /// Simulated predictions of every image of a set. An image that drives a value outside the
 /// circuit's calibrated ranges gets the class `usize::MAX` (an error) and is counted.
-/// Approximate rounding's read noise is sampled from the artifact's parameters.
-fn simulate_set(art: &Artifact, ds: &Dataset) -> Result<(Vec<usize>, usize)> {
+/// Approximate rounding's read noise is sampled from the artifact's parameters (its
+/// `draw`-th sample; see [`sim::classify_noisy_draw`]).
+fn simulate_set(art: &Artifact, ds: &Dataset, draw: u64) -> Result<(Vec<usize>, usize)> {
     let c = &art.circuit;
     let sigma = art.fhe.as_ref().map(|s| s.approx_round_sigma(c)).unwrap_or_default();
     let preds = (0..ds.len())
         .into_par_iter()
-        .map(|i| match sim::classify_noisy(c, ds.pixels(i), &sigma) {
+        .map(|i| match sim::classify_noisy_draw(c, ds.pixels(i), &sigma, draw) {
             Ok((p, _)) => Ok(p),
             Err(e) if e.out_of_range => Ok(usize::MAX),
             Err(e) => Err(e),
@@ -740,8 +764,43 @@ fn load_manifest(models: &Path) -> Result<fhec_compiler::manifest::Manifest> {
 /// calibrated ranges, over a whole test set.
 struct Accuracy {
     float: usize,
-    simulated: usize,
+    /// Correct simulated predictions, the mean over the read-noise draws.
+    simulated: f64,
+    /// Correct simulated predictions of each read-noise draw (one without approximate rounding).
+    draws: Vec<usize>,
+    /// Images outside the calibrated ranges (in the first draw).
     outside: usize,
+}
+
+impl Accuracy {
+    /// How the simulated accuracy over `n` images was sampled, for approximate rounding: the
+    /// number of draws and their range (`None` for a deterministic simulation).
+    fn spread(&self, n: f64) -> Option<String> {
+        let (lo, hi) = (self.draws.iter().min()?, self.draws.iter().max()?);
+        (self.draws.len() > 1).then(|| {
+            format!(
+                "mean of {} read-noise draws, {:.2}% to {:.2}%",
+                self.draws.len(),
+                100.0 * *lo as f64 / n,
+                100.0 * *hi as f64 / n
+            )
+        })
+    }
+}
+
+/// Correct predictions of each read-noise draw ([`noise_draws`]) over a set, and the
+/// images outside the calibrated ranges in the first.
+fn simulated_correct(art: &Artifact, ds: &Dataset) -> Result<(Vec<usize>, usize)> {
+    let mut draws = vec![];
+    let mut outside = 0;
+    for draw in 0..noise_draws(art) {
+        let (preds, out) = simulate_set(art, ds, draw)?;
+        if draw == 0 {
+            outside = out;
+        }
+        draws.push(preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count());
+    }
+    Ok((draws, outside))
 }
 
 fn measure_accuracy(g: &Graph, art: &Artifact, ds: &Dataset, pre: Preprocess) -> Result<Accuracy> {
@@ -755,9 +814,9 @@ fn measure_accuracy(g: &Graph, art: &Artifact, ds: &Dataset, pre: Preprocess) ->
         .collect::<Result<Vec<usize>, interp::InterpError>>()?
         .into_iter()
         .sum::<usize>();
-    let (preds, outside) = simulate_set(art, ds)?;
-    let simulated = preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count();
-    Ok(Accuracy { float, simulated, outside })
+    let (draws, outside) = simulated_correct(art, ds)?;
+    let simulated = draws.iter().sum::<usize>() as f64 / draws.len() as f64;
+    Ok(Accuracy { float, simulated, draws, outside })
 }
 
 /// The widths an artifact was compiled at: input/weight/activation/table bits.
@@ -784,7 +843,7 @@ fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) 
         let t0 = std::time::Instant::now();
         let (g, art) = compile_model(&path, &args)?;
         let build_s = t0.elapsed().as_secs_f64();
-        let Accuracy { float, simulated, outside } = measure_accuracy(&g, &art, &ds, m.preprocess)?;
+        let Accuracy { float, simulated, outside, .. } = measure_accuracy(&g, &art, &ds, m.preprocess)?;
         let c = &art.circuit;
         let st = c.bootstrap_stats();
         let n = ds.len() as f64;
@@ -795,8 +854,8 @@ fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) 
             m.preprocess,
             widths_of(&art),
             100.0 * float as f64 / n,
-            100.0 * simulated as f64 / n,
-            100.0 * (simulated as f64 - float as f64) / n,
+            100.0 * simulated / n,
+            100.0 * (simulated - float as f64) / n,
             outside,
             st.by_width.values().sum::<usize>(),
             st.rounding,
@@ -856,7 +915,7 @@ fn passes_row(model: &str, args: &CompileArgs, art: &Artifact, notes: &[String],
         widths.join(", "),
         st.rounding,
         100.0 * acc.float as f64 / n,
-        100.0 * acc.simulated as f64 / n,
+        100.0 * acc.simulated / n,
     )
 }
 
@@ -1194,7 +1253,7 @@ fn bench_models(
         println!(
             "float {:.2}%, simulated {:.2}% ({} images, {} outside the calibrated ranges)",
             100.0 * acc.float as f64 / n,
-            100.0 * acc.simulated as f64 / n,
+            100.0 * acc.simulated / n,
             ds.len(),
             acc.outside
         );
@@ -1206,8 +1265,8 @@ fn bench_models(
             m.dataset,
             widths_of(&art),
             100.0 * acc.float as f64 / n,
-            100.0 * acc.simulated as f64 / n,
-            100.0 * (acc.simulated as f64 - acc.float as f64) / n,
+            100.0 * acc.simulated / n,
+            100.0 * (acc.simulated - acc.float as f64) / n,
             st.total(),
             widths.join(", "),
             st.rounding,
@@ -1554,8 +1613,12 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
             "| fhec (TFHE, {cores} threads) | {} | {} | {:.2}% (compiled circuit, {}; float {:.2}%) | {}/{} correct, {}/{} {} | {} ({} + {} rounding) | {}; {:.0} bits, failure 2^{:.1} / inference{} | {:.3} s | {:.2} s | {:.2} s | {:.4} s | {} | {:.2} | {:.1} s | {} | {} | {} | {} | {} |",
             spec.label(),
             ds.len(),
-            100.0 * acc.simulated as f64 / full.len() as f64,
-            if approx { "approximate rounding's read noise sampled" } else { "what its FHE computes" },
+            100.0 * acc.simulated / full.len() as f64,
+            match acc.spread(full.len() as f64) {
+                Some(spread) if approx => format!("approximate rounding's read noise sampled, {spread}"),
+                _ if approx => "approximate rounding's read noise sampled".to_string(),
+                _ => "what its FHE computes".to_string(),
+            },
             100.0 * acc.float as f64 / full.len() as f64,
             r.correct,
             ds.len(),
@@ -1614,7 +1677,8 @@ public evaluation key only (both cores), and decrypts; latencies are medians ove
 top-1 on all 10,000 test images of the integer computation each TFHE system's encrypted run \
 reproduces exactly (fhec: the compiled circuit's simulation; Concrete ML: its clear-quantized \
 execution); for a `--rounding approximate` row, the simulation with the one-step-off reads sampled \
-from its parameters' noise (one draw per image, seeded by the image), and *accuracy on the images* \
+from its parameters' noise, the mean of {NOISE_DRAWS} independent draws per image (each seeded by the \
+image and the draw number; the range over the draws follows), and *accuracy on the images* \
 compares classes with the noise-free simulation. The TenSEAL \
 anchor (`benches/anchors/tenseal_seed.py`, set up by `benches/anchors/setup.sh`) is an \
 independent re-implementation of TenSEAL Tutorial 4's encrypted evaluation of the seed \
