@@ -168,6 +168,14 @@ fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
+/// `fhec eval MODEL --mode simulate` on the first `limit` bundled MNIST images.
+fn simulate(model: &str, limit: &str, extra: &[&str]) -> Output {
+    let mut args =
+        vec!["eval", model, "--dataset", "mnist", "--data", "examples/data", "--mode", "simulate", "--limit", limit];
+    args.extend_from_slice(extra);
+    fhec(&args)
+}
+
 #[test]
 fn build_writes_an_artifact_that_eval_simulates() {
     let d = tmpdir("build");
@@ -177,34 +185,12 @@ fn build_writes_an_artifact_that_eval_simulates() {
     let out = text(&o.stdout);
     assert!(out.contains("bootstraps per inference:"), "{out}");
     assert!(out.contains("widest table read:"), "{out}");
-    let o = fhec(&[
-        "eval",
-        art.to_str().unwrap(),
-        "--dataset",
-        "mnist",
-        "--data",
-        "examples/data",
-        "--mode",
-        "simulate",
-        "--limit",
-        "30",
-    ]);
+    let o = simulate(art.to_str().unwrap(), "30", &[]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let last = text(&o.stdout).lines().last().unwrap().to_string();
     assert!(last.starts_with("accuracy: ") && last.ends_with("/30)"), "{last}");
     // The same accuracy when compiling on the fly from the ONNX file.
-    let o2 = fhec(&[
-        "eval",
-        "examples/models/cnn_mnist.onnx",
-        "--dataset",
-        "mnist",
-        "--data",
-        "examples/data",
-        "--mode",
-        "simulate",
-        "--limit",
-        "30",
-    ]);
+    let o2 = simulate("examples/models/cnn_mnist.onnx", "30", &[]);
     assert_eq!(text(&o2.stdout).lines().last().unwrap(), last);
     // Rebuilding over an artifact is fine.
     assert!(fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap()]).status.success());
@@ -221,20 +207,7 @@ fn build_writes_an_artifact_that_eval_simulates() {
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let preds = d.join("approx.txt");
-    let o = fhec(&[
-        "eval",
-        approx.to_str().unwrap(),
-        "--dataset",
-        "mnist",
-        "--data",
-        "examples/data",
-        "--mode",
-        "simulate",
-        "--limit",
-        "50",
-        "--predictions",
-        preds.to_str().unwrap(),
-    ]);
+    let o = simulate(approx.to_str().unwrap(), "50", &["--predictions", preds.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("approximate rounding: 10 draws of the read noise give "), "{out}");

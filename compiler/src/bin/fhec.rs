@@ -670,27 +670,28 @@ fn run(cli: Cli) -> Result<()> {
                         dataset.dir_name(),
                         ds.len()
                     );
-                    let (preds, outside) = simulate_set(&art, &ds, 0)?;
-                    if outside > 0 {
+                    let sims = simulate_draws(&art, &ds)?;
+                    if sims.outside > 0 {
                         println!(
-                            "{outside} of {} images drove a value outside the calibrated ranges (counted as errors; see --ranges)",
+                            "{} of {} images drove a value outside the calibrated ranges (counted as errors; see --ranges)",
+                            sims.outside,
                             ds.len()
                         );
                     }
-                    if noise_draws(&art) > 1 {
+                    if sims.correct.len() > 1 {
                         // One draw of the read noise is one sample of the accuracy: show
                         // how much it moves, then report the first draw (the predictions).
-                        let (draws, _) = simulated_correct(&art, &ds)?;
                         let n = ds.len() as f64;
-                        let pct: Vec<String> = draws.iter().map(|&k| format!("{:.2}%", 100.0 * k as f64 / n)).collect();
+                        let pct: Vec<String> =
+                            sims.correct.iter().map(|&k| format!("{:.2}%", 100.0 * k as f64 / n)).collect();
                         println!(
                             "approximate rounding: {} draws of the read noise give {} (mean {:.2}%); the predictions and the accuracy below are the first draw's",
-                            draws.len(),
+                            sims.correct.len(),
                             pct.join(", "),
-                            100.0 * draws.iter().sum::<usize>() as f64 / draws.len() as f64 / n
+                            100.0 * sims.mean_correct() / n
                         );
                     }
-                    preds
+                    sims.preds
                 }
             };
             let correct = preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count();
@@ -788,19 +789,31 @@ impl Accuracy {
     }
 }
 
-/// Correct predictions of each read-noise draw ([`noise_draws`]) over a set, and the
-/// images outside the calibrated ranges in the first.
-fn simulated_correct(art: &Artifact, ds: &Dataset) -> Result<(Vec<usize>, usize)> {
-    let mut draws = vec![];
-    let mut outside = 0;
-    for draw in 0..noise_draws(art) {
-        let (preds, out) = simulate_set(art, ds, draw)?;
-        if draw == 0 {
-            outside = out;
-        }
-        draws.push(preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count());
+/// A set simulated with each read-noise draw ([`noise_draws`]).
+struct SimDraws {
+    /// Correct predictions of each draw.
+    correct: Vec<usize>,
+    /// The first draw's predictions and images outside the calibrated ranges.
+    preds: Vec<usize>,
+    outside: usize,
+}
+
+impl SimDraws {
+    fn mean_correct(&self) -> f64 {
+        self.correct.iter().sum::<usize>() as f64 / self.correct.len() as f64
     }
-    Ok((draws, outside))
+}
+
+fn simulate_draws(art: &Artifact, ds: &Dataset) -> Result<SimDraws> {
+    let mut sims = SimDraws { correct: vec![], preds: vec![], outside: 0 };
+    for draw in 0..noise_draws(art) {
+        let (preds, outside) = simulate_set(art, ds, draw)?;
+        sims.correct.push(preds.iter().zip(&ds.labels).filter(|(p, l)| **p == **l as usize).count());
+        if draw == 0 {
+            (sims.preds, sims.outside) = (preds, outside);
+        }
+    }
+    Ok(sims)
 }
 
 fn measure_accuracy(g: &Graph, art: &Artifact, ds: &Dataset, pre: Preprocess) -> Result<Accuracy> {
@@ -814,9 +827,8 @@ fn measure_accuracy(g: &Graph, art: &Artifact, ds: &Dataset, pre: Preprocess) ->
         .collect::<Result<Vec<usize>, interp::InterpError>>()?
         .into_iter()
         .sum::<usize>();
-    let (draws, outside) = simulated_correct(art, ds)?;
-    let simulated = draws.iter().sum::<usize>() as f64 / draws.len() as f64;
-    Ok(Accuracy { float, simulated, draws, outside })
+    let sims = simulate_draws(art, ds)?;
+    Ok(Accuracy { float, simulated: sims.mean_correct(), draws: sims.correct, outside: sims.outside })
 }
 
 /// The widths an artifact was compiled at: input/weight/activation/table bits.
@@ -1615,9 +1627,8 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
             ds.len(),
             100.0 * acc.simulated / full.len() as f64,
             match acc.spread(full.len() as f64) {
-                Some(spread) if approx => format!("approximate rounding's read noise sampled, {spread}"),
-                _ if approx => "approximate rounding's read noise sampled".to_string(),
-                _ => "what its FHE computes".to_string(),
+                Some(spread) => format!("approximate rounding's read noise sampled, {spread}"),
+                None => "what its FHE computes".to_string(),
             },
             100.0 * acc.float as f64 / full.len() as f64,
             r.correct,
