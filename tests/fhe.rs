@@ -183,6 +183,7 @@ fn round_then_table(
         input_quant: InputQuant { pixel_to_q },
         output_quant: OutputQuant { scale: vec![1.0; 16], offset: vec![0.0; 16] },
         round_chunk,
+        output_bits: None,
     }
 }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use fhec_ir::artifact::Artifact;
 use fhec_ir::{Graph, Preprocess};
 
+use crate::fit::{FitData, FitOptions, FitReport};
 use crate::params::{ParamOptions, select_rounding};
 use crate::passes::egraph::{CostParams, Limits};
 use crate::passes::{ActivationPolicy, DEFAULT_PIPELINE, PassContext, PassError, Pipeline};
@@ -72,6 +73,9 @@ pub enum BuildError {
     /// A pass failed.
     #[error(transparent)]
     Pass(#[from] PassError),
+    /// The automatic fit found nothing (see [`crate::fit::FitError`]).
+    #[error(transparent)]
+    Fit(#[from] crate::fit::FitError),
     /// A metadata entry is malformed.
     #[error("model metadata {key}: {message}")]
     Metadata {
@@ -149,6 +153,25 @@ pub fn build_graph_with(
     let opts = quant_options_of(g, o)?;
     let optimized = optimize(g, calibration, o, after)?;
     let circuit = compile_circuit(&optimized, pre, calibration, &opts)?;
+    let mut options = artifact_options(&opts, pre, o, calibration.len());
+    let mut circuit = circuit;
+    let fhe = match select_rounding(&mut circuit, &o.params) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            options.insert("fhe".into(), format!("unavailable: {e}"));
+            None
+        }
+    };
+    Ok(Artifact { fhec_version: env!("CARGO_PKG_VERSION").into(), source: source.into(), options, circuit, fhe })
+}
+
+/// The build options as the artifact records them (`name -> value`, for reports).
+fn artifact_options(
+    opts: &QuantOptions,
+    pre: Preprocess,
+    o: &BuildOptions,
+    calibration: usize,
+) -> BTreeMap<String, String> {
     let mut options = BTreeMap::new();
     options.insert("input_bits".into(), opts.input_bits.to_string());
     options.insert("weight_bits".into(), opts.weight_bits.to_string());
@@ -162,6 +185,9 @@ pub fn build_graph_with(
         },
     );
     options.insert("rounding".into(), opts.rounding.to_string());
+    if let Some(b) = opts.output_bits {
+        options.insert("output_bits".into(), b.to_string());
+    }
     options.insert("preprocess".into(), pre.to_string());
     options.insert(
         "passes".into(),
@@ -176,16 +202,51 @@ pub fn build_graph_with(
             },
         );
     }
-    options.insert("calibration".into(), format!("{} ({} images)", o.calibration_name, calibration.len()));
-    let mut circuit = circuit;
-    let fhe = match select_rounding(&mut circuit, &o.params) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            options.insert("fhe".into(), format!("unavailable: {e}"));
-            None
-        }
+    options.insert("calibration".into(), format!("{} ({calibration} images)", o.calibration_name));
+    options
+}
+
+/// Builds with the widths chosen by the automatic fit ([`crate::fit`]): import options,
+/// passes and parameters from `o`; the widths `o` gives (or the model's metadata names) are
+/// the fit's base, and those in `fit.fixed` stay as given. Calibrates on
+/// `data.calibration` and validates on `data.validation`.
+pub fn build_fitted(
+    g: &Graph,
+    source: &str,
+    data: &FitData,
+    o: &BuildOptions,
+    fit: &FitOptions,
+    after: &mut dyn FnMut(&str, &Graph, &[String]),
+) -> Result<(Artifact, FitReport, QuantOptions), BuildError> {
+    let pre = preprocess_of(g, o.preprocess)?;
+    let base = quant_options_of(g, o)?;
+    let optimized = optimize(g, data.calibration, o, after)?;
+    let fitted = crate::fit::fit(&optimized, g, pre, data, &base, &o.params, fit)?;
+    let mut options = artifact_options(&fitted.quant, pre, o, data.calibration.len());
+    for (layer, widths) in crate::fit::layer_widths(&fitted.quant, &fitted.circuit) {
+        options.insert(format!("layer {layer}"), widths);
+    }
+    let r = &fitted.report;
+    options.insert(
+        "fit".into(),
+        format!(
+            "{} candidates; validation {:.2}% against float {:.2}% on {} images ({}), budget {} points",
+            r.candidates.len(),
+            r.chosen.and_then(|i| r.candidates[i].accuracy).unwrap_or(f64::NAN),
+            r.float_accuracy,
+            r.validation_images,
+            if r.labelled { "labelled" } else { "agreement" },
+            fit.accuracy_budget
+        ),
+    );
+    let artifact = Artifact {
+        fhec_version: env!("CARGO_PKG_VERSION").into(),
+        source: source.into(),
+        options,
+        circuit: fitted.circuit,
+        fhe: Some(fitted.setup),
     };
-    Ok(Artifact { fhec_version: env!("CARGO_PKG_VERSION").into(), source: source.into(), options, circuit, fhe })
+    Ok((artifact, fitted.report, fitted.quant))
 }
 
 /// [`build_graph`] from ONNX bytes.

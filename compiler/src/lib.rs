@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod build;
+pub mod fit;
 pub mod frontend;
 pub mod manifest;
 pub mod params;

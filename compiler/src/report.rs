@@ -76,17 +76,17 @@ pub struct FheReport {
     /// Bound on the failure probability of one inference.
     pub global_p_error: f64,
     /// The evaluation key as it travels: seeded form, framed, exactly as
-    /// `Client::evaluation_key` produces it (`fhec_runtime::evaluation_key_bytes`).
+    /// `Client::evaluation_key` produces it (`fhec_ir::wire::evaluation_key_bytes`).
     pub evaluation_key_bytes: usize,
     /// Bootstrap key bytes in server memory (Fourier domain, after decompression).
     pub bootstrap_key_bytes: usize,
     /// Keyswitch key bytes in server memory (after decompression).
     pub keyswitch_key_bytes: usize,
     /// Upload per image: the encrypted image in seeded form, framed, exactly as
-    /// `Client::encrypt` produces it (`fhec_runtime::encrypted_image_bytes`).
+    /// `Client::encrypt` produces it (`fhec_ir::wire::encrypted_image_bytes`).
     pub upload_bytes: usize,
     /// Download per image: the encrypted result in compact form, framed, exactly as
-    /// `Server::classify` returns it (`fhec_runtime::encrypted_result_bytes`).
+    /// `Server::classify` returns it (`fhec_ir::wire::encrypted_result_bytes`).
     pub download_bytes: usize,
     /// Estimated server time per image on one core (ms).
     pub est_latency_ms_one_core: f64,
@@ -153,11 +153,11 @@ pub fn build_report(
                 security_bits: f.security_bits,
                 p_error: f.p_error,
                 global_p_error: f.global_p_error,
-                evaluation_key_bytes: fhec_runtime::evaluation_key_bytes(&f.params),
+                evaluation_key_bytes: fhec_ir::wire::evaluation_key_bytes(&f.params),
                 bootstrap_key_bytes: bsk,
                 keyswitch_key_bytes: ksk,
-                upload_bytes: fhec_runtime::encrypted_image_bytes(c.input_shape()),
-                download_bytes: fhec_runtime::encrypted_result_bytes(
+                upload_bytes: fhec_ir::wire::encrypted_image_bytes(c.input_shape()),
+                download_bytes: fhec_ir::wire::encrypted_result_bytes(
                     &c.nodes[c.output].shape,
                     &f.params,
                     fhec_ir::params::result_form(&f.params, &f.plan, c),

@@ -15,7 +15,7 @@ use crate::circuit::{Circuit, verify::verify};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHECART\0";
 /// Current format version.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Largest payload accepted (1 GiB).
 pub const MAX_PAYLOAD: u64 = 1 << 30;
 

@@ -8,6 +8,9 @@
 //! * [`circuit`]: the circuit IR, integer-only ops as a TFHE server evaluates them, with
 //!   exact ranges and noise 2-norms, its verifier and printer, and integer kernels.
 //!
+//! * [`sim`]: the exact integer simulator of a circuit (its semantics, what encrypted
+//!   evaluation must equal); [`wire`]: byte sizes of the client/server transport forms.
+//!
 //! Architecture Invariant: this crate knows neither ONNX nor tfhe-rs. Ops are Rust enums,
 //! never strings; every value has a static shape.
 #![warn(missing_docs)]
@@ -16,6 +19,8 @@ pub mod artifact;
 pub mod circuit;
 pub mod nn;
 pub mod params;
+pub mod sim;
+pub mod wire;
 
 pub use nn::{Graph, Node, Op, Shape};
 pub mod preprocess;

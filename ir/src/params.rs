@@ -288,7 +288,7 @@ impl TfheParams {
     /// Bytes of the bootstrap keys (Fourier, 16 bytes per complex over N/2 per polynomial; the
     /// main one plus the rounding one, if any) and of the keyswitch keys (8 bytes per u64;
     /// the bootstraps' one plus the result's, if any) in the server's memory (the evaluation key travels in
-    /// seeded form, far smaller: `fhec_runtime::evaluation_key_bytes`).
+    /// seeded form, far smaller: `crate::wire::evaluation_key_bytes`).
     pub fn key_bytes(&self) -> (usize, usize) {
         let (n, k, big_n) = (self.lwe_dimension, self.glwe_dimension, self.polynomial_size);
         let bsk = |p: &TfheParams| {
@@ -442,7 +442,10 @@ impl ResultForm {
         if self.word_bits < 64 {
             var += truncation_variance(dim, self.word_bits);
         }
-        let half = (-(bits as f64) - 2.0).exp2();
+        // Read exactly: half a unit of the encoding. Read to its top bits: a whole step of
+        // them (one step off is part of the semantics, as for the bootstraps' approximate reads).
+        let read = plan.output_read_bits(c);
+        let half = if read < bits { (-(read as f64) - 1.0).exp2() } else { (-(bits as f64) - 2.0).exp2() };
         erfc(half / (var.sqrt() * std::f64::consts::SQRT_2)) <= RESULT_TRUNCATION_FAILURE
     }
 }
@@ -635,6 +638,13 @@ impl EncodingPlan {
         Ok(EncodingPlan { bits })
     }
 
+    /// Bits of the output the client reads: all of its encoding, or its top
+    /// `Circuit::output_bits` when fewer.
+    pub fn output_read_bits(&self, c: &crate::circuit::Circuit) -> u32 {
+        let bits = self.bits.get(c.output).copied().unwrap_or(0);
+        c.output_bits.map_or(bits, |b| b.clamp(1, bits.max(1)))
+    }
+
     /// The noise requirements of every bootstrap (and of the final decryption).
     pub fn requirements(&self, c: &crate::circuit::Circuit) -> Vec<NoiseRequirement> {
         use crate::circuit::{COp, kernels};
@@ -731,16 +741,21 @@ impl EncodingPlan {
                 _ => {}
             }
             if id == c.output {
+                // Scores read to their top bits only may be a step off, like an approximate
+                // rounding's reads (see `Circuit::output_bits`).
+                // Its top bits are read in place (no multiplication moves them), so the noise
+                // is not scaled: the requirement's encoding is the read's.
+                let read_bits = self.output_read_bits(c);
                 push(NoiseRequirement {
-                    encoding_bits: self.bits[id],
-                    read_bits: self.bits[id],
+                    encoding_bits: read_bits,
+                    read_bits,
                     norm2_sq: node.norm2 * node.norm2,
                     extra_pbs: 0,
                     extra_from_rounding: false,
                     rounding_read: false,
                     count: elems,
                     decryption: true,
-                    approx: false,
+                    approx: read_bits < self.bits[id],
                 });
             }
         }
@@ -771,9 +786,15 @@ impl FheSetup {
     /// Per node, the standard deviation of an approximate rounding's read noise in units of
     /// its input (see [`Variances::approx_round_sigma`]); 0 for every other node. The
     /// simulator samples it to reproduce the off-by-one steps encrypted evaluation makes.
+    ///
+    /// With scores read to their top bits ([`crate::circuit::Circuit::output_bits`]), the
+    /// output node's entry is the deviation of the decrypted scores in their own units: the
+    /// linear chain's noise, plus the result's keyswitch and truncation
+    /// ([`result_form`]).
     pub fn approx_round_sigma(&self, c: &crate::circuit::Circuit) -> Vec<f64> {
         let v = Variances::of(&self.params);
-        c.nodes
+        let mut sigma: Vec<f64> = c
+            .nodes
             .iter()
             .enumerate()
             .map(|(id, n)| match n.op {
@@ -783,7 +804,33 @@ impl FheSetup {
                 }
                 _ => 0.0,
             })
-            .collect()
+            .collect();
+        if c.output_bits.is_some() && c.output < sigma.len() {
+            sigma[c.output] = self.output_sigma(c);
+        }
+        sigma
+    }
+
+    /// Deviation of a decrypted score from the simulated one, in units of the output value:
+    /// the output's linear-chain noise, the result keyswitch's and the coefficient truncation
+    /// of the form the server returns ([`result_form`]).
+    pub fn output_sigma(&self, c: &crate::circuit::Circuit) -> f64 {
+        let p = &self.params;
+        let form = result_form(p, &self.plan, c);
+        let norm2 = c.nodes[c.output].norm2;
+        let mut var = norm2 * norm2 * p.var_pbs().max(p.var_fresh());
+        var += match form.key {
+            ResultKey::Glwe => 0.0,
+            ResultKey::Input => p.var_result_ks(),
+            ResultKey::Small => p.var_ks(),
+        };
+        if form.word_bits < 64 {
+            if let Some(d) = form.dimension(p) {
+                var += truncation_variance(d, form.word_bits);
+            }
+        }
+        let bits = self.plan.bits[c.output] as i32;
+        var.sqrt() * (2.0f64).powi(bits + 1)
     }
 
     /// Expected fraction of an approximate rounding's reads that land one step off, for a

@@ -125,17 +125,6 @@ impl Dataset {
         labels_bytes: &[u8],
         labels: &Path,
     ) -> Result<Dataset, DatasetError> {
-        let gunzip = |b: &[u8], p: &Path| -> Result<Vec<u8>, DatasetError> {
-            if b.starts_with(&[0x1f, 0x8b]) {
-                let mut out = Vec::new();
-                flate2::read::GzDecoder::new(b)
-                    .read_to_end(&mut out)
-                    .map_err(|source| DatasetError::Io { path: p.into(), source })?;
-                Ok(out)
-            } else {
-                Ok(b.to_vec())
-            }
-        };
         let (pixels, rows, cols) = read_images(images, &gunzip(images_bytes, images)?)?;
         let l = read_labels(labels, &gunzip(labels_bytes, labels)?)?;
         if l.len() != pixels.nrows() {
@@ -211,7 +200,9 @@ fn header(path: &Path, bytes: &[u8], what: &'static str, magic: u32, dims: usize
         return Err(bad(format!("magic number {:#010x}, expected {magic:#010x}", word(0))));
     }
     let d: Vec<usize> = (0..dims).map(|k| word(4 + 4 * k) as usize).collect();
-    let total: usize = d.iter().product();
+    let Some(total) = d.iter().try_fold(1usize, |a, &x| a.checked_mul(x)) else {
+        return Err(bad(format!("header dimensions {d:?} overflow")));
+    };
     if bytes.len() - need != total {
         return Err(bad(format!(
             "header says {d:?} ({total} bytes of data) but the file holds {}",
@@ -241,7 +232,7 @@ fn read_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DatasetError> {
 
 /// Loads every `.png` and binary `.pgm` (P5) image of a directory, sorted by file name, as
 /// 8-bit grayscale images of `rows x cols` (colour PNGs are converted to luma; 16-bit
-/// samples keep their high byte). Labels are unknown (255): such a set serves calibration.
+/// samples keep their high byte). Labels are unknown ([`UNLABELLED`]).
 pub fn load_image_dir(dir: &Path, rows: usize, cols: usize) -> Result<Dataset, DatasetError> {
     let io = |path: &Path, source| DatasetError::Io { path: path.into(), source };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -262,7 +253,7 @@ pub fn load_image_dir(dir: &Path, rows: usize, cols: usize) -> Result<Dataset, D
         pixels: Array2::from_shape_vec((n, rows * cols), pixels).expect("sizes checked"),
         rows,
         cols,
-        labels: vec![255; n],
+        labels: vec![UNLABELLED; n],
     })
 }
 
@@ -349,6 +340,194 @@ pub fn write_idx_gz(images: &Path, labels: &Path, ds: &Dataset) -> std::io::Resu
     }
     lb.extend_from_slice(&ds.labels);
     gz(labels, lb)
+}
+
+/// The bundled training samples (first 1500 training images of each set), compiled into
+/// the binary: `fhec build` calibrates on the first [`BUNDLED_CALIBRATION`] and validates
+/// its width choices on the rest, so neither touches the test images that accuracy is
+/// reported on.
+pub fn bundled_train_sample(kind: DatasetKind) -> Dataset {
+    let (im, lb): (&[u8], &[u8]) = match kind {
+        DatasetKind::Mnist => (
+            include_bytes!("../../examples/data/mnist/train-images-idx3-ubyte.gz"),
+            include_bytes!("../../examples/data/mnist/train-labels-idx1-ubyte.gz"),
+        ),
+        DatasetKind::FashionMnist => (
+            include_bytes!("../../examples/data/fashion-mnist/train-images-idx3-ubyte.gz"),
+            include_bytes!("../../examples/data/fashion-mnist/train-labels-idx1-ubyte.gz"),
+        ),
+    };
+    let name = Path::new(kind.dir_name());
+    Dataset::from_idx_bytes(im, &name.join("train images"), lb, &name.join("train labels"))
+        .expect("bundled sample is valid")
+}
+
+/// Images of [`bundled_train_sample`] used for calibration (the rest validate).
+pub const BUNDLED_CALIBRATION: usize = 500;
+
+impl Dataset {
+    /// Whether every image has a label (image folders and `.npy` arrays have none).
+    pub fn has_labels(&self) -> bool {
+        !self.labels.contains(&UNLABELLED)
+    }
+
+    /// Splits off the images from `at` on (the first `at` stay).
+    pub fn split_off(&mut self, at: usize) -> Dataset {
+        let at = at.min(self.len());
+        let rest = Dataset {
+            pixels: self.pixels.slice(ndarray::s![at.., ..]).to_owned(),
+            rows: self.rows,
+            cols: self.cols,
+            labels: self.labels[at..].to_vec(),
+        };
+        self.truncate(at);
+        rest
+    }
+}
+
+/// The label of an image whose class is unknown.
+pub const UNLABELLED: u8 = 255;
+
+/// Loads images of `rows x cols` from any of the forms a user has them in:
+/// * a directory with an IDX set of `kind` (the test split `t10k-*`, else the training
+///   split `train-*`, directly or in `mnist/` / `fashion-mnist/`), or a folder of PNG / PGM
+///   images (sorted by name; no labels);
+/// * an IDX images file (`*-images-idx3-ubyte[.gz]`; its labels are read from the file of
+///   the same name with `labels-idx1` when it exists);
+/// * a NumPy `.npy` array of 8-bit or float images, `[N, H, W]`, `[N, 1, H, W]`,
+///   `[N, H, W, 1]` or `[N, H*W]` (floats in `[0, 1]` are scaled by 255; no labels).
+///
+/// Images of another size are an error naming both sizes.
+pub fn load_images(path: &Path, rows: usize, cols: usize, kind: DatasetKind) -> Result<Dataset, DatasetError> {
+    let ds = if path.is_dir() {
+        match Dataset::load_test(path, kind) {
+            Ok(ds) => ds,
+            Err(DatasetError::NotFound { .. }) => {
+                match (find(path, kind, "train-images-idx3-ubyte"), find(path, kind, "train-labels-idx1-ubyte")) {
+                    (Ok(im), Ok(lb)) => Dataset::load_files(&im, &lb)?,
+                    _ => load_image_dir(path, rows, cols)?,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        load_npy(path)?
+    } else {
+        let bytes = read_all(path)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let labels = path.with_file_name(name.replace("images-idx3", "labels-idx1"));
+        if name.contains("images-idx3") && labels.is_file() {
+            Dataset::from_idx_bytes(&bytes, path, &read_all(&labels)?, &labels)?
+        } else {
+            let raw = gunzip(&bytes, path)?;
+            let (pixels, r, c) = read_images(path, &raw)?;
+            let n = pixels.nrows();
+            Dataset { pixels, rows: r, cols: c, labels: vec![UNLABELLED; n] }
+        }
+    };
+    if (ds.rows, ds.cols) != (rows, cols) {
+        return Err(DatasetError::Format {
+            path: path.into(),
+            what: "images",
+            reason: format!("holds {}x{} images, the model takes {rows}x{cols}", ds.rows, ds.cols),
+        });
+    }
+    Ok(ds)
+}
+
+fn gunzip(b: &[u8], p: &Path) -> Result<Vec<u8>, DatasetError> {
+    if b.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_end(&mut out)
+            .map_err(|source| DatasetError::Io { path: p.into(), source })?;
+        Ok(out)
+    } else {
+        Ok(b.to_vec())
+    }
+}
+
+/// Reads a NumPy `.npy` array of images (see [`load_images`]).
+pub fn load_npy(path: &Path) -> Result<Dataset, DatasetError> {
+    let bad = |reason: String| DatasetError::Format { path: path.into(), what: "npy", reason };
+    let b = read_all(path)?;
+    if !b.starts_with(b"\x93NUMPY") || b.len() < 10 {
+        return Err(bad("missing the \\x93NUMPY magic".into()));
+    }
+    let (hlen, start): (usize, usize) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+        v => return Err(bad(format!("unsupported format version {v}"))),
+    };
+    let header = b.get(start..start.saturating_add(hlen)).ok_or_else(|| bad("truncated header".into()))?;
+    let header = std::str::from_utf8(header).map_err(|_| bad("header is not text".into()))?;
+    let field = |key: &str| -> Option<&str> {
+        let i = header.find(&format!("'{key}'"))? + key.len() + 2;
+        let rest = header[i..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest)
+    };
+    let descr = field("descr")
+        .and_then(|r| r.strip_prefix('\''))
+        .and_then(|r| r.split('\'').next())
+        .ok_or_else(|| bad("no descr".into()))?;
+    if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
+        return Err(bad("Fortran-ordered arrays are not supported (save with np.ascontiguousarray)".into()));
+    }
+    let shape_text = field("shape")
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.split(')').next())
+        .ok_or_else(|| bad("no shape".into()))?;
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| bad(format!("shape ({shape_text})"))))
+        .collect::<Result<_, _>>()?;
+    let (n, rows, cols) = match shape.as_slice() {
+        [n, h, w] | [n, 1, h, w] | [n, h, w, 1] => (*n, *h, *w),
+        [n, hw] => {
+            let s = (*hw as f64).sqrt() as usize;
+            if s * s != *hw {
+                return Err(bad(format!("shape {shape:?}: {hw} values per image is not a square image")));
+            }
+            (*n, s, s)
+        }
+        _ => return Err(bad(format!("shape {shape:?}: expected [N, H, W], [N, 1, H, W], [N, H, W, 1] or [N, H*W]"))),
+    };
+    if n == 0 || n > MAX_IMAGES || rows == 0 || cols == 0 || rows > MAX_SIDE || cols > MAX_SIDE {
+        return Err(bad(format!("implausible shape {shape:?}")));
+    }
+    let count = n * rows * cols;
+    let data = &b[start + hlen..];
+    let (size, conv): (usize, fn(&[u8]) -> f64) = match descr {
+        "|u1" | "<u1" | "u1" => (1, |x| x[0] as f64),
+        "<f4" => (4, |x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]) as f64),
+        "<f8" => (8, |x| f64::from_le_bytes(x.try_into().expect("8 bytes"))),
+        d => return Err(bad(format!("element type {d}: expected uint8, float32 or float64"))),
+    };
+    if data.len() != count * size {
+        return Err(bad(format!(
+            "{} bytes of data for shape {shape:?} of {descr} ({} expected)",
+            data.len(),
+            count * size
+        )));
+    }
+    let vals: Vec<f64> = data.chunks_exact(size).map(conv).collect();
+    let unit = size > 1 && vals.iter().all(|&v| (0.0..=1.0).contains(&v));
+    let mut pixels = Vec::with_capacity(count);
+    for &v in &vals {
+        let p = if unit { v * 255.0 } else { v };
+        if !(0.0..=255.0).contains(&p) || p.is_nan() {
+            return Err(bad(format!("value {v} is not a pixel (expected 0..255, or 0..1 for floats)")));
+        }
+        pixels.push(p.round() as u8);
+    }
+    Ok(Dataset {
+        pixels: Array2::from_shape_vec((n, rows * cols), pixels).expect("size checked"),
+        rows,
+        cols,
+        labels: vec![UNLABELLED; n],
+    })
 }
 
 /// The bundled samples (first 200 test images of each set), compiled into the binary so

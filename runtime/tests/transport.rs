@@ -77,6 +77,7 @@ fn identity_circuit(h: usize, w: usize) -> Circuit {
         input_quant: InputQuant { pixel_to_q: (0..256).rev().collect() },
         output_quant: OutputQuant { scale: vec![1.0; h * w], offset: vec![0.0; h * w] },
         round_chunk: 1,
+        output_bits: None,
     }
 }
 
@@ -502,6 +503,7 @@ fn table_circuit() -> Circuit {
         input_quant: InputQuant { pixel_to_q: (0..256).map(|p| p / 32).collect() },
         output_quant: OutputQuant { scale: vec![1.0; 16], offset: vec![0.0; 16] },
         round_chunk: 1,
+        output_bits: None,
     }
 }
 

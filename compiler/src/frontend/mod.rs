@@ -37,11 +37,14 @@ pub struct ImportOptions {
     pub batch: usize,
     /// Overrides the input shape entirely (for models with other symbolic dimensions).
     pub input_shape: Option<Vec<usize>>,
+    /// The graph output holding the class scores, for a model with several outputs
+    /// (logits and probabilities, say); `None`: the model must have exactly one.
+    pub output: Option<String>,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { batch: 1, input_shape: None }
+        ImportOptions { batch: 1, input_shape: None, output: None }
     }
 }
 
@@ -145,13 +148,20 @@ pub fn import_proto(model: &ModelProto, options: &ImportOptions) -> Result<Graph
         imp.import_node(node, i)?;
     }
 
-    if graph.output.len() != 1 {
-        return Err(ImportError::Model(format!(
-            "the model has {} outputs; fhec classifies with exactly one",
-            graph.output.len()
-        )));
-    }
-    let out_name = &graph.output[0].name;
+    let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let out_name = match (&options.output, names.as_slice()) {
+        (Some(want), _) if names.contains(&want.as_str()) => want,
+        (Some(want), _) => {
+            return Err(ImportError::Model(format!("the model has no output '{want}'; its outputs are {names:?}")));
+        }
+        (None, [_]) => &graph.output[0].name,
+        (None, _) => {
+            return Err(ImportError::Model(format!(
+                "the model has {} outputs {names:?}; fhec classifies with one: pick the class scores with --output NAME",
+                names.len()
+            )));
+        }
+    };
     match imp.values.get(out_name) {
         Some(Val::Node(id)) => {
             let id = *id;

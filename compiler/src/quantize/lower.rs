@@ -11,6 +11,7 @@ use ndarray::{Array2, Array4, ArrayD, Axis, IxDyn, Zip};
 
 use super::{Calibration, QuantError, QuantOptions, RangeMode, Rounding};
 use fhec_ir::circuit::eval::eval_node;
+use rayon::prelude::*;
 
 /// `x ≈ scale ⊙ v + offset`, both of the value's full shape.
 #[derive(Clone, Debug)]
@@ -152,6 +153,7 @@ pub fn quantize(g: &Graph, pre: Preprocess, cal: &Calibration, opts: &QuantOptio
             offset: deq.offset.iter().copied().collect(),
         },
         round_chunk: 1,
+        output_bits: opts.output_bits,
     };
     c.round_chunk = c.default_round_chunk();
     verify(&c).map_err(|e| QuantError::Internal(e.to_string()))?;
@@ -284,6 +286,7 @@ impl<'a> Lowerer<'a> {
         // The node's values on the calibration images.
         let n_img = self.cvals.first().map_or(0, |v| v.len());
         let vals = (0..n_img)
+            .into_par_iter()
             .map(|i| {
                 let xs: Vec<&ArrayD<i64>> = node.inputs.iter().map(|&j| &self.cvals[j][i]).collect();
                 eval_node(&node, &xs)
@@ -416,8 +419,9 @@ impl<'a> Lowerer<'a> {
             (lo, hi) = (nlo, nhi);
         }
         let span = hi - lo;
-        let maxb = self.opts.max_table_bits;
-        let approx = self.opts.rounding == Rounding::Approximate;
+        let layer = &self.g.node(cal).name;
+        let maxb = self.opts.table_bits_of(layer);
+        let approx = self.opts.rounding_of(layer) == Rounding::Approximate;
         // Rounded indices: `round((x - lo) / 2^k)` (+1 with approximate rounding, which keeps
         // a step of guard at each end of the table, so the index tops out at 2^maxb - 2).
         let top = |k: u32| {
@@ -497,7 +501,7 @@ impl<'a> Lowerer<'a> {
     fn act_quant(&self, cal: NodeId) -> OutQ {
         let (lo, hi) = self.cal.range(cal).unwrap_or((0.0, 1.0));
         let (lo, hi) = (lo as f64, hi as f64);
-        let qmax = (1i64 << self.opts.act_bits) - 1;
+        let qmax = (1i64 << self.opts.act_bits_of(&self.g.node(cal).name)) - 1;
         let (scale, zp) = if lo >= 0.0 {
             (if hi > 0.0 { hi / qmax as f64 } else { 1.0 }, 0)
         } else if hi <= 0.0 {
@@ -530,7 +534,7 @@ impl<'a> Lowerer<'a> {
                 let opg = o / c.groups;
                 let mut wq = Array4::<i64>::zeros(w.raw_dim());
                 let mut s_w = vec![1.0; o];
-                let qmax = (1i64 << (self.opts.weight_bits - 1)) - 1;
+                let qmax = (1i64 << (self.opts.weight_bits_of(&name) - 1)) - 1;
                 for oc in 0..o {
                     let g = oc / opg;
                     let mut eff = w.index_axis(Axis(0), oc).to_owned();
@@ -576,7 +580,7 @@ impl<'a> Lowerer<'a> {
                     |a: &ArrayD<f64>| -> Vec<f64> { a.as_standard_layout().iter().take(kdim).copied().collect() };
                 let (s_in, o_in) = (lane(&deq.scale), lane(&deq.offset));
                 let w = weight.mapv(|v| v as f64);
-                let qmax = (1i64 << (self.opts.weight_bits - 1)) - 1;
+                let qmax = (1i64 << (self.opts.weight_bits_of(&name) - 1)) - 1;
                 let mut wq = Array2::<i64>::zeros(w.raw_dim());
                 let mut s_w = Vec::with_capacity(w.nrows());
                 let mut cst = Vec::with_capacity(w.nrows());

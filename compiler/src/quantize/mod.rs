@@ -26,7 +26,7 @@
 
 mod lower;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use fhec_ir::nn::{Graph, NodeId, Tensor, interp};
 
@@ -50,6 +50,26 @@ pub struct QuantOptions {
     pub range_margin_pct: u32,
     /// How a wide accumulator is rounded before its table (see [`Rounding`]).
     pub rounding: Rounding,
+    /// Bits of the scores the client reads, their top ones (`None`: all of them, exactly;
+    /// see `Circuit::output_bits`).
+    pub output_bits: Option<u32>,
+    /// Widths of single layers over the ones above, by NN node name: a linear node's
+    /// `weight_bits`, and the `act_bits`, `table_bits` and `rounding` of the table that
+    /// applies a node's activation chain (named after the chain's last node).
+    pub layers: BTreeMap<String, LayerWidths>,
+}
+
+/// Widths of one layer (see [`QuantOptions::layers`]); `None` keeps the global one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerWidths {
+    /// Bits of a linear node's weights.
+    pub weight_bits: Option<u32>,
+    /// Bits of a table's outputs.
+    pub act_bits: Option<u32>,
+    /// Widest index a table reads.
+    pub table_bits: Option<u32>,
+    /// How the table's input is rounded.
+    pub rounding: Option<Rounding>,
 }
 
 /// How an accumulator wider than `max_table_bits` is rounded before its table reads it.
@@ -132,6 +152,8 @@ impl Default for QuantOptions {
             ranges: RangeMode::Calibrated,
             range_margin_pct: 10,
             rounding: Rounding::Exact,
+            output_bits: None,
+            layers: BTreeMap::new(),
         }
     }
 }
@@ -159,9 +181,44 @@ impl QuantOptions {
         Ok(o)
     }
 
+    /// Weight bits of the linear node `name`.
+    pub fn weight_bits_of(&self, name: &str) -> u32 {
+        self.layers.get(name).and_then(|l| l.weight_bits).unwrap_or(self.weight_bits)
+    }
+
+    /// Output bits of the table applying the chain that ends at node `name`.
+    pub fn act_bits_of(&self, name: &str) -> u32 {
+        self.layers.get(name).and_then(|l| l.act_bits).unwrap_or(self.act_bits)
+    }
+
+    /// Widest index of the table applying the chain that ends at node `name`.
+    pub fn table_bits_of(&self, name: &str) -> u32 {
+        self.layers.get(name).and_then(|l| l.table_bits).unwrap_or(self.max_table_bits)
+    }
+
+    /// Rounding before the table applying the chain that ends at node `name`.
+    pub fn rounding_of(&self, name: &str) -> Rounding {
+        self.layers.get(name).and_then(|l| l.rounding).unwrap_or(self.rounding)
+    }
+
     /// Checks the options against what the circuit can represent.
     pub fn validate(&self) -> Result<(), QuantError> {
         let bad = |m: String| Err(QuantError::Options(m));
+        for (name, l) in &self.layers {
+            let layer = QuantOptions {
+                weight_bits: l.weight_bits.unwrap_or(self.weight_bits),
+                act_bits: l.act_bits.unwrap_or(self.act_bits),
+                max_table_bits: l.table_bits.unwrap_or(self.max_table_bits),
+                layers: BTreeMap::new(),
+                ..self.clone()
+            };
+            layer.validate().map_err(|e| QuantError::Options(format!("layer '{name}': {e}")))?;
+        }
+        if let Some(b) = self.output_bits {
+            if !(4..=62).contains(&b) {
+                return bad(format!("output bits {b} must be in 4..=62"));
+            }
+        }
         if !(1..=8).contains(&self.input_bits) {
             return bad(format!("input bits {} must be in 1..=8", self.input_bits));
         }

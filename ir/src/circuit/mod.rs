@@ -235,6 +235,15 @@ pub struct Circuit {
     /// [`Circuit::round_chunks`]). Lowering sets one more than the widest table
     /// ([`Circuit::default_round_chunk`]); parameter selection keeps the cheapest width.
     pub round_chunk: u32,
+    /// How the client reads the output: `None`, exactly (every bit of every score, as the
+    /// simulator computes it); `Some(b)`, its top `b` bits (of its encoding), the lower ones
+    /// carrying the noise of the linear chain, so a decrypted score may differ from the
+    /// simulated one by a few units. Scores only feed an argmax, and their accumulators are
+    /// wide (often 20 bits), so reading their top 12 bits loses nothing in practice and frees
+    /// the parameters from the one requirement that a wide accumulator's last bit imposes.
+    /// The simulator samples that noise ([`crate::params::FheSetup::approx_round_sigma`]).
+    #[serde(default)]
+    pub output_bits: Option<u32>,
 }
 
 /// Statistics of the bootstraps of a circuit.
@@ -300,6 +309,13 @@ impl Circuit {
     /// Whether some value is rounded approximately (read noise may move it one step).
     pub fn has_approx_rounding(&self) -> bool {
         self.nodes.iter().any(|n| matches!(n.op, COp::Round { approx: true, .. }))
+    }
+
+    /// Whether encrypted evaluation may differ from the noise-free simulation within the
+    /// circuit's semantics: approximate rounding's one-step-off reads, or scores read to
+    /// their top bits only ([`Circuit::output_bits`]). Such circuits are compared by class.
+    pub fn is_approximate(&self) -> bool {
+        self.has_approx_rounding() || self.output_bits.is_some()
     }
 
     /// One more than the widest table: no rounding bootstrap then reads more bits than a

@@ -8,12 +8,12 @@
 //! evaluation is not a function of the input: a read near a step boundary lands one step off
 //! with a probability set by the bootstrap noise. [`simulate_all`] computes the noise-free
 //! floor; [`simulate_all_noisy`] samples the noise (standard deviations from
-//! [`fhec_ir::params::FheSetup::approx_round_sigma`]) with a generator seeded by the input, so
+//! [`crate::params::FheSetup::approx_round_sigma`]) with a generator seeded by the input, so
 //! that accuracy measured in simulation is what encrypted evaluation gives on average and
 //! stays reproducible.
 
-use fhec_ir::circuit::eval::{EvalError, eval_node};
-use fhec_ir::circuit::{COp, Circuit, ValueId};
+use crate::circuit::eval::{EvalError, eval_node};
+use crate::circuit::{COp, Circuit, ValueId};
 use ndarray::{ArrayD, IxDyn};
 
 /// A value left its range, or the circuit is malformed.
@@ -112,6 +112,13 @@ pub fn simulate_all_noisy(
                     EvalError::Invalid(m) => fail(m, false),
                 })?
             }
+        };
+        // Scores read to their top bits: the decrypted value carries the chain's noise.
+        let v = match sigma.get(id) {
+            Some(&s) if s > 0.0 && id == c.output && c.output_bits.is_some() => {
+                v.mapv(|x| x + (s * rng.gaussian()).round() as i64)
+            }
+            _ => v,
         };
         vals.push(v);
     }

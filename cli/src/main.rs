@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use fhec_compiler::BuildOptions;
-use fhec_compiler::build::{PassOptions, build_graph_with};
+use fhec_compiler::build::{PassOptions, build_fitted, build_graph_with};
+use fhec_compiler::fit::{FitData, FitError, FitOptions, FitReport, Fixed, Objective};
 use fhec_compiler::params::ParamOptions;
 use fhec_compiler::passes::{ActivationPolicy, Pipeline};
 use fhec_compiler::quantize::{QuantOptions, RangeMode, Rounding};
@@ -20,7 +21,7 @@ use fhec_ir::nn::{interp, print};
 use fhec_ir::{Graph, Preprocess};
 #[cfg(feature = "fhe")]
 use fhec_runtime::app::{Client, Server};
-use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
+use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample, bundled_train_sample};
 use fhec_runtime::sim;
 use rayon::prelude::*;
 #[cfg(feature = "fhe")]
@@ -39,11 +40,14 @@ struct ImportArgs {
     /// Override the model's input shape, e.g. `1,1,28,28` (for symbolic image sizes).
     #[arg(long, value_delimiter = ',')]
     input_shape: Option<Vec<usize>>,
+    /// The output holding the class scores, for a model with several outputs.
+    #[arg(long)]
+    output: Option<String>,
 }
 
 impl ImportArgs {
     fn options(&self) -> ImportOptions {
-        ImportOptions { input_shape: self.input_shape.clone(), ..ImportOptions::default() }
+        ImportOptions { input_shape: self.input_shape.clone(), output: self.output.clone(), ..ImportOptions::default() }
     }
 }
 
@@ -52,17 +56,19 @@ impl ImportArgs {
 struct CompileArgs {
     #[command(flatten)]
     import: ImportArgs,
-    /// Bits of the encrypted input values (8 keeps 8-bit pixels exact). Default: the model's
-    /// `fhec.compile.input_bits` metadata, else 8. (Likewise for the three widths below.)
+    /// Bits of the encrypted input values (8 keeps 8-bit pixels exact). By default the
+    /// automatic fit chooses every width (per layer) that neither a flag nor the model's
+    /// `fhec.compile.*` metadata names; a width given either way is kept. (With --no-fit:
+    /// the metadata, else 8 / 7 / 7 / 11 for these four widths.)
     #[arg(long)]
     input_bits: Option<u32>,
-    /// Bits of the weights (signed, per output channel); default 7.
+    /// Bits of the weights (signed, per output channel), for every layer.
     #[arg(long)]
     weight_bits: Option<u32>,
-    /// Bits of the activations (table outputs); default 7.
+    /// Bits of the activations (table outputs), for every table.
     #[arg(long)]
     act_bits: Option<u32>,
-    /// Widest table read; wider accumulators are rounded exactly first. Default 11.
+    /// Widest table read; wider accumulators are rounded first.
     #[arg(long)]
     max_table_bits: Option<u32>,
     /// What bounds the values a table reads: `calibrated` (what the calibration images
@@ -70,26 +76,61 @@ struct CompileArgs {
     /// `exact` (the worst case over all images; much coarser tables).
     #[arg(long, default_value_t = QuantOptions::default().ranges)]
     ranges: RangeMode,
-    /// Margin around calibrated ranges, in percent of their span.
-    #[arg(long, default_value_t = QuantOptions::default().range_margin_pct)]
-    range_margin: u32,
+    /// Margin around calibrated ranges, in percent of their span (default 10; the fit may
+    /// choose another).
+    #[arg(long)]
+    range_margin: Option<u32>,
     /// How accumulators wider than --max-table-bits are rounded before their table: `exact`
     /// (rounding bootstraps; encrypted equals simulated bit for bit) or `approximate` (the
     /// table reads the top bits directly, no rounding bootstraps; a read near a step
-    /// boundary may be one step off, which `--mode simulate` samples).
-    #[arg(long, default_value_t = QuantOptions::default().rounding)]
-    rounding: Rounding,
-    /// Calibration images: a directory with an IDX test set, or a folder of PNG / PGM images
-    /// of the model's input size. Default: the bundled sample (200 test images) of the
-    /// calibration dataset.
+    /// boundary may be one step off, which `--mode simulate` samples). Default: the fit's
+    /// choice (with --no-fit: exact).
+    #[arg(long)]
+    rounding: Option<Rounding>,
+    /// Calibration (and validation) images of the model's input size: an IDX images file or
+    /// a directory with an IDX set, a folder of PNG / PGM images, or a NumPy `.npy` array.
+    /// The first --calib-limit images calibrate, the next --validation-limit validate the
+    /// fit. Default: the bundled training sample of the model's dataset (--calib-dataset).
     #[arg(long)]
     calib: Option<PathBuf>,
-    /// Dataset of the calibration images. Default: the model's `fhec.dataset` metadata, else mnist.
+    /// Which bundled sample calibrates a model without --calib (1,500 training images:
+    /// 500 calibrate, 1,000 validate). Default: the model's `fhec.dataset` metadata or its
+    /// entry in a `manifest.json` beside it; a model that says neither needs this flag or
+    /// --calib.
     #[arg(long, value_parser = parse_dataset)]
     calib_dataset: Option<DatasetKind>,
     /// Use at most this many calibration images.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 500, value_parser = at_least_one)]
     calib_limit: usize,
+    /// Validation images for the fit (same forms as --calib). Default: the images of
+    /// --calib (or of the bundled sample) after the calibration ones.
+    #[arg(long)]
+    validation: Option<PathBuf>,
+    /// Use at most this many validation images.
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
+    validation_limit: usize,
+    /// Largest loss of top-1 validation accuracy against the float model that the fit
+    /// accepts, in points.
+    #[arg(long, default_value_t = 0.5)]
+    accuracy_budget: f64,
+    /// Largest estimated server time per image (seconds on one core) that the fit accepts.
+    #[arg(long)]
+    max_server_time: Option<f64>,
+    /// What the fit minimises: `time` (within the accuracy budget) or `accuracy` (within
+    /// --max-server-time).
+    #[arg(long, default_value_t = Objective::Time)]
+    objective: Objective,
+    /// Seed of the fit's read-noise draws (the search is deterministic for a seed).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Compile exactly the given widths (else the model's metadata, else the defaults),
+    /// without the automatic fit.
+    #[arg(long)]
+    no_fit: bool,
+    /// When no width choice gets 128-bit parameters, build a simulation-only artifact
+    /// (the default widths, no keys can be made for it) instead of failing.
+    #[arg(long)]
+    allow_simulation_only: bool,
     /// Pixel scaling of the model's input (default: its `fhec.preprocess` metadata, else its
     /// entry in a `manifest.json` beside the model file, else unit).
     #[arg(long)]
@@ -120,17 +161,25 @@ impl CompileArgs {
     /// What the command line gives without flags.
     fn defaults() -> CompileArgs {
         CompileArgs {
-            import: ImportArgs { input_shape: None },
+            import: ImportArgs { input_shape: None, output: None },
             input_bits: None,
             weight_bits: None,
             act_bits: None,
             max_table_bits: None,
             ranges: QuantOptions::default().ranges,
-            range_margin: QuantOptions::default().range_margin_pct,
-            rounding: QuantOptions::default().rounding,
+            range_margin: None,
+            rounding: None,
             calib: None,
             calib_dataset: None,
-            calib_limit: 200,
+            calib_limit: 500,
+            validation: None,
+            validation_limit: 1000,
+            accuracy_budget: 0.5,
+            max_server_time: None,
+            objective: Objective::Time,
+            seed: 0,
+            no_fit: false,
+            allow_simulation_only: false,
             preprocess: None,
             global_p_error: ParamOptions::default().global_p_error,
             p_error: None,
@@ -163,8 +212,29 @@ impl CompileArgs {
             act_bits: self.act_bits.unwrap_or(m.act_bits),
             max_table_bits: self.max_table_bits.unwrap_or(m.max_table_bits),
             ranges: self.ranges,
-            range_margin_pct: self.range_margin,
-            rounding: self.rounding,
+            range_margin_pct: self.range_margin.unwrap_or(m.range_margin_pct),
+            rounding: self.rounding.unwrap_or(m.rounding),
+            ..m
+        }
+    }
+
+    /// What the fit keeps: every width a flag or the model's metadata gives.
+    fn fit_options(&self, g: &Graph) -> FitOptions {
+        let meta = |k: &str| g.metadata.contains_key(&format!("fhec.compile.{k}"));
+        FitOptions {
+            accuracy_budget: self.accuracy_budget,
+            max_server_time: self.max_server_time,
+            objective: self.objective,
+            seed: self.seed,
+            fixed: Fixed {
+                input_bits: self.input_bits.is_some() || meta("input_bits"),
+                weight_bits: self.weight_bits.is_some() || meta("weight_bits"),
+                act_bits: self.act_bits.is_some() || meta("act_bits"),
+                table_bits: self.max_table_bits.is_some() || meta("max_table_bits"),
+                rounding: self.rounding.is_some(),
+                range_margin: self.range_margin.is_some(),
+            },
+            ..FitOptions::default()
         }
     }
 }
@@ -429,6 +499,15 @@ enum Mode {
     Fhe,
 }
 
+/// A count of at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
     s.parse()
 }
@@ -586,7 +665,8 @@ fn run(cli: Cli) -> Result<()> {
                 println!("// ----- IR as imported");
                 print!("{}", print::print(&g));
             }
-            let (_, art, before) = compile_model_with(&model, &compile, &mut show, true)?;
+            let Compiled { artifact: art, before_passes: before, fit, .. } =
+                compile_model_with(&model, &compile, &mut show, true)?;
             let out = out.unwrap_or_else(|| model.with_extension("fhec"));
             let bytes = art.to_bytes();
             write_artifact(&out, &bytes)?;
@@ -596,11 +676,17 @@ fn run(cli: Cli) -> Result<()> {
                 if let Some(b) = &before {
                     v["before_passes"] = serde_json::to_value(build_report(&b.circuit, &b.options, b.fhe.as_ref()))?;
                 }
+                if let Some(f) = &fit {
+                    v["fit"] = serde_json::to_value(f)?;
+                }
                 v["artifact"] = serde_json::json!({ "path": out.display().to_string(), "bytes": bytes.len() });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 if print_circuit {
                     print!("{}", fhec_ir::circuit::print::print(&art.circuit));
+                }
+                if let Some(f) = &fit {
+                    print!("{}", f.to_text());
                 }
                 print!("{}", report.to_text());
                 if let Some(b) = &before {
@@ -611,6 +697,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval { model, dataset, data, mode, limit, predictions, compile } => {
+            // A model compiled on the fly calibrates on the bundled sample of the set it is
+            // evaluated on, unless it says otherwise.
+            let compile = CompileArgs { calib_dataset: compile.calib_dataset.or(Some(dataset)), ..compile };
             let mut ds = Dataset::load_test(&data, dataset)?;
             if let Some(n) = limit {
                 ds.truncate(n);
@@ -712,7 +801,7 @@ const NOISE_DRAWS: u64 = 10;
 /// The read-noise draws to simulate an artifact with: [`NOISE_DRAWS`] when it has
 /// approximate rounding and parameters to sample the noise from, else one (deterministic).
 fn noise_draws(art: &Artifact) -> u64 {
-    if art.circuit.has_approx_rounding() && art.fhe.is_some() { NOISE_DRAWS } else { 1 }
+    if art.circuit.is_approximate() && art.fhe.is_some() { NOISE_DRAWS } else { 1 }
 }
 
 /// Simulated predictions of every image of a set. An image that drives a value outside the
@@ -851,7 +940,12 @@ fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) 
         if let Some(n) = limit {
             ds.truncate(n);
         }
-        let args = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        let args = CompileArgs {
+            calib_dataset: Some(kind),
+            preprocess: Some(m.preprocess),
+            no_fit: true,
+            ..CompileArgs::defaults()
+        };
         let t0 = std::time::Instant::now();
         let (g, art) = compile_model(&path, &args)?;
         let build_s = t0.elapsed().as_secs_f64();
@@ -942,7 +1036,12 @@ fn bench_passes(models: &Path, data: &Path, out: &Path, limit: Option<usize>, po
         if let Some(n) = limit {
             ds.truncate(n);
         }
-        let base = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        let base = CompileArgs {
+            calib_dataset: Some(kind),
+            preprocess: Some(m.preprocess),
+            no_fit: true,
+            ..CompileArgs::defaults()
+        };
         let mut variants = vec![CompileArgs { passes: Some("none".into()), ..base.clone() }, base.clone()];
         if policies_on.iter().any(|f| f == &m.file) {
             for d in [2, 4] {
@@ -965,7 +1064,7 @@ fn bench_passes(models: &Path, data: &Path, out: &Path, limit: Option<usize>, po
                 }
                 last = Some(g.clone());
             };
-            let (g, art, _) = compile_model_with(&path, args, &mut keep, false)?;
+            let Compiled { graph: g, artifact: art, .. } = compile_model_with(&path, args, &mut keep, false)?;
             let optimized = last.unwrap_or(g);
             let acc = measure_accuracy(&optimized, &art, &ds, m.preprocess)?;
             let row = passes_row(&m.file, args, &art, &notes, &acc, ds.len() as f64);
@@ -1074,7 +1173,7 @@ fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Re
     let server = Server::new(&bytes, &ek)?;
     let keygen = t.elapsed().as_secs_f64();
     let setup = art.fhe.as_ref().expect("Client::new checked the parameters");
-    let approx = c.has_approx_rounding();
+    let approx = c.is_approximate();
     println!(
         "model: {} ({} bootstraps per image), dataset: {} ({} images), mode: fhe",
         model.display(),
@@ -1258,7 +1357,12 @@ fn bench_models(
             ds.truncate(n);
         }
         println!("== {} ==", m.file);
-        let args = CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        let args = CompileArgs {
+            calib_dataset: Some(kind),
+            preprocess: Some(m.preprocess),
+            no_fit: true,
+            ..CompileArgs::defaults()
+        };
         let (g, art) = compile_model(&path, &args)?;
         let acc = measure_accuracy(&g, &art, &ds, m.preprocess)?;
         let n = ds.len() as f64;
@@ -1478,7 +1582,7 @@ impl ModelSpec {
     fn apply(&self, args: &mut CompileArgs) -> Result<()> {
         for (k, v) in &self.flags {
             if k == "rounding" {
-                args.rounding = v.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                args.rounding = Some(v.parse().map_err(|e: String| anyhow::anyhow!(e))?);
                 continue;
             }
             let slot = match k.as_str() {
@@ -1611,8 +1715,12 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
         let mut ds = full.clone();
         ds.truncate(images);
         println!("== {} ==", spec.label());
-        let mut args =
-            CompileArgs { calib_dataset: Some(kind), preprocess: Some(m.preprocess), ..CompileArgs::defaults() };
+        let mut args = CompileArgs {
+            calib_dataset: Some(kind),
+            preprocess: Some(m.preprocess),
+            no_fit: true,
+            ..CompileArgs::defaults()
+        };
         spec.apply(&mut args)?;
         let (g, art) = compile_model(&path, &args)?;
         let setup = art.fhe.as_ref().with_context(|| format!("{}: no 128-bit parameters fit", m.file))?;
@@ -1620,7 +1728,7 @@ fn bench_speed(run: &SpeedRun) -> Result<()> {
         let st = art.circuit.bootstrap_stats();
         let widths: Vec<String> = st.by_width.iter().map(|(w, k)| format!("{k} x {w}-bit")).collect();
         let r = fhe_eval(&path, &art, &ds, kind)?;
-        let approx = art.circuit.has_approx_rounding();
+        let approx = art.circuit.is_approximate();
         let row = format!(
             "| fhec (TFHE, {cores} threads) | {} | {} | {:.2}% (compiled circuit, {}; float {:.2}%) | {}/{} correct, {}/{} {} | {} ({} + {} rounding) | {}; {:.0} bits, failure 2^{:.1} / inference{} | {:.3} s | {:.2} s | {:.2} s | {:.4} s | {} | {:.2} | {:.1} s | {} | {} | {} | {} | {} |",
             spec.label(),
@@ -1719,7 +1827,7 @@ because the runtime batches a layer's blind rotations (up to 16 per pass over th
 #[cfg(feature = "fhe")]
 /// The demo model, compiled into the binary: the seed network (TenSEAL's tutorial network)
 /// trained with fhec's quantization, whose metadata carries its widths and dataset.
-const DEMO_MODEL: &[u8] = include_bytes!("../../../examples/models/seedq_mnist.onnx");
+const DEMO_MODEL: &[u8] = include_bytes!("../../examples/models/seedq_mnist.onnx");
 
 #[cfg(feature = "fhe")]
 /// The widest table the demo reads: 6 bits keeps the seed network within 0.3 points of float
@@ -1735,7 +1843,13 @@ fn demo(images: usize, rounding: Rounding) -> Result<()> {
     println!(
         "== fhec demo: the bundled seed network (seedq_mnist, --max-table-bits {DEMO_TABLE_BITS} --rounding {rounding}), end to end =="
     );
-    let args = CompileArgs { max_table_bits: Some(DEMO_TABLE_BITS), rounding, ..CompileArgs::defaults() };
+    let args = CompileArgs {
+        max_table_bits: Some(DEMO_TABLE_BITS),
+        rounding: Some(rounding),
+        no_fit: true,
+        calib_dataset: Some(DatasetKind::Mnist),
+        ..CompileArgs::defaults()
+    };
     let compiled = compile_model(&model, &args);
     let _ = std::fs::remove_dir_all(&dir);
     let (_, art) = compiled?;
@@ -1801,56 +1915,98 @@ fn preprocess_of(model: &Path, g: &Graph, flag: Option<Preprocess>) -> Result<Pr
 
 /// Imports, optimises, calibrates and quantizes a model.
 fn compile_model(model: &Path, args: &CompileArgs) -> Result<(Graph, Artifact)> {
-    let (g, art, _) = compile_model_with(model, args, &mut |_, _, _| {}, false)?;
-    Ok((g, art))
+    let c = compile_model_with(model, args, &mut |_, _, _| {}, false)?;
+    Ok((c.graph, c.artifact))
 }
 
-/// [`compile_model`], showing the graph after each pass to `after`, and with
-/// `compare`, also compiling the graph as imported (no pass) for the report.
+/// A compiled model: the imported graph, the artifact, the artifact of the same widths
+/// without passes (when asked for), and the fit's report (when the fit chose the widths).
+struct Compiled {
+    graph: Graph,
+    artifact: Artifact,
+    before_passes: Option<Artifact>,
+    fit: Option<FitReport>,
+}
+
+/// The rows and columns of the images a model takes: a square image when its input holds
+/// a square number of values (`[1, 1, 28, 28]`, `[1, 28, 28, 1]`, `[1, 784]`), else the
+/// input's last two dimensions.
+fn image_size(g: &Graph) -> (usize, usize) {
+    let s = &g.node(g.inputs()[0]).shape;
+    let n: usize = s.iter().product();
+    let side = (n as f64).sqrt().round() as usize;
+    if side * side == n { (side, side) } else { (s[s.len().saturating_sub(2)], s[s.len() - 1]) }
+}
+
+/// The dataset a model classifies: the flag, else its `fhec.dataset` metadata, else its
+/// entry in a `manifest.json` beside it.
+fn dataset_of(model: &Path, g: &Graph, flag: Option<DatasetKind>) -> Result<Option<DatasetKind>> {
+    if let Some(k) = flag {
+        return Ok(Some(k));
+    }
+    if let Some(d) = g.metadata.get("fhec.dataset") {
+        return Ok(Some(d.parse().map_err(|e: String| anyhow::anyhow!("model metadata fhec.dataset: {e}"))?));
+    }
+    match manifest_entry(model)? {
+        Some(m) => {
+            Ok(Some(m.dataset.parse().map_err(|e: String| anyhow::anyhow!("manifest entry of {}: {e}", m.file))?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The calibration and validation images of a build, and how to name them.
+fn build_images(model: &Path, g: &Graph, args: &CompileArgs) -> Result<(Dataset, Dataset, String)> {
+    let (rows, cols) = image_size(g);
+    let kind = dataset_of(model, g, args.calib_dataset)?;
+    let (mut calib, name) = match (&args.calib, kind) {
+        (Some(path), _) => (
+            fhec_runtime::dataset::load_images(path, rows, cols, kind.unwrap_or(DatasetKind::Mnist))?,
+            path.display().to_string(),
+        ),
+        (None, Some(kind)) => {
+            if (rows, cols) != (28, 28) {
+                bail!(
+                    "{} takes {rows}x{cols} images and the bundled {} sample is 28x28: pass --calib with images of the model's size (an IDX file or directory, a folder of PNG / PGM images, or a .npy array)",
+                    model.display(),
+                    kind.dir_name()
+                );
+            }
+            (bundled_train_sample(kind), format!("bundled {} training sample", kind.dir_name()))
+        }
+        (None, None) => bail!(
+            "{} does not say which images it classifies (no fhec.dataset metadata): pass --calib-dataset mnist|fashion-mnist to calibrate on a bundled sample, or --calib DATA with images of its input size ({rows}x{cols}; an IDX file or directory, a folder of PNG / PGM images, or a .npy array)",
+            model.display()
+        ),
+    };
+    let mut validation = match &args.validation {
+        Some(path) => fhec_runtime::dataset::load_images(path, rows, cols, kind.unwrap_or(DatasetKind::Mnist))?,
+        None => calib.split_off(args.calib_limit),
+    };
+    calib.truncate(args.calib_limit);
+    validation.truncate(args.validation_limit);
+    image_input_shape(g, &calib)?;
+    Ok((calib, validation, name))
+}
+
+/// [`compile_model`], showing the graph after each pass to `after`, and with `compare`,
+/// also compiling the same widths without passes for the report. Unless `--no-fit`, the
+/// automatic fit chooses the widths.
 fn compile_model_with(
     model: &Path,
     args: &CompileArgs,
     after: &mut dyn FnMut(&str, &Graph, &[String]),
     compare: bool,
-) -> Result<(Graph, Artifact, Option<Artifact>)> {
+) -> Result<Compiled> {
     let bytes = read(model)?;
     if Artifact::sniff(&bytes) {
         bail!("{} is already a compiled artifact", model.display());
     }
     let g = import(model, &bytes, &args.import.options())?;
     let pre = preprocess_of(model, &g, args.preprocess)?;
-    let kind = match args.calib_dataset {
-        Some(k) => k,
-        None => match g.metadata.get("fhec.dataset") {
-            Some(d) => d.parse().map_err(|e: String| anyhow::anyhow!("model metadata fhec.dataset: {e}"))?,
-            None => match manifest_entry(model)? {
-                Some(m) => {
-                    m.dataset.parse().map_err(|e: String| anyhow::anyhow!("manifest entry of {}: {e}", m.file))?
-                }
-                None => DatasetKind::Mnist,
-            },
-        },
-    };
-    let (mut calib, calib_name) = match &args.calib {
-        Some(dir) => {
-            // An IDX test set, or else a folder of PNG / PGM images of the model's input size.
-            let ds = match Dataset::load_test(dir, kind) {
-                Ok(ds) => ds,
-                Err(fhec_runtime::dataset::DatasetError::NotFound { .. }) => {
-                    let s = &g.node(g.inputs()[0]).shape;
-                    let (rows, cols) = (s[s.len().saturating_sub(2)], s[s.len() - 1]);
-                    fhec_runtime::dataset::load_image_dir(dir, rows, cols)?
-                }
-                Err(e) => return Err(e.into()),
-            };
-            (ds, dir.display().to_string())
-        }
-        None => (bundled_sample(kind), format!("bundled {} sample", kind.dir_name())),
-    };
-    calib.truncate(args.calib_limit.max(1));
-    image_input_shape(&g, &calib)?;
+    let (calib, validation, calib_name) = build_images(model, &g, args)?;
     let images: Vec<&[u8]> = (0..calib.len()).map(|i| calib.pixels(i)).collect();
-    let o = BuildOptions {
+    let mut o = BuildOptions {
         import: args.import.options(),
         quant: Some(args.quant_options(&g)?),
         preprocess: Some(pre),
@@ -1859,8 +2015,49 @@ fn compile_model_with(
         passes: args.pass_options()?,
     };
     let source = model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let art = build_graph_with(&g, &source, &images, &o, after)
-        .with_context(|| format!("cannot compile {}", model.display()))?;
+    let mut fit = None;
+    let art = if args.no_fit {
+        build_graph_with(&g, &source, &images, &o, after)
+            .with_context(|| format!("cannot compile {}", model.display()))?
+    } else {
+        if validation.is_empty() {
+            bail!(
+                "no validation images for the fit: {} has only {} images (give more, or --validation DATA, or --no-fit)",
+                o.calibration_name,
+                calib.len()
+            );
+        }
+        let val: Vec<&[u8]> = (0..validation.len()).map(|i| validation.pixels(i)).collect();
+        let data = FitData {
+            calibration: &images,
+            validation: &val,
+            labels: validation.has_labels().then_some(&validation.labels[..]),
+        };
+        let fo = args.fit_options(&g);
+        let progress = indicatif::ProgressBar::new_spinner().with_message("fitting widths to the accuracy budget");
+        progress.enable_steady_tick(std::time::Duration::from_millis(200));
+        let fitted = build_fitted(&g, &source, &data, &o, &fo, after);
+        progress.finish_and_clear();
+        match fitted {
+            Ok((art, report, quant)) => {
+                o.quant = Some(quant);
+                fit = Some(report);
+                art
+            }
+            Err(fhec_compiler::BuildError::Fit(e @ FitError::Infeasible { .. })) if args.allow_simulation_only => {
+                eprintln!("note: {e}; building the default widths for simulation only");
+                build_graph_with(&g, &source, &images, &o, after)
+                    .with_context(|| format!("cannot compile {}", model.display()))?
+            }
+            Err(fhec_compiler::BuildError::Fit(e)) => {
+                if let Some(r) = e.report() {
+                    eprint!("{}", r.to_text());
+                }
+                return Err(anyhow::Error::new(e).context(format!("cannot fit {}", model.display())));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot compile {}", model.display()))),
+        }
+    };
     let before = if compare && !o.passes.pipeline.is_empty() {
         let o = BuildOptions { passes: PassOptions::none(), ..o };
         Some(
@@ -1870,7 +2067,7 @@ fn compile_model_with(
     } else {
         None
     };
-    Ok((g, art, before))
+    Ok(Compiled { graph: g, artifact: art, before_passes: before, fit })
 }
 
 /// One line comparing the circuit before and after the passes.
