@@ -26,6 +26,7 @@ fn cx(calibration: Vec<Tensor>, activations: ActivationPolicy) -> PassContext {
             act_bits: 7.0,
             max_table_bits: 11.0,
             input_range: (0.0, 1.0),
+            approximate: false,
         },
         activations,
         poly_degree: 2,

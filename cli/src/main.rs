@@ -3,6 +3,9 @@
 //! Every failure prints `error: ...` naming the file and what is wrong, and exits with
 //! status 2. The CLI is the only place that touches files.
 
+#[cfg(feature = "fhe")]
+mod bench_fit;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -106,6 +109,11 @@ struct CompileArgs {
     /// --calib (or of the bundled sample) after the calibration ones.
     #[arg(long)]
     validation: Option<PathBuf>,
+    /// The label of each output index, for a model trained on some classes only (say
+    /// `0,1` for a digit-0-or-1 classifier): calibration, validation and accuracy keep the
+    /// images of those classes. Default: the model's entry in a `manifest.json` beside it.
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<u8>>,
     /// Use at most this many validation images.
     #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
     validation_limit: usize,
@@ -173,6 +181,7 @@ impl CompileArgs {
             calib_dataset: None,
             calib_limit: 500,
             validation: None,
+            classes: None,
             validation_limit: 1000,
             accuracy_budget: 0.5,
             max_server_time: None,
@@ -378,6 +387,45 @@ enum Command {
 #[derive(Subcommand)]
 enum Bench {
     #[cfg(feature = "fhe")]
+    /// Models nobody trained for fhec (the plain bundled ones and the external exports),
+    /// each compiled with no flags by the automatic fit: chosen widths per layer, float and
+    /// simulated accuracy on the full test sets, encrypted runs compared with the simulation,
+    /// beside Concrete ML 1.9 on the same file in the same run; writes the fit section of
+    /// BENCHMARKS.md.
+    Fit {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// Directory of the external exports (with manifest.json).
+        #[arg(long, default_value = "examples/models/external")]
+        external: PathBuf,
+        /// Only these model files (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
+        #[arg(long)]
+        data: PathBuf,
+        /// Encrypted images per model: the first N test images (latency is the median).
+        #[arg(long, default_value_t = 2)]
+        images: usize,
+        /// Python with Concrete ML 1.9 (`benches/anchors/setup.sh --concrete-ml`); `none` skips it.
+        #[arg(long, default_value = "benches/anchors/.venv-cml/bin/python")]
+        concrete_ml_python: String,
+        /// Encrypted images per model for Concrete ML.
+        #[arg(long, default_value_t = 1)]
+        concrete_ml_images: usize,
+        /// Longest encrypted run of Concrete ML per image, in seconds (beyond it, its own
+        /// estimate is reported).
+        #[arg(long, default_value_t = 900.0)]
+        concrete_ml_max_fhe_seconds: f64,
+        /// Markdown file whose fit section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Measure accuracy on only the first N test images.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    #[cfg(feature = "fhe")]
     /// One row per bundled model: float and simulated accuracy on full test sets, an
     /// encrypted sample compared with the simulation, bootstraps, parameters, latency, key
     /// and ciphertext sizes; writes the models section of BENCHMARKS.md.
@@ -535,6 +583,30 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(Bench::Accuracy { models, data, out, limit }) => bench_accuracy(&models, &data, &out, limit),
+        #[cfg(feature = "fhe")]
+        Command::Bench(Bench::Fit {
+            models,
+            external,
+            only,
+            data,
+            images,
+            concrete_ml_python,
+            concrete_ml_images,
+            concrete_ml_max_fhe_seconds,
+            out,
+            limit,
+        }) => bench_fit::bench_fit(&bench_fit::FitRun {
+            models: &models,
+            external: &external,
+            only: &only,
+            data: &data,
+            images,
+            cml_python: &concrete_ml_python,
+            cml_images: concrete_ml_images,
+            cml_max_fhe_seconds: concrete_ml_max_fhe_seconds,
+            out: &out,
+            limit,
+        }),
         Command::Bench(Bench::Passes { models, data, out, limit, policies_on }) => {
             bench_passes(&models, &data, &out, limit, &policies_on)
         }
@@ -701,13 +773,24 @@ fn run(cli: Cli) -> Result<()> {
             // evaluated on, unless it says otherwise.
             let compile = CompileArgs { calib_dataset: compile.calib_dataset.or(Some(dataset)), ..compile };
             let mut ds = Dataset::load_test(&data, dataset)?;
+            let bytes = read(&model)?;
+            // A model of some classes only is measured on the images of those classes.
+            let classes = match &compile.classes {
+                Some(c) => Some(c.clone()),
+                None if Artifact::sniff(&bytes) => Artifact::from_bytes(&bytes).ok().and_then(|a| {
+                    a.options.get("classes").map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
+                }),
+                None => classes_of(&model, &compile)?,
+            };
+            if let Some(c) = &classes {
+                ds.keep_classes(c);
+            }
             if let Some(n) = limit {
                 ds.truncate(n);
             }
             if ds.is_empty() {
                 bail!("no images to evaluate");
             }
-            let bytes = read(&model)?;
             let preds: Vec<usize> = match mode {
                 Mode::Float => {
                     if Artifact::sniff(&bytes) {
@@ -1875,8 +1958,14 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))
 }
 
+/// Imports a model; a model with several outputs whose `manifest.json` entry names the
+/// class scores gets that output unless one is given.
 fn import(path: &Path, bytes: &[u8], options: &ImportOptions) -> Result<Graph> {
-    import_onnx(bytes, options).with_context(|| format!("cannot import {}", path.display()))
+    let mut options = options.clone();
+    if options.output.is_none() {
+        options.output = manifest_entry(path)?.and_then(|m| m.output);
+    }
+    import_onnx(bytes, &options).with_context(|| format!("cannot import {}", path.display()))
 }
 
 fn load_model(path: &Path, options: &ImportOptions) -> Result<Graph> {
@@ -1983,10 +2072,22 @@ fn build_images(model: &Path, g: &Graph, args: &CompileArgs) -> Result<(Dataset,
         Some(path) => fhec_runtime::dataset::load_images(path, rows, cols, kind.unwrap_or(DatasetKind::Mnist))?,
         None => calib.split_off(args.calib_limit),
     };
+    if let Some(classes) = classes_of(model, args)? {
+        calib.keep_classes(&classes);
+        validation.keep_classes(&classes);
+    }
     calib.truncate(args.calib_limit);
     validation.truncate(args.validation_limit);
     image_input_shape(g, &calib)?;
     Ok((calib, validation, name))
+}
+
+/// The classes of a model's outputs: the flag, else its manifest entry.
+fn classes_of(model: &Path, args: &CompileArgs) -> Result<Option<Vec<u8>>> {
+    if let Some(c) = &args.classes {
+        return Ok(Some(c.clone()));
+    }
+    Ok(manifest_entry(model)?.and_then(|m| m.classes))
 }
 
 /// [`compile_model`], showing the graph after each pass to `after`, and with `compare`,
@@ -2067,6 +2168,11 @@ fn compile_model_with(
     } else {
         None
     };
+    let mut art = art;
+    if let Some(c) = classes_of(model, args)? {
+        let c: Vec<String> = c.iter().map(|v| v.to_string()).collect();
+        art.options.insert("classes".into(), c.join(","));
+    }
     Ok(Compiled { graph: g, artifact: art, before_passes: before, fit })
 }
 
@@ -2074,7 +2180,10 @@ fn compile_model_with(
 fn pass_comparison(before: &Artifact, after: &Artifact) -> String {
     let side = |a: &Artifact| {
         let r = build_report(&a.circuit, &a.options, a.fhe.as_ref());
-        let widths: Vec<String> = r.tables_by_width.iter().map(|(w, n)| format!("{n} x {w}-bit")).collect();
+        let mut widths: Vec<String> = r.tables_by_width.iter().map(|(w, n)| format!("{n} x {w}-bit")).collect();
+        if widths.is_empty() {
+            widths.push("no tables".into());
+        }
         let est = match &r.fhe {
             Some(f) => format!("est. {:.0} s one core", f.est_latency_ms_one_core / 1000.0),
             None => "no 128-bit parameters".into(),

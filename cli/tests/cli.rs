@@ -180,7 +180,7 @@ fn simulate(model: &str, limit: &str, extra: &[&str]) -> Output {
 fn build_writes_an_artifact_that_eval_simulates() {
     let d = tmpdir("build");
     let art = d.join("cnn.fhec");
-    let o = fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap()]);
+    let o = fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap(), "--no-fit"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("bootstraps per inference:"), "{out}");
@@ -190,10 +190,12 @@ fn build_writes_an_artifact_that_eval_simulates() {
     let last = text(&o.stdout).lines().last().unwrap().to_string();
     assert!(last.starts_with("accuracy: ") && last.ends_with("/30)"), "{last}");
     // The same accuracy when compiling on the fly from the ONNX file.
-    let o2 = simulate("examples/models/cnn_mnist.onnx", "30", &[]);
+    let o2 = simulate("examples/models/cnn_mnist.onnx", "30", &["--no-fit"]);
     assert_eq!(text(&o2.stdout).lines().last().unwrap(), last);
     // Rebuilding over an artifact is fine.
-    assert!(fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap()]).status.success());
+    assert!(
+        fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap(), "--no-fit"]).status.success()
+    );
     // With approximate rounding, the simulation samples the read noise: it shows ten draws'
     // accuracies, then the first draw's, which the predictions file holds.
     let approx = d.join("approx.fhec");
@@ -202,6 +204,7 @@ fn build_writes_an_artifact_that_eval_simulates() {
         "examples/models/seed_mnist.onnx",
         "--rounding",
         "approximate",
+        "--no-fit",
         "-o",
         approx.to_str().unwrap(),
     ]);
@@ -236,6 +239,7 @@ fn build_json_report() {
         "--json",
         "--max-table-bits",
         "9",
+        "--no-fit",
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -251,13 +255,15 @@ fn build_never_overwrites_user_files_and_rejects_bad_artifacts() {
     let d = tmpdir("guard");
     let precious = d.join("notes.txt");
     std::fs::write(&precious, "my notes").unwrap();
-    let o = fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", precious.to_str().unwrap()]);
+    let o = fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", precious.to_str().unwrap(), "--no-fit"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("is not an fhec artifact; refusing to overwrite"), "{}", text(&o.stderr));
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "my notes");
     // A corrupt artifact is a clear error.
     let art = d.join("m.fhec");
-    assert!(fhec(&["build", "examples/models/seed_mnist.onnx", "-o", art.to_str().unwrap()]).status.success());
+    assert!(
+        fhec(&["build", "examples/models/seed_mnist.onnx", "-o", art.to_str().unwrap(), "--no-fit"]).status.success()
+    );
     let mut b = std::fs::read(&art).unwrap();
     let k = b.len() / 2;
     b[k] ^= 0x40;
@@ -290,6 +296,7 @@ fn build_calibrates_on_a_folder_of_images() {
         art.to_str().unwrap(),
         "--calib",
         imgs.to_str().unwrap(),
+        "--no-fit",
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("(20 images)"), "{}", text(&o.stdout));
@@ -304,7 +311,7 @@ fn build_calibrates_on_a_folder_of_images() {
 fn keygen_encrypt_run_decrypt_round_trip() {
     let d = tmpdir("fhe");
     let p = |f: &str| d.join(f).display().to_string();
-    let o = fhec(&["build", "examples/models/fhe_mnist.onnx", "-o", &p("m.fhec")]);
+    let o = fhec(&["build", "examples/models/fhe_mnist.onnx", "-o", &p("m.fhec"), "--no-fit"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let o = fhec(&["keygen", &p("m.fhec"), "--out", &p("keys")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -405,6 +412,7 @@ fn build_prints_ir_after_every_pass_and_compares_bootstraps() {
         "--print-ir-after-all",
         "--calib-limit",
         "20",
+        "--no-fit",
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let s = text(&o.stdout);
@@ -436,7 +444,7 @@ fn eval_accepts_the_pass_flags() {
         [&["--passes", "none"][..], &["--activations", "poly", "--poly-degree", "3"], &["--activations", "auto"]]
     {
         let mut args = base.to_vec();
-        args.extend(["--mode", "simulate", "--limit", "20"]);
+        args.extend(["--mode", "simulate", "--limit", "20", "--no-fit"]);
         args.extend(extra);
         let o = fhec(&args);
         assert!(o.status.success(), "{extra:?}: {}", text(&o.stderr));

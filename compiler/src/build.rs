@@ -133,6 +133,7 @@ pub fn optimize(
             act_bits: q.act_bits as f64,
             max_table_bits: q.max_table_bits as f64,
             input_range: (a.min(b), a.max(b)),
+            approximate: q.rounding == crate::quantize::Rounding::Approximate,
         },
         activations: o.passes.activations,
         poly_degree: o.passes.poly_degree,
@@ -220,7 +221,16 @@ pub fn build_fitted(
 ) -> Result<(Artifact, FitReport, QuantOptions), BuildError> {
     let pre = preprocess_of(g, o.preprocess)?;
     let base = quant_options_of(g, o)?;
-    let optimized = optimize(g, data.calibration, o, after)?;
+    // The passes choose the graph's form with the cost model of what the fit will most
+    // likely choose: approximate rounding and 6-bit tables, unless those are given.
+    let mut typical = base.clone();
+    if !fit.fixed.rounding {
+        typical.rounding = crate::quantize::Rounding::Approximate;
+    }
+    if !fit.fixed.table_bits {
+        typical.max_table_bits = 6;
+    }
+    let optimized = optimize(g, data.calibration, &BuildOptions { quant: Some(typical), ..o.clone() }, after)?;
     let fitted = crate::fit::fit(&optimized, g, pre, data, &base, &o.params, fit)?;
     let mut options = artifact_options(&fitted.quant, pre, o, data.calibration.len());
     for (layer, widths) in crate::fit::layer_widths(&fitted.quant, &fitted.circuit) {

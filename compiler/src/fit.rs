@@ -250,6 +250,20 @@ pub enum FitError {
         /// The search.
         report: Box<FitReport>,
     },
+    /// Every candidate with parameters is over the time limit.
+    #[error(
+        "no width choice meets --max-server-time {limit} s: the cheapest circuit tried takes an estimated {cheapest:.1} s per image on one core ({nearest})"
+    )]
+    OverTime {
+        /// The limit.
+        limit: f64,
+        /// The cheapest estimate.
+        cheapest: f64,
+        /// The cheapest candidate.
+        nearest: String,
+        /// The search.
+        report: Box<FitReport>,
+    },
     /// Candidates have parameters but none is accurate enough.
     #[error(
         "no width choice within the accuracy budget ({budget} points below float {float:.2}%): the nearest is {nearest}; {limit}. Raise --accuracy-budget to accept it, or retrain the model for fhec (examples/train)"
@@ -273,7 +287,9 @@ impl FitError {
     pub fn report(&self) -> Option<&FitReport> {
         match self {
             FitError::Quant(_) => None,
-            FitError::Infeasible { report, .. } | FitError::OverBudget { report, .. } => Some(report),
+            FitError::Infeasible { report, .. }
+            | FitError::OverBudget { report, .. }
+            | FitError::OverTime { report, .. } => Some(report),
         }
     }
 }
@@ -333,6 +349,8 @@ struct Search<'a> {
     validation: &'a [&'a [u8]],
     /// The reference class of every validation image (labels or float predictions).
     reference: Vec<usize>,
+    /// Whether the references are labels.
+    labelled: bool,
     params: &'a ParamOptions,
     fit: &'a FitOptions,
     cache: HashMap<String, Eval>,
@@ -532,6 +550,7 @@ pub fn fit(
         cal,
         validation: data.validation,
         reference: reference_classes,
+        labelled: data.labels.is_some(),
         params,
         fit,
         cache: HashMap::new(),
@@ -569,7 +588,10 @@ pub fn fit(
                 let acts: Vec<u32> = if fx.act_bits {
                     vec![base.act_bits]
                 } else if layers.pool_reads_tables {
-                    vec![r.saturating_sub(1).max(2), 8]
+                    // Max pooling compares table outputs, reading one bit more than they
+                    // have: outputs narrower than the reads keep the comparisons from setting
+                    // the parameters (the fill step widens them where that is free).
+                    vec![r.saturating_sub(1).max(2)]
                 } else {
                     vec![8]
                 };
@@ -787,6 +809,28 @@ fn nothing_fits(
     start: std::time::Instant,
 ) -> FitError {
     let any_feasible = all.iter().any(|(_, e)| e.cost().is_some());
+    let in_time = |e: &Eval| e.cost().is_some_and(|c| fit.max_server_time.is_none_or(|t| c / 1000.0 <= t));
+    if any_feasible && !all.iter().any(|(_, e)| in_time(e)) {
+        let (q, e) = all
+            .iter()
+            .filter(|(_, e)| e.cost().is_some())
+            .min_by(|a, b| a.1.cost().unwrap_or(f64::MAX).total_cmp(&b.1.cost().unwrap_or(f64::MAX)))
+            .expect("some candidate has parameters");
+        let cheapest = e.cost().unwrap_or(0.0) / 1000.0;
+        let nearest = format!("{}, {} bootstraps", describe(q), e.circuit.bootstrap_stats().total());
+        let report = Box::new(FitReport {
+            options: fit.clone(),
+            float_accuracy: 100.0 * float_accuracy,
+            validation_images: s.validation.len(),
+            labelled: s.labelled,
+            calibration_images: s.cal.count,
+            candidates: std::mem::take(&mut s.report),
+            chosen: None,
+            reason: "nothing fits the time limit".into(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        return FitError::OverTime { limit: fit.max_server_time.unwrap_or(0.0), cheapest, nearest, report };
+    }
     // The most accurate candidate simulated (with parameters if any has them).
     let nearest = all
         .iter()
@@ -821,7 +865,7 @@ fn nothing_fits(
         options: fit.clone(),
         float_accuracy: 100.0 * float_accuracy,
         validation_images: s.validation.len(),
-        labelled: true,
+        labelled: s.labelled,
         calibration_images: s.cal.count,
         candidates: std::mem::take(&mut s.report),
         chosen: None,

@@ -14,6 +14,13 @@ pub struct ManifestEntry {
     /// Input scaling.
     #[serde(deserialize_with = "de_pre")]
     pub preprocess: Preprocess,
+    /// The output holding the class scores, for a model with several outputs.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// The label of each output index, for a model trained on some classes only (the two
+    /// digits of a binary classifier).
+    #[serde(default)]
+    pub classes: Option<Vec<u8>>,
 }
 
 /// The manifest.

@@ -591,7 +591,7 @@ impl EncodingPlan {
                 // An approximate rounding's readers read its input's top bits directly.
                 COp::Round { shift, approx: true } => need[id] + shift,
                 COp::Round { .. } => ubits(c.nodes[node.inputs[0]].range.max),
-                COp::MaxPool { diff_width, .. } => need[id].max(*diff_width),
+                COp::MaxPool { diff_width, shift, .. } => need[id].max(*diff_width + shift),
                 COp::Input { .. } => continue,
                 _ => need[id],
             };
@@ -723,11 +723,13 @@ impl EncodingPlan {
                         j += k;
                     }
                 }
-                COp::MaxPool { pool, diff_width, .. } => {
+                COp::MaxPool { pool, diff_width, shift, .. } => {
+                    // An approximate comparison reads the top bits of a difference moved to
+                    // `diff_width + shift` bits (its noise scaled by 2^-shift less).
                     let x = input.expect("max pool input");
                     let window = pool.kernel[0] * pool.kernel[1];
                     push(NoiseRequirement {
-                        encoding_bits: self.bits[node.inputs[0]],
+                        encoding_bits: self.bits[node.inputs[0]] - shift,
                         read_bits: *diff_width,
                         norm2_sq: 2.0 * x.norm2 * x.norm2,
                         extra_pbs: window.saturating_sub(1) as u32,
@@ -735,7 +737,7 @@ impl EncodingPlan {
                         rounding_read: false,
                         count: kernels::max_pool_comparisons(&x.shape, pool),
                         decryption: false,
-                        approx: false,
+                        approx: *shift > 0,
                     });
                 }
                 _ => {}
@@ -802,6 +804,12 @@ impl FheSetup {
                     let src = n.inputs[0];
                     v.approx_round_sigma(c.nodes[src].norm2, self.plan.bits[src], self.plan.bits[id], shift)
                 }
+                // An approximate max pooling's comparisons read x - m (m carries one more
+                // bootstrap output), in units of x.
+                crate::circuit::COp::MaxPool { shift: shift @ 1.., diff_width, .. } => {
+                    let src = n.inputs[0];
+                    v.approx_round_sigma(c.table_input_norm2(id), self.plan.bits[src], diff_width, shift)
+                }
                 _ => 0.0,
             })
             .collect();
@@ -842,7 +850,8 @@ impl FheSetup {
             .iter()
             .zip(&sigma)
             .filter_map(|(n, &s)| match n.op {
-                crate::circuit::COp::Round { shift, approx: true } => {
+                crate::circuit::COp::Round { shift, approx: true }
+                | crate::circuit::COp::MaxPool { shift: shift @ 1.., .. } => {
                     Some((s * (2.0 / std::f64::consts::PI).sqrt() / (1u64 << shift) as f64).min(1.0))
                 }
                 _ => None,

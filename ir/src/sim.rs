@@ -13,7 +13,7 @@
 //! stays reproducible.
 
 use crate::circuit::eval::{EvalError, eval_node};
-use crate::circuit::{COp, Circuit, ValueId};
+use crate::circuit::{COp, Circuit, ValueId, kernels};
 use ndarray::{ArrayD, IxDyn};
 
 /// A value left its range, or the circuit is malformed.
@@ -104,6 +104,16 @@ pub fn simulate_all_noisy(
                     *o = read;
                 }
                 out
+            }
+            COp::MaxPool { pool, diff_offset, diff_width, shift: shift @ 1.. } => {
+                // Approximate comparisons: each read, like an approximate rounding's, may land
+                // one step off (boundaries half a unit below the multiples of 2^shift).
+                let s = sigma.get(id).copied().unwrap_or(0.0);
+                let d = (1u64 << shift) as f64;
+                kernels::approx_max_pool(vals[n.inputs[0]].view(), pool, *diff_offset, *diff_width, *shift, |v| {
+                    if s > 0.0 { ((v as f64 + 0.5 + s * rng.gaussian()) / d).floor() as i64 } else { v >> shift }
+                })
+                .map_err(|m| fail(m, true))?
             }
             _ => {
                 let xs: Vec<&ArrayD<i64>> = n.inputs.iter().map(|&i| &vals[i]).collect();

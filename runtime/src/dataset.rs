@@ -371,6 +371,22 @@ impl Dataset {
         !self.labels.contains(&UNLABELLED)
     }
 
+    /// Keeps the images whose label is one of `classes` and relabels each with its index in
+    /// `classes` (the output index of a model trained on those classes only). Unlabelled
+    /// images are kept as they are.
+    pub fn keep_classes(&mut self, classes: &[u8]) {
+        let keep: Vec<usize> =
+            (0..self.len()).filter(|&i| self.labels[i] == UNLABELLED || classes.contains(&self.labels[i])).collect();
+        self.pixels = self.pixels.select(ndarray::Axis(0), &keep);
+        self.labels = keep
+            .iter()
+            .map(|&i| {
+                let l = self.labels[i];
+                classes.iter().position(|&c| c == l).map_or(UNLABELLED, |p| p as u8)
+            })
+            .collect();
+    }
+
     /// Splits off the images from `at` on (the first `at` stay).
     pub fn split_off(&mut self, at: usize) -> Dataset {
         let at = at.min(self.len());
@@ -389,8 +405,8 @@ impl Dataset {
 pub const UNLABELLED: u8 = 255;
 
 /// Loads images of `rows x cols` from any of the forms a user has them in:
-/// * a directory with an IDX set of `kind` (the test split `t10k-*`, else the training
-///   split `train-*`, directly or in `mnist/` / `fashion-mnist/`), or a folder of PNG / PGM
+/// * a directory with an IDX set of `kind` (the training split `train-*`, else the test
+///   split `t10k-*`, directly or in `mnist/` / `fashion-mnist/`), or a folder of PNG / PGM
 ///   images (sorted by name; no labels);
 /// * an IDX images file (`*-images-idx3-ubyte[.gz]`; its labels are read from the file of
 ///   the same name with `labels-idx1` when it exists);
@@ -400,15 +416,13 @@ pub const UNLABELLED: u8 = 255;
 /// Images of another size are an error naming both sizes.
 pub fn load_images(path: &Path, rows: usize, cols: usize, kind: DatasetKind) -> Result<Dataset, DatasetError> {
     let ds = if path.is_dir() {
-        match Dataset::load_test(path, kind) {
-            Ok(ds) => ds,
-            Err(DatasetError::NotFound { .. }) => {
-                match (find(path, kind, "train-images-idx3-ubyte"), find(path, kind, "train-labels-idx1-ubyte")) {
-                    (Ok(im), Ok(lb)) => Dataset::load_files(&im, &lb)?,
-                    _ => load_image_dir(path, rows, cols)?,
-                }
-            }
-            Err(e) => return Err(e),
+        match (find(path, kind, "train-images-idx3-ubyte"), find(path, kind, "train-labels-idx1-ubyte")) {
+            (Ok(im), Ok(lb)) => Dataset::load_files(&im, &lb)?,
+            _ => match Dataset::load_test(path, kind) {
+                Ok(ds) => ds,
+                Err(DatasetError::NotFound { .. }) => load_image_dir(path, rows, cols)?,
+                Err(e) => return Err(e),
+            },
         }
     } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         load_npy(path)?

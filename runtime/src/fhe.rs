@@ -1431,12 +1431,14 @@ pub fn evaluate_with_progress(
                 );
                 CtTensor { shape: node.shape.clone(), bits: p_bits - shift, data }
             }
-            COp::MaxPool { pool, diff_offset, diff_width } => {
+            COp::MaxPool { pool, diff_offset, diff_width, shift } => {
                 let xin = x(0);
                 let a_bits = xin.bits;
-                let relu: Vec<i64> = (0..1i64 << diff_width).map(|i| (i - diff_offset).max(0)).collect();
+                let relu: Vec<i64> =
+                    (0..1i64 << diff_width).map(|q| kernels::approx_max_step(q, *diff_offset, *shift)).collect();
                 let lut = table_lut(sk, *diff_width, &relu, a_bits);
-                max_pool(sk, xin, pool, &node.shape, *diff_offset, *diff_width, &lut, size, progress)
+                let cmp = Comparison { offset: *diff_offset, width: *diff_width, shift: *shift, lut: &lut };
+                max_pool(sk, xin, pool, &node.shape, &cmp, size, progress)
             }
         };
         if out.bits != bits {
@@ -1515,21 +1517,40 @@ fn pool_sum(x: &CtTensor, pool: &fhec_ir::nn::Pool, out_shape: &[usize], size: u
     CtTensor { shape: out_shape.to_vec(), bits: x.bits, data }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The pairwise comparison of a max pooling (see `COp::MaxPool`).
+struct Comparison<'a> {
+    /// Offset that makes the differences non-negative.
+    offset: i64,
+    /// Bits the comparison's table reads.
+    width: u32,
+    /// Low bits of the difference it does not read (approximate comparison).
+    shift: u32,
+    /// The table: what to add to the running maximum for each step.
+    lut: &'a GlweCiphertextOwned<u64>,
+}
+
 fn max_pool(
     sk: &ServerKey,
     x: &CtTensor,
     pool: &fhec_ir::nn::Pool,
     out_shape: &[usize],
-    offset: i64,
-    width: u32,
-    lut: &GlweCiphertextOwned<u64>,
+    cmp: &Comparison,
     size: usize,
     progress: &AtomicUsize,
 ) -> CtTensor {
     let wins = kernels::window_indices(&x.shape, pool);
-    let scale = 1u64 << (x.bits - width);
-    let off = (offset as u64).wrapping_mul(delta(x.bits));
+    let (width, shift, lut) = (cmp.width, cmp.shift, cmp.lut);
+    // The difference moves to `width + shift` encoding bits; an approximate comparison then
+    // reads its top `width` bits, with the step boundaries half a unit below the multiples
+    // of 2^shift (as an approximate rounding's reads: see the `COp::Round` arm).
+    let scale = 1u64 << (x.bits - width - shift);
+    let off = (cmp.offset as u64).wrapping_mul(delta(x.bits));
+    let centre = if shift > 0 {
+        let unit = delta(width + shift);
+        (unit << (shift - 1)).wrapping_sub(unit >> 1)
+    } else {
+        0
+    };
     // Windows in batches: the running maxima of a batch take their i-th comparison together
     // (one keyswitch pass and one batched bootstrap).
     let batch = ks_batch(wins.len());
@@ -1557,6 +1578,7 @@ fn max_pool(
                     for d in diff.iter_mut() {
                         *d = d.wrapping_mul(scale);
                     }
+                    diff[size - 1] = diff[size - 1].wrapping_sub(centre);
                 }
                 let count = live.len();
                 w.keyswitch(sk, &diffs[..count * size], size);

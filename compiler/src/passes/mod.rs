@@ -8,7 +8,7 @@
 //!
 //! Passes (one file each, with its contract):
 //! * e-graph rule groups ([`egraph`], egg): `canonical-activations`, `fold-affine`,
-//!   `merge-linear`, `sum-pooling`, `fuse-requant`, `argmax-tail`; each alone, or all
+//!   `merge-linear`, `sum-pooling`, `max-pool-order`, `fuse-requant`, `argmax-tail`; each alone, or all
 //!   together in one e-graph as `declutter` (the default), extracted with the cost model
 //!   of [`egraph::cost`];
 //! * `activations`: polynomial substitution of activations ([`activations`]).
@@ -21,6 +21,7 @@ pub mod canonical;
 pub mod egraph;
 pub mod fold_affine;
 pub mod fuse_requant;
+pub mod max_pool_order;
 pub mod merge_linear;
 pub mod pooling;
 
@@ -115,6 +116,7 @@ fn declutter_rules() -> Vec<Rule> {
     r.extend(fold_affine::rules());
     r.extend(merge_linear::rules());
     r.extend(pooling::rules());
+    r.extend(max_pool_order::rules());
     r.extend(argmax_tail::rules());
     r
 }
@@ -127,6 +129,7 @@ pub const PASS_NAMES: &[&str] = &[
     "fold-affine",
     "merge-linear",
     "sum-pooling",
+    "max-pool-order",
     "argmax-tail",
     "activations",
 ];
@@ -144,6 +147,7 @@ pub fn by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
         "fold-affine" => rw("fold-affine", fold_affine::rules),
         "merge-linear" => rw("merge-linear", merge_linear::rules),
         "sum-pooling" => rw("sum-pooling", pooling::rules),
+        "max-pool-order" => rw("max-pool-order", max_pool_order::rules),
         "argmax-tail" => rw("argmax-tail", argmax_tail::rules),
         "activations" => Box::new(activations::Activations),
         _ => return Err(PassError::Unknown { name: name.into(), known: PASS_NAMES.join(", ") }),

@@ -236,11 +236,20 @@ impl<'a> Lowerer<'a> {
                 hi: kernels::sum_pool(a(0).hi.view(), p),
                 var: kernels::sum_pool(a(0).var.view(), p),
             },
-            COp::MaxPool { pool, .. } => Analysis {
-                lo: kernels::fold_pool(a(0).lo.view(), pool, 0.0, f64::max),
-                hi: kernels::fold_pool(a(0).hi.view(), pool, 0.0, f64::max),
-                var: kernels::fold_pool(a(0).var.view(), pool, 1.0, f64::max).mapv(|v| v + 1.0),
-            },
+            COp::MaxPool { pool, shift, .. } => {
+                // An approximate comparison lands within 2^(shift+1) of the exact maximum
+                // (half a step of rounding, one step of noise); errors add up over a window.
+                let err = if *shift > 0 {
+                    ((pool.kernel[0] * pool.kernel[1]).saturating_sub(1) as f64) * (1u64 << (shift + 1)) as f64
+                } else {
+                    0.0
+                };
+                Analysis {
+                    lo: kernels::fold_pool(a(0).lo.view(), pool, 0.0, f64::max).mapv(|v| v - err),
+                    hi: kernels::fold_pool(a(0).hi.view(), pool, 0.0, f64::max).mapv(|v| v + err),
+                    var: kernels::fold_pool(a(0).var.view(), pool, 1.0, f64::max).mapv(|v| v + 1.0),
+                }
+            }
             COp::Round { shift, approx } => {
                 let d = (1u64 << shift) as f64;
                 Analysis {
@@ -669,8 +678,24 @@ impl<'a> Lowerer<'a> {
                 };
                 // Max commutes with a positive per-channel map only if offsets are per channel too.
                 let (x, deq) = self.channelwise_offsets(ins[0], x, deq)?;
+                // With approximate rounding, the comparisons are sized for the calibrated
+                // range of what they compare, and those of values wider than a table read
+                // read the top bits of the differences (two guard steps at each end). Exact
+                // rounding keeps exact comparisons over the exact range.
+                let approx = self.opts.rounding_of(&name) == Rounding::Approximate;
+                let x = if approx { self.calibrated_range(&name, x)? } else { x };
                 let span = self.nodes[x].range.max - self.nodes[x].range.min;
-                let op = COp::MaxPool { pool: p.clone(), diff_offset: span, diff_width: bits_for(2 * span) };
+                let maxb = self.opts.table_bits_of(&name);
+                let (diff_offset, diff_width, shift) = if approx && bits_for(2 * span) > maxb {
+                    let mut s = 1u32;
+                    while s < 40 && 2 * span + 4 * (1i64 << s) >= 1i64 << (maxb + s) {
+                        s += 1;
+                    }
+                    (span + 2 * (1i64 << s), maxb, s)
+                } else {
+                    (span, bits_for(2 * span), 0)
+                };
+                let op = COp::MaxPool { pool: p.clone(), diff_offset, diff_width, shift };
                 let v = self.emit(name, op, vec![x], shape.clone())?;
                 let ch = |a: &ArrayD<f64>| {
                     bcast(
@@ -794,6 +819,37 @@ impl<'a> Lowerer<'a> {
                 Low::Pending { id: v, deq, chain, cal: id }
             }
         }
+    }
+
+    /// With calibrated ranges, declares the range the calibration images produce for `x`
+    /// (plus the margin, within the exact one) on a no-op clear addition named
+    /// `{name}.calibrated`, so that what reads it (max pooling) is sized for it; values outside
+    /// it are out of contract, as for tables. Returns `x` itself when nothing narrows.
+    fn calibrated_range(&mut self, name: &str, x: ValueId) -> Result<ValueId, QuantError> {
+        if self.cvals[x].is_empty() {
+            return Ok(x);
+        }
+        let r = self.nodes[x].range;
+        let (mut clo, mut chi) = (i64::MAX, i64::MIN);
+        for v in &self.cvals[x] {
+            for &e in v.iter() {
+                clo = clo.min(e);
+                chi = chi.max(e);
+            }
+        }
+        let m = ((chi - clo) as f64 * self.opts.range_margin_pct as f64 / 100.0).ceil() as i64 + 1;
+        let (lo, hi) = (r.min.max(clo - m), r.max.min(chi + m));
+        if (lo, hi) == (r.min, r.max) {
+            return Ok(x);
+        }
+        let shape = self.nodes[x].shape.clone();
+        let v =
+            self.emit(format!("{name}.calibrated"), COp::AddClear(ArrayD::from_elem(IxDyn(&[]), 0)), vec![x], shape)?;
+        self.nodes[v].range = Range { min: lo, max: hi };
+        let a = &mut self.an[v];
+        a.lo.mapv_inplace(|e| e.clamp(lo as f64, hi as f64));
+        a.hi.mapv_inplace(|e| e.clamp(lo as f64, hi as f64));
+        Ok(v)
     }
 
     /// Makes offsets constant per channel (axis 1) by adding the integer residual.

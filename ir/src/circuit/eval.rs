@@ -38,7 +38,12 @@ pub fn eval_node(node: &CNode, inputs: &[&ArrayD<i64>]) -> Result<ArrayD<i64>, E
         COp::Add => inputs[0] + inputs[1],
         COp::Sub => inputs[0] - inputs[1],
         COp::SumPool(p) => kernels::sum_pool(x(), p),
-        COp::MaxPool { pool, .. } => kernels::fold_pool(x(), pool, 0, i64::max),
+        // Exact comparisons (shift 0) are exact maxima; the kernel also checks that every
+        // difference stays inside its table (values outside calibrated ranges).
+        COp::MaxPool { pool, diff_offset, diff_width, shift } => {
+            kernels::approx_max_pool(x(), pool, *diff_offset, *diff_width, *shift, |v| v >> shift)
+                .map_err(EvalError::OutOfRange)?
+        }
         COp::Round { shift, .. } => {
             if let Some(bad) = x().iter().find(|&&v| v < 0) {
                 return Err(EvalError::OutOfRange(format!("rounds the negative value {bad}")));

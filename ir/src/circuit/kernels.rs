@@ -133,6 +133,52 @@ pub fn fold_pool<T: Copy>(x: ArrayViewD<T>, p: &Pool, empty: T, f: impl Fn(T, T)
     out
 }
 
+/// One approximate pairwise maximum ([`crate::circuit::COp::MaxPool`] with `shift > 0`, or
+/// exact with `shift == 0`): the amount added to the running maximum for the step `q` that
+/// the comparison reads.
+pub fn approx_max_step(q: i64, offset: i64, shift: u32) -> i64 {
+    let half = if shift > 0 { 1i64 << (shift - 1) } else { 0 };
+    ((q << shift) + half - offset).max(0)
+}
+
+/// Max pooling as the chain of (approximate) pairwise maxima TFHE computes: per window, in
+/// [`window_indices`] order, `m += approx_max_step(read(x_i - m + offset), ..)`, where
+/// `read` returns the step a comparison reads (`v >> shift` without noise), or an error for
+/// a step outside `[0, 2^width)` (which would wrap around the torus).
+pub fn approx_max_pool(
+    x: ArrayViewD<i64>,
+    p: &Pool,
+    offset: i64,
+    width: u32,
+    shift: u32,
+    mut read: impl FnMut(i64) -> i64,
+) -> Result<ArrayD<i64>, String> {
+    let flat: Vec<i64> = x.iter().copied().collect();
+    let shape = pool_shape(x.shape(), p);
+    let mut out = Vec::with_capacity(shape.iter().product());
+    for win in window_indices(x.shape(), p) {
+        let mut it = win.iter();
+        let Some(&first) = it.next() else {
+            out.push(0);
+            continue;
+        };
+        let mut m = flat[first];
+        for &i in it {
+            let v = flat[i] - m + offset;
+            let q = read(v);
+            if v < 0 || !(0..1i64 << width).contains(&q) {
+                return Err(format!(
+                    "a max-pooling comparison reads step {q} of the difference {v}, outside its table's steps 0 to {}",
+                    (1i64 << width) - 1
+                ));
+            }
+            m += approx_max_step(q, offset, shift);
+        }
+        out.push(m);
+    }
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("pool shape"))
+}
+
 /// Number of valid elements in each window.
 pub fn window_counts(shape: &[usize], p: &Pool) -> ArrayD<usize> {
     let mut out = ArrayD::zeros(IxDyn(&pool_shape(shape, p)));

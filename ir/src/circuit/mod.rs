@@ -97,13 +97,24 @@ pub enum COp {
     /// Max over pooling windows (padding ignored), computed as a chain of pairwise maxima
     /// `m + relu(x - m)`, each relu a table reading `diff + diff_offset` in
     /// `[0, 2^diff_width)`.
+    ///
+    /// With `shift > 0` the comparisons are approximate, like an approximate rounding: a
+    /// table reads the top `diff_width` bits of the `diff_width + shift`-bit offset
+    /// difference, the step `q = (d + diff_offset) >> shift` (noise may move it one step), and
+    /// adds `max(0, q·2^shift + 2^(shift-1) - diff_offset)` to the running maximum
+    /// ([`kernels::approx_max_step`]). Each comparison is then within `2^shift` of the exact
+    /// one: max pooling of wide accumulators (before their activation, where it commutes
+    /// with any nondecreasing one) reads as few bits as a table does.
     MaxPool {
         /// Window geometry.
         pool: Pool,
         /// Offset that makes every pairwise difference non-negative.
         diff_offset: i64,
-        /// Width of the offset differences.
+        /// Width of the offset differences (their top bits with `shift`).
         diff_width: u32,
+        /// Low bits of the differences the comparisons do not read (0: exact).
+        #[serde(default)]
+        shift: u32,
     },
     /// Exact rounding down: `v >> shift` for `v >= 0` (the compiler adds `2^(shift-1)` first
     /// for round-to-nearest). In TFHE the removed bits go in chunks from the bottom
@@ -306,9 +317,10 @@ impl Circuit {
         self.nodes.iter().any(|n| matches!(n.op, COp::Round { approx: false, .. }))
     }
 
-    /// Whether some value is rounded approximately (read noise may move it one step).
+    /// Whether some value is rounded approximately (read noise may move it one step): an
+    /// approximate rounding, or an approximate max pooling.
     pub fn has_approx_rounding(&self) -> bool {
-        self.nodes.iter().any(|n| matches!(n.op, COp::Round { approx: true, .. }))
+        self.nodes.iter().any(|n| matches!(n.op, COp::Round { approx: true, .. } | COp::MaxPool { shift: 1.., .. }))
     }
 
     /// Whether encrypted evaluation may differ from the noise-free simulation within the

@@ -55,12 +55,13 @@ pub fn print(c: &Circuit) -> String {
             COp::SumPool(p) => {
                 format!("k={:?} s={:?} p={:?}{}", p.kernel, p.strides, p.pads, if p.ceil_mode { " ceil" } else { "" })
             }
-            COp::MaxPool { pool: p, diff_offset, diff_width } => format!(
-                "k={:?} s={:?} p={:?}{} diff=+{diff_offset} w{diff_width}",
+            COp::MaxPool { pool: p, diff_offset, diff_width, shift } => format!(
+                "k={:?} s={:?} p={:?}{} diff=+{diff_offset} w{diff_width}{}",
                 p.kernel,
                 p.strides,
                 p.pads,
-                if p.ceil_mode { " ceil" } else { "" }
+                if p.ceil_mode { " ceil" } else { "" },
+                if *shift > 0 { format!(" approx shift={shift}") } else { String::new() }
             ),
             COp::Round { shift, approx: false } => format!("shift={shift}"),
             COp::Round { shift, approx: true } => format!("shift={shift} approx"),

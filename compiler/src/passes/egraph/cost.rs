@@ -4,7 +4,9 @@
 //! * A table-producing op (an activation, a square, a fake quantization, a product of two
 //!   computed values, a softmax) costs, per output element, one table lookup at width
 //!   `t = min(b, max_table_bits)` plus one rounding bootstrap per bit dropped before it
-//!   (`b - t`), where `b` is the estimated width of its input ([`super::Data::bits`]). Lowering fuses a
+//!   (`b - t`), where `b` is the estimated width of its input ([`super::Data::bits`]); with
+//!   approximate rounding (`CostParams::approximate`) the table reads the top `t` bits and
+//!   no rounding bootstrap is charged. Lowering fuses a
 //!   chain of element-wise ops into one table; this model charges each op of a chain, so
 //!   shorter chains (what `fuse-requant` produces) are preferred.
 //! * A bootstrap at width `t` weighs `2^(1.5 (t - 4))` (at least 1): the polynomial size,
@@ -35,10 +37,13 @@ pub fn width_weight(t: f64) -> f64 {
     (1.5 * (t - 4.0).max(0.0)).exp2()
 }
 
-/// Bootstraps (weighted) for `elems` table lookups on values of `b` bits.
-pub fn tables(elems: f64, b: f64, max_table_bits: f64) -> f64 {
+/// Bootstraps (weighted) for `elems` table lookups on values of `b` bits (with
+/// `approximate` rounding, wider values are read at `max_table_bits` with no rounding
+/// bootstraps).
+pub fn tables(elems: f64, b: f64, max_table_bits: f64, approximate: bool) -> f64 {
     let t = b.ceil().min(max_table_bits).max(1.0);
-    elems * (1.0 + (b.ceil() - t).max(0.0)) * width_weight(t)
+    let rounding = if approximate { 0.0 } else { (b.ceil() - t).max(0.0) };
+    elems * (1.0 + rounding) * width_weight(t)
 }
 
 /// The cost function (see the module doc).
@@ -59,12 +64,12 @@ impl<'a> BootstrapCost<'a> {
         let elems = p.shape.iter().product::<usize>() as f64;
         let in_bits = |k: usize| self.eg[n.children()[k]].data.bits;
         let own = match &p.op {
-            Op::Mul => 2.0 * tables(elems, in_bits(1).max(in_bits(2)) + 1.0, c.max_table_bits),
+            Op::Mul => 2.0 * tables(elems, in_bits(1).max(in_bits(2)) + 1.0, c.max_table_bits, c.approximate),
             Op::MaxPool(pool) => {
                 let k = (pool.kernel[0] * pool.kernel[1]) as f64;
-                (k - 1.0) * tables(elems, in_bits(1) + 1.0, c.max_table_bits)
+                (k - 1.0) * tables(elems, in_bits(1) + 1.0, c.max_table_bits, c.approximate)
             }
-            op if is_table_op(op) => tables(elems, in_bits(1), c.max_table_bits),
+            op if is_table_op(op) => tables(elems, in_bits(1), c.max_table_bits, c.approximate),
             // Bound on the integer weight row's 2-norm: weight_bits - 1 bits per weight and
             // sqrt(fan-in) rows. Lowering absorbs input scalings into the weights, so the
             // float weights here would mislead; every linear op costs its own growth.

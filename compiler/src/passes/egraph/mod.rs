@@ -139,6 +139,9 @@ pub struct CostParams {
     pub max_table_bits: f64,
     /// Float range of the graph input (from the pixel preprocessing).
     pub input_range: (f64, f64),
+    /// Wide values are rounded approximately (no rounding bootstraps: a table, or a max
+    /// pooling's comparison, reads their top bits).
+    pub approximate: bool,
 }
 
 /// Per e-class facts.
