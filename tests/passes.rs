@@ -336,6 +336,60 @@ fn fixtures(pass: &str) -> Vec<(&'static str, Graph, bool)> {
                 ),
             ]
         }
+        "max-pool-order" => {
+            let pool =
+                Pool { kernel: [2, 2], strides: [2, 2], pads: [0, 0, 0, 0], dilations: [1, 1], ceil_mode: false };
+            vec![
+                (
+                    // Exact rounding: comparing the wide accumulator costs rounding bootstraps,
+                    // so the activation moves before the pooling.
+                    "pool_then_relu",
+                    chain(
+                        "pool_then_relu",
+                        &img,
+                        vec![
+                            ("conv", conv(3, 2, 3, 0, 55)),
+                            ("max", Op::MaxPool(pool.clone())),
+                            ("relu", Op::Relu),
+                            ("flatten", Op::Reshape),
+                            ("fc", dense(4, 12, 56)),
+                        ],
+                    ),
+                    true,
+                ),
+                (
+                    // A leaky ReLU of negative slope is not monotone: the order stays.
+                    "pool_then_negative_leaky",
+                    chain(
+                        "pool_then_negative_leaky",
+                        &img,
+                        vec![
+                            ("conv", conv(3, 2, 3, 0, 57)),
+                            ("max", Op::MaxPool(pool.clone())),
+                            ("leaky", Op::LeakyRelu { alpha: -0.5 }),
+                            ("flatten", Op::Reshape),
+                            ("fc", dense(4, 12, 58)),
+                        ],
+                    ),
+                    false,
+                ),
+                (
+                    "square_then_pool",
+                    chain(
+                        "square_then_pool",
+                        &img,
+                        vec![
+                            ("conv", conv(3, 2, 3, 0, 59)),
+                            ("square", Op::Square),
+                            ("max", Op::MaxPool(pool)),
+                            ("flatten", Op::Reshape),
+                            ("fc", dense(4, 12, 65)),
+                        ],
+                    ),
+                    false,
+                ),
+            ]
+        }
         "argmax-tail" => vec![
             (
                 "softmax_tail",
@@ -377,8 +431,15 @@ fn fixtures(pass: &str) -> Vec<(&'static str, Graph, bool)> {
 }
 
 /// Groups with fixtures, and `declutter` (all groups) on all of them.
-const GROUPS: &[&str] =
-    &["canonical-activations", "fuse-requant", "fold-affine", "merge-linear", "sum-pooling", "argmax-tail"];
+const GROUPS: &[&str] = &[
+    "canonical-activations",
+    "fuse-requant",
+    "fold-affine",
+    "merge-linear",
+    "sum-pooling",
+    "max-pool-order",
+    "argmax-tail",
+];
 
 fn run_pass(pass: &str, g: &Graph, c: &PassContext) -> (Graph, Vec<String>) {
     let p = by_name(pass).unwrap();
@@ -436,6 +497,30 @@ fn every_rule_group_has_fixtures_and_snapshots() {
             snap += &format!("=== {name}\n--- before\n{pb}--- after ({})\n{pa}", notes[0]);
         }
         insta::assert_snapshot!(format!("pass_{group}"), snap);
+    }
+}
+
+#[test]
+fn max_pool_order_follows_the_rounding_mode() {
+    // The same two orders under both cost models: exact rounding puts the activation first,
+    // approximate rounding (comparisons read the top bits of a difference) the pooling.
+    let pool = Pool { kernel: [2, 2], strides: [2, 2], pads: [0, 0, 0, 0], dilations: [1, 1], ceil_mode: false };
+    let order = |first: (&'static str, Op), second: (&'static str, Op)| {
+        chain("order", &[1, 2, 6, 6], vec![("conv", conv(3, 2, 3, 0, 66)), first, second])
+    };
+    let relu_first = order(("relu", Op::Relu), ("max", Op::MaxPool(pool.clone())));
+    let pool_first = order(("max", Op::MaxPool(pool)), ("relu", Op::Relu));
+    let ops = |g: &Graph| -> Vec<&'static str> {
+        g.topo_order().unwrap().into_iter().map(|id| g.node(id).op.name()).filter(|n| *n != "input").collect()
+    };
+    for (approximate, want) in [(false, &relu_first), (true, &pool_first)] {
+        let mut c = cx(vec![], ActivationPolicy::Table);
+        c.cost.approximate = approximate;
+        for g in [&relu_first, &pool_first] {
+            let (out, _) = run_pass("max-pool-order", g, &c);
+            assert_eq!(ops(&out), ops(want), "approximate = {approximate}");
+            assert_equivalent("max-pool-order", g, &out, &input_of(g, 67), "max-pool-order");
+        }
     }
 }
 

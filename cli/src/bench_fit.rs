@@ -249,26 +249,34 @@ pub fn bench_fit(run: &FitRun) -> Result<()> {
     for (path, m, origin) in &list {
         eprintln!("== {} ({origin})", m.file);
         rows.push(one_model(run, path, m, origin)?);
+        // The section is rewritten after every model: a long run keeps what it measured.
+        write_section(run, &cpu, &before, &machine_line(), &rows, list.len())?;
     }
-    let after = machine_line();
+    println!("wrote the fit section of {} ({} models)", run.out.display(), rows.len());
+    Ok(())
+}
+
+/// Writes the section with the rows measured so far (`total` models in the run).
+fn write_section(run: &FitRun, cpu: &str, before: &str, after: &str, rows: &[Row], total: usize) -> Result<()> {
     let mut s = String::from(
         "## Models nobody trained for fhec, compiled with no flags (the automatic fit), beside Concrete ML\n\n",
     );
     s.push_str(&format!(
-        "Produced by `fhec bench fit --data ../shared/data --images {}{}` in one run on {cpu}. Every model is compiled by `fhec build` with no flag besides its data (the bundled training sample of its dataset: 500 images calibrate, 1,000 validate), preprocessing, output and classes (from the `manifest.json` beside it): the fit chooses every width per layer, the rounding and the parameters, for the least estimated server time within 0.5 points of the float model's validation accuracy. *Float* and *simulated*: top-1 on the whole test set (of the model's classes; simulated: the mean over 10 read-noise draws sampled from the chosen parameters, with their range). *fhec evaluate*: median over the first {} test images, encrypted by the client, evaluated with the evaluation key only on both cores, decrypted (wall / CPU time of the process); *vs sim.*: classes equal to the noise-free simulation's. *Est.*: the parameter search's estimate on one core. *Concrete ML 1.9*: `benches/anchors/concrete_ml.py` on the same file (n_bits 6, rounding threshold 6 bits, its default failure probability, calibrated on 1,000 training images), clear-quantized accuracy on the test set, its encrypted run on {} image(s) with a limit of {:.0} s (beyond it, its own estimate is shown). *fhec / CML*: evaluate time over Concrete ML's. *Δ vs CML*: fhec's simulated accuracy minus Concrete ML's clear-quantized one (points). Machine before the run: {before}; after: {after}.\n\n",
+        "Produced by `fhec bench fit --data ../shared/data --images {}{}` in one run on {cpu}. Every model is compiled by `fhec build` with no flag besides its data (the bundled training sample of its dataset: 500 images calibrate, 1,000 validate), preprocessing, output and classes (from the `manifest.json` beside it): the fit chooses every width per layer, the rounding and the parameters, for the least estimated server time within 0.5 points of the float model's validation accuracy. *Float* and *simulated*: top-1 on the whole test set (of the model's classes; simulated: the mean over 10 read-noise draws sampled from the chosen parameters, with their range). *fhec evaluate*: median over the first {} test images, encrypted by the client, evaluated with the evaluation key only on both cores, decrypted (wall / CPU time of the process); *vs sim.*: classes equal to the noise-free simulation's. *Est.*: the parameter search's estimate on one core. *Concrete ML 1.9*: `benches/anchors/concrete_ml.py` on the same file (n_bits 6, rounding threshold 6 bits, its default failure probability, calibrated on 1,000 training images), clear-quantized accuracy on the test set, its encrypted run on {} image(s) with a limit of {:.0} s (beyond it, its own estimate is shown). *fhec / CML*: evaluate time over Concrete ML's. *Δ vs CML*: fhec's simulated accuracy minus Concrete ML's clear-quantized one (points). Machine before the run: {before}; after: {after}.{}\n\n",
         run.images,
         if run.cml_python == "none" { " --concrete-ml-python none" } else { "" },
         run.images,
         run.cml_images,
-        run.cml_max_fhe_seconds
+        run.cml_max_fhe_seconds,
+        if rows.len() < total { format!(" Run in progress: {} of {total} models.", rows.len()) } else { String::new() }
     ));
     s.push_str("| model | from | float | simulated | Δ points | bootstraps / image | parameters, failure | est. server time (1 core) | fhec evaluate (wall / CPU) | encrypted vs sim. | fit time | Concrete ML 1.9 (same file, same run) | fhec / CML | Δ vs CML |\n");
     s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-    for r in &rows {
+    for r in rows {
         s.push_str(&format!("| {} | {} | {} |\n", r.file, r.origin, r.cells.join(" | ")));
     }
     s.push_str("\nWidths the fit chose, per layer:\n\n");
-    for r in &rows {
+    for r in rows {
         if !r.widths.is_empty() {
             s.push_str(&format!("- {}: {}\n", r.file, r.widths));
         }
@@ -276,6 +284,5 @@ pub fn bench_fit(run: &FitRun) -> Result<()> {
     let doc = std::fs::read_to_string(run.out).unwrap_or_default();
     std::fs::write(run.out, replace_section(&doc, "fit", &s))
         .with_context(|| format!("writing {}", run.out.display()))?;
-    println!("wrote the fit section of {} ({} models)", run.out.display(), rows.len());
     Ok(())
 }

@@ -151,7 +151,7 @@ struct CompileArgs {
     p_error: Option<f64>,
     /// Optimisation passes run before quantization, in order, comma-separated (`none`: the
     /// graph as imported). Passes: declutter (every rule group in one e-graph),
-    /// canonical-activations, fuse-requant, fold-affine, merge-linear, sum-pooling,
+    /// canonical-activations, fuse-requant, fold-affine, merge-linear, sum-pooling, max-pool-order,
     /// argmax-tail, activations. Default: activations,declutter.
     #[arg(long)]
     passes: Option<String>,

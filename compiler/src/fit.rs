@@ -26,6 +26,10 @@
 //!    none does;
 //! 4. **margin**: the range margin of the chosen widths, for the best accuracy at no cost.
 //!
+//! A candidate meets the budget when its validation accuracy, less a guard of
+//! [`GUARD_SE`] standard errors of the measured loss, is within the budget of the float
+//! model's: validation images are few, and a loss measured on them is noisy.
+//!
 //! Every candidate is kept in the [`FitReport`] with its widths, bootstraps, estimated time
 //! and accuracy. The search is deterministic: candidates are visited in a fixed order and the
 //! noise draws are seeded by the image, the draw number and [`FitOptions::seed`].
@@ -300,7 +304,23 @@ struct Eval {
     circuit: Circuit,
     setup: Result<FheSetup, ParamError>,
     accuracy: Option<f64>,
+    /// [`GUARD_SE`] standard errors of the accuracy loss measured on the validation
+    /// images (a fraction), subtracted before comparing with the budget.
+    guard: f64,
 }
+
+/// Standard errors of the measured accuracy loss kept as a guard against validation noise:
+/// a candidate meets the budget when `validation accuracy - GUARD_SE · SE` does, with `SE =
+/// sqrt(d) / n` for `d` validation images (of `n`) whose class differs from the float
+/// model's. On 1,000 images a 2% disagreement costs 0.22 points of the budget.
+pub const GUARD_SE: f64 = 0.5;
+
+/// Validation images of the quick first look at a grid candidate ([`Search::quick_reject`]).
+const QUICK_IMAGES: usize = 250;
+
+/// How far below the target a quick look must land to reject a candidate (4 points: far
+/// beyond the noise of 250 images).
+const QUICK_MARGIN: f64 = 0.04;
 
 impl Eval {
     fn cost(&self) -> Option<f64> {
@@ -351,6 +371,8 @@ struct Search<'a> {
     reference: Vec<usize>,
     /// Whether the references are labels.
     labelled: bool,
+    /// The float model's class of every validation image.
+    float_pred: Vec<usize>,
     params: &'a ParamOptions,
     fit: &'a FitOptions,
     cache: HashMap<String, Eval>,
@@ -405,7 +427,7 @@ impl<'a> Search<'a> {
         }
         let mut circuit = quantize(self.g, self.pre, &self.cal, q)?;
         let setup = select_rounding(&mut circuit, self.params);
-        let e = Eval { circuit, setup, accuracy: None };
+        let e = Eval { circuit, setup, accuracy: None, guard: 0.0 };
         self.cache.insert(k, e.clone());
         Ok(e)
     }
@@ -439,6 +461,32 @@ impl<'a> Search<'a> {
         }
     }
 
+    /// Whether `q` is clearly over budget on the first [`QUICK_IMAGES`] validation images
+    /// alone (one draw): [`QUICK_MARGIN`] below `target` there. Most narrow candidates are
+    /// far off; this spares their full simulation. Returns the quick accuracy.
+    fn quick_reject(&mut self, q: &QuantOptions, target: f64) -> Result<Option<f64>, QuantError> {
+        let e = self.compile(q)?;
+        let n = self.validation.len();
+        if e.accuracy.is_some() || n < 2 * QUICK_IMAGES {
+            return Ok(None);
+        }
+        let c = &e.circuit;
+        let sigma = match &e.setup {
+            Ok(s) if c.is_approximate() => s.approx_round_sigma(c),
+            _ => vec![],
+        };
+        let seed = self.fit.seed.wrapping_mul(1_000_003);
+        let correct = (0..QUICK_IMAGES)
+            .into_par_iter()
+            .filter(|&i| {
+                sim::classify_noisy_draw(c, self.validation[i], &sigma, seed)
+                    .is_ok_and(|(class, _)| class == self.reference[i])
+            })
+            .count();
+        let a = correct as f64 / QUICK_IMAGES as f64;
+        Ok((a < target - QUICK_MARGIN).then_some(a))
+    }
+
     /// Simulated validation accuracy of `q` (cached), a fraction.
     fn accuracy(&mut self, q: &QuantOptions) -> Result<(Eval, f64), QuantError> {
         let mut e = self.compile(q)?;
@@ -453,16 +501,19 @@ impl<'a> Search<'a> {
         let draws = if sigma.is_empty() { 1 } else { self.fit.draws.max(1) };
         let n = self.validation.len();
         let seed = self.fit.seed.wrapping_mul(1_000_003);
-        let correct: usize = (0..n * draws as usize)
+        let (correct, differ): (usize, usize) = (0..n * draws as usize)
             .into_par_iter()
-            .filter(|&k| {
+            .map(|k| {
                 let (d, i) = ((k / n) as u64, k % n);
-                sim::classify_noisy_draw(c, self.validation[i], &sigma, seed.wrapping_add(d))
-                    .is_ok_and(|(class, _)| class == self.reference[i])
+                let class = sim::classify_noisy_draw(c, self.validation[i], &sigma, seed.wrapping_add(d))
+                    .map_or(usize::MAX, |(class, _)| class);
+                ((class == self.reference[i]) as usize, (class != self.float_pred[i]) as usize)
             })
-            .count();
-        let a = correct as f64 / (n as f64 * draws as f64);
+            .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let total = n as f64 * draws as f64;
+        let a = correct as f64 / total;
         e.accuracy = Some(a);
+        e.guard = GUARD_SE * (differ as f64 / draws as f64).sqrt() / n as f64;
         self.cache.insert(key(q), e.clone());
         Ok((e, a))
     }
@@ -551,6 +602,7 @@ pub fn fit(
         validation: data.validation,
         reference: reference_classes,
         labelled: data.labels.is_some(),
+        float_pred: float_pred.clone(),
         params,
         fit,
         cache: HashMap::new(),
@@ -646,8 +698,19 @@ pub fn fit(
                         s.note("grid", &q, &e, "skipped: no wider than a failed one".into());
                         continue;
                     }
+                    if let Some(a) = s.quick_reject(&q, target)? {
+                        let e = s.compile(&q)?;
+                        s.note(
+                            "grid",
+                            &q,
+                            &e,
+                            format!("over budget: {:.1}% on the first {QUICK_IMAGES} images", 100.0 * a),
+                        );
+                        failed.push(q);
+                        continue;
+                    }
                     let (e, a) = s.accuracy(&q)?;
-                    if a >= target {
+                    if a - e.guard >= target {
                         s.note("grid", &q, &e, "within budget: cheapest uniform".into());
                         chosen = Some((q, e, a));
                         break;
@@ -668,12 +731,13 @@ pub fn fit(
                 }
             }
         }
-        if chosen.as_ref().is_some_and(|(_, _, a)| fit.objective == Objective::Accuracy || *a >= target) {
+        if chosen.as_ref().is_some_and(|(_, e, a)| fit.objective == Objective::Accuracy || *a - e.guard >= target) {
             break;
         }
     }
 
-    let Some((mut q, mut e, mut acc)) = chosen.filter(|(_, _, a)| fit.objective == Objective::Accuracy || *a >= target)
+    let Some((mut q, mut e, mut acc)) =
+        chosen.filter(|(_, e, a)| fit.objective == Objective::Accuracy || *a - e.guard >= target)
     else {
         return Err(nothing_fits(&mut s, &all, float_accuracy, fit, start));
     };
@@ -736,7 +800,7 @@ pub fn fit(
             for (dq, de) in moves {
                 let (fq, fe) = fill(&mut s, &dq, &de)?;
                 let (fe, fa) = s.accuracy(&fq).map(|(e2, a)| (e2, a)).unwrap_or((fe, 0.0));
-                if fa >= target {
+                if fa - fe.guard >= target {
                     s.note("descend", &fq, &fe, "within budget".into());
                     if best.as_ref().is_none_or(|(_, be, ba)| {
                         let (c, bc) = (fe.cost().unwrap_or(f64::MAX), be.cost().unwrap_or(f64::MAX));
