@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Zama Concrete ML benchmark anchor for `fhec bench speed`: the same ONNX file, encrypted.
+"""Zama Concrete ML benchmark anchor for `cargo bench-table speed`: the same ONNX file, encrypted.
 
 Compiles an ONNX model with Concrete ML's `compile_onnx_model` (opset converted to 14, the
 one Concrete ML reads), calibrated on `--calib` training images preprocessed as fhec does

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""TenSEAL (CKKS) benchmark anchor for `fhec bench speed`: the seed network, encrypted.
+"""TenSEAL (CKKS) benchmark anchor for `cargo bench-table speed`: the seed network, encrypted.
 
 An independent re-implementation of the evaluation in OpenMined TenSEAL's "Tutorial 4 -
 Encrypted Convolution on MNIST", run with fhec's bundled weights (an ONNX file, default

@@ -11,7 +11,7 @@
 //!   and the same layer with approximate rounding (its 32 table bootstraps only, at the
 //!   parameters chosen for that circuit).
 //!
-//! Run with `cargo bench -p fhec-benches`. Speed targets live here and in `fhec bench`,
+//! Run with `cargo bench -p fhec-benches`. Speed targets live here and in `fhec-bench` (`cargo bench-table`),
 //! never in tests.
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -164,6 +164,7 @@ fn corrupt_dataset_is_an_error() {
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("fhec-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -192,9 +193,14 @@ fn build_writes_an_artifact_that_eval_simulates() {
     // The same accuracy when compiling on the fly from the ONNX file.
     let o2 = simulate("examples/models/cnn_mnist.onnx", "30", &["--no-fit"]);
     assert_eq!(text(&o2.stdout).lines().last().unwrap(), last);
-    // Rebuilding over an artifact is fine.
+    // Rebuilding over an artifact needs --force (checked before compiling).
+    let o = fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap(), "--no-fit"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("exists; refusing to overwrite it"), "{}", text(&o.stderr));
     assert!(
-        fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap(), "--no-fit"]).status.success()
+        fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", art.to_str().unwrap(), "--no-fit", "--force"])
+            .status
+            .success()
     );
     // With approximate rounding, the simulation samples the read noise: it shows ten draws'
     // accuracies, then the first draw's, which the predictions file holds.
@@ -257,8 +263,16 @@ fn build_never_overwrites_user_files_and_rejects_bad_artifacts() {
     std::fs::write(&precious, "my notes").unwrap();
     let o = fhec(&["build", "examples/models/cnn_mnist.onnx", "-o", precious.to_str().unwrap(), "--no-fit"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o.stderr).contains("is not an fhec artifact; refusing to overwrite"), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("exists; refusing to overwrite it"), "{}", text(&o.stderr));
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "my notes");
+    // Not even with --force when the output is the model itself.
+    let model = d.join("model.onnx");
+    std::fs::copy(root().join("examples/models/cnn_mnist.onnx"), &model).unwrap();
+    let before = std::fs::read(&model).unwrap();
+    let o = fhec(&["build", model.to_str().unwrap(), "-o", model.to_str().unwrap(), "--no-fit", "--force"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("is the same file as the input"), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read(&model).unwrap(), before);
     // A corrupt artifact is a clear error.
     let art = d.join("m.fhec");
     assert!(
@@ -329,8 +343,19 @@ fn keygen_encrypt_run_decrypt_round_trip() {
     let o = fhec(&["run", &p("m.fhec"), "--server-key", &ck, "--input", &p("img.ct"), "-o", &p("res.ct")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("holds a client key but a server key is expected"), "{}", text(&o.stderr));
+    // An output that is one of the command's inputs is refused, even with --force, and
+    // before the evaluation.
+    let img = std::fs::read(d.join("img.ct")).unwrap();
+    let o = fhec(&["run", &p("m.fhec"), "--server-key", &sk, "--input", &p("img.ct"), "-o", &p("img.ct"), "--force"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("is the same file as the input"), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read(d.join("img.ct")).unwrap(), img);
     let o = fhec(&["run", &p("m.fhec"), "--server-key", &sk, "--input", &p("img.ct"), "-o", &p("res.ct")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = fhec(&["run", &p("m.fhec"), "--server-key", &sk, "--input", &p("img.ct"), "-o", &p("res.ct")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("res.ct exists; refusing to overwrite it"), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("fhec-tmp"), "{}", text(&o.stderr));
     // Decrypting the image instead of the result is an error, not a class.
     let o = fhec(&["decrypt", &p("m.fhec"), "--client-key", &ck, "--input", &p("img.ct")]);
     assert_eq!(o.status.code(), Some(2));
@@ -356,46 +381,30 @@ fn keygen_encrypt_run_decrypt_round_trip() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let sim = std::fs::read_to_string(d.join("sim.txt")).unwrap();
     assert_eq!(sim.lines().nth(3).unwrap(), class);
+    // The predictions file follows the same policy: never the artifact, never silently replaced.
+    let model = p("m.fhec");
+    let eval = |out: &str, extra: &[&str]| {
+        let mut args = vec!["eval", &model, "--dataset", "mnist", "--data", "examples/data", "--mode", "simulate"];
+        args.extend(["--limit", "4", "--predictions", out]);
+        args.extend_from_slice(extra);
+        fhec(&args)
+    };
+    let art = std::fs::read(d.join("m.fhec")).unwrap();
+    let o = eval(&p("m.fhec"), &["--force"]);
+    assert!(text(&o.stderr).contains("is the same file as the input"), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read(d.join("m.fhec")).unwrap(), art);
+    let o = eval(&p("sim.txt"), &[]);
+    assert!(text(&o.stderr).contains("sim.txt exists; refusing to overwrite it"), "{}", text(&o.stderr));
+    assert!(eval(&p("sim.txt"), &["--force"]).status.success());
+    // No temporary file is left anywhere.
+    let mut names: Vec<String> = std::fs::read_dir(d.join("keys"))
+        .unwrap()
+        .chain(std::fs::read_dir(&d).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["client.key", "img.ct", "keys", "m.fhec", "res.ct", "server.key", "sim.txt"]);
     let _ = std::fs::remove_dir_all(&d);
-}
-
-#[test]
-fn bench_models_writes_one_row_per_bundled_model_and_keeps_the_rest_of_the_file() {
-    let dir = tmpdir("bench-models");
-    let out = dir.join("BENCH.md");
-    std::fs::write(&out, "# mine\n\nkept text\n").unwrap();
-    // No encrypted images (`--images 0`): accuracy, cost and parameters only.
-    let args = [
-        "bench",
-        "models",
-        "--data",
-        "examples/data",
-        "--images",
-        "0",
-        "--limit",
-        "20",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let o = fhec(&args);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let doc = std::fs::read_to_string(&out).unwrap();
-    assert!(doc.starts_with("# mine\n\nkept text\n"), "{doc}");
-    let manifest = std::fs::read_to_string(root().join("examples/models/manifest.json")).unwrap();
-    let files = manifest.matches("\"file\"").count();
-    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| ") && l.contains(".onnx |")).collect();
-    assert_eq!(rows.len(), files, "{doc}");
-    let header = doc.lines().find(|l| l.starts_with("| model |")).unwrap();
-    for r in &rows {
-        assert_eq!(r.matches(" |").count(), header.matches(" |").count(), "{r}");
-    }
-    // fhe_mnist has 128-bit parameters; an 11-bit-table model has none.
-    assert!(rows.iter().any(|r| r.starts_with("| fhe_mnist.onnx") && r.contains("128 bits") && r.contains("not run")));
-    assert!(rows.iter().any(|r| r.starts_with("| cnn_mnist.onnx") && r.contains("none at 128 bits")));
-    // Rerunning replaces the section instead of appending a second one.
-    assert_eq!(fhec(&args).status.code(), Some(0));
-    let again = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(again.matches("<!-- models:begin -->").count(), 1);
 }
 
 #[test]
@@ -452,40 +461,6 @@ fn eval_accepts_the_pass_flags() {
     }
 }
 
-#[test]
-fn bench_speed_checks_its_arguments_before_running_anything() {
-    let dir = tmpdir("bench-speed");
-    let out = dir.join("BENCH.md");
-    std::fs::write(&out, "# mine\n").unwrap();
-    let run = |extra: &[&str]| {
-        let mut args = vec!["bench", "speed", "--data", "examples/data", "--out", out.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let o = fhec(&args);
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
-        text(&o.stderr)
-    };
-    assert!(run(&["--images", "0"]).contains("--images must be at least 1"));
-    let e = run(&["--only", "fhe_mnist.onnx,missing.onnx", "--python", "none"]);
-    assert!(e.contains("missing.onnx is not in") && e.contains("manifest.json"), "{e}");
-    let e = run(&["--only", "seedq_mnist.onnx:table-bits=6", "--python", "none"]);
-    assert!(e.contains("unknown flag 'table-bits'") && e.contains("max-table-bits"), "{e}");
-    let e = run(&["--only", "seedq_mnist.onnx:rounding=sometimes", "--python", "none"]);
-    assert!(e.contains("unknown rounding 'sometimes'"), "{e}");
-    let e = run(&["--only", "seedq_mnist.onnx:max-table-bits=1", "--python", "none"]);
-    assert!(e.contains("seedq_mnist.onnx:max-table-bits=1") && e.contains("max table bits 1 must be in 2..=20"), "{e}");
-    let e = run(&["--only", "seedq_mnist.onnx:max-table-bits", "--python", "none"]);
-    assert!(e.contains("is not flag=value"), "{e}");
-    let e = run(&["--only", "fhe_mnist.onnx", "--python", "/nonexistent/python3"]);
-    assert!(e.contains("cannot run /nonexistent/python3") && e.contains("benches/anchors/setup.sh"), "{e}");
-    assert!(run(&["--concrete-ml-images", "0"]).contains("--concrete-ml-images must be at least 1"));
-    let e = run(&["--python", "none", "--concrete-ml-models", "missing.onnx"]);
-    assert!(e.contains("missing.onnx is not in"), "{e}");
-    let e = run(&["--only", "fhe_mnist.onnx", "--python", "none", "--concrete-ml-python", "/nonexistent/python3"]);
-    assert!(e.contains("cannot run /nonexistent/python3") && e.contains("setup.sh --concrete-ml"), "{e}");
-    // Nothing was written.
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "# mine\n");
-}
-
 /// The README's quick start: the bundled seed network, really encrypted, evaluated with the
 /// evaluation key only and decrypted (approximate rounding, so classes are compared).
 #[cfg(feature = "fhe")]
@@ -507,4 +482,91 @@ fn demo_classifies_a_bundled_image_encrypted() {
     let o = fhec(&["demo", "--rounding", "nearest"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("nearest"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn probabilities_are_checked_with_a_hint_for_log2_exponents() {
+    for (value, want) in [
+        ("40", "looks like a log2 exponent: write 2^-40"),
+        ("-40", "looks like a log2 exponent: write 2^-40"),
+        ("1", "a probability must be in (0, 1), got 1"),
+        ("0", "a probability must be in (0, 1), got 0"),
+        ("nan", "a probability must be in (0, 1)"),
+        ("often", "'often' is not a number"),
+    ] {
+        for flag in ["--p-error", "--global-p-error"] {
+            let o = fhec(&["build", "examples/models/fhe_mnist.onnx", "--no-fit", flag, value]);
+            assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+            assert!(text(&o.stderr).contains(want), "{flag} {value}: {}", text(&o.stderr));
+        }
+    }
+    for (flag, value, want) in [
+        ("--accuracy-budget", "-1", "must be a finite number >= 0"),
+        ("--max-server-time", "0", "must be a finite number > 0"),
+        ("--calib-limit", "0", "must be at least 1"),
+        ("--validation-limit", "0", "must be at least 1"),
+    ] {
+        let o = fhec(&["build", "examples/models/fhe_mnist.onnx", flag, value]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+        assert!(text(&o.stderr).contains(want), "{flag} {value}: {}", text(&o.stderr));
+    }
+    // The power-of-two form is accepted.
+    let d = tmpdir("p-error");
+    let out = d.join("m.fhec");
+    let o = fhec(
+        &["build", "examples/models/fhe_mnist.onnx", "--no-fit", "--global-p-error", "2^-30", "-o"]
+            .into_iter()
+            .chain([out.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Key generation writes both keys as a pair: a concurrent keygen into the same directory is
+/// refused, and an interrupted one leaves the old pair intact with no stray file.
+#[cfg(feature = "fhe")]
+#[test]
+fn keygen_is_locked_and_an_interrupted_one_leaves_the_old_pair() {
+    let d = tmpdir("keygen");
+    let p = |f: &str| d.join(f).display().to_string();
+    let o = fhec(&["build", "examples/models/fhe_mnist.onnx", "-o", &p("m.fhec"), "--no-fit"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = fhec(&["keygen", &p("m.fhec"), "--out", &p("keys")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let pair = |d: &std::path::Path| {
+        (std::fs::read(d.join("keys/client.key")).unwrap(), std::fs::read(d.join("keys/server.key")).unwrap())
+    };
+    let old = pair(&d);
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_fhec"))
+            .args(["keygen", &p("m.fhec"), "--out", &p("keys"), "--force"])
+            .current_dir(root())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Interrupted while generating (kill -9: no cleanup code runs).
+    let mut a = spawn();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert!(pair(&d) == old, "an interrupted keygen changed the keys");
+    let mut names: Vec<String> = std::fs::read_dir(d.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["client.key", "server.key"]);
+    // Two at once: the second is refused while the first holds the directory.
+    let a = spawn();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let b = spawn().wait_with_output().unwrap();
+    let a = a.wait_with_output().unwrap();
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert_eq!(b.status.code(), Some(2), "{}", text(&b.stdout));
+    assert!(text(&b.stderr).contains("another fhec process is writing keys in"), "{}", text(&b.stderr));
+    assert!(pair(&d) != old);
+    let _ = std::fs::remove_dir_all(&d);
 }

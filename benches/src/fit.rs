@@ -1,4 +1,4 @@
-//! `fhec bench fit`: models nobody trained for fhec, compiled with no flags by the automatic
+//! `fhec-bench fit`: models nobody trained for fhec, compiled with no flags by the automatic
 //! fit, run encrypted, beside Concrete ML on the same files in the same run; writes the `fit`
 //! section of BENCHMARKS.md.
 
@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use fhec_compiler::manifest::ManifestEntry;
+use fhec_driver::compile::{CompileOptions, Compiled, compile_model_with};
+use fhec_driver::encrypted::fhe_eval;
+use fhec_driver::measure::measure_accuracy;
+use fhec_driver::model::load_manifest;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
-use super::{
-    CompileArgs, Compiled, compile_model_with, fhe_eval, load_manifest, machine_line, measure_accuracy,
-    replace_section, run_anchor,
-};
+use crate::common::{machine_line, replace_section, run_anchor};
 
 /// The bundled models that were not trained for fhec (plain PyTorch training, onnxruntime's
 /// quantizer, third-party exports kept byte-exact); with the external exports
@@ -25,7 +26,7 @@ pub const PLAIN_BUNDLED: &[&str] = &[
     "ort_int8_qlinear.onnx",
 ];
 
-/// What `fhec bench fit` runs (see `Bench::Fit`).
+/// What `cargo bench-table fit` runs (see `Bench::Fit`).
 pub struct FitRun<'a> {
     pub models: &'a Path,
     pub external: &'a Path,
@@ -40,7 +41,7 @@ pub struct FitRun<'a> {
 }
 
 /// One model's figures.
-struct Row {
+pub struct Row {
     file: String,
     origin: &'static str,
     cells: Vec<String>,
@@ -48,7 +49,7 @@ struct Row {
 }
 
 /// The models of the benchmark: the plain bundled ones, then the external exports.
-fn models(run: &FitRun) -> Result<Vec<(PathBuf, ManifestEntry, &'static str)>> {
+pub fn models(run: &FitRun) -> Result<Vec<(PathBuf, ManifestEntry, &'static str)>> {
     let mut out = vec![];
     let bundled = load_manifest(run.models)?;
     for f in PLAIN_BUNDLED {
@@ -75,12 +76,12 @@ fn models(run: &FitRun) -> Result<Vec<(PathBuf, ManifestEntry, &'static str)>> {
     Ok(out)
 }
 
-fn pct(k: f64, n: usize) -> String {
+pub fn pct(k: f64, n: usize) -> String {
     format!("{:.2}%", 100.0 * k / n.max(1) as f64)
 }
 
 /// The test set of a model: its dataset, the images of its classes.
-fn test_set(run: &FitRun, m: &ManifestEntry, kind: DatasetKind) -> Result<Dataset> {
+pub fn test_set(run: &FitRun, m: &ManifestEntry, kind: DatasetKind) -> Result<Dataset> {
     let mut ds = Dataset::load_test(run.data, kind)?;
     if let Some(c) = &m.classes {
         ds.keep_classes(c);
@@ -91,13 +92,13 @@ fn test_set(run: &FitRun, m: &ManifestEntry, kind: DatasetKind) -> Result<Datase
     Ok(ds)
 }
 
-fn one_model(run: &FitRun, path: &Path, m: &ManifestEntry, origin: &'static str) -> Result<Row> {
+pub fn one_model(run: &FitRun, path: &Path, m: &ManifestEntry, origin: &'static str) -> Result<Row> {
     let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let args = CompileArgs {
+    let args = CompileOptions {
         calib_dataset: Some(kind),
         preprocess: Some(m.preprocess),
         classes: m.classes.clone(),
-        ..CompileArgs::defaults()
+        ..CompileOptions::default()
     };
     let t = std::time::Instant::now();
     let compiled = compile_model_with(path, &args, &mut |_, _, _| {}, false);
@@ -203,7 +204,7 @@ fn one_model(run: &FitRun, path: &Path, m: &ManifestEntry, origin: &'static str)
 }
 
 /// Runs the Concrete ML anchor on one file (its JSON result).
-fn concrete_ml(run: &FitRun, path: &Path, m: &ManifestEntry) -> Result<serde_json::Value> {
+pub fn concrete_ml(run: &FitRun, path: &Path, m: &ManifestEntry) -> Result<serde_json::Value> {
     let mut extra: Vec<String> = vec![
         "--preprocess".into(),
         m.preprocess.to_string(),
@@ -230,7 +231,7 @@ fn concrete_ml(run: &FitRun, path: &Path, m: &ManifestEntry) -> Result<serde_jso
     )
 }
 
-/// `fhec bench fit`.
+/// `cargo bench-table fit`.
 pub fn bench_fit(run: &FitRun) -> Result<()> {
     if run.images == 0 {
         bail!("--images must be at least 1 (the benchmark measures encrypted runs)");
@@ -257,12 +258,12 @@ pub fn bench_fit(run: &FitRun) -> Result<()> {
 }
 
 /// Writes the section with the rows measured so far (`total` models in the run).
-fn write_section(run: &FitRun, cpu: &str, before: &str, after: &str, rows: &[Row], total: usize) -> Result<()> {
+pub fn write_section(run: &FitRun, cpu: &str, before: &str, after: &str, rows: &[Row], total: usize) -> Result<()> {
     let mut s = String::from(
         "## Models nobody trained for fhec, compiled with no flags (the automatic fit), beside Concrete ML\n\n",
     );
     s.push_str(&format!(
-        "Produced by `fhec bench fit --data ../shared/data --images {}{}` in one run on {cpu}. Every model is compiled by `fhec build` with no flag besides its data (the bundled training sample of its dataset: 500 images calibrate, 1,000 validate), preprocessing, output and classes (from the `manifest.json` beside it): the fit chooses every width per layer, the rounding and the parameters, for the least estimated server time within 0.5 points of the float model's validation accuracy. *Float* and *simulated*: top-1 on the whole test set (of the model's classes; simulated: the mean over 10 read-noise draws sampled from the chosen parameters, with their range). *fhec evaluate*: median over the first {} test images, encrypted by the client, evaluated with the evaluation key only on both cores, decrypted (wall / CPU time of the process); *vs sim.*: classes equal to the noise-free simulation's. *Est.*: the parameter search's estimate on one core. *Concrete ML 1.9*: `benches/anchors/concrete_ml.py` on the same file (n_bits 6, rounding threshold 6 bits, its default failure probability, calibrated on 1,000 training images), clear-quantized accuracy on the test set, its encrypted run on {} image(s) with a limit of {:.0} s (beyond it, its own estimate is shown). *fhec / CML*: evaluate time over Concrete ML's. *Δ vs CML*: fhec's simulated accuracy minus Concrete ML's clear-quantized one (points). Machine before the run: {before}; after: {after}.{}\n\n",
+        "Produced by `cargo bench-table fit --data ../shared/data --images {}{}` in one run on {cpu}. Every model is compiled by `fhec build` with no flag besides its data (the bundled training sample of its dataset: 500 images calibrate, 1,000 validate), preprocessing, output and classes (from the `manifest.json` beside it): the fit chooses every width per layer, the rounding and the parameters, for the least estimated server time within 0.5 points of the float model's validation accuracy. *Float* and *simulated*: top-1 on the whole test set (of the model's classes; simulated: the mean over 10 read-noise draws sampled from the chosen parameters, with their range). *fhec evaluate*: median over the first {} test images, encrypted by the client, evaluated with the evaluation key only on both cores, decrypted (wall / CPU time of the process); *vs sim.*: classes equal to the noise-free simulation's. *Est.*: the parameter search's estimate on one core. *Concrete ML 1.9*: `benches/anchors/concrete_ml.py` on the same file (n_bits 6, rounding threshold 6 bits, its default failure probability, calibrated on 1,000 training images), clear-quantized accuracy on the test set, its encrypted run on {} image(s) with a limit of {:.0} s (beyond it, its own estimate is shown). *fhec / CML*: evaluate time over Concrete ML's. *Δ vs CML*: fhec's simulated accuracy minus Concrete ML's clear-quantized one (points). Machine before the run: {before}; after: {after}.{}\n\n",
         run.images,
         if run.cml_python == "none" { " --concrete-ml-python none" } else { "" },
         run.images,

@@ -1,0 +1,241 @@
+//! `fhec-bench`: the benchmark harness that writes `BENCHMARKS.md`'s tables (kept out of the
+//! user's `fhec` CLI). Run it from the repository root, in release:
+//! `cargo run --release -p fhec-benches --bin fhec-bench -- speed --data ../shared/data`
+//! (or `cargo bench-table speed --data ../shared/data`, the alias in `.cargo/config.toml`).
+
+mod accuracy;
+mod common;
+mod fit;
+mod models;
+mod speed;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Benchmarks that write result tables into BENCHMARKS.md.
+#[derive(Parser)]
+#[command(name = "fhec-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Models nobody trained for fhec (the plain bundled ones and the external exports),
+    /// each compiled with no flags by the automatic fit: chosen widths per layer, float and
+    /// simulated accuracy on the full test sets, encrypted runs compared with the simulation,
+    /// beside Concrete ML 1.9 on the same file in the same run; writes the fit section of
+    /// BENCHMARKS.md.
+    Fit {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// Directory of the external exports (with manifest.json).
+        #[arg(long, default_value = "examples/models/external")]
+        external: PathBuf,
+        /// Only these model files (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
+        #[arg(long)]
+        data: PathBuf,
+        /// Encrypted images per model: the first N test images (latency is the median).
+        #[arg(long, default_value_t = 2)]
+        images: usize,
+        /// Python with Concrete ML 1.9 (`benches/anchors/setup.sh --concrete-ml`); `none` skips it.
+        #[arg(long, default_value = "benches/anchors/.venv-cml/bin/python")]
+        concrete_ml_python: String,
+        /// Encrypted images per model for Concrete ML.
+        #[arg(long, default_value_t = 1)]
+        concrete_ml_images: usize,
+        /// Longest encrypted run of Concrete ML per image, in seconds (beyond it, its own
+        /// estimate is reported).
+        #[arg(long, default_value_t = 900.0)]
+        concrete_ml_max_fhe_seconds: f64,
+        /// Markdown file whose fit section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Measure accuracy on only the first N test images.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// One row per bundled model: float and simulated accuracy on full test sets, an
+    /// encrypted sample compared with the simulation, bootstraps, parameters, latency, key
+    /// and ciphertext sizes; writes the models section of BENCHMARKS.md.
+    Models {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
+        #[arg(long)]
+        data: PathBuf,
+        /// Encrypted images per model, at most: the first N test images (latency is the median).
+        #[arg(long, default_value_t = 3)]
+        images: usize,
+        /// Estimated server time (one core, seconds) allowed per model: a model whose estimate
+        /// per image is `e` runs `min(images, budget / e)` images, none if that is below one
+        /// (the row then says so, with the estimate).
+        #[arg(long, default_value_t = 2000.0)]
+        budget: f64,
+        /// Markdown file whose models section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Measure accuracy on only the first N images of each set.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Encrypted latency, sizes and scheduling efficiency of chosen bundled models, beside the
+    /// TenSEAL (CKKS) evaluation of the seed network with the same weights and images,
+    /// measured in the same run; writes the speed section of BENCHMARKS.md.
+    Speed {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// The bundled models to run encrypted, each optionally followed by compile flags that
+        /// override its defaults, `:`-separated: `seedq_mnist.onnx:max-table-bits=6` (flags:
+        /// input-bits, weight-bits, act-bits, max-table-bits, rounding). The anchors' ratios
+        /// use the file.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "fhe_mnist.onnx,seed_mnist.onnx,seed_mnist.onnx:rounding=approximate,seedq_mnist.onnx,seedq_mnist.onnx:max-table-bits=6,seedq_mnist.onnx:max-table-bits=6:rounding=approximate"
+        )]
+        only: Vec<String>,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets.
+        #[arg(long)]
+        data: PathBuf,
+        /// Encrypted images per model: the first N test images (latencies are medians).
+        #[arg(long, default_value_t = 5)]
+        images: usize,
+        /// Python with TenSEAL for the anchor (`benches/anchors/setup.sh` makes this one);
+        /// `none` skips the anchor.
+        #[arg(long, default_value = "benches/anchors/.venv/bin/python")]
+        python: String,
+        /// The bundled seed networks TenSEAL evaluates (their weights; CKKS computes the
+        /// float network, so a QAT export's clipping and rounding are left out).
+        #[arg(long, value_delimiter = ',', default_value = "seed_mnist.onnx,seedq_mnist.onnx")]
+        tenseal_models: Vec<String>,
+        /// Python with Concrete ML 1.9 for its anchor (`benches/anchors/setup.sh --concrete-ml`
+        /// makes this one); `none` skips it.
+        #[arg(long, default_value = "benches/anchors/.venv-cml/bin/python")]
+        concrete_ml_python: String,
+        /// The bundled models Concrete ML compiles and runs encrypted (the same ONNX files).
+        #[arg(long, value_delimiter = ',', default_value = "seed_mnist.onnx,seedq_mnist.onnx")]
+        concrete_ml_models: Vec<String>,
+        /// Encrypted images per model for Concrete ML (the first N; minutes each).
+        #[arg(long, default_value_t = 3)]
+        concrete_ml_images: usize,
+        /// Markdown file whose speed section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
+    /// Float vs simulated accuracy of every bundled model on full test sets; writes the
+    /// accuracy section of BENCHMARKS.md.
+    Accuracy {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
+        #[arg(long)]
+        data: PathBuf,
+        /// Markdown file whose accuracy section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Evaluate only the first N images of each set.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// The optimisation passes on every bundled model: bootstraps, widths, estimated cost and
+    /// simulated accuracy without passes and with the default pipeline, plus the activation
+    /// policies (`poly`, `auto`) on the ReLU and square-activation models; writes the passes
+    /// section of BENCHMARKS.md.
+    Passes {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
+        #[arg(long)]
+        data: PathBuf,
+        /// Markdown file whose passes section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Evaluate only the first N images of each set.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Models that also get `--activations poly` and `auto` rows.
+        #[arg(long, value_delimiter = ',', default_value = "cnn_mnist.onnx,qat2_mnist.onnx,seed_mnist.onnx")]
+        policies_on: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().bench) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(bench: Bench) -> Result<()> {
+    match bench {
+        Bench::Accuracy { models, data, out, limit } => accuracy::bench_accuracy(&models, &data, &out, limit),
+        Bench::Passes { models, data, out, limit, policies_on } => {
+            accuracy::bench_passes(&models, &data, &out, limit, &policies_on)
+        }
+        Bench::Models { models, data, images, budget, out, limit } => {
+            models::bench_models(&models, &data, images, budget, &out, limit)
+        }
+        Bench::Fit {
+            models,
+            external,
+            only,
+            data,
+            images,
+            concrete_ml_python,
+            concrete_ml_images,
+            concrete_ml_max_fhe_seconds,
+            out,
+            limit,
+        } => fit::bench_fit(&fit::FitRun {
+            models: &models,
+            external: &external,
+            only: &only,
+            data: &data,
+            images,
+            cml_python: &concrete_ml_python,
+            cml_images: concrete_ml_images,
+            cml_max_fhe_seconds: concrete_ml_max_fhe_seconds,
+            out: &out,
+            limit,
+        }),
+        Bench::Speed {
+            models,
+            only,
+            data,
+            images,
+            python,
+            tenseal_models,
+            concrete_ml_python,
+            concrete_ml_models,
+            concrete_ml_images,
+            out,
+        } => speed::bench_speed(&speed::SpeedRun {
+            models: &models,
+            only: &only,
+            data: &data,
+            images,
+            tenseal_python: &python,
+            tenseal_models: &tenseal_models,
+            cml_python: &concrete_ml_python,
+            cml_models: &concrete_ml_models,
+            cml_images: concrete_ml_images,
+            out: &out,
+        }),
+    }
+}

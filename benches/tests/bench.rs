@@ -1,0 +1,86 @@
+//! `fhec-bench`, the harness that writes BENCHMARKS.md's tables: its sections and argument
+//! checks (the benchmarks themselves run by hand, in release).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fhec-bench")).args(args).current_dir(root()).output().expect("run fhec-bench")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fhec-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bench_models_writes_one_row_per_bundled_model_and_keeps_the_rest_of_the_file() {
+    let dir = tmpdir("bench-models");
+    let out = dir.join("BENCH.md");
+    std::fs::write(&out, "# mine\n\nkept text\n").unwrap();
+    // No encrypted images (`--images 0`): accuracy, cost and parameters only.
+    let args = ["models", "--data", "examples/data", "--images", "0", "--limit", "20", "--out", out.to_str().unwrap()];
+    let o = bench(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let doc = std::fs::read_to_string(&out).unwrap();
+    assert!(doc.starts_with("# mine\n\nkept text\n"), "{doc}");
+    let manifest = std::fs::read_to_string(root().join("examples/models/manifest.json")).unwrap();
+    let files = manifest.matches("\"file\"").count();
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| ") && l.contains(".onnx |")).collect();
+    assert_eq!(rows.len(), files, "{doc}");
+    let header = doc.lines().find(|l| l.starts_with("| model |")).unwrap();
+    for r in &rows {
+        assert_eq!(r.matches(" |").count(), header.matches(" |").count(), "{r}");
+    }
+    // fhe_mnist has 128-bit parameters; an 11-bit-table model has none.
+    assert!(rows.iter().any(|r| r.starts_with("| fhe_mnist.onnx") && r.contains("128 bits") && r.contains("not run")));
+    assert!(rows.iter().any(|r| r.starts_with("| cnn_mnist.onnx") && r.contains("none at 128 bits")));
+    // Rerunning replaces the section instead of appending a second one.
+    assert_eq!(bench(&args).status.code(), Some(0));
+    let again = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(again.matches("<!-- models:begin -->").count(), 1);
+}
+
+#[test]
+fn bench_speed_checks_its_arguments_before_running_anything() {
+    let dir = tmpdir("bench-speed");
+    let out = dir.join("BENCH.md");
+    std::fs::write(&out, "# mine\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["speed", "--data", "examples/data", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = bench(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
+        text(&o.stderr)
+    };
+    assert!(run(&["--images", "0"]).contains("--images must be at least 1"));
+    let e = run(&["--only", "fhe_mnist.onnx,missing.onnx", "--python", "none"]);
+    assert!(e.contains("missing.onnx is not in") && e.contains("manifest.json"), "{e}");
+    let e = run(&["--only", "seedq_mnist.onnx:table-bits=6", "--python", "none"]);
+    assert!(e.contains("unknown flag 'table-bits'") && e.contains("max-table-bits"), "{e}");
+    let e = run(&["--only", "seedq_mnist.onnx:rounding=sometimes", "--python", "none"]);
+    assert!(e.contains("unknown rounding 'sometimes'"), "{e}");
+    let e = run(&["--only", "seedq_mnist.onnx:max-table-bits=1", "--python", "none"]);
+    assert!(e.contains("seedq_mnist.onnx:max-table-bits=1") && e.contains("max table bits 1 must be in 2..=20"), "{e}");
+    let e = run(&["--only", "seedq_mnist.onnx:max-table-bits", "--python", "none"]);
+    assert!(e.contains("is not flag=value"), "{e}");
+    let e = run(&["--only", "fhe_mnist.onnx", "--python", "/nonexistent/python3"]);
+    assert!(e.contains("cannot run /nonexistent/python3") && e.contains("benches/anchors/setup.sh"), "{e}");
+    assert!(run(&["--concrete-ml-images", "0"]).contains("--concrete-ml-images must be at least 1"));
+    let e = run(&["--python", "none", "--concrete-ml-models", "missing.onnx"]);
+    assert!(e.contains("missing.onnx is not in"), "{e}");
+    let e = run(&["--only", "fhe_mnist.onnx", "--python", "none", "--concrete-ml-python", "/nonexistent/python3"]);
+    assert!(e.contains("cannot run /nonexistent/python3") && e.contains("setup.sh --concrete-ml"), "{e}");
+    // Nothing was written.
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "# mine\n");
+}

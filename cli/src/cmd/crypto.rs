@@ -1,0 +1,184 @@
+//! The client and server commands over files: `fhec keygen`, `encrypt`, `run` (the server
+//! side, with the evaluation key only) and `decrypt`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use fhec_driver::files::{self, Replace};
+use fhec_driver::progress::{size, with_progress};
+use fhec_ir::artifact::Artifact;
+use fhec_runtime::app::{Client, Server};
+use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
+
+use crate::args::parse_dataset;
+
+/// Generate a client key and an evaluation (server) key for an artifact.
+#[derive(clap::Args)]
+pub struct KeygenArgs {
+    /// The artifact (from `fhec build`).
+    artifact: PathBuf,
+    /// Directory to write `client.key` (secret: keep it) and `server.key` (send it).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace existing key files.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Encrypt an image (a PNG / PGM file, or one image of a test set) with the client key.
+#[derive(clap::Args)]
+pub struct EncryptArgs {
+    /// The artifact.
+    artifact: PathBuf,
+    /// The client key.
+    #[arg(long)]
+    client_key: PathBuf,
+    /// A grayscale PNG or binary PGM image of the model's input size.
+    #[arg(long, conflicts_with = "dataset")]
+    image: Option<PathBuf>,
+    /// Or a test set to take the image from.
+    #[arg(long, value_parser = parse_dataset)]
+    dataset: Option<DatasetKind>,
+    /// IDX directory (default: the bundled sample).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Index of the image in the set.
+    #[arg(long, default_value_t = 0)]
+    index: usize,
+    /// Output file of the encrypted image.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Classify an encrypted image with the evaluation key only (the server side).
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The artifact.
+    artifact: PathBuf,
+    /// The evaluation key.
+    #[arg(long)]
+    server_key: PathBuf,
+    /// The encrypted image.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output file of the encrypted result.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Replace the output file if it exists (never one of the inputs).
+    #[arg(long)]
+    force: bool,
+}
+
+/// Decrypt an encrypted result with the client key and print the class.
+#[derive(clap::Args)]
+pub struct DecryptArgs {
+    /// The artifact.
+    artifact: PathBuf,
+    /// The client key.
+    #[arg(long)]
+    client_key: PathBuf,
+    /// The encrypted result.
+    #[arg(long)]
+    input: PathBuf,
+}
+
+/// Reads an artifact file, checking that it is one (the app API validates the rest).
+fn read_artifact(path: &Path) -> Result<Vec<u8>> {
+    let bytes = files::read(path, "artifact")?;
+    if !Artifact::sniff(&bytes) {
+        bail!("{} is not an fhec artifact (build one with `fhec build MODEL.onnx`)", path.display());
+    }
+    Ok(bytes)
+}
+
+/// Runs `fhec keygen`: both keys are generated in memory, then written as a pair under a
+/// lock on the directory (see [`files::write_all`]).
+pub fn keygen(a: KeygenArgs) -> Result<()> {
+    let art = read_artifact(&a.artifact)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let _lock = files::lock_dir(&a.out, "keys")?;
+    let (cp, sp) = (a.out.join("client.key"), a.out.join("server.key"));
+    let replace = Replace::from_flag(a.force);
+    for p in [&cp, &sp] {
+        files::check_output(p, &[&a.artifact], replace, "--out")?;
+    }
+    let t = std::time::Instant::now();
+    let client = Client::new(&art).with_context(|| format!("cannot use {}", a.artifact.display()))?;
+    let (cb, sb) = (client.secret_key(), client.evaluation_key());
+    files::write_all(&[(&sp, &sb), (&cp, &cb)], replace)?;
+    println!(
+        "keys generated in {:.1} s: {} ({}, secret: keep it), {} ({}, evaluation key: send it to the server)",
+        t.elapsed().as_secs_f64(),
+        cp.display(),
+        size(cb.len()),
+        sp.display(),
+        size(sb.len())
+    );
+    Ok(())
+}
+
+/// Runs `fhec encrypt`.
+pub fn encrypt(a: EncryptArgs) -> Result<()> {
+    let replace = Replace::from_flag(a.force);
+    let mut inputs = vec![a.artifact.as_path(), a.client_key.as_path()];
+    inputs.extend(a.image.as_deref());
+    files::check_output(&a.out, &inputs, replace, "-o")?;
+    let client = Client::with_key(&read_artifact(&a.artifact)?, &files::read(&a.client_key, "client key")?)
+        .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
+    let shape = client.artifact().circuit.input_shape().to_vec();
+    let (pixels, what) = match (&a.image, a.dataset) {
+        (Some(path), _) => {
+            let (rows, cols) = (shape[shape.len().saturating_sub(2)], shape[shape.len() - 1]);
+            let px = fhec_runtime::dataset::load_image(path, rows, cols)?;
+            (px, path.display().to_string())
+        }
+        (None, Some(kind)) => {
+            let ds = match &a.data {
+                Some(d) => Dataset::load_test(d, kind)?,
+                None => bundled_sample(kind),
+            };
+            if a.index >= ds.len() {
+                bail!("image index {} is out of range: the set has {} images", a.index, ds.len());
+            }
+            (
+                ds.pixels(a.index).to_vec(),
+                format!("{} image {} (label {})", kind.dir_name(), a.index, ds.labels[a.index]),
+            )
+        }
+        (None, None) => bail!("give an image file (--image) or a dataset (--dataset, with --index)"),
+    };
+    let b = client.encrypt(&pixels)?;
+    files::write(&a.out, &b, replace)?;
+    println!("encrypted {what} to {} ({})", a.out.display(), size(b.len()));
+    Ok(())
+}
+
+/// Runs `fhec run` (the server side).
+pub fn run(a: RunArgs) -> Result<()> {
+    let replace = Replace::from_flag(a.force);
+    files::check_output(&a.out, &[&a.artifact, &a.server_key, &a.input], replace, "-o")?;
+    let server = Server::new(&read_artifact(&a.artifact)?, &files::read(&a.server_key, "evaluation key")?)
+        .with_context(|| format!("cannot load {} for {}", a.server_key.display(), a.artifact.display()))?;
+    let ct = files::read(&a.input, "encrypted image")?;
+    let t = std::time::Instant::now();
+    let res = with_progress(server.bootstraps(), "evaluating", |p| server.classify_with_progress(&ct, p))
+        .with_context(|| format!("cannot evaluate {}", a.input.display()))?;
+    files::write(&a.out, &res, replace)?;
+    println!("evaluated in {:.2} s; wrote {} ({})", t.elapsed().as_secs_f64(), a.out.display(), size(res.len()));
+    Ok(())
+}
+
+/// Runs `fhec decrypt`.
+pub fn decrypt(a: DecryptArgs) -> Result<()> {
+    let client = Client::with_key(&read_artifact(&a.artifact)?, &files::read(&a.client_key, "client key")?)
+        .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
+    let res = files::read(&a.input, "encrypted result")?;
+    let pred = client.decrypt(&res).with_context(|| format!("cannot decrypt {}", a.input.display()))?;
+    let s: Vec<String> = pred.scores.iter().map(|v| format!("{v:.3}")).collect();
+    println!("scores: [{}]", s.join(", "));
+    println!("class: {}", pred.class);
+    Ok(())
+}
