@@ -158,3 +158,34 @@ fn torch_exports_with_and_without_folding_agree() {
         assert!(rel_err(&ya, &yb) <= TOL, "opset {opset}");
     }
 }
+
+/// Sizes read from a model file or a flag are checked arithmetic: huge input shapes and
+/// paddings are errors naming what is too large, never an overflow panic.
+#[test]
+fn huge_shapes_and_paddings_are_errors_not_panics() {
+    use prost::Message;
+    use tract_onnx::pb::{AttributeProto, ModelProto};
+    let bytes = std::fs::read(root().join("examples/models/cnn_mnist.onnx")).unwrap();
+    for shape in
+        [vec![1, 1, 1 << 40, 1 << 40], vec![1, 1, 1 << 62, 4], vec![1, 1, 0, 28], vec![1, 1, 4096, 4096 * 4096]]
+    {
+        let opts = ImportOptions { input_shape: Some(shape.clone()), ..ImportOptions::default() };
+        let e = import_onnx(&bytes, &opts).unwrap_err().to_string();
+        assert!(e.contains("too large") || e.contains("has no values"), "{shape:?}: {e}");
+    }
+    let model = ModelProto::decode(&bytes[..]).unwrap();
+    for pad in [1i64 << 40, 1 << 62, i64::MAX] {
+        let mut m = model.clone();
+        let conv = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type == "Conv").unwrap();
+        conv.attribute.retain(|a| a.name != "pads");
+        // Attribute type 7 is INTS.
+        conv.attribute.push(AttributeProto {
+            name: "pads".into(),
+            r#type: 7,
+            ints: vec![pad; 4],
+            ..Default::default()
+        });
+        let e = import_onnx(&m.encode_to_vec(), &ImportOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("too large") || e.contains("overflow") || e.contains("pad"), "pads {pad}: {e}");
+    }
+}

@@ -193,7 +193,7 @@ fn input_shape(input: &pb::ValueInfoProto, options: &ImportOptions) -> Result<Ve
         return bad(format!("has ONNX element type {}; fhec takes float (type 1) images", tt.elem_type));
     }
     if let Some(s) = &options.input_shape {
-        return Ok(s.clone());
+        return checked_size(s.clone()).or_else(|m| bad(format!("given by --input-shape {m}")));
     }
     let Some(shape) = &tt.shape else {
         return bad("has no declared shape; give one with --input-shape".into());
@@ -219,7 +219,23 @@ fn input_shape(input: &pb::ValueInfoProto, options: &ImportOptions) -> Result<Ve
     if out.is_empty() {
         return bad("is a scalar".into());
     }
-    Ok(out)
+    checked_size(out).or_else(|m| bad(m))
+}
+
+/// The most values an input may hold: a grayscale image model's input is far smaller (a
+/// 28x28 image is 784), and every size computed from it stays far from overflow.
+pub const MAX_INPUT_VALUES: usize = 1 << 24;
+
+/// `shape` when it has no zero dimension and at most [`MAX_INPUT_VALUES`] values (checked
+/// arithmetic), else what is wrong.
+fn checked_size(shape: Vec<usize>) -> Result<Vec<usize>, String> {
+    if shape.is_empty() || shape.contains(&0) {
+        return Err(format!("{shape:?} has no values"));
+    }
+    match shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        Some(n) if n <= MAX_INPUT_VALUES => Ok(shape),
+        _ => Err(format!("{shape:?} is too large: at most {MAX_INPUT_VALUES} values (a grayscale image)")),
+    }
 }
 
 impl Importer {

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Op, Shape, ShapeError};
 
+/// The most values one node of the NN IR may hold (2^28: a grayscale CNN's largest
+/// activation tensor is many orders of magnitude smaller).
+pub const MAX_VALUES: usize = 1 << 28;
+
 /// Identifies a node of a [`Graph`]; stable across removals of other nodes.
 pub type NodeId = NodeIndex<u32>;
 
@@ -55,7 +59,9 @@ impl Graph {
         id
     }
 
-    /// Adds `op` applied to `inputs`, inferring its output shape.
+    /// Adds `op` applied to `inputs`, inferring its output shape (at most [`MAX_VALUES`]
+    /// values: shapes come from model files, and every size computed from them must stay
+    /// far from overflow).
     /// `Reshape` takes its target shape from `reshape_to`; other ops ignore it.
     pub fn add_op(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> Result<NodeId, ShapeError> {
         self.add_op_with_shape(name, op, inputs, &[])
@@ -74,6 +80,15 @@ impl Graph {
         }
         let shapes: Vec<&[usize]> = inputs.iter().map(|&i| self.graph[i].shape.as_slice()).collect();
         let shape = op.infer_shape(&shapes, declared)?;
+        match shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+            Some(n) if n <= MAX_VALUES => {}
+            _ => {
+                return Err(ShapeError(format!(
+                    "{} output of shape {shape:?} is too large (at most {MAX_VALUES} values)",
+                    op.name()
+                )));
+            }
+        }
         let id = self.graph.add_node(Node { name: name.into(), op, shape });
         for (slot, &i) in inputs.iter().enumerate() {
             self.graph.add_edge(i, id, slot);

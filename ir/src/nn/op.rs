@@ -76,14 +76,15 @@ pub(crate) fn window_count(
     if kernel == 0 || stride == 0 || dilation == 0 {
         return None;
     }
-    let span = (kernel - 1) * dilation + 1;
-    let padded = len + pad_begin + pad_end;
+    // Checked: kernels, dilations and pads come from model files.
+    let span = (kernel - 1).checked_mul(dilation)?.checked_add(1)?;
+    let padded = len.checked_add(pad_begin)?.checked_add(pad_end)?;
     if padded < span {
         return None;
     }
     let room = padded - span;
     let mut n = if ceil_mode { room.div_ceil(stride) } else { room / stride } + 1;
-    if ceil_mode && (n - 1) * stride >= len + pad_begin {
+    if ceil_mode && (n - 1).checked_mul(stride)? >= len + pad_begin {
         n -= 1;
     }
     Some(n)
@@ -426,10 +427,17 @@ impl Op {
                 if x.len() != 4 {
                     return shape_err!("pad needs an NCHW input, got {x:?}");
                 }
-                Ok(vec![x[0], x[1], x[2] + pads[0] + pads[2], x[3] + pads[1] + pads[3]])
+                let side = |d: usize, a: usize, b: usize| d.checked_add(a)?.checked_add(b);
+                match (side(x[2], pads[0], pads[2]), side(x[3], pads[1], pads[3])) {
+                    (Some(h), Some(w)) => Ok(vec![x[0], x[1], h, w]),
+                    _ => shape_err!("padding {pads:?} of input {x:?} overflows"),
+                }
             }
             Op::Reshape => {
-                let (a, b) = (x.iter().product::<usize>(), declared.iter().product::<usize>());
+                let count = |s: &[usize]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                let (Some(a), Some(b)) = (count(x), count(declared)) else {
+                    return shape_err!("reshape of {x:?} to {declared:?} overflows");
+                };
                 if a != b {
                     return shape_err!("cannot reshape {x:?} ({a} elements) to {declared:?} ({b} elements)");
                 }
