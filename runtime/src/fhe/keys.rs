@@ -37,7 +37,7 @@ pub struct ServerKey {
 /// the GLWE key: `kN·ℓ_ks`) and `SeededLweBootstrapKey` (one polynomial per row of every
 /// GGSW: `n·ℓ_pbs·(k+1)·N`), those of the rounding bootstrap key and of the result
 /// keyswitch key when the parameters have them, and the compression seeds their masks are
-/// regenerated from. As for [`SeededCtTensor`], the seeds are plain 128-bit numbers (any
+/// regenerated from. As for [`SeededCtTensor`](super::SeededCtTensor), the seeds are plain 128-bit numbers (any
 /// value is valid) and the decomposition parameters are those of `params`, so that every
 /// length can be checked before tfhe-rs sees the data ([`SeededServerKey::check`]).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

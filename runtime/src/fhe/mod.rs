@@ -2,7 +2,7 @@
 //!
 //! Every circuit value is a tensor of LWE ciphertexts under the flattened GLWE key
 //! (dimension `kN`), encoded as `v·Δ + e` with `Δ = 2^(63 - bits)` from the circuit's
-//! [`EncodingPlan`]. Linear ops (integer convolutions and dense layers, clear additions,
+//! [`EncodingPlan`](fhec_ir::params::EncodingPlan). Linear ops (integer convolutions and dense layers, clear additions,
 //! sums, reshapes) work on the ciphertexts directly; every bootstrap is a keyswitch to the
 //! small key (dimension `n`) followed by a programmable bootstrap back to the GLWE key.
 //! A worker keyswitches up to 16 independent ciphertexts in one pass over the
@@ -10,7 +10,7 @@
 //! of elements), so each key row serves the whole batch from cache.
 //!
 //! Inputs: with a rounding key, the client encrypts under its `k_r·N_r` prefix of the
-//! flattened GLWE key ([`TfheParams::input_dimension`], with that prefix's 128-bit noise),
+//! flattened GLWE key ([`TfheParams::input_dimension`](fhec_ir::params::TfheParams::input_dimension), with that prefix's 128-bit noise),
 //! zero-padded to `kN`. Rounding outputs are on the same prefix, so the conv layers before
 //! the first table keyswitch only the prefix (a keyswitch stops at the last non-zero mask
 //! coefficient).
