@@ -6,7 +6,7 @@
 //! Every test here uses 128-bit parameters chosen by the compiler.
 
 use fhec_compiler::params::{ParamOptions, select};
-use fhec_ir::artifact::Artifact;
+use fhec_ir::artifact::{Artifact, ParametrizedCircuit};
 use fhec_ir::params::min_secure_std;
 use fhec_runtime::app::{Client, Server};
 use fhec_runtime::dataset::{DatasetKind, bundled_sample};
@@ -42,9 +42,10 @@ fn encrypted_run_equals_simulation() {
     let ck = ClientKey::generate(&setup.params);
     let sk = ck.server_key();
     sk.check(&setup.params).unwrap();
+    let pc = ParametrizedCircuit::new(&c, &setup).unwrap();
     for px in images(3, 64, 99) {
-        let ct = ck.encrypt_image(&c, &setup.plan, &px).unwrap();
-        let out = evaluate(&sk, &c, &setup.plan, &ct).unwrap();
+        let ct = ck.encrypt_image(&pc, &px).unwrap();
+        let out = evaluate(&sk, &pc, &ct).unwrap();
         let got = ck.decrypt(&out);
         let want: Vec<i64> = sim::simulate(&c, sim::encode_image(&c, &px)).unwrap().iter().copied().collect();
         assert_eq!(got, want);
@@ -251,8 +252,9 @@ fn exact_rounding_in_chunks_of_every_width_equals_simulation() {
                 continue;
             }
             for px in [(0u8..16).collect::<Vec<u8>>(), (16u8..32).collect(), (100u8..116).collect()] {
-                let ct = ck.encrypt_image(&c, &plan, &px).unwrap();
-                let got = ck.decrypt(&evaluate(&sk, &c, &plan, &ct).unwrap());
+                let pc = ParametrizedCircuit::with_params(&c, &params, &plan).unwrap();
+                let ct = ck.encrypt_image(&pc, &px).unwrap();
+                let got = ck.decrypt(&evaluate(&sk, &pc, &ct).unwrap());
                 let want: Vec<i64> = sim::simulate(&c, sim::encode_image(&c, &px)).unwrap().iter().copied().collect();
                 assert_eq!(got, want, "{}: chunks of {chunk}, pixels {px:?}", params.summary());
             }
@@ -295,8 +297,9 @@ fn approximate_rounding_reads_are_exact_or_one_step_off() {
     let sk = ck.server_key();
     let (mut off, mut boundary_reads, mut middle_off) = (0, 0, 0);
     for px in [(0u8..16).collect::<Vec<u8>>(), (12u8..28).collect(), (100u8..116).collect()] {
-        let ct = ck.encrypt_image(&c, &setup.plan, &px).unwrap();
-        let got = ck.decrypt(&evaluate(&sk, &c, &setup.plan, &ct).unwrap());
+        let pc = ParametrizedCircuit::new(&c, &setup).unwrap();
+        let ct = ck.encrypt_image(&pc, &px).unwrap();
+        let got = ck.decrypt(&evaluate(&sk, &pc, &ct).unwrap());
         let v = sim::encode_image(&c, &px);
         for (g, &v) in got.iter().zip(v.iter()) {
             let want = v >> 6;

@@ -17,7 +17,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use fhec_compiler::quantize::{QuantOptions, Rounding};
 use fhec_compiler::{BuildOptions, build};
-use fhec_ir::artifact::Artifact;
+use fhec_ir::artifact::{Artifact, ParametrizedCircuit};
 use fhec_ir::circuit::{CNode, COp, Circuit};
 use fhec_ir::params::EncodingPlan;
 use fhec_runtime::dataset::{DatasetKind, bundled_sample};
@@ -100,7 +100,8 @@ fn benches(cr: &mut Criterion) {
         let vals: Vec<i64> = (0..n as i64).map(|i| (i * 5 + 1) % (sub.nodes[0].range.max + 1)).collect();
         let input = ck.encrypt(&vals, sub.input_shape(), plan.bits[0]);
         let name = format!("fhe_mnist fc1+act2, {label} ({} bootstraps)", sub.bootstrap_stats().total());
-        g.bench_function(name, |bch| bch.iter(|| evaluate(&sk, &sub, &plan, &input).expect("evaluate").data.len()));
+        let pc = ParametrizedCircuit::with_params(&sub, &setup.params, &plan).expect("plan");
+        g.bench_function(name, |bch| bch.iter(|| evaluate(&sk, &pc, &input).expect("evaluate").data.len()));
     }
     g.finish();
 }

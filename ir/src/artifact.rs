@@ -1,9 +1,12 @@
 //! The compiled artifact: the only thing that crosses from the compiler to the runtime.
 //!
-//! File layout: the 8-byte magic `FHECART\0`, a little-endian `u32` format version, a
-//! `u64` payload length, the bincode payload, and a `u64` FNV-1a checksum of the payload.
-//! Loading checks all of them and a size limit, so a truncated, corrupt or foreign file is
-//! an error naming what is wrong, never a panic.
+//! File layout: the shared framing ([`crate::framing`]) with the 8-byte magic `FHECART\0`:
+//! a little-endian `u32` format version, a `u64` payload length, the bincode payload, and a
+//! `u64` FNV-1a checksum of the payload. Loading checks all of them and a size limit, so a
+//! truncated, corrupt or foreign file is an error naming what is wrong, never a panic.
+//!
+//! [`Artifact::parametrized`] gives the circuit with its TFHE parameters
+//! ([`ParametrizedCircuit`]), what the runtime's keys and evaluation take.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +14,8 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 use crate::circuit::{Circuit, verify::verify};
+use crate::framing::{Format, FramingError};
+use crate::params::{EncodingPlan, FheSetup, TfheParams};
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHECART\0";
@@ -18,6 +23,9 @@ pub const MAGIC: &[u8; 8] = b"FHECART\0";
 pub const FORMAT_VERSION: u32 = 6;
 /// Largest payload accepted (1 GiB).
 pub const MAX_PAYLOAD: u64 = 1 << 30;
+/// The artifact's framing.
+pub const FORMAT: Format =
+    Format { magic: *MAGIC, name: "an fhec artifact", version: FORMAT_VERSION, max_payload: MAX_PAYLOAD };
 
 /// A compiled model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,10 +66,23 @@ pub enum ArtifactError {
     /// The circuit is inconsistent.
     #[error("artifact holds an invalid circuit: {0}")]
     Invalid(String),
+    /// The artifact was compiled without TFHE parameters.
+    #[error("the artifact has no TFHE parameters ({reason})")]
+    NoParameters {
+        /// Why, as the build recorded it (its `fhe` option), or "none chosen".
+        reason: String,
+    },
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+impl From<FramingError> for ArtifactError {
+    fn from(e: FramingError) -> ArtifactError {
+        match e {
+            FramingError::WrongKind { .. } => ArtifactError::Magic,
+            FramingError::Version { found, .. } => ArtifactError::Version { found },
+            FramingError::Checksum => ArtifactError::Checksum,
+            e @ (FramingError::Truncated { .. } | FramingError::TooLarge { .. }) => ArtifactError::Size(e.to_string()),
+        }
+    }
 }
 
 fn codec() -> impl Options {
@@ -71,48 +92,17 @@ fn codec() -> impl Options {
 impl Artifact {
     /// Serializes the artifact.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let payload = codec().serialize(self).expect("an artifact always serializes");
-        let mut out = Vec::with_capacity(payload.len() + 28);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out.extend_from_slice(&fnv(&payload).to_le_bytes());
-        out
+        FORMAT.frame(&codec().serialize(self).expect("an artifact always serializes"))
     }
 
     /// Whether bytes start like an artifact (to tell artifacts from ONNX files).
     pub fn sniff(bytes: &[u8]) -> bool {
-        bytes.starts_with(MAGIC)
+        FORMAT.sniff(bytes)
     }
 
     /// Parses and validates an artifact.
     pub fn from_bytes(bytes: &[u8]) -> Result<Artifact, ArtifactError> {
-        if !Self::sniff(bytes) {
-            return Err(ArtifactError::Magic);
-        }
-        if bytes.len() < 20 {
-            return Err(ArtifactError::Size(format!("{} bytes is shorter than the header", bytes.len())));
-        }
-        let found = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if found != FORMAT_VERSION {
-            return Err(ArtifactError::Version { found });
-        }
-        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-        if len > MAX_PAYLOAD {
-            return Err(ArtifactError::Size(format!("payload of {len} bytes exceeds the {MAX_PAYLOAD}-byte limit")));
-        }
-        let end = 20 + len as usize;
-        if bytes.len() != end + 8 {
-            return Err(ArtifactError::Size(format!(
-                "header announces {len} payload bytes, file has {}",
-                bytes.len().saturating_sub(28)
-            )));
-        }
-        let payload = &bytes[20..end];
-        if fnv(payload).to_le_bytes() != bytes[end..] {
-            return Err(ArtifactError::Checksum);
-        }
+        let payload = FORMAT.unframe(bytes)?;
         let a: Artifact = codec().deserialize(payload).map_err(|e| ArtifactError::Decode(e.to_string()))?;
         verify(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
         if let Some(f) = &a.fhe {
@@ -124,5 +114,66 @@ impl Artifact {
             }
         }
         Ok(a)
+    }
+
+    /// The circuit with its TFHE parameters, or why there are none
+    /// ([`ArtifactError::NoParameters`], with the reason the build recorded).
+    pub fn parametrized(&self) -> Result<ParametrizedCircuit<'_>, ArtifactError> {
+        let Some(setup) = &self.fhe else {
+            let reason = self.options.get("fhe").cloned().unwrap_or_else(|| "none chosen".into());
+            return Err(ArtifactError::NoParameters { reason });
+        };
+        ParametrizedCircuit::new(&self.circuit, setup)
+    }
+}
+
+/// A circuit with the TFHE parameters and the encoding plan it runs under: what keys,
+/// encryption and encrypted evaluation need. Built only when the plan is the circuit's
+/// (one encoding per node, as [`EncodingPlan::plan`] computes it).
+#[derive(Clone, Copy, Debug)]
+pub struct ParametrizedCircuit<'a> {
+    circuit: &'a Circuit,
+    params: &'a TfheParams,
+    plan: &'a EncodingPlan,
+}
+
+impl<'a> ParametrizedCircuit<'a> {
+    /// `circuit` under the parameters and plan of `setup`.
+    pub fn new(circuit: &'a Circuit, setup: &'a FheSetup) -> Result<ParametrizedCircuit<'a>, ArtifactError> {
+        Self::with_params(circuit, &setup.params, &setup.plan)
+    }
+
+    /// `circuit` under `params` and `plan` (parameters chosen apart from a setup, as tests
+    /// do); fails if `plan` is not the circuit's encoding plan.
+    pub fn with_params(
+        circuit: &'a Circuit,
+        params: &'a TfheParams,
+        plan: &'a EncodingPlan,
+    ) -> Result<ParametrizedCircuit<'a>, ArtifactError> {
+        let want = EncodingPlan::plan(circuit).map_err(ArtifactError::Invalid)?;
+        if want != *plan {
+            return Err(ArtifactError::Invalid("the encoding plan is not the circuit's".into()));
+        }
+        Ok(ParametrizedCircuit { circuit, params, plan })
+    }
+
+    /// The circuit.
+    pub fn circuit(&self) -> &'a Circuit {
+        self.circuit
+    }
+
+    /// The TFHE parameters.
+    pub fn params(&self) -> &'a TfheParams {
+        self.params
+    }
+
+    /// The encoding of every node.
+    pub fn plan(&self) -> &'a EncodingPlan {
+        self.plan
+    }
+
+    /// Encoding bits of the circuit's input.
+    pub fn input_bits(&self) -> u32 {
+        self.plan.bits[0]
     }
 }

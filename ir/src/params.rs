@@ -141,6 +141,13 @@ impl TfheParams {
         self.round_key.is_some_and(|r| r.pbs_level > 0)
     }
 
+    /// The rounding bootstrap key's parameters ([`TfheParams::rounding_bootstrap`]) when
+    /// there is one, `None` when rounding reads use the main bootstrap or the rounding key
+    /// is only an input prefix: callers need not know the `pbs_level == 0` convention.
+    pub fn rounding_bsk(&self) -> Option<TfheParams> {
+        self.has_rounding_bsk().then(|| self.rounding_bootstrap())
+    }
+
     /// `kN`, dimension of the flattened GLWE key.
     pub fn big_dimension(&self) -> usize {
         self.glwe_dimension * self.polynomial_size

@@ -3,13 +3,18 @@
 //! They depend only on the circuit and its parameters, so the compiler's build report gives
 //! them without linking tfhe-rs; the runtime's tests check them against real bytes.
 
+/// Bytes the runtime's file format adds to a bincode value: the shared frame
+/// ([`crate::framing::OVERHEAD`]: magic 8, version 4, length 8, checksum 8) and the 8-byte
+/// fingerprint of the parameters at the start of the payload.
+pub const FRAME_BYTES: usize = crate::framing::OVERHEAD + 8;
+
 /// Bytes of one encrypted image as `app::Client::encrypt` produces it, for a circuit input
 /// of `shape`: the framed seeded form (`fhec_runtime::fhe::SeededCtTensor`), 8 bytes per value plus 8 per
-/// dimension of the shape plus 76. Independent of the TFHE parameters.
+/// dimension of the shape plus 72. Independent of the TFHE parameters.
 pub fn encrypted_image_bytes(shape: &[usize]) -> usize {
-    // frame 40 (magic 8, kind 4, version 4, fingerprint 8, length 8, checksum 8); payload:
+    // frame 36 (FRAME_BYTES); value:
     // shape (length 8 + 8 per dimension), bits 4, seed 16, bodies (length 8 + 8 per value).
-    40 + 8 + 8 * shape.len() + 4 + 16 + 8 + 8 * shape.iter().product::<usize>()
+    FRAME_BYTES + 8 + 8 * shape.len() + 4 + 16 + 8 + 8 * shape.iter().product::<usize>()
 }
 
 /// Bytes of one encrypted result as `app::Server::classify` returns it: the framed compact
@@ -20,18 +25,18 @@ pub fn encrypted_result_bytes(
     p: &crate::params::TfheParams,
     form: crate::params::ResultForm,
 ) -> usize {
-    // frame 40; payload: shape (8 + 8 per dimension), bits 4, key 4 (the variant's index),
+    // frame 36 (FRAME_BYTES); value: shape (8 + 8 per dimension), bits 4, key 4 (the variant's index),
     // word bits 4, data (8 + bytes).
     // (A form whose key `p` lacks, which no server sends, counts as full words.)
     let values = shape.iter().product::<usize>();
     let data = form.data_bytes(p, values).unwrap_or(values * (p.big_dimension() + 1) * 8);
-    40 + 8 + 8 * shape.len() + 4 + 4 + 4 + 8 + data
+    FRAME_BYTES + 8 + 8 * shape.len() + 4 + 4 + 4 + 8 + data
 }
 
 /// Bytes of the evaluation key as `app::Client::evaluation_key` produces it for parameters
 /// `p`: the framed seeded form (`fhec_runtime::fhe::SeededServerKey`), 8 bytes per keyswitch key body
 /// (`kN·ℓ_ks`), per bootstrap key body (`n·ℓ_pbs·(k+1)·N`, and the rounding bootstrap
-/// key's, if any) and per result keyswitch key body (`(kN - d)·ℓ`, if any) plus 193 (225
+/// key's, if any) and per result keyswitch key body (`(kN - d)·ℓ`, if any) plus 189 (221
 /// with a rounding key). What the server
 /// holds in memory after decompression is `crate::params::TfheParams::key_bytes`.
 ///
@@ -40,14 +45,15 @@ pub fn evaluation_key_bytes(p: &crate::params::TfheParams) -> usize {
     let bodies = |q: &crate::params::TfheParams| {
         q.lwe_dimension * q.pbs_level as usize * (q.glwe_dimension + 1) * q.polynomial_size
     };
-    let (bsk, round_bsk) = (bodies(p), if p.has_rounding_bsk() { bodies(&p.rounding_bootstrap()) } else { 0 });
-    // frame 40; payload: parameters 56 (3 x 8 dimensions, 2 x 8 deviations, 4 x 4
+    let (bsk, round_bsk) = (bodies(p), p.rounding_bsk().map_or(0, |r| bodies(&r)));
+    // frame 36 (FRAME_BYTES); value: parameters 56 (3 x 8 dimensions, 2 x 8 deviations, 4 x 4
     // decompositions) + 1 (rounding key: none or some) + 32 (its 2 x 8 dimensions, 8
     // deviation, 2 x 4 decomposition), then per key a seed 16 and its bodies (length 8 + 8
     // per body; the rounding and result keys' are empty without them).
     let round_params = if p.round_key.is_some() { 32 } else { 0 };
     let result_ksk = p.result_ks().map_or(0, |(_, l)| (p.big_dimension() - p.input_dimension()) * l as usize);
-    40 + 57
+    FRAME_BYTES
+        + 57
         + round_params
         + (16 + 8 + 8 * ksk)
         + (16 + 8 + 8 * bsk)

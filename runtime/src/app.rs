@@ -34,8 +34,8 @@
 
 use std::sync::atomic::AtomicUsize;
 
-use fhec_ir::artifact::{Artifact, ArtifactError};
-use fhec_ir::params::{FheSetup, result_form};
+use fhec_ir::artifact::{Artifact, ArtifactError, ParametrizedCircuit};
+use fhec_ir::params::result_form;
 
 use crate::fhe::files::{Kind, kind_of};
 use crate::fhe::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, ServerKey, evaluate_with_progress};
@@ -60,10 +60,17 @@ pub enum AppError {
     },
 }
 
-fn setup(art: &Artifact) -> Result<FheSetup, AppError> {
-    art.fhe
-        .clone()
-        .ok_or_else(|| AppError::NoParameters(art.options.get("fhe").cloned().unwrap_or_else(|| "none chosen".into())))
+/// The artifact's circuit with its parameters, or why it has none.
+fn parametrized(art: &Artifact) -> Result<ParametrizedCircuit<'_>, AppError> {
+    art.parametrized().map_err(|e| match e {
+        ArtifactError::NoParameters { reason } => AppError::NoParameters(reason),
+        e => AppError::Artifact(e),
+    })
+}
+
+/// [`parametrized`] of an artifact already checked to have parameters.
+fn checked(art: &Artifact) -> ParametrizedCircuit<'_> {
+    art.parametrized().expect("checked when the client or server was made")
 }
 
 fn fhe(what: &'static str) -> impl Fn(FheError) -> AppError {
@@ -83,8 +90,8 @@ pub struct Prediction {
 
 /// The client: holds the secret key, encrypts images and decrypts results.
 pub struct Client {
+    /// An artifact with parameters.
     artifact: Artifact,
-    setup: FheSetup,
     key: ClientKey,
 }
 
@@ -92,17 +99,15 @@ impl Client {
     /// Loads an artifact and generates fresh keys for it.
     pub fn new(artifact: &[u8]) -> Result<Client, AppError> {
         let artifact = Artifact::from_bytes(artifact)?;
-        let setup = setup(&artifact)?;
-        let key = ClientKey::generate(&setup.params);
-        Ok(Client { artifact, setup, key })
+        let key = ClientKey::generate_for(&parametrized(&artifact)?);
+        Ok(Client { artifact, key })
     }
 
     /// Loads an artifact and a client key saved by [`Client::secret_key`].
     pub fn with_key(artifact: &[u8], secret_key: &[u8]) -> Result<Client, AppError> {
         let artifact = Artifact::from_bytes(artifact)?;
-        let setup = setup(&artifact)?;
-        let key = ClientKey::from_bytes(secret_key, &setup.params).map_err(fhe("client key"))?;
-        Ok(Client { artifact, setup, key })
+        let key = ClientKey::from_bytes(secret_key, parametrized(&artifact)?.params()).map_err(fhe("client key"))?;
+        Ok(Client { artifact, key })
     }
 
     /// The secret key, to store on the client (never send it).
@@ -124,19 +129,19 @@ impl Client {
     /// Encrypts an image given as 8-bit grayscale pixels, row-major, of the model's input size
     /// (seeded form: about 8 bytes per pixel, see [`crate::encrypted_image_bytes`]).
     pub fn encrypt(&self, pixels: &[u8]) -> Result<Vec<u8>, AppError> {
-        let ct =
-            self.key.encrypt_image_seeded(&self.artifact.circuit, &self.setup.plan, pixels).map_err(fhe("image"))?;
-        Ok(ct.to_bytes(&self.setup.params))
+        let pc = checked(&self.artifact);
+        let ct = self.key.encrypt_image_seeded(&pc, pixels).map_err(fhe("image"))?;
+        Ok(ct.to_bytes(pc.params()))
     }
 
     /// Decrypts a result from [`Server::classify`].
     pub fn decrypt(&self, result: &[u8]) -> Result<Prediction, AppError> {
         if kind_of(result) == Some(Kind::SeededImage) {
             // An encrypted image (ours, if it loads) where the result is expected.
-            SeededCtTensor::from_bytes(result, &self.setup.params).map_err(fhe("encrypted result"))?;
+            SeededCtTensor::from_bytes(result, self.key.params()).map_err(fhe("encrypted result"))?;
             return Err(AppError::Fhe {
                 what: "encrypted result",
-                source: FheError("holds an encrypted image, not this model's result".into()),
+                source: FheError::Shape("holds an encrypted image, not this model's result".into()),
             });
         }
         let raw = self.decrypt_result(result).map_err(fhe("encrypted result"))?;
@@ -148,11 +153,12 @@ impl Client {
     /// (refused if it keeps fewer bytes per coefficient than this model's output noise
     /// allows), or full ciphertexts; either must hold this model's output shape and encoding.
     fn decrypt_result(&self, b: &[u8]) -> Result<Vec<i64>, FheError> {
-        let (p, c) = (&self.setup.params, &self.artifact.circuit);
-        let (shape, bits) = (&c.nodes[c.output].shape, self.setup.plan.bits[c.output]);
+        let pc = checked(&self.artifact);
+        let (p, c, plan) = (pc.params(), pc.circuit(), pc.plan());
+        let (shape, bits) = (&c.nodes[c.output].shape, plan.bits[c.output]);
         let matches = |s: &Vec<usize>, b: u32| {
             if s != shape || b != bits {
-                return Err(FheError(format!(
+                return Err(FheError::Shape(format!(
                     "holds a tensor of shape {s:?} on {b} bits, not this model's result ({shape:?} on {bits} bits)"
                 )));
             }
@@ -165,9 +171,9 @@ impl Client {
         }
         let t = CompactCtTensor::from_bytes(b, p)?;
         matches(&t.shape, t.bits)?;
-        if !t.form().decrypts_reliably(p, &self.setup.plan, c) {
-            let need = result_form(p, &self.setup.plan, c);
-            return Err(FheError(format!(
+        if !t.form().decrypts_reliably(p, plan, c) {
+            let need = result_form(p, plan, c);
+            return Err(FheError::Unsupported(format!(
                 "keeps {} bits per coefficient under the {:?} key, too few for this model's output to decrypt reliably (a server sends {} under the {:?} key)",
                 t.word_bits, t.key, need.word_bits, need.key
             )));
@@ -178,8 +184,8 @@ impl Client {
 
 /// The server: evaluates the model on encrypted images with the evaluation key only.
 pub struct Server {
+    /// An artifact with parameters.
     artifact: Artifact,
-    setup: FheSetup,
     key: ServerKey,
 }
 
@@ -189,9 +195,9 @@ impl Server {
     /// to the Fourier domain here, in parallel) or the full form.
     pub fn new(artifact: &[u8], evaluation_key: &[u8]) -> Result<Server, AppError> {
         let artifact = Artifact::from_bytes(artifact)?;
-        let setup = setup(&artifact)?;
-        let key = ServerKey::from_bytes(evaluation_key, &setup.params).map_err(fhe("evaluation key"))?;
-        Ok(Server { artifact, setup, key })
+        let key =
+            ServerKey::from_bytes(evaluation_key, parametrized(&artifact)?.params()).map_err(fhe("evaluation key"))?;
+        Ok(Server { artifact, key })
     }
 
     /// Bootstraps one classification performs (the total for [`Server::classify_with_progress`]).
@@ -201,6 +207,7 @@ impl Server {
 
     /// Median seconds of one keyswitch + bootstrap at this model's parameters on the calling
     /// thread (see [`crate::fhe::one_bootstrap_seconds`]).
+    #[cfg(feature = "probes")]
     pub fn one_bootstrap_seconds(&self, samples: usize) -> f64 {
         crate::fhe::one_bootstrap_seconds(&self.key, samples)
     }
@@ -213,6 +220,7 @@ impl Server {
 
     /// [`Server::one_bootstrap_seconds`] for the rounding bootstrap (see
     /// [`crate::fhe::one_rounding_bootstrap_seconds`]).
+    #[cfg(feature = "probes")]
     pub fn one_rounding_bootstrap_seconds(&self, samples: usize) -> f64 {
         crate::fhe::one_rounding_bootstrap_seconds(&self.key, samples)
     }
@@ -224,21 +232,20 @@ impl Server {
 
     /// [`Server::classify`], counting bootstraps done in `progress`.
     pub fn classify_with_progress(&self, encrypted_image: &[u8], progress: &AtomicUsize) -> Result<Vec<u8>, AppError> {
-        let ct = self.load_image(encrypted_image).map_err(fhe("encrypted image"))?;
-        let out = evaluate_with_progress(&self.key, &self.artifact.circuit, &self.setup.plan, &ct, progress)
-            .map_err(fhe("evaluation"))?;
-        let (c, plan, p) = (&self.artifact.circuit, &self.setup.plan, &self.setup.params);
+        let pc = checked(&self.artifact);
+        let ct = self.load_image(&pc, encrypted_image).map_err(fhe("encrypted image"))?;
+        let out = evaluate_with_progress(&self.key, &pc, &ct, progress).map_err(fhe("evaluation"))?;
+        let (c, plan, p) = (pc.circuit(), pc.plan(), pc.params());
         let result = self.key.compact(&out, result_form(p, plan, c)).map_err(fhe("evaluation"))?;
         Ok(result.to_bytes(p))
     }
 
     /// The input ciphertexts of an encrypted image: the seeded form (decompressed after its
     /// shape is checked against the model's input), or full ciphertexts.
-    fn load_image(&self, b: &[u8]) -> Result<CtTensor, FheError> {
-        let (c, plan, p) = (&self.artifact.circuit, &self.setup.plan, &self.setup.params);
+    fn load_image(&self, pc: &ParametrizedCircuit<'_>, b: &[u8]) -> Result<CtTensor, FheError> {
         match kind_of(b) {
-            Some(Kind::Ciphertext) => CtTensor::from_bytes(b, p),
-            _ => SeededCtTensor::from_bytes(b, p)?.decompress_input(c, plan, p),
+            Some(Kind::Ciphertext) => CtTensor::from_bytes(b, pc.params()),
+            _ => SeededCtTensor::from_bytes(b, pc.params())?.decompress_input(pc),
         }
     }
 }

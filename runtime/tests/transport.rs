@@ -14,7 +14,7 @@
 //! whole path (load, decompress, evaluate, serialize) runs in milliseconds, except one
 //! small table lookup that checks real bootstraps with a seeded key.
 
-use fhec_ir::artifact::Artifact;
+use fhec_ir::artifact::{Artifact, ParametrizedCircuit};
 use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Range, TableIndex};
 use fhec_ir::params::{
     EncodingPlan, FheSetup, ResultForm, ResultKey, RoundKeyParams, TfheParams, min_secure_std, result_form,
@@ -118,13 +118,25 @@ fn pixels(n: usize, seed: u64) -> Vec<u8> {
 
 /// `b` with its payload replaced by `payload` (length and checksum recomputed), so that
 /// what follows the frame's checks is exercised.
+/// The value keeps `b`'s parameter fingerprint.
 fn reframe(b: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut out = b[..24].to_vec();
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(payload);
-    let fnv = payload.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3));
+    let mut out = b[..12].to_vec();
+    let body = [&b[20..VALUE], payload].concat();
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    let fnv = body.iter().fold(0xcbf29ce484222325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100000001b3));
     out.extend_from_slice(&fnv.to_le_bytes());
     out
+}
+
+/// Offset of the bincode value in a framed file: magic 8, version 4, length 8, fingerprint 8.
+const VALUE: usize = 28;
+
+/// `b` with another parameter fingerprint (checksum recomputed).
+fn refingerprint(b: &[u8]) -> Vec<u8> {
+    let mut m = b.to_vec();
+    m[20] ^= 1;
+    reframe(&m, &b[VALUE..b.len() - 8])
 }
 
 fn want(c: &Circuit, px: &[u8]) -> Vec<i64> {
@@ -212,7 +224,8 @@ fn a_seeded_28x28_image_for_fhe_mnist_parameters_is_under_16_kib() {
     let px = pixels(784, 1);
     let up = client.encrypt(&px).unwrap();
     let ck = ClientKey::from_bytes(&client.secret_key(), &p).unwrap();
-    let full = ck.encrypt_image(&c, &plan, &px).unwrap().to_bytes(&p);
+    let pc = ParametrizedCircuit::with_params(&c, &p, &plan).unwrap();
+    let full = ck.encrypt_image(&pc, &px).unwrap().to_bytes(&p);
     eprintln!(
         "one 28x28 image at n=760 k=1 N=2048: seeded {} bytes ({:.2} KiB), full ciphertexts {} bytes ({:.2} MiB)",
         up.len(),
@@ -222,11 +235,11 @@ fn a_seeded_28x28_image_for_fhe_mnist_parameters_is_under_16_kib() {
     );
     assert!(up.len() < 16 * 1024, "{} bytes", up.len());
     assert_eq!(up.len(), encrypted_image_bytes(&[1, 1, 28, 28]));
-    assert_eq!(up.len(), 6380);
+    assert_eq!(up.len(), 6376);
     assert!(full.len() > 12 * 1024 * 1024);
     // The seeded image decrypts to what the simulation reads.
     let s = SeededCtTensor::from_bytes(&up, &p).unwrap();
-    assert_eq!(ck.decrypt(&s.decompress_input(&c, &plan, &p).unwrap()), want(&c, &px));
+    assert_eq!(ck.decrypt(&s.decompress_input(&pc).unwrap()), want(&c, &px));
 }
 
 #[test]
@@ -253,7 +266,8 @@ fn seeded_image_through_the_app_api_equals_simulation() {
     // The unseeded form (full ciphertexts) is still accepted.
     let px = pixels(784, 7);
     let ck = ClientKey::from_bytes(&client.secret_key(), &p).unwrap();
-    let full = ck.encrypt_image(&c, &plan, &px).unwrap().to_bytes(&p);
+    let pc = ParametrizedCircuit::with_params(&c, &p, &plan).unwrap();
+    let full = ck.encrypt_image(&pc, &px).unwrap().to_bytes(&p);
     assert_eq!(kind_of(&full), Some(Kind::Ciphertext));
     let pred = client.decrypt(&server.classify(&full).unwrap()).unwrap();
     assert_eq!(pred.raw, want(&c, &px));
@@ -287,14 +301,15 @@ fn bad_seeded_images_are_errors() {
     }
     // Another kind, version or parameters in the header.
     let mut b = up.clone();
+    b[..8].copy_from_slice(&Kind::CompactResult.format().magic);
+    assert!(err(&b).contains("holds an encrypted result but a seeded encrypted image is expected"));
+    let mut b = up.clone();
+    b[4] = b'?';
+    assert!(err(&b).contains("not an fhec key or ciphertext file"));
+    let mut b = up.clone();
     b[8] = 99;
-    assert!(err(&b).contains("but a seeded encrypted image is expected"));
-    let mut b = up.clone();
-    b[12] = 99;
     assert!(err(&b).contains("version 99 is not supported"));
-    let mut b = up.clone();
-    b[16] ^= 1;
-    assert!(err(&b).contains("other TFHE parameters"));
+    assert!(err(&refingerprint(&up)).contains("other TFHE parameters"));
     let e = err(&client.secret_key());
     assert!(e.contains("holds a client key but a seeded encrypted image is expected"), "{e}");
     assert!(err(b"not an image at all, just some bytes").contains("not an fhec key or ciphertext file"));
@@ -326,7 +341,7 @@ fn bad_seeded_images_are_errors() {
 
     // A payload that does not decode, or decodes to anything: errors or (a changed seed or
     // body) a wrong but well-formed image, never a panic.
-    let payload = &up[32..up.len() - 8];
+    let payload = &up[VALUE..up.len() - 8];
     let e = err(&reframe(&up, &payload[..payload.len() - 3]));
     assert!(e.contains("does not decode"), "{e}");
     let mut huge = payload.to_vec();
@@ -617,11 +632,9 @@ fn bad_seeded_evaluation_keys_are_errors() {
     }
     // Another version or other parameters in the header.
     let mut b = ek.clone();
-    b[12] = 99;
+    b[8] = 99;
     assert!(err(&b).contains("version 99 is not supported"));
-    let mut b = ek.clone();
-    b[16] ^= 1;
-    assert!(err(&b).contains("other TFHE parameters"));
+    assert!(err(&refingerprint(&ek)).contains("other TFHE parameters"));
     // A key made for other parameters.
     let (other_art, _) = artifact(&c, small_params(460));
     let other = Client::new(&other_art).unwrap().evaluation_key();
@@ -641,15 +654,15 @@ fn bad_seeded_evaluation_keys_are_errors() {
     assert!(e.contains("holds a seeded server key but an encrypted result is expected"), "{e}");
     let e = Client::with_key(&art, &ek).err().expect("must fail").to_string();
     assert!(e.contains("holds a seeded server key but a client key is expected"), "{e}");
-    assert!(SeededServerKey::from_bytes(&client.secret_key(), &p).unwrap_err().0.contains("client key"));
+    assert!(SeededServerKey::from_bytes(&client.secret_key(), &p).unwrap_err().to_string().contains("client key"));
     // The header says "full key" over a seeded payload, or "seeded key" over a full one.
     let full = ClientKey::from_bytes(&client.secret_key(), &p).unwrap().server_key().to_bytes();
     let mut b = ek.clone();
-    b[8] = Kind::ServerKey as u8;
+    b[..8].copy_from_slice(&Kind::ServerKey.format().magic);
     let e = err(&b);
     assert!(e.contains("server key does not decode") || e.contains("does not match"), "{e}");
     let mut b = full.clone();
-    b[8] = Kind::SeededServerKey as u8;
+    b[..8].copy_from_slice(&Kind::SeededServerKey.format().magic);
     let e = err(&b);
     assert!(e.contains("seeded server key does not decode"), "{e}");
 
@@ -672,7 +685,7 @@ fn bad_seeded_evaluation_keys_are_errors() {
     assert!(err(&k.to_bytes()).contains("holds 0 bootstrap key bodies"));
     let mut k = seeded.clone();
     k.params.ks_level = 2;
-    let payload = &k.to_bytes()[32..];
+    let payload = &k.to_bytes()[VALUE..];
     let e = err(&reframe(&ek, &payload[..payload.len() - 8]));
     assert!(e.contains("the seeded evaluation key was made for other TFHE parameters"), "{e}");
     // Keys whose parameters tfhe-rs would not accept are errors, not panics, even when
@@ -700,7 +713,7 @@ fn bad_seeded_evaluation_keys_are_errors() {
             result_ksk_seed: 0,
             result_ksk_bodies: vec![],
         };
-        let e = k.decompress().err().expect("invalid parameters").0;
+        let e = k.decompress().err().expect("invalid parameters").to_string();
         assert!(e.contains("the TFHE parameters are invalid"), "{bad:?}: {e}");
     }
     // Decompression of a consistent key is deterministic: any seed is valid.
@@ -710,7 +723,7 @@ fn bad_seeded_evaluation_keys_are_errors() {
     assert_eq!(k.clone().decompress().unwrap().to_bytes(), k.decompress().unwrap().to_bytes());
 
     // A payload whose lengths do not match its contents, or that does not decode.
-    let payload = &ek[32..ek.len() - 8];
+    let payload = &ek[VALUE..ek.len() - 8];
     // The keyswitch bodies' length (after the 57 bytes of parameters and the 16 of the seed)
     // one short: the rest is read shifted, and the bootstrap bodies' length is garbage.
     let mut m = payload.to_vec();
@@ -849,24 +862,24 @@ fn seeded_key_with_a_rounding_key_round_trips_and_bad_rounding_bodies_are_errors
     // A rounding key one body short, or missing, or present for parameters without one.
     let mut short = seeded.clone();
     short.round_bsk_bodies.pop();
-    let e = short.decompress().err().expect("short").0;
+    let e = short.decompress().err().expect("short").to_string();
     assert!(e.contains("rounding bootstrap key bodies, not 384000"), "{e}");
     let mut missing = seeded.clone();
     missing.round_bsk_bodies.clear();
-    assert!(missing.decompress().err().expect("missing").0.contains("holds 0 rounding bootstrap key bodies"));
+    assert!(missing.decompress().err().expect("missing").to_string().contains("holds 0 rounding bootstrap key bodies"));
     let mut extra = seeded.clone();
     extra.params.round_key = None;
-    let e = extra.decompress().err().expect("extra").0;
+    let e = extra.decompress().err().expect("extra").to_string();
     assert!(e.contains("rounding bootstrap key bodies, not 0"), "{e}");
     // A result keyswitch key one body short.
     let mut result_short = seeded.clone();
     result_short.result_ksk_bodies.pop();
-    let e = result_short.decompress().err().expect("result short").0;
+    let e = result_short.decompress().err().expect("result short").to_string();
     assert!(e.contains("holds 1023 result keyswitch key bodies, not 1024"), "{e}");
     // A rounding key wider than the main one is refused before tfhe-rs sees it.
     let mut wide = seeded;
     wide.params.round_key = Some(fhec_ir::params::RoundKeyParams { glwe_dimension: 8, ..r });
-    assert!(wide.decompress().err().expect("wide").0.contains("the TFHE parameters are invalid"));
+    assert!(wide.decompress().err().expect("wide").to_string().contains("the TFHE parameters are invalid"));
 }
 
 /// Batched bootstrap and keyswitch costs (16 per blind rotation or pass over the key, one
