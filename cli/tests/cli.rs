@@ -568,5 +568,17 @@ fn keygen_is_locked_and_an_interrupted_one_leaves_the_old_pair() {
     assert_eq!(b.status.code(), Some(2), "{}", text(&b.stdout));
     assert!(text(&b.stderr).contains("another fhec process is writing keys in"), "{}", text(&b.stderr));
     assert!(pair(&d) != old);
+    // A client key of the old pair with the new evaluation key: an error naming both files,
+    // not a wrong class.
+    std::fs::write(d.join("old-client.key"), &old.0).unwrap();
+    let o =
+        fhec(&["encrypt", &p("m.fhec"), "--client-key", &p("old-client.key"), "--dataset", "mnist", "-o", &p("x.ct")]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o =
+        fhec(&["run", &p("m.fhec"), "--server-key", &p("keys/server.key"), "--input", &p("x.ct"), "-o", &p("r.ct")]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = text(&o.stderr);
+    assert!(e.contains("x.ct") && e.contains("keys/server.key") && e.contains("belongs to key pair"), "{e}");
+    assert!(!d.join("r.ct").exists());
     let _ = std::fs::remove_dir_all(&d);
 }

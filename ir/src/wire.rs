@@ -5,14 +5,14 @@
 
 /// Bytes the runtime's file format adds to a bincode value: the shared frame
 /// ([`crate::framing::OVERHEAD`]: magic 8, version 4, length 8, checksum 8) and the 8-byte
-/// fingerprint of the parameters at the start of the payload.
-pub const FRAME_BYTES: usize = crate::framing::OVERHEAD + 8;
+/// fingerprint of the parameters and the 8-byte key-pair identity at the start of the payload.
+pub const FRAME_BYTES: usize = crate::framing::OVERHEAD + 16;
 
 /// Bytes of one encrypted image as `app::Client::encrypt` produces it, for a circuit input
 /// of `shape`: the framed seeded form (`fhec_runtime::fhe::SeededCtTensor`), 8 bytes per value plus 8 per
 /// dimension of the shape plus 72. Independent of the TFHE parameters.
 pub fn encrypted_image_bytes(shape: &[usize]) -> usize {
-    // frame 36 (FRAME_BYTES); value:
+    // frame 44 (FRAME_BYTES); value:
     // shape (length 8 + 8 per dimension), bits 4, seed 16, bodies (length 8 + 8 per value).
     FRAME_BYTES + 8 + 8 * shape.len() + 4 + 16 + 8 + 8 * shape.iter().product::<usize>()
 }
@@ -25,7 +25,7 @@ pub fn encrypted_result_bytes(
     p: &crate::params::TfheParams,
     form: crate::params::ResultForm,
 ) -> usize {
-    // frame 36 (FRAME_BYTES); value: shape (8 + 8 per dimension), bits 4, key 4 (the variant's index),
+    // frame 44 (FRAME_BYTES); value: shape (8 + 8 per dimension), bits 4, key 4 (the variant's index),
     // word bits 4, data (8 + bytes).
     // (A form whose key `p` lacks, which no server sends, counts as full words.)
     let values = shape.iter().product::<usize>();
@@ -46,7 +46,7 @@ pub fn evaluation_key_bytes(p: &crate::params::TfheParams) -> usize {
         q.lwe_dimension * q.pbs_level as usize * (q.glwe_dimension + 1) * q.polynomial_size
     };
     let (bsk, round_bsk) = (bodies(p), p.rounding_bsk().map_or(0, |r| bodies(&r)));
-    // frame 36 (FRAME_BYTES); value: parameters 56 (3 x 8 dimensions, 2 x 8 deviations, 4 x 4
+    // frame 44 (FRAME_BYTES); value: parameters 56 (3 x 8 dimensions, 2 x 8 deviations, 4 x 4
     // decompositions) + 1 (rounding key: none or some) + 32 (its 2 x 8 dimensions, 8
     // deviation, 2 x 4 decomposition), then per key a seed 16 and its bodies (length 8 + 8
     // per body; the rounding and result keys' are empty without them).

@@ -37,8 +37,10 @@ use std::sync::atomic::AtomicUsize;
 use fhec_ir::artifact::{Artifact, ArtifactError, ParametrizedCircuit};
 use fhec_ir::params::result_form;
 
-use crate::fhe::files::{Kind, kind_of};
-use crate::fhe::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, ServerKey, evaluate_with_progress};
+use crate::fhe::files::{Kind, kind_of, pair_of};
+use crate::fhe::{
+    ClientKey, CompactCtTensor, CtTensor, FheError, KeyPairId, SeededCtTensor, ServerKey, evaluate_with_progress,
+};
 use crate::sim;
 
 /// Why a client or server operation failed.
@@ -131,7 +133,7 @@ impl Client {
     pub fn encrypt(&self, pixels: &[u8]) -> Result<Vec<u8>, AppError> {
         let pc = checked(&self.artifact);
         let ct = self.key.encrypt_image_seeded(&pc, pixels).map_err(fhe("image"))?;
-        Ok(ct.to_bytes(pc.params()))
+        Ok(ct.to_bytes_bound(pc.params(), self.key.pair()))
     }
 
     /// Decrypts a result from [`Server::classify`].
@@ -145,6 +147,8 @@ impl Client {
             });
         }
         let raw = self.decrypt_result(result).map_err(fhe("encrypted result"))?;
+        // After the result's own checks, so that a malformed result says what is wrong with it.
+        check_pair(result, "the encrypted result", "client key", self.key.pair()).map_err(fhe("encrypted result"))?;
         let scores = self.artifact.circuit.output_quant.scores(&raw);
         Ok(Prediction { class: sim::argmax(&scores), scores, raw })
     }
@@ -179,6 +183,15 @@ impl Client {
             )));
         }
         self.key.decrypt_compact(&t)
+    }
+}
+
+/// Checks that a ciphertext file (already loaded, so well framed) belongs to key pair `want`.
+fn check_pair(b: &[u8], what: &'static str, key: &'static str, want: KeyPairId) -> Result<(), FheError> {
+    match pair_of(b) {
+        Some(found) if found == want => Ok(()),
+        Some(KeyPairId(0)) | None => Err(FheError::Unbound(what)),
+        Some(found) => Err(FheError::KeyPairMismatch { what, found, key, expected: want }),
     }
 }
 
@@ -234,10 +247,12 @@ impl Server {
     pub fn classify_with_progress(&self, encrypted_image: &[u8], progress: &AtomicUsize) -> Result<Vec<u8>, AppError> {
         let pc = checked(&self.artifact);
         let ct = self.load_image(&pc, encrypted_image).map_err(fhe("encrypted image"))?;
+        check_pair(encrypted_image, "the encrypted image", "evaluation key", self.key.pair())
+            .map_err(fhe("encrypted image"))?;
         let out = evaluate_with_progress(&self.key, &pc, &ct, progress).map_err(fhe("evaluation"))?;
         let (c, plan, p) = (pc.circuit(), pc.plan(), pc.params());
         let result = self.key.compact(&out, result_form(p, plan, c)).map_err(fhe("evaluation"))?;
-        Ok(result.to_bytes(p))
+        Ok(result.to_bytes_bound(p, self.key.pair()))
     }
 
     /// The input ciphertexts of an encrypted image: the seeded form (decompressed after its

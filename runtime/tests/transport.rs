@@ -129,8 +129,9 @@ fn reframe(b: &[u8], payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Offset of the bincode value in a framed file: magic 8, version 4, length 8, fingerprint 8.
-const VALUE: usize = 28;
+/// Offset of the bincode value in a framed file: magic 8, version 4, length 8, fingerprint 8,
+/// key pair 8.
+const VALUE: usize = 36;
 
 /// `b` with another parameter fingerprint (checksum recomputed).
 fn refingerprint(b: &[u8]) -> Vec<u8> {
@@ -235,7 +236,7 @@ fn a_seeded_28x28_image_for_fhe_mnist_parameters_is_under_16_kib() {
     );
     assert!(up.len() < 16 * 1024, "{} bytes", up.len());
     assert_eq!(up.len(), encrypted_image_bytes(&[1, 1, 28, 28]));
-    assert_eq!(up.len(), 6376);
+    assert_eq!(up.len(), 6384);
     assert!(full.len() > 12 * 1024 * 1024);
     // The seeded image decrypts to what the simulation reads.
     let s = SeededCtTensor::from_bytes(&up, &p).unwrap();
@@ -267,7 +268,7 @@ fn seeded_image_through_the_app_api_equals_simulation() {
     let px = pixels(784, 7);
     let ck = ClientKey::from_bytes(&client.secret_key(), &p).unwrap();
     let pc = ParametrizedCircuit::with_params(&c, &p, &plan).unwrap();
-    let full = ck.encrypt_image(&pc, &px).unwrap().to_bytes(&p);
+    let full = ck.encrypt_image(&pc, &px).unwrap().to_bytes_bound(&p, ck.pair());
     assert_eq!(kind_of(&full), Some(Kind::Ciphertext));
     let pred = client.decrypt(&server.classify(&full).unwrap()).unwrap();
     assert_eq!(pred.raw, want(&c, &px));
@@ -468,7 +469,7 @@ fn bad_results_are_errors() {
     assert!(other.decrypt(&res).unwrap_err().to_string().contains("other TFHE parameters"));
     assert!(err(&client.secret_key()).contains("holds a client key but an encrypted result is expected"));
     // Full ciphertexts (what servers returned before) are still accepted.
-    assert_eq!(client.decrypt(&full.to_bytes(&p)).unwrap().raw, want(&c, &px));
+    assert_eq!(client.decrypt(&full.to_bytes_bound(&p, ck.pair())).unwrap().raw, want(&c, &px));
 }
 
 /// The parameters the compiler chooses for the seed networks (`seed_mnist`,
@@ -700,6 +701,7 @@ fn bad_seeded_evaluation_keys_are_errors() {
         TfheParams { glwe_dimension: 0, ..p },
     ] {
         let k = SeededServerKey {
+            pair: Default::default(),
             params: bad,
             ksk_seed: 1,
             ksk_bodies: vec![0; bad.glwe_dimension * bad.polynomial_size * bad.ks_level as usize],
@@ -964,4 +966,32 @@ fn median_ms_per_16(runs: usize, f: &mut dyn FnMut()) -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     times[runs / 2]
+}
+
+/// Keys and ciphertexts carry their key pair: an image of another client, or a result
+/// decrypted with another client's key, is an error naming the pairs, never a wrong class.
+#[test]
+fn files_of_another_key_pair_are_refused() {
+    let c = identity_circuit(28, 28);
+    let p = small_params(760);
+    let (art, plan) = artifact(&c, p);
+    let (a, b) = (Client::new(&art).unwrap(), Client::new(&art).unwrap());
+    let server = Server::new(&art, &a.evaluation_key()).unwrap();
+    // The pair survives the secret key's file.
+    let a2 = Client::with_key(&art, &a.secret_key()).unwrap();
+    let px = pixels(784, 2);
+    let res = server.classify(&a2.encrypt(&px).unwrap()).unwrap();
+    assert_eq!(a.decrypt(&res).unwrap().raw, a2.decrypt(&res).unwrap().raw);
+    let e = server.classify(&b.encrypt(&px).unwrap()).unwrap_err().to_string();
+    assert!(
+        e.contains("the encrypted image belongs to key pair") && e.contains("evaluation key is of key pair"),
+        "{e}"
+    );
+    let e = b.decrypt(&res).unwrap_err().to_string();
+    assert!(e.contains("the encrypted result belongs to key pair") && e.contains("client key is of key pair"), "{e}");
+    // A ciphertext written by the low-level API names no pair: refused by the app API.
+    let ck = ClientKey::from_bytes(&a.secret_key(), &p).unwrap();
+    let pc = ParametrizedCircuit::with_params(&c, &p, &plan).unwrap();
+    let unbound = ck.encrypt_image(&pc, &px).unwrap().to_bytes(&p);
+    assert!(server.classify(&unbound).unwrap_err().to_string().contains("not bound to a key pair"));
 }

@@ -165,7 +165,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let ct = files::read(&a.input, "encrypted image")?;
     let t = std::time::Instant::now();
     let res = with_progress(server.bootstraps(), "evaluating", |p| server.classify_with_progress(&ct, p))
-        .with_context(|| format!("cannot evaluate {}", a.input.display()))?;
+        .with_context(|| format!("cannot evaluate {} with {}", a.input.display(), a.server_key.display()))?;
     files::write(&a.out, &res, replace)?;
     println!("evaluated in {:.2} s; wrote {} ({})", t.elapsed().as_secs_f64(), a.out.display(), size(res.len()));
     Ok(())
@@ -176,7 +176,9 @@ pub fn decrypt(a: DecryptArgs) -> Result<()> {
     let client = Client::with_key(&read_artifact(&a.artifact)?, &files::read(&a.client_key, "client key")?)
         .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
     let res = files::read(&a.input, "encrypted result")?;
-    let pred = client.decrypt(&res).with_context(|| format!("cannot decrypt {}", a.input.display()))?;
+    let pred = client
+        .decrypt(&res)
+        .with_context(|| format!("cannot decrypt {} with {}", a.input.display(), a.client_key.display()))?;
     let s: Vec<String> = pred.scores.iter().map(|v| format!("{v:.3}")).collect();
     println!("scores: [{}]", s.join(", "));
     println!("class: {}", pred.class);

@@ -44,6 +44,25 @@ pub enum FheError {
     /// A tensor whose shape, value count, encoding or byte count is not what it must be.
     #[error("{0}")]
     Shape(String),
+    /// A file made with another key pair than the key it is used with (a client key and an
+    /// evaluation key generated separately, an image of another client, a result computed
+    /// with another client's evaluation key).
+    #[error(
+        "{what} belongs to key pair {found} but the {key} is of key pair {expected}: use the client key and the evaluation key generated together (by one `fhec keygen`)"
+    )]
+    KeyPairMismatch {
+        /// What was checked ("the encrypted image").
+        what: &'static str,
+        /// Its key pair.
+        found: super::KeyPairId,
+        /// The key it was used with ("evaluation key").
+        key: &'static str,
+        /// That key's pair.
+        expected: super::KeyPairId,
+    },
+    /// A ciphertext file that names no key pair where one is required.
+    #[error("{0} is not bound to a key pair (made with the low-level API's to_bytes; use to_bytes_bound)")]
+    Unbound(&'static str),
     /// What the circuit or the request needs and the parameters or keys do not provide.
     #[error("{0}")]
     Unsupported(String),

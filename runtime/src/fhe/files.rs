@@ -3,7 +3,8 @@
 //! Every file is a frame of the shared format ([`fhec_ir::framing`]): an 8-byte magic
 //! naming its [`Kind`], the `u32` format [`VERSION`], the `u64` payload length, the payload
 //! and its `u64` FNV-1a checksum. The payload is the `u64` [`fingerprint`] of the
-//! parameters it was made for, then the bincode value. Loading checks each field, so a
+//! parameters it was made for, the `u64` identity of the key pair it belongs to
+//! ([`KeyPairId`]; 0 for a ciphertext not bound to one), then the bincode value. Loading checks each field, so a
 //! key of other parameters, a ciphertext given as a key, or a truncated or corrupt file is
 //! an error that says which.
 //!
@@ -18,10 +19,12 @@ use fhec_ir::params::TfheParams;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{ClientKey, CompactCtTensor, CtTensor, FheError, SeededCtTensor, SeededServerKey, ServerKey, numel};
+use super::{
+    ClientKey, CompactCtTensor, CtTensor, FheError, KeyPairId, SeededCtTensor, SeededServerKey, ServerKey, numel,
+};
 
 /// Format version of every kind.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Largest payload accepted (8 GiB).
 const MAX: u64 = 8 << 30;
 
@@ -116,9 +119,10 @@ fn codec() -> impl Options {
     bincode::DefaultOptions::new().with_fixint_encoding().with_limit(MAX)
 }
 
-/// Frames `value` as a file of `kind` made for `p`.
-fn frame(kind: Kind, p: &TfheParams, value: &impl Serialize) -> Vec<u8> {
+/// Frames `value` as a file of `kind` made for `p` in key pair `pair`.
+fn frame(kind: Kind, p: &TfheParams, pair: KeyPairId, value: &impl Serialize) -> Vec<u8> {
     let mut payload = fingerprint(p).to_le_bytes().to_vec();
+    payload.extend_from_slice(&pair.0.to_le_bytes());
     codec().serialize_into(&mut payload, value).expect("keys and ciphertexts always serialize");
     kind.format().frame(&payload)
 }
@@ -128,8 +132,20 @@ fn fingerprint_of(payload: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
 }
 
-/// The value of a file of `kind` made for `p` (`what` names it in decoding errors).
-fn unframe<T: DeserializeOwned>(b: &[u8], kind: Kind, p: &TfheParams, what: &'static str) -> Result<T, FheError> {
+/// The key pair a framed file belongs to (`KeyPairId(0)`: none), without checking the rest.
+pub fn pair_of(b: &[u8]) -> Option<KeyPairId> {
+    let payload = kind_of(b)?.format().unframe(b).ok()?;
+    Some(KeyPairId(u64::from_le_bytes(payload.get(8..16)?.try_into().ok()?)))
+}
+
+/// The key pair and the value of a file of `kind` made for `p` (`what` names it in
+/// decoding errors).
+fn unframe<T: DeserializeOwned>(
+    b: &[u8],
+    kind: Kind,
+    p: &TfheParams,
+    what: &'static str,
+) -> Result<(KeyPairId, T), FheError> {
     match kind_of(b) {
         None => return Err(FheError::NotAFile),
         Some(found) if found != kind => {
@@ -145,19 +161,26 @@ fn unframe<T: DeserializeOwned>(b: &[u8], kind: Kind, p: &TfheParams, what: &'st
         Some(f) if f != fingerprint(p) => {
             Err(FheError::ParamsMismatch("the file was made for other TFHE parameters than this circuit's".into()))
         }
-        Some(_) => codec().deserialize(&payload[8..]).map_err(|e| FheError::Decode { what, message: e.to_string() }),
+        Some(_) => {
+            let pair = payload.get(8..16).ok_or(FheError::Decode { what, message: "no key pair".into() })?;
+            let pair = KeyPairId(u64::from_le_bytes(pair.try_into().expect("8 bytes")));
+            let value =
+                codec().deserialize(&payload[16..]).map_err(|e| FheError::Decode { what, message: e.to_string() })?;
+            Ok((pair, value))
+        }
     }
 }
 
 impl ClientKey {
     /// Serializes the secret key.
     pub fn to_bytes(&self) -> Vec<u8> {
-        frame(Kind::ClientKey, &self.params, self)
+        frame(Kind::ClientKey, &self.params, self.pair, self)
     }
 
     /// Loads a secret key made for `p`.
     pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<ClientKey, FheError> {
-        let k: ClientKey = unframe(b, Kind::ClientKey, p, "client key")?;
+        let (pair, mut k): (_, ClientKey) = unframe(b, Kind::ClientKey, p, "client key")?;
+        k.pair = pair;
         if !k.matches(p) {
             return Err(FheError::ParamsMismatch("the client key does not match the circuit's parameters".into()));
         }
@@ -168,7 +191,7 @@ impl ClientKey {
 impl ServerKey {
     /// Serializes the evaluation key.
     pub fn to_bytes(&self) -> Vec<u8> {
-        frame(Kind::ServerKey, &self.params, self)
+        frame(Kind::ServerKey, &self.params, self.pair, self)
     }
 
     /// Loads an evaluation key made for `p`, checking every dimension: the seeded form
@@ -179,7 +202,8 @@ impl ServerKey {
         if kind_of(b) == Some(Kind::SeededServerKey) {
             return SeededServerKey::from_bytes(b, p)?.decompress();
         }
-        let k: ServerKey = unframe(b, Kind::ServerKey, p, "server key")?;
+        let (pair, mut k): (_, ServerKey) = unframe(b, Kind::ServerKey, p, "server key")?;
+        k.pair = pair;
         k.check(p)?;
         Ok(k)
     }
@@ -189,13 +213,14 @@ impl SeededServerKey {
     /// Serializes the seeded evaluation key (as a client sends it; exactly
     /// [`crate::evaluation_key_bytes`] bytes).
     pub fn to_bytes(&self) -> Vec<u8> {
-        frame(Kind::SeededServerKey, &self.params, self)
+        frame(Kind::SeededServerKey, &self.params, self.pair, self)
     }
 
     /// Loads a seeded evaluation key made for `p`, checking its body counts
     /// ([`SeededServerKey::check`]); decompress it with [`SeededServerKey::decompress`].
     pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<SeededServerKey, FheError> {
-        let k: SeededServerKey = unframe(b, Kind::SeededServerKey, p, "seeded server key")?;
+        let (pair, mut k): (_, SeededServerKey) = unframe(b, Kind::SeededServerKey, p, "seeded server key")?;
+        k.pair = pair;
         k.check(p)?;
         Ok(k)
     }
@@ -204,12 +229,17 @@ impl SeededServerKey {
 impl CtTensor {
     /// Serializes the ciphertexts.
     pub fn to_bytes(&self, p: &TfheParams) -> Vec<u8> {
-        frame(Kind::Ciphertext, p, self)
+        self.to_bytes_bound(p, KeyPairId::default())
+    }
+
+    /// Serializes the tensor as a file of key pair `pair` (what the app API sends).
+    pub fn to_bytes_bound(&self, p: &TfheParams, pair: KeyPairId) -> Vec<u8> {
+        frame(Kind::Ciphertext, p, pair, self)
     }
 
     /// Loads ciphertexts made under `p`, checking their size.
     pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<CtTensor, FheError> {
-        let t: CtTensor = unframe(b, Kind::Ciphertext, p, "ciphertext")?;
+        let (_, t): (_, CtTensor) = unframe(b, Kind::Ciphertext, p, "ciphertext")?;
         let words = numel(&t.shape).and_then(|n| n.checked_mul(p.big_dimension() + 1));
         if words != Some(t.data.len()) || t.bits == 0 || t.bits > 62 {
             return Err(FheError::Shape("the ciphertext's size does not match its shape and parameters".into()));
@@ -221,13 +251,18 @@ impl CtTensor {
 impl SeededCtTensor {
     /// Serializes the seeded ciphertexts (an encrypted image, as a client uploads it).
     pub fn to_bytes(&self, p: &TfheParams) -> Vec<u8> {
-        frame(Kind::SeededImage, p, self)
+        self.to_bytes_bound(p, KeyPairId::default())
+    }
+
+    /// Serializes the tensor as a file of key pair `pair` (what the app API sends).
+    pub fn to_bytes_bound(&self, p: &TfheParams, pair: KeyPairId) -> Vec<u8> {
+        frame(Kind::SeededImage, p, pair, self)
     }
 
     /// Loads seeded ciphertexts made under `p`, checking one body per element and the
     /// encoding (not yet against a circuit: see [`SeededCtTensor::decompress_input`]).
     pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<SeededCtTensor, FheError> {
-        let t: SeededCtTensor = unframe(b, Kind::SeededImage, p, "seeded ciphertext")?;
+        let (_, t): (_, SeededCtTensor) = unframe(b, Kind::SeededImage, p, "seeded ciphertext")?;
         if numel(&t.shape) != Some(t.bodies.len()) || t.bits == 0 || t.bits > 62 {
             return Err(FheError::Shape(format!(
                 "the seeded ciphertext is inconsistent ({} bodies for shape {:?}, {} encoding bits)",
@@ -243,12 +278,17 @@ impl SeededCtTensor {
 impl CompactCtTensor {
     /// Serializes the result.
     pub fn to_bytes(&self, p: &TfheParams) -> Vec<u8> {
-        frame(Kind::CompactResult, p, self)
+        self.to_bytes_bound(p, KeyPairId::default())
+    }
+
+    /// Serializes the tensor as a file of key pair `pair` (what the app API sends).
+    pub fn to_bytes_bound(&self, p: &TfheParams, pair: KeyPairId) -> Vec<u8> {
+        frame(Kind::CompactResult, p, pair, self)
     }
 
     /// Loads a result made under `p`, checking its size against its shape and `p`.
     pub fn from_bytes(b: &[u8], p: &TfheParams) -> Result<CompactCtTensor, FheError> {
-        let t: CompactCtTensor = unframe(b, Kind::CompactResult, p, "encrypted result")?;
+        let (_, t): (_, CompactCtTensor) = unframe(b, Kind::CompactResult, p, "encrypted result")?;
         t.check(p)?;
         Ok(t)
     }

@@ -10,17 +10,37 @@ use tfhe::core_crypto::prelude::*;
 
 use super::{FheError, gaussian, modulus};
 
+/// The identity of a key pair: a random number drawn when a client key is generated, carried
+/// by its evaluation key and by every file made with either (in the frame of
+/// [`super::files`]), so that a client key and an evaluation key of different pairs, or a
+/// ciphertext of another pair, are errors rather than wrong classes. 0 marks a ciphertext
+/// file not bound to a pair (the low-level `to_bytes`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KeyPairId(pub u64);
+
+impl std::fmt::Display for KeyPairId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 /// The client's secret keys.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ClientKey {
     pub(crate) params: TfheParams,
     pub(crate) small: LweSecretKeyOwned<u64>,
     pub(crate) glwe: GlweSecretKeyOwned<u64>,
+    /// The identity of the key pair (kept in the file's frame, not in the value).
+    #[serde(skip)]
+    pub(crate) pair: KeyPairId,
 }
 
 /// The evaluation key: what the server needs, and nothing secret.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ServerKey {
+    /// The identity of the key pair it was derived in (kept in the file's frame).
+    #[serde(skip)]
+    pub(crate) pair: KeyPairId,
     pub(crate) params: TfheParams,
     pub(crate) ksk: LweKeyswitchKeyOwned<u64>,
     pub(crate) bsk: FourierLweBootstrapKeyOwned,
@@ -42,6 +62,10 @@ pub struct ServerKey {
 /// length can be checked before tfhe-rs sees the data ([`SeededServerKey::check`]).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeededServerKey {
+    /// The identity of the key pair it was derived in (kept in the file's frame, not in the
+    /// value).
+    #[serde(skip)]
+    pub pair: KeyPairId,
     /// The parameters the key was made for (dimensions and decompositions).
     pub params: TfheParams,
     /// Compression seed of the keyswitch key's masks (public).
@@ -91,7 +115,11 @@ impl ClientKey {
             PolynomialSize(params.polynomial_size),
             &mut rng,
         );
-        ClientKey { params: *params, small, glwe }
+        // Any nonzero number drawn from the seeder names the pair (0 marks files not bound to
+        // a pair); 64 bits make two independent pairs' identities collide with probability
+        // 2^-64.
+        let pair = KeyPairId((seeder.as_mut().seed().0 as u64).max(1));
+        ClientKey { params: *params, small, glwe, pair }
     }
 
     /// Generates fresh secret keys for the parameters of `pc`.
@@ -102,6 +130,12 @@ impl ClientKey {
     /// The parameters of these keys.
     pub fn params(&self) -> &TfheParams {
         &self.params
+    }
+
+    /// The identity of this key pair, which its evaluation key, the images it encrypts and
+    /// the results of that evaluation key carry.
+    pub fn pair(&self) -> KeyPairId {
+        self.pair
     }
 
     /// Whether the keys are of `p`'s dimensions (a check of loaded keys).
@@ -154,7 +188,7 @@ impl ClientKey {
                 &mut rng,
             )
         });
-        ServerKey { params: *p, ksk, bsk: main, round_bsk, result_ksk }
+        ServerKey { pair: self.pair, params: *p, ksk, bsk: main, round_bsk, result_ksk }
     }
 
     /// The big key's coefficients after the input key's prefix (what the result keyswitch
@@ -229,6 +263,7 @@ impl ClientKey {
             (seed.0, ksk.into_container())
         });
         SeededServerKey {
+            pair: self.pair,
             params: *p,
             ksk_seed: ksk_seed.0,
             ksk_bodies: ksk.into_container(),
@@ -258,6 +293,11 @@ impl ServerKey {
     /// The parameters of this key.
     pub fn params(&self) -> &TfheParams {
         &self.params
+    }
+
+    /// The identity of the key pair this evaluation key belongs to.
+    pub fn pair(&self) -> KeyPairId {
+        self.pair
     }
 
     /// Checks that the key matches `params` (dimensions and decompositions).
@@ -419,6 +459,7 @@ impl SeededServerKey {
         let p = self.params;
         self.check(&p)?;
         let SeededServerKey {
+            pair,
             ksk_seed,
             ksk_bodies,
             bsk_seed,
@@ -464,7 +505,7 @@ impl SeededServerKey {
             )
             .par_decompress_into_lwe_keyswitch_key()
         });
-        let sk = ServerKey { params: p, ksk, bsk, round_bsk, result_ksk };
+        let sk = ServerKey { pair, params: p, ksk, bsk, round_bsk, result_ksk };
         sk.check(&p)?;
         Ok(sk)
     }

@@ -60,7 +60,7 @@ mod schedule;
 pub use ciphertext::{CompactCtTensor, CtTensor, SeededCtTensor};
 pub use error::FheError;
 pub use eval::{evaluate, evaluate_with_progress};
-pub use keys::{ClientKey, SeededServerKey, ServerKey};
+pub use keys::{ClientKey, KeyPairId, SeededServerKey, ServerKey};
 #[cfg(feature = "probes")]
 pub use probe::{one_bootstrap_seconds, one_rounding_bootstrap_seconds, test_support};
 
