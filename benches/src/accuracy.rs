@@ -21,7 +21,7 @@ pub fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usiz
     let mut rows = vec![];
     for m in &manifest.models {
         let path = models.join(&m.file);
-        let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
+        let kind: DatasetKind = m.dataset.parse()?;
         let mut ds = Dataset::load_test(data, kind)?;
         if let Some(n) = limit {
             ds.truncate(n);
@@ -130,7 +130,7 @@ pub fn bench_passes(
     let mut rows = vec![];
     for m in &manifest.models {
         let path = models.join(&m.file);
-        let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
+        let kind: DatasetKind = m.dataset.parse()?;
         let mut ds = Dataset::load_test(data, kind)?;
         if let Some(n) = limit {
             ds.truncate(n);

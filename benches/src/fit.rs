@@ -93,7 +93,7 @@ pub fn test_set(run: &FitRun, m: &ManifestEntry, kind: DatasetKind) -> Result<Da
 }
 
 pub fn one_model(run: &FitRun, path: &Path, m: &ManifestEntry, origin: &'static str) -> Result<Row> {
-    let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let kind: DatasetKind = m.dataset.parse()?;
     let args = CompileOptions {
         calib_dataset: Some(kind),
         preprocess: Some(m.preprocess),

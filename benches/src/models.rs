@@ -26,7 +26,7 @@ pub fn bench_models(
     let mut failures = vec![];
     for m in &manifest.models {
         let path = models.join(&m.file);
-        let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
+        let kind: DatasetKind = m.dataset.parse()?;
         let mut ds = Dataset::load_test(data, kind)?;
         if let Some(n) = limit {
             ds.truncate(n);

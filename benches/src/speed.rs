@@ -206,7 +206,7 @@ pub fn bench_speed(run: &SpeedRun) -> Result<()> {
     }
     for (spec, m) in specs.iter().zip(entries) {
         let path = models.join(&m.file);
-        let kind: DatasetKind = m.dataset.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?;
+        let kind: DatasetKind = m.dataset.parse()?;
         let full = Dataset::load_test(data, kind)?;
         let mut ds = full.clone();
         ds.truncate(images);

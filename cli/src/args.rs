@@ -197,7 +197,7 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
 
 /// A dataset name.
 pub fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
-    s.parse()
+    s.parse().map_err(|e: fhec_runtime::dataset::UnknownDataset| e.to_string())
 }
 
 /// A probability in (0, 1), written as a number (`1e-12`) or as a power of two (`2^-40`).

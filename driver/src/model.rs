@@ -75,12 +75,10 @@ pub fn dataset_of(model: &Path, g: &Graph, flag: Option<DatasetKind>) -> Result<
         return Ok(Some(k));
     }
     if let Some(d) = g.metadata.get("fhec.dataset") {
-        return Ok(Some(d.parse().map_err(|e: String| anyhow::anyhow!("model metadata fhec.dataset: {e}"))?));
+        return Ok(Some(d.parse().context("model metadata fhec.dataset")?));
     }
     match manifest_entry(model)? {
-        Some(m) => {
-            Ok(Some(m.dataset.parse().map_err(|e: String| anyhow::anyhow!("manifest entry of {}: {e}", m.file))?))
-        }
+        Some(m) => Ok(Some(m.dataset.parse().with_context(|| format!("manifest entry of {}", m.file))?)),
         None => Ok(None),
     }
 }

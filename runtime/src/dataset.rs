@@ -80,13 +80,18 @@ impl DatasetKind {
     }
 }
 
+/// A dataset name that is not one of [`DatasetKind`]'s.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dataset '{0}' (expected mnist or fashion-mnist)")]
+pub struct UnknownDataset(pub String);
+
 impl std::str::FromStr for DatasetKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownDataset;
+    fn from_str(s: &str) -> Result<Self, UnknownDataset> {
         match s {
             "mnist" => Ok(DatasetKind::Mnist),
             "fashion-mnist" | "fashion" => Ok(DatasetKind::FashionMnist),
-            _ => Err(format!("unknown dataset '{s}' (expected mnist or fashion-mnist)")),
+            _ => Err(UnknownDataset(s.to_string())),
         }
     }
 }
