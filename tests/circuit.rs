@@ -211,8 +211,8 @@ fn approximate_rounding_compiles_without_rounding_bootstraps() {
         assert_eq!(s.by_width.values().sum::<usize>(), e.by_width.values().sum::<usize>());
         assert!(c.has_approx_rounding() && !c.has_exact_rounding());
         for (id, n) in c.nodes.iter().enumerate() {
-            if let COp::Round { approx, .. } = n.op {
-                assert!(approx && n.range.min >= 1, "%{id}: {:?}", n.range);
+            if let COp::Round { mode, .. } = n.op {
+                assert!(mode == Rounding::Approximate && n.range.min >= 1, "%{id}: {:?}", n.range);
             }
         }
         // With the read noise of the chosen parameters sampled, the circuit still agrees

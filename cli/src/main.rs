@@ -1665,7 +1665,8 @@ impl ModelSpec {
     fn apply(&self, args: &mut CompileArgs) -> Result<()> {
         for (k, v) in &self.flags {
             if k == "rounding" {
-                args.rounding = Some(v.parse().map_err(|e: String| anyhow::anyhow!(e))?);
+                args.rounding =
+                    Some(v.parse().map_err(|e: fhec_compiler::quantize::UnknownRounding| anyhow::anyhow!(e))?);
                 continue;
             }
             let slot = match k.as_str() {

@@ -116,7 +116,8 @@ impl Artifact {
         let a: Artifact = codec().deserialize(payload).map_err(|e| ArtifactError::Decode(e.to_string()))?;
         verify(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
         if let Some(f) = &a.fhe {
-            let plan = crate::params::EncodingPlan::plan(&a.circuit).map_err(ArtifactError::Invalid)?;
+            let plan =
+                crate::params::EncodingPlan::plan(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
             if plan != f.plan || !f.params.is_secure() {
                 return Err(ArtifactError::Invalid(
                     "its TFHE parameters do not match its circuit or are not secure".into(),

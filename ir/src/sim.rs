@@ -13,7 +13,7 @@
 //! stays reproducible.
 
 use crate::circuit::eval::{EvalError, eval_node};
-use crate::circuit::{COp, Circuit, ValueId, kernels};
+use crate::circuit::{COp, Circuit, Rounding, ValueId, kernels};
 use ndarray::{ArrayD, IxDyn};
 
 /// A value left its range, or the circuit is malformed.
@@ -83,7 +83,7 @@ pub fn simulate_all_noisy(
                 }
                 input.clone()
             }
-            COp::Round { shift, approx: true } => {
+            COp::Round { shift, mode: Rounding::Approximate } => {
                 // A read below step 0 or past the table's last entry wraps around the torus
                 // (a negacyclic lookup): the result is garbage, reported like a table index
                 // outside its table. The guard steps keep in-range values away from both.

@@ -41,7 +41,7 @@
 //! the masks from the seed ([`SeededCtTensor::decompress`]) and evaluates the same
 //! [`CtTensor`] as before. Same key, same noise: only the transport changes.
 
-use fhec_ir::circuit::{COp, Circuit, TableIndex, kernels};
+use fhec_ir::circuit::{COp, Circuit, Rounding, TableIndex, kernels};
 use fhec_ir::params::{EncodingPlan, ResultForm, ResultKey, TfheParams};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -1338,7 +1338,7 @@ pub fn evaluate_with_progress(
                 );
                 CtTensor { shape: node.shape.clone(), bits, data }
             }
-            COp::Round { shift, approx: true } => {
+            COp::Round { shift, mode: Rounding::Approximate } => {
                 // No bootstrap: the input, moved to `bits + shift` encoding bits, is viewed as
                 // the rounded value on `bits` bits with the removed bits as a fraction. A table
                 // reads the step its phase lies in (steps centred on integers), so subtracting
@@ -1354,7 +1354,7 @@ pub fn evaluate_with_progress(
                 }
                 CtTensor { shape: node.shape.clone(), bits, data: t.data }
             }
-            COp::Round { shift, approx: false } => {
+            COp::Round { shift, mode: Rounding::Exact } => {
                 // Chunks from the bottom (Circuit::round_chunks): a k-bit chunk at bit j is
                 // moved to the top k bits of the torus (times 2^(P-j-k+1)); a sign read
                 // removes its top bit b (acc -= b·2^(j+k-1)·Δ), then for k > 1 a (k-1)-bit

@@ -250,14 +250,14 @@ impl<'a> Lowerer<'a> {
                     var: kernels::fold_pool(a(0).var.view(), pool, 1.0, f64::max).mapv(|v| v + 1.0),
                 }
             }
-            COp::Round { shift, approx } => {
+            COp::Round { shift, mode } => {
                 let d = (1u64 << shift) as f64;
                 Analysis {
                     lo: a(0).lo.mapv(|v| (v / d).floor()),
                     hi: a(0).hi.mapv(|v| (v / d).floor()),
                     // Exact rounding adds its bootstraps' outputs; an approximate one's
                     // readers see its input's noise.
-                    var: if *approx { a(0).var.clone() } else { a(0).var.mapv(|v| v + *shift as f64) },
+                    var: if mode.is_approximate() { a(0).var.clone() } else { a(0).var.mapv(|v| v + *shift as f64) },
                 }
             }
             COp::Table { tables, .. } => {
@@ -465,7 +465,7 @@ impl<'a> Lowerer<'a> {
         if k > 0 {
             v = self.emit(
                 format!("{}.round", self.g.node(cal).name),
-                COp::Round { shift: k, approx },
+                COp::Round { shift: k, mode: if approx { Rounding::Approximate } else { Rounding::Exact } },
                 vec![v],
                 shape.clone(),
             )?;
