@@ -25,6 +25,8 @@
 //! squared weights from the last bootstrap, propagated per element.
 
 mod lower;
+mod maps;
+mod node;
 
 use std::collections::{BTreeMap, HashMap};
 
