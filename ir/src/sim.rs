@@ -4,7 +4,7 @@
 //! values stay in the ranges the circuit was compiled for. An input that leaves them is
 //! reported ([`SimError::out_of_range`]): its encrypted result is unspecified.
 //!
-//! Approximate rounding ([`COp::Round`] with `approx`) is the one place where encrypted
+//! Approximate rounding ([`COp::Round`] with [`Rounding::Approximate`](crate::circuit::Rounding)) is the one place where encrypted
 //! evaluation is not a function of the input: a read near a step boundary lands one step off
 //! with a probability set by the bootstrap noise. [`simulate_all`] computes the noise-free
 //! floor; [`simulate_all_noisy`] samples the noise (standard deviations from
@@ -113,7 +113,7 @@ pub fn simulate_all_noisy(
                 kernels::approx_max_pool(vals[n.inputs[0]].view(), pool, *diff_offset, *diff_width, *shift, |v| {
                     if s > 0.0 { ((v as f64 + 0.5 + s * rng.gaussian()) / d).floor() as i64 } else { v >> shift }
                 })
-                .map_err(|m| fail(m, true))?
+                .map_err(|e| fail(e.to_string(), true))?
             }
             _ => {
                 let xs: Vec<&ArrayD<i64>> = n.inputs.iter().map(|&i| &vals[i]).collect();

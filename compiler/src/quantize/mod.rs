@@ -20,9 +20,11 @@
 //!   integers (a chain of pairwise maxima through tables in TFHE).
 //! * A trailing Softmax / LogSoftmax is dropped: it does not change the argmax.
 //!
-//! **Analyses.** Ranges are exact interval arithmetic over the integer weights from the
-//! input range; the noise 2-norm of each value is the square root of the largest sum of
-//! squared weights from the last bootstrap, propagated per element.
+//! **Analyses** ([`crate::analysis`]): ranges are exact interval arithmetic over the
+//! integer weights from the input range, narrowed at table inputs by calibration; the noise
+//! 2-norm of each value is the square root of the largest sum of squared weights from the
+//! last bootstrap, propagated per element. The lowering runs their transfer functions on
+//! every node it emits; the range and noise verifiers check the finished circuit.
 
 mod lower;
 mod maps;

@@ -7,8 +7,9 @@
 //! bootstrap per element ([`COp::Table`]), or several ([`COp::MaxPool`] uses one per
 //! pairwise max, exact [`COp::Round`] one or two per chunk of removed bits).
 //!
-//! Every node carries the exact range of its values (from interval analysis over the
-//! integer weights, never from calibration) and the noise 2-norm of the linear chain
+//! Every node carries the range of its values (from interval analysis over the integer
+//! weights; a clear addition before a table may declare the narrower range the calibration
+//! images produce, see `fhec_compiler::analysis`) and the noise 2-norm of the linear chain
 //! since the last bootstrap (the square root of the largest sum of squared weights
 //! feeding one element, as Concrete's MANP analysis computes it).
 
