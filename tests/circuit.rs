@@ -211,8 +211,8 @@ fn approximate_rounding_compiles_without_rounding_bootstraps() {
         assert_eq!(s.by_width.values().sum::<usize>(), e.by_width.values().sum::<usize>());
         assert!(c.has_approx_rounding() && !c.has_exact_rounding());
         for (id, n) in c.nodes.iter().enumerate() {
-            if let COp::Round { approx, .. } = n.op {
-                assert!(approx && n.range.min >= 1, "%{id}: {:?}", n.range);
+            if let COp::Round { mode, .. } = n.op {
+                assert!(mode == Rounding::Approximate && n.range.min >= 1, "%{id}: {:?}", n.range);
             }
         }
         // With the read noise of the chosen parameters sampled, the circuit still agrees
@@ -238,4 +238,69 @@ fn approximate_rounding_compiles_without_rounding_bootstraps() {
         assert_eq!(scores(0, 3), scores(0, 3));
         assert!((0..ds.len()).any(|i| scores(i, 1) != scores(i, 2)), "{name}: draws 1 and 2 agree on every image");
     }
+}
+
+/// The tiny CNN with calibrated ranges (6-bit input, 4-bit weights and tables, 3-bit
+/// activations), calibrated on pseudo-random images: the fixture of the analyses' snapshot.
+fn analysis_fixture(rounding: fhec_compiler::quantize::Rounding) -> (fhec_ir::circuit::Circuit, Vec<Vec<u8>>) {
+    // Dark images (pixels below 64), so that calibration narrows the exact ranges.
+    let calib: Vec<Vec<u8>> = images(32, 64, 7).into_iter().map(|v| v.into_iter().map(|p| p / 4).collect()).collect();
+    let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
+    let opts =
+        QuantOptions { input_bits: 6, weight_bits: 4, act_bits: 3, max_table_bits: 4, rounding, ..Default::default() };
+    (compile_circuit(&tiny_graph(), fhec_ir::Preprocess::Unit, &refs, &opts).unwrap(), calib)
+}
+
+#[test]
+fn every_analysis_verifies_and_recomputes_the_compiled_circuit() {
+    use fhec_compiler::analysis::{self, AnalysisKind, calibrate, noise, range};
+    use fhec_compiler::quantize::Rounding;
+    let mut snap = String::new();
+    for rounding in [Rounding::Exact, Rounding::Approximate] {
+        let (c, calib) = analysis_fixture(rounding);
+        let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
+        analysis::verify(&c, &refs).unwrap();
+        let (ranges, hulls) = range::analyze_checked(&c).unwrap();
+        assert_eq!(ranges, range::analyze(&c));
+        let vars = noise::analyze(&c);
+        let seen = calibrate::observe(&c, &refs).unwrap();
+        snap += &format!("=== {rounding} rounding\n");
+        for kind in AnalysisKind::ALL {
+            snap += &format!("--- {}\n", kind.name());
+            for (id, n) in c.nodes.iter().enumerate() {
+                let v = match kind {
+                    AnalysisKind::Range => {
+                        let h = hulls[id];
+                        let note = if h != n.range {
+                            format!(" (calibrated, within [{}, {}])", h.min, h.max)
+                        } else {
+                            String::new()
+                        };
+                        format!("[{}, {}]{note}", n.range.min, n.range.max)
+                    }
+                    AnalysisKind::Calibrate => {
+                        let s = seen[id].unwrap();
+                        format!("[{}, {}]", s.min, s.max)
+                    }
+                    AnalysisKind::Noise => format!("{:.3}", noise::norm2(&vars[id])),
+                };
+                snap += &format!("%{id} {}: {v}\n", n.name);
+            }
+        }
+        // Each verifier rejects what it checks.
+        let conv = c.nodes.iter().position(|n| matches!(n.op, fhec_ir::circuit::COp::Conv { .. })).unwrap();
+        let mut bad = c.clone();
+        bad.nodes[conv].range.max += 1;
+        assert!(AnalysisKind::Range.verify(&bad, &refs).is_err());
+        let mut bad = c.clone();
+        bad.nodes[conv].norm2 *= 2.0;
+        assert!(AnalysisKind::Noise.verify(&bad, &refs).is_err());
+        let declared = (0..c.nodes.len())
+            .find(|&id| hulls[id] != c.nodes[id].range)
+            .unwrap_or_else(|| panic!("no calibrated declaration:\n{}", print::print(&c)));
+        let mut bad = c.clone();
+        bad.nodes[declared].range.max = bad.nodes[declared].range.min;
+        assert!(AnalysisKind::Calibrate.verify(&bad, &refs).is_err());
+    }
+    insta::assert_snapshot!("analyses_tiny", snap);
 }

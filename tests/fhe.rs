@@ -163,7 +163,7 @@ fn round_then_table(
     pixel_to_q: Vec<i64>,
     round_chunk: u32,
 ) -> fhec_ir::circuit::Circuit {
-    use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, TableIndex};
+    use fhec_ir::circuit::{CNode, COp, Circuit, InputQuant, OutputQuant, Rounding, TableIndex};
     let node = |name: &str, op: COp, inputs: Vec<usize>, range| CNode {
         name: name.into(),
         op,
@@ -177,7 +177,12 @@ fn round_then_table(
         metadata: Default::default(),
         nodes: vec![
             node("input", COp::Input { bits: 10 }, vec![], input),
-            node("round", COp::Round { shift: 6, approx }, vec![0], rounded),
+            node(
+                "round",
+                COp::Round { shift: 6, mode: if approx { Rounding::Approximate } else { Rounding::Exact } },
+                vec![0],
+                rounded,
+            ),
             node("table", COp::Table { in_width: 4, index: TableIndex::Shared, tables: vec![table] }, vec![1], out),
         ],
         output: 2,

@@ -10,7 +10,7 @@
 //! * the driver: unknown passes, errors naming the pass, verification after every pass.
 
 use fhec_compiler::passes::egraph::{CostParams, Limits};
-use fhec_compiler::passes::{ActivationPolicy, PASS_NAMES, PassContext, PassError, Pipeline, by_name};
+use fhec_compiler::passes::{ActivationPolicy, PASS_NAMES, PassContext, PassError, PassKind, Pipeline, by_name};
 use fhec_ir::nn::{Conv, Graph, Grid, NodeId, Op, Pool, Tensor, interp, print};
 use fhec_runtime::dataset::bundled_sample;
 use fhec_tests::*;
@@ -433,7 +433,7 @@ fn fixtures(pass: &str) -> Vec<(&'static str, Graph, bool)> {
 /// Every rule group (each pass but `declutter`, which runs them all, and `activations`,
 /// tested on its own); each must have fixtures.
 fn groups() -> Vec<&'static str> {
-    fhec_compiler::passes::PASS_NAMES.iter().copied().filter(|p| !matches!(*p, "declutter" | "activations")).collect()
+    PassKind::ALL.into_iter().filter(|k| k.is_rule_group()).map(PassKind::name).collect()
 }
 
 fn run_pass(pass: &str, g: &Graph, c: &PassContext) -> (Graph, Vec<String>) {
@@ -492,7 +492,7 @@ fn every_rule_group_has_fixtures_and_snapshots() {
             }
             snap += &format!("=== {name}\n--- before\n{pb}--- after ({})\n{pa}", notes[0]);
         }
-        insta::assert_snapshot!(format!("pass_{group}"), snap);
+        insta::assert_snapshot!(PassKind::from_name(group).unwrap().snapshot(), snap);
     }
 }
 

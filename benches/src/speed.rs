@@ -79,7 +79,7 @@ impl ModelSpec {
     fn apply(&self, args: &mut CompileOptions) -> Result<()> {
         for (k, v) in &self.flags {
             if k == "rounding" {
-                args.rounding = Some(v.parse().map_err(|e: String| anyhow::anyhow!(e))?);
+                args.rounding = Some(v.parse()?);
                 continue;
             }
             let slot = match k.as_str() {

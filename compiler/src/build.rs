@@ -93,7 +93,10 @@ pub fn preprocess_of(g: &Graph, flag: Option<Preprocess>) -> Result<Preprocess, 
     }
     match g.metadata.get(Preprocess::METADATA_KEY) {
         None => Ok(Preprocess::Unit),
-        Some(v) => v.parse().map_err(|message| BuildError::Metadata { key: Preprocess::METADATA_KEY.into(), message }),
+        Some(v) => v.parse().map_err(|e: fhec_ir::preprocess::UnknownPreprocess| BuildError::Metadata {
+            key: Preprocess::METADATA_KEY.into(),
+            message: e.to_string(),
+        }),
     }
 }
 

@@ -5,6 +5,7 @@
 //! reads and writes files).
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod build;
 pub mod fit;
 pub mod frontend;

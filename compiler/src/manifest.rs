@@ -35,9 +35,14 @@ fn de_pre<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Preprocess, D::Error
     s.parse().map_err(serde::de::Error::custom)
 }
 
+/// A manifest that is not valid JSON of the expected form.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid model manifest: {0}")]
+pub struct ManifestError(pub String);
+
 impl Manifest {
     /// Parses the JSON text of a manifest.
-    pub fn parse(text: &str) -> Result<Manifest, String> {
-        serde_json::from_str(text).map_err(|e| format!("invalid model manifest: {e}"))
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        serde_json::from_str(text).map_err(|e| ManifestError(e.to_string()))
     }
 }

@@ -15,8 +15,8 @@
 use fhec_ir::circuit::Circuit;
 pub use fhec_ir::params::FheSetup;
 use fhec_ir::params::{
-    BootstrapMix, EncodingPlan, NoiseRequirement, RoundKeyParams, TfheParams, Variances, failure_probability,
-    min_secure_std,
+    BootstrapMix, EncodingError, EncodingPlan, NoiseRequirement, RoundKeyParams, TfheParams, Variances,
+    failure_probability, min_secure_std,
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +40,7 @@ impl Default for ParamOptions {
 pub enum ParamError {
     /// The circuit cannot be encoded.
     #[error("cannot encode the circuit: {0}")]
-    Encoding(String),
+    Encoding(#[from] EncodingError),
     /// Nothing in the search space meets the target.
     #[error(
         "no 128-bit parameters keep {count} bootstraps reading {read_bits} of {encoding_bits} bits (2-norm {norm2:.1}) under p_error {p:.3e}; lower --max-table-bits or the bit widths"

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use fhec_ir::circuit::{COp, Circuit};
+use fhec_ir::circuit::{COp, Circuit, Rounding};
 use serde::Serialize;
 
 /// One node that bootstraps or accumulates.
@@ -136,7 +136,7 @@ pub fn build_report(
         approx_rounded_values: c
             .nodes
             .iter()
-            .filter(|n| matches!(n.op, COp::Round { approx: true, .. }))
+            .filter(|n| matches!(n.op, COp::Round { mode: Rounding::Approximate, .. }))
             .map(|n| n.shape.iter().product::<usize>())
             .sum(),
         round_chunk: c.round_chunk,

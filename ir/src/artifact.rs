@@ -106,7 +106,8 @@ impl Artifact {
         let a: Artifact = codec().deserialize(payload).map_err(|e| ArtifactError::Decode(e.to_string()))?;
         verify(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
         if let Some(f) = &a.fhe {
-            let plan = crate::params::EncodingPlan::plan(&a.circuit).map_err(ArtifactError::Invalid)?;
+            let plan =
+                crate::params::EncodingPlan::plan(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
             if plan != f.plan || !f.params.is_secure() {
                 return Err(ArtifactError::Invalid(
                     "its TFHE parameters do not match its circuit or are not secure".into(),
@@ -150,7 +151,7 @@ impl<'a> ParametrizedCircuit<'a> {
         params: &'a TfheParams,
         plan: &'a EncodingPlan,
     ) -> Result<ParametrizedCircuit<'a>, ArtifactError> {
-        let want = EncodingPlan::plan(circuit).map_err(ArtifactError::Invalid)?;
+        let want = EncodingPlan::plan(circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
         if want != *plan {
             return Err(ArtifactError::Invalid("the encoding plan is not the circuit's".into()));
         }

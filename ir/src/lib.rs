@@ -17,6 +17,7 @@
 
 pub mod artifact;
 pub mod circuit;
+pub mod cost;
 pub mod framing;
 pub mod nn;
 pub mod params;

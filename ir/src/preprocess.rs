@@ -50,14 +50,19 @@ impl fmt::Display for Preprocess {
     }
 }
 
+/// A preprocessing name that is not `unit`, `raw255` or `mnist-norm`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown preprocessing '{0}' (expected unit, raw255 or mnist-norm)")]
+pub struct UnknownPreprocess(pub String);
+
 impl FromStr for Preprocess {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownPreprocess;
+    fn from_str(s: &str) -> Result<Self, UnknownPreprocess> {
         match s {
             "unit" => Ok(Preprocess::Unit),
             "raw255" => Ok(Preprocess::Raw255),
             "mnist-norm" => Ok(Preprocess::MnistNorm),
-            _ => Err(format!("unknown preprocessing '{s}' (expected unit, raw255 or mnist-norm)")),
+            _ => Err(UnknownPreprocess(s.into())),
         }
     }
 }

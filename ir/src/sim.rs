@@ -4,7 +4,7 @@
 //! values stay in the ranges the circuit was compiled for. An input that leaves them is
 //! reported ([`SimError::out_of_range`]): its encrypted result is unspecified.
 //!
-//! Approximate rounding ([`COp::Round`] with `approx`) is the one place where encrypted
+//! Approximate rounding ([`COp::Round`] with [`Rounding::Approximate`](crate::circuit::Rounding)) is the one place where encrypted
 //! evaluation is not a function of the input: a read near a step boundary lands one step off
 //! with a probability set by the bootstrap noise. [`simulate_all`] computes the noise-free
 //! floor; [`simulate_all_noisy`] samples the noise (standard deviations from
@@ -13,7 +13,7 @@
 //! stays reproducible.
 
 use crate::circuit::eval::{EvalError, eval_node};
-use crate::circuit::{COp, Circuit, ValueId, kernels};
+use crate::circuit::{COp, Circuit, Rounding, ValueId, kernels};
 use ndarray::{ArrayD, IxDyn};
 
 /// A value left its range, or the circuit is malformed.
@@ -83,7 +83,7 @@ pub fn simulate_all_noisy(
                 }
                 input.clone()
             }
-            COp::Round { shift, approx: true } => {
+            COp::Round { shift, mode: Rounding::Approximate } => {
                 // A read below step 0 or past the table's last entry wraps around the torus
                 // (a negacyclic lookup): the result is garbage, reported like a table index
                 // outside its table. The guard steps keep in-range values away from both.
@@ -113,7 +113,7 @@ pub fn simulate_all_noisy(
                 kernels::approx_max_pool(vals[n.inputs[0]].view(), pool, *diff_offset, *diff_width, *shift, |v| {
                     if s > 0.0 { ((v as f64 + 0.5 + s * rng.gaussian()) / d).floor() as i64 } else { v >> shift }
                 })
-                .map_err(|m| fail(m, true))?
+                .map_err(|e| fail(e.to_string(), true))?
             }
             _ => {
                 let xs: Vec<&ArrayD<i64>> = n.inputs.iter().map(|&i| &vals[i]).collect();

@@ -123,34 +123,72 @@ impl CTensor {
     }
 }
 
+/// Why a `TensorProto` cannot be decoded (each message names the tensor).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Data in an external file.
+    #[error("tensor '{0}' keeps its data in an external file, which fhec does not read")]
+    External(String),
+    /// A segmented tensor.
+    #[error("tensor '{0}' is segmented, which fhec does not support")]
+    Segmented(String),
+    /// A negative dimension.
+    #[error("tensor '{0}' has a negative dimension {1}")]
+    NegativeDimension(String, i64),
+    /// The element count overflows.
+    #[error("tensor too large")]
+    Overflow,
+    /// More elements than fhec accepts.
+    #[error("tensor '{0}' has {1} elements, more than fhec accepts")]
+    TooLarge(String, usize),
+    /// The data does not match the shape.
+    #[error("tensor '{name}' of shape {shape:?} holds {got} values instead of {expected}")]
+    Count {
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// Values held.
+        got: usize,
+        /// Values its shape needs.
+        expected: usize,
+    },
+    /// An unsupported ONNX data type.
+    #[error("tensor '{0}' has ONNX data type {1}, which fhec does not support")]
+    DataType(String, i32),
+    /// The array could not be built (ndarray's message).
+    #[error("{0}")]
+    Shape(String),
+}
+
 /// Decodes an ONNX `TensorProto`. Errors name what is unsupported; nothing panics.
-pub fn decode(t: &TensorProto) -> Result<CTensor, String> {
+pub fn decode(t: &TensorProto) -> Result<CTensor, DecodeError> {
     if t.data_location == Some(1) {
-        return Err(format!("tensor '{}' keeps its data in an external file, which fhec does not read", t.name));
+        return Err(DecodeError::External(t.name.clone()));
     }
     if t.segment.is_some() {
-        return Err(format!("tensor '{}' is segmented, which fhec does not support", t.name));
+        return Err(DecodeError::Segmented(t.name.clone()));
     }
     let mut shape = Vec::with_capacity(t.dims.len());
     for &d in &t.dims {
         if d < 0 {
-            return Err(format!("tensor '{}' has a negative dimension {d}", t.name));
+            return Err(DecodeError::NegativeDimension(t.name.clone(), d));
         }
         shape.push(d as usize);
     }
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("tensor too large")?;
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or(DecodeError::Overflow)?;
     if n > 1 << 30 {
-        return Err(format!("tensor '{}' has {n} elements, more than fhec accepts", t.name));
+        return Err(DecodeError::TooLarge(t.name.clone(), n));
     }
-    let count = |got: usize| -> Result<(), String> {
+    let count = |got: usize| -> Result<(), DecodeError> {
         if got != n {
-            Err(format!("tensor '{}' of shape {shape:?} holds {got} values instead of {n}", t.name))
+            Err(DecodeError::Count { name: t.name.clone(), shape: shape.clone(), got, expected: n })
         } else {
             Ok(())
         }
     };
     let raw = !t.raw_data.is_empty();
-    let f32s = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| e.to_string());
+    let f32s = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| DecodeError::Shape(e.to_string()));
     match t.data_type {
         1 => {
             let v: Vec<f32> = if raw {
@@ -182,7 +220,7 @@ pub fn decode(t: &TensorProto) -> Result<CTensor, String> {
         }
         code => {
             let Some(it) = IntType::from_onnx(code) else {
-                return Err(format!("tensor '{}' has ONNX data type {code}, which fhec does not support", t.name));
+                return Err(DecodeError::DataType(t.name.clone(), code));
             };
             let v: Vec<i64> = if raw {
                 count(t.raw_data.len() / it.width())?;
@@ -197,7 +235,10 @@ pub fn decode(t: &TensorProto) -> Result<CTensor, String> {
                 t.int32_data.iter().map(|&x| x as i64).collect()
             };
             count(v.len())?;
-            Ok(CTensor::Int(ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| e.to_string())?, it))
+            Ok(CTensor::Int(
+                ArrayD::from_shape_vec(IxDyn(&shape), v).map_err(|e| DecodeError::Shape(e.to_string()))?,
+                it,
+            ))
         }
     }
 }

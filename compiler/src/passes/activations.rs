@@ -26,7 +26,7 @@
 
 use fhec_ir::nn::{Graph, Op, interp};
 
-use super::{Pass, PassContext, PassNotes};
+use super::{Pass, PassContext, PassFailure, PassNotes};
 
 /// Which activations the pass replaces.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,14 +40,19 @@ pub enum ActivationPolicy {
     Auto,
 }
 
+/// An activation policy that is not `table`, `poly` or `auto`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown activation policy '{0}' (expected table, poly or auto)")]
+pub struct UnknownActivationPolicy(pub String);
+
 impl std::str::FromStr for ActivationPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownActivationPolicy;
+    fn from_str(s: &str) -> Result<Self, UnknownActivationPolicy> {
         match s {
             "table" => Ok(ActivationPolicy::Table),
             "poly" => Ok(ActivationPolicy::Poly),
             "auto" => Ok(ActivationPolicy::Auto),
-            _ => Err(format!("unknown activation policy '{s}' (expected table, poly or auto)")),
+            _ => Err(UnknownActivationPolicy(s.into())),
         }
     }
 }
@@ -181,16 +186,16 @@ impl Pass for Activations {
         "activations"
     }
 
-    fn run(&self, g: &Graph, cx: &PassContext) -> Result<(Graph, PassNotes), String> {
+    fn run(&self, g: &Graph, cx: &PassContext) -> Result<(Graph, PassNotes), PassFailure> {
         let mut out = g.clone();
         let mut notes = vec![format!("policy: {}", cx.activations)];
         if cx.activations == ActivationPolicy::Table {
             return Ok((out, notes));
         }
         if cx.calibration.is_empty() {
-            return Err("needs calibration inputs to fit activations on their ranges".into());
+            return Err(PassFailure::NoCalibration);
         }
-        let order = g.topo_order().ok_or("the graph has a cycle")?;
+        let order = g.topo_order().ok_or(PassFailure::Cycle)?;
         let targets: Vec<_> = order.into_iter().filter(|&id| replaceable(&g.node(id).op)).collect();
         let squares = g.node_ids().into_iter().filter(|&id| g.node(id).op == Op::Square).count();
         if targets.is_empty() {
@@ -201,7 +206,7 @@ impl Pass for Activations {
         let mut ranges = vec![(f64::INFINITY, f64::NEG_INFINITY); targets.len()];
         let mut samples: Vec<Vec<f64>> = vec![vec![]; targets.len()];
         for x in &cx.calibration {
-            let vals = interp::run_all(g, std::slice::from_ref(x)).map_err(|e| format!("calibration: {}", e.0))?;
+            let vals = interp::run_all(g, std::slice::from_ref(x)).map_err(|e| PassFailure::Calibration(e.0))?;
             for ((r, smp), &id) in ranges.iter_mut().zip(&mut samples).zip(&targets) {
                 let input = &vals[&g.inputs_of(id)[0]];
                 let stride = (input.len() * cx.calibration.len()).div_ceil(SAMPLES).max(1);

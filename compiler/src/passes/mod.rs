@@ -13,17 +13,20 @@
 //!   of [`egraph::cost`];
 //! * `activations`: polynomial substitution of activations ([`activations`]).
 //!
+//! Pass identity (CLI name, file, fixtures and snapshot, the pass itself) is one table,
+//! [`PassKind`].
+//!
 //! Default pipeline: `activations,declutter`.
 
 pub mod activations;
 pub mod argmax_tail;
-pub mod canonical;
+pub mod canonical_activations;
 pub mod egraph;
 pub mod fold_affine;
 pub mod fuse_requant;
 pub mod max_pool_order;
 pub mod merge_linear;
-pub mod pooling;
+pub mod sum_pooling;
 
 use fhec_ir::nn::{Graph, Tensor, verify::verify};
 
@@ -53,7 +56,40 @@ pub trait Pass {
     /// Kebab-case name (`--passes`).
     fn name(&self) -> &'static str;
     /// Runs on a verified graph; returns the new graph and notes.
-    fn run(&self, g: &Graph, cx: &PassContext) -> Result<(Graph, PassNotes), String>;
+    fn run(&self, g: &Graph, cx: &PassContext) -> Result<(Graph, PassNotes), PassFailure>;
+}
+
+/// Why a pass could not run (inside [`PassError::Failed`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PassFailure {
+    /// The input graph has a cycle.
+    #[error("the graph has a cycle")]
+    Cycle,
+    /// The `activations` pass was given no calibration inputs.
+    #[error("needs calibration inputs to fit activations on their ranges")]
+    NoCalibration,
+    /// The float interpreter failed on a calibration input.
+    #[error("calibration: {0}")]
+    Calibration(String),
+    /// An extracted e-node has no param leaf (an e-graph bug).
+    #[error("extracted op {op} has no param leaf (found {found})")]
+    NoParam {
+        /// The e-node.
+        op: String,
+        /// What its first child is.
+        found: String,
+    },
+    /// Rewriting removed a graph input.
+    #[error("graph input {0} was removed by rewriting")]
+    InputRemoved(usize),
+    /// Rebuilding a node of the extracted graph failed.
+    #[error("node '{node}': {message}")]
+    Rebuild {
+        /// The node.
+        node: String,
+        /// The graph builder's message.
+        message: String,
+    },
 }
 
 /// A pass failed, or left an invalid graph.
@@ -68,12 +104,13 @@ pub enum PassError {
         known: String,
     },
     /// The pass reported an error.
-    #[error("pass '{pass}': {message}")]
+    #[error("pass '{pass}': {error}")]
     Failed {
         /// The pass.
         pass: String,
         /// What went wrong.
-        message: String,
+        #[source]
+        error: PassFailure,
     },
     /// The graph after the pass does not verify (a compiler bug).
     #[error("pass '{pass}' produced an invalid graph: {message}")]
@@ -87,17 +124,16 @@ pub enum PassError {
 
 /// An e-graph pass: one or more rule groups, saturated together, then extracted.
 pub struct RewritePass {
-    name: &'static str,
-    rules: fn() -> Vec<Rule>,
+    kind: PassKind,
 }
 
 impl Pass for RewritePass {
     fn name(&self) -> &'static str {
-        self.name
+        self.kind.name()
     }
 
-    fn run(&self, g: &Graph, cx: &PassContext) -> Result<(Graph, PassNotes), String> {
-        let (out, st) = egraph::rewrite(g, &(self.rules)(), cx.cost, cx.limits)?;
+    fn run(&self, g: &Graph, cx: &PassContext) -> Result<(Graph, PassNotes), PassFailure> {
+        let (out, st) = egraph::rewrite(g, &self.kind.rules().unwrap_or_default(), cx.cost, cx.limits)?;
         let fired: Vec<String> = st.applied.iter().map(|(r, n)| format!("{r} x{n}")).collect();
         let notes = vec![
             format!("rules fired: {}", if fired.is_empty() { "none".to_string() } else { fired.join(", ") }),
@@ -110,48 +146,131 @@ impl Pass for RewritePass {
     }
 }
 
-fn declutter_rules() -> Vec<Rule> {
-    let mut r = canonical::rules();
-    r.extend(fuse_requant::rules());
-    r.extend(fold_affine::rules());
-    r.extend(merge_linear::rules());
-    r.extend(pooling::rules());
-    r.extend(max_pool_order::rules());
-    r.extend(argmax_tail::rules());
-    r
+/// Every pass, one variant each: the single table of pass identity. Each variant gives its
+/// CLI name ([`PassKind::name`], what `--passes` takes), its file under
+/// `compiler/src/passes/` ([`PassKind::file`], the name with `_` for `-`), the name of its
+/// fixture group and snapshot in `tests/passes.rs` ([`PassKind::snapshot`]), and the pass
+/// itself ([`PassKind::pass`]: a [`RewritePass`] over its rule group, or the
+/// [`activations::Activations`] struct).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PassKind {
+    /// Every rule group in one e-graph (`declutter.rs` has no rules of its own: it is this table's union).
+    Declutter,
+    /// [`canonical_activations`].
+    CanonicalActivations,
+    /// [`fuse_requant`].
+    FuseRequant,
+    /// [`fold_affine`].
+    FoldAffine,
+    /// [`merge_linear`].
+    MergeLinear,
+    /// [`sum_pooling`].
+    SumPooling,
+    /// [`max_pool_order`].
+    MaxPoolOrder,
+    /// [`argmax_tail`].
+    ArgmaxTail,
+    /// [`activations`] (not an e-graph pass).
+    Activations,
 }
 
-/// Every pass name, in the order `--help` lists them.
-pub const PASS_NAMES: &[&str] = &[
-    "declutter",
-    "canonical-activations",
-    "fuse-requant",
-    "fold-affine",
-    "merge-linear",
-    "sum-pooling",
-    "max-pool-order",
-    "argmax-tail",
-    "activations",
-];
+impl PassKind {
+    /// Every pass, in the order `--help` lists them.
+    pub const ALL: [PassKind; 9] = [
+        PassKind::Declutter,
+        PassKind::CanonicalActivations,
+        PassKind::FuseRequant,
+        PassKind::FoldAffine,
+        PassKind::MergeLinear,
+        PassKind::SumPooling,
+        PassKind::MaxPoolOrder,
+        PassKind::ArgmaxTail,
+        PassKind::Activations,
+    ];
+
+    /// The kebab-case name (`--passes`, `Pass::name`, error messages).
+    pub const fn name(self) -> &'static str {
+        match self {
+            PassKind::Declutter => "declutter",
+            PassKind::CanonicalActivations => "canonical-activations",
+            PassKind::FuseRequant => "fuse-requant",
+            PassKind::FoldAffine => "fold-affine",
+            PassKind::MergeLinear => "merge-linear",
+            PassKind::SumPooling => "sum-pooling",
+            PassKind::MaxPoolOrder => "max-pool-order",
+            PassKind::ArgmaxTail => "argmax-tail",
+            PassKind::Activations => "activations",
+        }
+    }
+
+    /// The pass's source file under `compiler/src/passes/` (`None` for `declutter`, which
+    /// is the union of the rule groups, defined here).
+    pub fn file(self) -> Option<String> {
+        (self != PassKind::Declutter).then(|| format!("{}.rs", self.name().replace('-', "_")))
+    }
+
+    /// The name of the pass's snapshot in `tests/passes.rs` (`pass_{name}`), whose fixtures
+    /// are the rule group's (all of them for `declutter`).
+    pub fn snapshot(self) -> String {
+        format!("pass_{}", self.name())
+    }
+
+    /// The pass called `name`.
+    pub fn from_name(name: &str) -> Option<PassKind> {
+        PassKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The rules of an e-graph pass (`None` for `activations`).
+    pub fn rules(self) -> Option<Vec<Rule>> {
+        Some(match self {
+            PassKind::Declutter => {
+                PassKind::ALL.into_iter().filter(|k| k.is_rule_group()).flat_map(|k| k.rules()).flatten().collect()
+            }
+            PassKind::CanonicalActivations => canonical_activations::rules(),
+            PassKind::FuseRequant => fuse_requant::rules(),
+            PassKind::FoldAffine => fold_affine::rules(),
+            PassKind::MergeLinear => merge_linear::rules(),
+            PassKind::SumPooling => sum_pooling::rules(),
+            PassKind::MaxPoolOrder => max_pool_order::rules(),
+            PassKind::ArgmaxTail => argmax_tail::rules(),
+            PassKind::Activations => return None,
+        })
+    }
+
+    /// Whether this is one e-graph rule group (every pass but `declutter`, which runs them
+    /// all, and `activations`).
+    pub fn is_rule_group(self) -> bool {
+        !matches!(self, PassKind::Declutter | PassKind::Activations)
+    }
+
+    /// The pass.
+    pub fn pass(self) -> Box<dyn Pass> {
+        match self {
+            PassKind::Activations => Box::new(activations::Activations),
+            k => Box::new(RewritePass { kind: k }),
+        }
+    }
+}
+
+/// Every pass name, in the order `--help` lists them ([`PassKind::ALL`]).
+pub const PASS_NAMES: &[&str] = &{
+    let mut names = [""; PassKind::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = PassKind::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// The default pipeline.
-pub const DEFAULT_PIPELINE: &[&str] = &["activations", "declutter"];
+pub const DEFAULT_PIPELINE: &[&str] = &[PassKind::Activations.name(), PassKind::Declutter.name()];
 
 /// The pass called `name`.
 pub fn by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
-    let rw = |name: &'static str, rules: fn() -> Vec<Rule>| -> Box<dyn Pass> { Box::new(RewritePass { name, rules }) };
-    Ok(match name {
-        "declutter" => rw("declutter", declutter_rules),
-        "canonical-activations" => rw("canonical-activations", canonical::rules),
-        "fuse-requant" => rw("fuse-requant", fuse_requant::rules),
-        "fold-affine" => rw("fold-affine", fold_affine::rules),
-        "merge-linear" => rw("merge-linear", merge_linear::rules),
-        "sum-pooling" => rw("sum-pooling", pooling::rules),
-        "max-pool-order" => rw("max-pool-order", max_pool_order::rules),
-        "argmax-tail" => rw("argmax-tail", argmax_tail::rules),
-        "activations" => Box::new(activations::Activations),
-        _ => return Err(PassError::Unknown { name: name.into(), known: PASS_NAMES.join(", ") }),
-    })
+    PassKind::from_name(name)
+        .map(PassKind::pass)
+        .ok_or_else(|| PassError::Unknown { name: name.into(), known: PASS_NAMES.join(", ") })
 }
 
 /// An ordered list of passes.
@@ -192,12 +311,29 @@ impl Pipeline {
         verify(g).map_err(|e| PassError::Invalid { pass: "(input)".into(), message: e.0 })?;
         let mut cur = g.clone();
         for p in &self.passes {
-            let (next, notes) =
-                p.run(&cur, cx).map_err(|message| PassError::Failed { pass: p.name().into(), message })?;
+            let (next, notes) = p.run(&cur, cx).map_err(|error| PassError::Failed { pass: p.name().into(), error })?;
             verify(&next).map_err(|e| PassError::Invalid { pass: p.name().into(), message: e.0 })?;
             after(p.name(), &next, &notes);
             cur = next;
         }
         Ok(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pass_has_its_file_and_its_name() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/passes");
+        for k in PassKind::ALL {
+            assert_eq!(PassKind::from_name(k.name()), Some(k));
+            assert_eq!(by_name(k.name()).unwrap().name(), k.name());
+            if let Some(f) = k.file() {
+                assert!(dir.join(&f).is_file(), "{k:?}: no {f}");
+            }
+        }
+        assert_eq!(PASS_NAMES.len(), PassKind::ALL.len());
     }
 }

@@ -20,11 +20,15 @@
 //!   integers (a chain of pairwise maxima through tables in TFHE).
 //! * A trailing Softmax / LogSoftmax is dropped: it does not change the argmax.
 //!
-//! **Analyses.** Ranges are exact interval arithmetic over the integer weights from the
-//! input range; the noise 2-norm of each value is the square root of the largest sum of
-//! squared weights from the last bootstrap, propagated per element.
+//! **Analyses** ([`crate::analysis`]): ranges are exact interval arithmetic over the
+//! integer weights from the input range, narrowed at table inputs by calibration; the noise
+//! 2-norm of each value is the square root of the largest sum of squared weights from the
+//! last bootstrap, propagated per element. The lowering runs their transfer functions on
+//! every node it emits; the range and noise verifiers check the finished circuit.
 
 mod lower;
+mod maps;
+mod node;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -72,39 +76,9 @@ pub struct LayerWidths {
     pub rounding: Option<Rounding>,
 }
 
-/// How an accumulator wider than `max_table_bits` is rounded before its table reads it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Rounding {
-    /// Exactly, with rounding bootstraps (two per chunk of removed bits): encrypted
-    /// evaluation equals the simulation bit for bit.
-    #[default]
-    Exact,
-    /// No rounding bootstraps: the table reads the accumulator's top bits directly, the
-    /// removed bits acting as noise, so a read near a step boundary may land one step off
-    /// (the simulator samples these steps from the chosen parameters' noise). Far cheaper;
-    /// costs one step of guard at each end of the table.
-    Approximate,
-}
-
-impl std::str::FromStr for Rounding {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "exact" => Ok(Rounding::Exact),
-            "approximate" | "approx" => Ok(Rounding::Approximate),
-            _ => Err(format!("unknown rounding '{s}' (expected exact or approximate)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Rounding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Rounding::Exact => "exact",
-            Rounding::Approximate => "approximate",
-        })
-    }
-}
+/// How an accumulator wider than `max_table_bits` is rounded before its table reads it
+/// (the IR's rounding mode, [`fhec_ir::circuit::Rounding`]).
+pub use fhec_ir::circuit::{Rounding, UnknownRounding};
 
 /// How the range a table reads is bounded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -122,13 +96,18 @@ pub enum RangeMode {
     Calibrated,
 }
 
+/// A range mode that is not `exact` or `calibrated`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown range mode '{0}' (expected exact or calibrated)")]
+pub struct UnknownRangeMode(pub String);
+
 impl std::str::FromStr for RangeMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRangeMode;
+    fn from_str(s: &str) -> Result<Self, UnknownRangeMode> {
         match s {
             "exact" => Ok(RangeMode::Exact),
             "calibrated" => Ok(RangeMode::Calibrated),
-            _ => Err(format!("unknown range mode '{s}' (expected exact or calibrated)")),
+            _ => Err(UnknownRangeMode(s.into())),
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn eval_node(node: &CNode, inputs: &[&ArrayD<i64>]) -> Result<ArrayD<i64>, E
         // difference stays inside its table (values outside calibrated ranges).
         COp::MaxPool { pool, diff_offset, diff_width, shift } => {
             kernels::approx_max_pool(x(), pool, *diff_offset, *diff_width, *shift, |v| v >> shift)
-                .map_err(EvalError::OutOfRange)?
+                .map_err(|e| EvalError::OutOfRange(e.to_string()))?
         }
         COp::Round { shift, .. } => {
             if let Some(bad) = x().iter().find(|&&v| v < 0) {

@@ -141,6 +141,20 @@ pub fn approx_max_step(q: i64, offset: i64, shift: u32) -> i64 {
     ((q << shift) + half - offset).max(0)
 }
 
+/// A max-pooling comparison read outside its table (a value outside its calibrated range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a max-pooling comparison reads step {step} of the difference {difference}, outside its table's steps 0 to {last}"
+)]
+pub struct ComparisonOutOfRange {
+    /// The step read.
+    pub step: i64,
+    /// The difference compared.
+    pub difference: i64,
+    /// The table's last step.
+    pub last: i64,
+}
+
 /// Max pooling as the chain of (approximate) pairwise maxima TFHE computes: per window, in
 /// [`window_indices`] order, `m += approx_max_step(read(x_i - m + offset), ..)`, where
 /// `read` returns the step a comparison reads (`v >> shift` without noise), or an error for
@@ -152,7 +166,7 @@ pub fn approx_max_pool(
     width: u32,
     shift: u32,
     mut read: impl FnMut(i64) -> i64,
-) -> Result<ArrayD<i64>, String> {
+) -> Result<ArrayD<i64>, ComparisonOutOfRange> {
     let flat: Vec<i64> = x.iter().copied().collect();
     let shape = pool_shape(x.shape(), p);
     let mut out = Vec::with_capacity(shape.iter().product());
@@ -167,10 +181,7 @@ pub fn approx_max_pool(
             let v = flat[i] - m + offset;
             let q = read(v);
             if v < 0 || !(0..1i64 << width).contains(&q) {
-                return Err(format!(
-                    "a max-pooling comparison reads step {q} of the difference {v}, outside its table's steps 0 to {}",
-                    (1i64 << width) - 1
-                ));
+                return Err(ComparisonOutOfRange { step: q, difference: v, last: (1i64 << width) - 1 });
             }
             m += approx_max_step(q, offset, shift);
         }

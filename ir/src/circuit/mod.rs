@@ -7,8 +7,9 @@
 //! bootstrap per element ([`COp::Table`]), or several ([`COp::MaxPool`] uses one per
 //! pairwise max, exact [`COp::Round`] one or two per chunk of removed bits).
 //!
-//! Every node carries the exact range of its values (from interval analysis over the
-//! integer weights, never from calibration) and the noise 2-norm of the linear chain
+//! Every node carries the range of its values (from interval analysis over the integer
+//! weights; a clear addition before a table may declare the narrower range the calibration
+//! images produce, see `fhec_compiler::analysis`) and the noise 2-norm of the linear chain
 //! since the last bootstrap (the square root of the largest sum of squared weights
 //! feeding one element, as Concrete's MANP analysis computes it).
 
@@ -46,6 +47,67 @@ impl Range {
     /// Whether `v` lies in the range.
     pub fn contains(&self, v: i64) -> bool {
         self.min <= v && v <= self.max
+    }
+}
+
+/// How an accumulator wider than a table's read is rounded before the table reads it (the
+/// mode of a [`COp::Round`], and the compiler's option).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Rounding {
+    /// Exactly, with rounding bootstraps (two per chunk of removed bits): encrypted
+    /// evaluation equals the simulation bit for bit.
+    #[default]
+    Exact,
+    /// No rounding bootstraps: the table reads the accumulator's top bits directly, the
+    /// removed bits acting as noise, so a read near a step boundary may land one step off
+    /// (the simulator samples these steps from the chosen parameters' noise). Far cheaper;
+    /// costs one step of guard at each end of the table.
+    Approximate,
+}
+
+impl Rounding {
+    /// Whether this is [`Rounding::Approximate`].
+    pub fn is_approximate(self) -> bool {
+        self == Rounding::Approximate
+    }
+}
+
+/// A rounding mode that is neither `exact` nor `approximate`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown rounding '{0}' (expected exact or approximate)")]
+pub struct UnknownRounding(pub String);
+
+impl std::str::FromStr for Rounding {
+    type Err = UnknownRounding;
+    fn from_str(s: &str) -> Result<Self, UnknownRounding> {
+        match s {
+            "exact" => Ok(Rounding::Exact),
+            "approximate" | "approx" => Ok(Rounding::Approximate),
+            _ => Err(UnknownRounding(s.into())),
+        }
+    }
+}
+
+impl std::fmt::Display for Rounding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rounding::Exact => "exact",
+            Rounding::Approximate => "approximate",
+        })
+    }
+}
+
+/// Serializes a [`COp::Round`]'s mode as the `approx: bool` flag of earlier artifacts.
+mod rounding_flag {
+    use super::Rounding;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &Rounding, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(r.is_approximate())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rounding, D::Error> {
+        Ok(if bool::deserialize(d)? { Rounding::Approximate } else { Rounding::Exact })
     }
 }
 
@@ -121,7 +183,7 @@ pub enum COp {
     /// ([`Circuit::round_chunks`]): a 1-bit chunk costs one bootstrap (its sign), a `k`-bit
     /// chunk two (its top bit's sign, then a `(k-1)`-bit table of the rest).
     ///
-    /// With `approx`, no bootstrap rounds: the tables that read the value (its only readers)
+    /// With [`Rounding::Approximate`], no bootstrap rounds: the tables that read the value (its only readers)
     /// read the top bits of the unrounded ciphertext directly, the removed bits acting as
     /// noise. Each read is then `(v + e) >> shift` for the bootstrap's noise `e`, which is
     /// `v >> shift` or one step off when `v` lies within a few noise deviations of a step
@@ -131,8 +193,10 @@ pub enum COp {
     Round {
         /// Bits removed.
         shift: u32,
-        /// Approximate: no rounding bootstraps, a read that may be one step off.
-        approx: bool,
+        /// [`Rounding::Approximate`]: no rounding bootstraps, a read that may be one step
+        /// off. Serialized as the flag `approx: bool` it replaced (artifacts unchanged).
+        #[serde(with = "rounding_flag")]
+        mode: Rounding,
     },
     /// Table lookup: `y = table[v]`, `v` in `[0, 2^in_width)`.
     Table {
@@ -314,13 +378,15 @@ impl Circuit {
 
     /// Whether some value is rounded exactly (with rounding bootstraps).
     pub fn has_exact_rounding(&self) -> bool {
-        self.nodes.iter().any(|n| matches!(n.op, COp::Round { approx: false, .. }))
+        self.nodes.iter().any(|n| matches!(n.op, COp::Round { mode: Rounding::Exact, .. }))
     }
 
     /// Whether some value is rounded approximately (read noise may move it one step): an
     /// approximate rounding, or an approximate max pooling.
     pub fn has_approx_rounding(&self) -> bool {
-        self.nodes.iter().any(|n| matches!(n.op, COp::Round { approx: true, .. } | COp::MaxPool { shift: 1.., .. }))
+        self.nodes
+            .iter()
+            .any(|n| matches!(n.op, COp::Round { mode: Rounding::Approximate, .. } | COp::MaxPool { shift: 1.., .. }))
     }
 
     /// Whether encrypted evaluation may differ from the noise-free simulation within the
@@ -371,7 +437,7 @@ impl Circuit {
                 let input = &self.nodes[n.inputs[0]].shape;
                 (Some((*diff_width, kernels::max_pool_comparisons(input, pool))), 0)
             }
-            COp::Round { approx: true, .. } => (None, 0),
+            COp::Round { mode: Rounding::Approximate, .. } => (None, 0),
             COp::Round { shift, .. } => (None, elems * round_bootstraps(&self.round_chunks(*shift))),
             _ => (None, 0),
         }

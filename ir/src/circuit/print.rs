@@ -12,7 +12,7 @@
 
 use std::fmt::Write;
 
-use super::{COp, Circuit, TableIndex};
+use super::{COp, Circuit, Rounding, TableIndex};
 use crate::nn::print::fmt_f32;
 
 fn int_summary(shape: &[usize], it: impl Iterator<Item = i64>) -> String {
@@ -63,8 +63,8 @@ pub fn print(c: &Circuit) -> String {
                 if p.ceil_mode { " ceil" } else { "" },
                 if *shift > 0 { format!(" approx shift={shift}") } else { String::new() }
             ),
-            COp::Round { shift, approx: false } => format!("shift={shift}"),
-            COp::Round { shift, approx: true } => format!("shift={shift} approx"),
+            COp::Round { shift, mode: Rounding::Exact } => format!("shift={shift}"),
+            COp::Round { shift, mode: Rounding::Approximate } => format!("shift={shift} approx"),
             COp::Table { in_width, index, tables } => {
                 let idx = match index {
                     TableIndex::Shared => "shared".to_string(),

@@ -1,6 +1,6 @@
 //! Structural verifier of the circuit IR.
 
-use super::{COp, Circuit, TableIndex, kernels};
+use super::{COp, Circuit, Rounding, TableIndex, kernels};
 use crate::nn::broadcast_shapes;
 
 /// A broken circuit invariant, naming the node.
@@ -40,7 +40,9 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
             return at(format!("empty range {:?}", n.range));
         }
         let ins: Vec<&super::CNode> = n.inputs.iter().map(|&i| &c.nodes[i]).collect();
-        if ins.iter().any(|i| matches!(i.op, COp::Round { approx: true, .. })) && !matches!(n.op, COp::Table { .. }) {
+        if ins.iter().any(|i| matches!(i.op, COp::Round { mode: Rounding::Approximate, .. }))
+            && !matches!(n.op, COp::Table { .. })
+        {
             return at("reads an approximate rounding, which only tables may read".into());
         }
         let x = ins.first().map(|i| i.shape.clone()).unwrap_or_default();
@@ -137,7 +139,9 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
                 if r.min < 0 || r.max >= len as i64 {
                     return at(format!("input range {r:?} does not fit [0, {len})"));
                 }
-                if matches!(ins[0].op, COp::Round { approx: true, .. }) && (r.min < 1 || r.max > len as i64 - 2) {
+                if matches!(ins[0].op, COp::Round { mode: Rounding::Approximate, .. })
+                    && (r.min < 1 || r.max > len as i64 - 2)
+                {
                     return at(format!("approximately rounded range {r:?} has no guard step inside [0, {len})"));
                 }
                 if tables.iter().flatten().any(|&v| !n.range.contains(v)) {
@@ -167,7 +171,7 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
             return at(format!("noise 2-norm {} is not >= 1", n.norm2));
         }
     }
-    if matches!(c.nodes[c.output].op, COp::Round { approx: true, .. }) {
+    if matches!(c.nodes[c.output].op, COp::Round { mode: Rounding::Approximate, .. }) {
         return err("the output is an approximate rounding, which only tables may read".into());
     }
     let input = &c.nodes[0];

@@ -11,7 +11,9 @@
 //!   shorter chains (what `fuse-requant` produces) are preferred.
 //! * A bootstrap at width `t` weighs `2^(1.5 (t - 4))` (at least 1): the polynomial size,
 //!   hence the cost, roughly doubles per extra bit beyond 4 (59.7 ms at 4 bits, N=2048;
-//!   484 ms at 6-7 bits, N=8192, measured on the development machine).
+//!   484 ms at 6 bits, N=8192, measured on the development machine). The constants and
+//!   the functions [`tables`] and [`width_weight`] live in [`fhec_ir::cost`], the one cost
+//!   model, with the per-parameter-set costs the parameter search uses.
 //! * Max pooling costs `k - 1` pairwise maxima per output element, each a table on the
 //!   difference (one bit wider than its input).
 //! * A linear op costs `log2` of the bound on the 2-norm of its integer weight rows,
@@ -32,19 +34,8 @@ use fhec_ir::nn::Op;
 
 use super::{Nn, NnGraph, fan_in, is_table_op, param_of};
 
-/// Relative cost of one bootstrap reading `t` bits.
-pub fn width_weight(t: f64) -> f64 {
-    (1.5 * (t - 4.0).max(0.0)).exp2()
-}
-
-/// Bootstraps (weighted) for `elems` table lookups on values of `b` bits (with
-/// `approximate` rounding, wider values are read at `max_table_bits` with no rounding
-/// bootstraps).
-pub fn tables(elems: f64, b: f64, max_table_bits: f64, approximate: bool) -> f64 {
-    let t = b.ceil().min(max_table_bits).max(1.0);
-    let rounding = if approximate { 0.0 } else { (b.ceil() - t).max(0.0) };
-    elems * (1.0 + rounding) * width_weight(t)
-}
+use fhec_ir::cost::{NOISE_BIT_WEIGHT, OP_WEIGHT};
+pub use fhec_ir::cost::{tables, width_weight};
 
 /// The cost function (see the module doc).
 pub struct BootstrapCost<'a> {
@@ -73,13 +64,15 @@ impl<'a> BootstrapCost<'a> {
             // Bound on the integer weight row's 2-norm: weight_bits - 1 bits per weight and
             // sqrt(fan-in) rows. Lowering absorbs input scalings into the weights, so the
             // float weights here would mislead; every linear op costs its own growth.
-            op @ (Op::Conv(_) | Op::Dense { .. }) => (c.weight_bits - 1.0) + 0.5 * (fan_in(op) as f64).log2(),
+            op @ (Op::Conv(_) | Op::Dense { .. }) => {
+                NOISE_BIT_WEIGHT * ((c.weight_bits - 1.0) + 0.5 * (fan_in(op) as f64).log2())
+            }
             // A sum (or a scale) and a scale: charged as one more op than the explicit
             // ops, so that the scale is exposed to folding.
-            Op::AvgPool { .. } | Op::GlobalAvgPool | Op::BatchNorm { .. } => 2e-3,
+            Op::AvgPool { .. } | Op::GlobalAvgPool | Op::BatchNorm { .. } => 2.0 * OP_WEIGHT,
             _ => 0.0,
         };
-        own + 1e-3
+        own + OP_WEIGHT
     }
 }
 

@@ -24,6 +24,8 @@ use std::str::FromStr;
 use egg::{Analysis, DidMerge, EGraph, Extractor, Id, Language, Pattern, RecExpr, Rewrite, Runner, Subst, Symbol, Var};
 use fhec_ir::nn::{Graph, NodeId, Op, Shape};
 
+use super::PassFailure;
+
 /// Index of a param (an op with its weights, name and shape) in [`NnAnalysis::params`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ParamId(pub u32);
@@ -34,10 +36,15 @@ impl fmt::Display for ParamId {
     }
 }
 
+/// Text that is not a param leaf (`p12`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a param: {0}")]
+pub struct NotAParam(pub String);
+
 impl FromStr for ParamId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        s.strip_prefix('p').and_then(|n| n.parse().ok()).map(ParamId).ok_or_else(|| format!("not a param: {s}"))
+    type Err = NotAParam;
+    fn from_str(s: &str) -> Result<Self, NotAParam> {
+        s.strip_prefix('p').and_then(|n| n.parse().ok()).map(ParamId).ok_or_else(|| NotAParam(s.into()))
     }
 }
 
@@ -499,9 +506,9 @@ pub struct RunStats {
 
 /// Saturates `g` with `rules` and extracts the cheapest equivalent graph under the cost
 /// model ([`cost::BootstrapCost`]).
-pub fn rewrite(g: &Graph, rules: &[Rule], cost: CostParams, limits: Limits) -> Result<(Graph, RunStats), String> {
+pub fn rewrite(g: &Graph, rules: &[Rule], cost: CostParams, limits: Limits) -> Result<(Graph, RunStats), PassFailure> {
     let mut eg = NnGraph::new(NnAnalysis::new(cost));
-    let order = g.topo_order().ok_or("the graph has a cycle")?;
+    let order = g.topo_order().ok_or(PassFailure::Cycle)?;
     let mut ids: HashMap<NodeId, Id> = HashMap::new();
     for id in order {
         let node = g.node(id);
@@ -552,12 +559,12 @@ pub fn rewrite(g: &Graph, rules: &[Rule], cost: CostParams, limits: Limits) -> R
 }
 
 /// Rebuilds a graph from an extracted expression.
-fn from_expr(e: &RecExpr<Nn>, eg: &NnGraph, orig: &Graph) -> Result<Graph, String> {
+fn from_expr(e: &RecExpr<Nn>, eg: &NnGraph, orig: &Graph) -> Result<Graph, PassFailure> {
     let nodes = e.as_ref();
-    let prm = |n: &Nn| -> Result<&Param, String> {
+    let prm = |n: &Nn| -> Result<&Param, PassFailure> {
         match &nodes[usize::from(n.children()[0])] {
             Nn::Param(p) => Ok(&eg.analysis.params[p.0 as usize]),
-            other => Err(format!("extracted op {n} has no param leaf (found {other})")),
+            other => Err(PassFailure::NoParam { op: n.to_string(), found: other.to_string() }),
         }
     };
     let mut g = Graph::new(orig.name.clone());
@@ -574,7 +581,7 @@ fn from_expr(e: &RecExpr<Nn>, eg: &NnGraph, orig: &Graph) -> Result<Graph, Strin
     inputs.sort();
     for (pos, &(index, i)) in inputs.iter().enumerate() {
         if pos != index {
-            return Err(format!("graph input {index} was removed by rewriting"));
+            return Err(PassFailure::InputRemoved(index));
         }
         let p = prm(&nodes[i])?;
         map.insert(i, g.add_input(p.name.clone(), p.shape.clone()));
@@ -595,7 +602,7 @@ fn from_expr(e: &RecExpr<Nn>, eg: &NnGraph, orig: &Graph) -> Result<Graph, Strin
                 let ins: Vec<NodeId> = n.children()[1..].iter().map(|c| map[&usize::from(*c)]).collect();
                 let id = g
                     .add_op_with_shape(p.name.clone(), p.op.clone(), &ins, &p.shape)
-                    .map_err(|e| format!("node '{}': {e}", p.name))?;
+                    .map_err(|e| PassFailure::Rebuild { node: p.name.clone(), message: e.to_string() })?;
                 map.insert(i, id);
             }
         }

@@ -17,7 +17,7 @@ pub(crate) use table::table_lut;
 use std::sync::atomic::AtomicUsize;
 
 use fhec_ir::artifact::ParametrizedCircuit;
-use fhec_ir::circuit::{COp, Circuit};
+use fhec_ir::circuit::{COp, Circuit, Rounding};
 
 use super::{CtTensor, FheError, ServerKey};
 
@@ -132,8 +132,10 @@ pub fn evaluate_with_progress(
             COp::Table { in_width, index, tables } => {
                 table::table(&cx, &rescale(x(0), *in_width)?, *in_width, index, tables, bits, shape)
             }
-            COp::Round { shift, approx: true } => round::approximate(&cx, x(0), *shift, bits, shape)?,
-            COp::Round { shift, approx: false } => round::exact(&cx, x(0), &c.round_chunks(*shift), *shift, shape),
+            COp::Round { shift, mode: Rounding::Approximate } => round::approximate(&cx, x(0), *shift, bits, shape)?,
+            COp::Round { shift, mode: Rounding::Exact } => {
+                round::exact(&cx, x(0), &c.round_chunks(*shift), *shift, shape)
+            }
             COp::MaxPool { pool, diff_offset, diff_width, shift } => {
                 max_pool::max_pool(&cx, x(0), pool, *diff_offset, *diff_width, *shift, shape)
             }

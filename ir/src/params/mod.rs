@@ -1,0 +1,203 @@
+//! TFHE parameters, the noise model that sizes them, and the encoding plan of a circuit.
+//!
+//! Variances are in torus units (the ciphertext modulus `q = 2^64` is 1). Formulas follow
+//! Bergerat et al., "Parameter Optimization & Larger Precision for (T)FHE" (J. Cryptology
+//! 2023, eprint 2022/704), for binary secret keys and Gaussian noise:
+//! * security: a key of dimension `d` needs `log2(σ) >= -0.025696778711484593·d + 2.675931372549016`
+//!   (Concrete's 128-bit fit for a 64-bit modulus), and `σ >= 2^-62`;
+//! * one CMux of the blind rotation adds `l(k+1)N(B²+2)/12·σ_bsk² + B^-2l/24·(1 + kN/2)`
+//!   plus the 64-bit FFT error `0.00705·2^(2·(64-53) + 2·log2 B - 128)·l·k^1.22·N^2.22·(k+1)`;
+//!   a PBS is `n` CMuxes;
+//! * the keyswitch from dimension `kN` to `n` adds `kN·(l·(B²+2)/12·σ_ksk² + B^-2l/24)`;
+//! * the modulus switch to `2N` adds `(n/24 + 1/12)/(2N)²`.
+//!
+//! A bootstrap reading `w` bits (plus the padding bit) from a value encoded with
+//! `Δ = 2^(63-P)` is correct with probability `1 - p` when
+//! `2^(2(P-w))·V_in + V_KS + V_MS <= (2^(-w-2)/κ)²`, `κ = √2·erfc⁻¹(p)`.
+//!
+//! Layout: this module holds the parameter sets ([`TfheParams`], [`RoundKeyParams`]) and
+//! their dimensions and key sizes; `security.rs` the 128-bit curve; `noise.rs` the
+//! variances and failure probabilities; `cost.rs` their estimated time (from
+//! [`crate::cost`]); `encoding.rs` the encoding plan and the requirements of every
+//! bootstrap; `result.rs` the form of returned results; `setup.rs` the chosen [`FheSetup`].
+
+mod cost;
+mod encoding;
+mod noise;
+mod result;
+mod security;
+mod setup;
+
+use serde::{Deserialize, Serialize};
+
+pub use cost::BootstrapMix;
+pub use encoding::{EncodingError, EncodingPlan};
+pub use noise::{NoiseRequirement, Variances, erfc, failure_probability, kappa, truncation_variance};
+pub use result::{RESULT_TRUNCATION_FAILURE, ResultForm, ResultKey, result_form};
+pub use security::{estimated_security_bits, is_secure, min_secure_std};
+pub use setup::FheSetup;
+
+/// One TFHE parameter set: the small LWE key (dimension `n`) used by bootstrapping, and
+/// the GLWE key (`k` polynomials of size `N`) whose flattening (dimension `kN`) encrypts
+/// every value between bootstraps.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TfheParams {
+    /// `n`, dimension of the small LWE key.
+    pub lwe_dimension: usize,
+    /// `k`.
+    pub glwe_dimension: usize,
+    /// `N`.
+    pub polynomial_size: usize,
+    /// Noise std (torus) of the keyswitch key, under the small key.
+    pub lwe_noise_std: f64,
+    /// Noise std (torus) of the bootstrap key and of fresh encryptions, under the GLWE key.
+    pub glwe_noise_std: f64,
+    /// Bootstrap key decomposition base (log2).
+    pub pbs_base_log: u32,
+    /// Bootstrap key decomposition levels.
+    pub pbs_level: u32,
+    /// Keyswitch key decomposition base (log2).
+    pub ks_base_log: u32,
+    /// Keyswitch key decomposition levels.
+    pub ks_level: u32,
+    /// A second, smaller bootstrap for exact rounding's reads (`None`: they use the main one).
+    pub round_key: Option<RoundKeyParams>,
+}
+
+/// The rounding bootstrap: its own GLWE key of `k_r` polynomials of size `N_r` whose
+/// flattening is the first `k_r·N_r` coefficients of the main flattened GLWE key. It reads
+/// the small-key ciphertexts the main keyswitch makes (the same small key `n`), and its
+/// outputs, LWE ciphertexts of dimension `k_r·N_r`, are main-key ciphertexts once their mask
+/// is padded with zeros: no second keyswitch. Exact rounding's reads are narrow (at most one
+/// chunk) and its outputs need less precision than a table's that feed a wide dot product,
+/// so a far cheaper bootstrap serves them.
+///
+/// Security: the shared prefix gets its own 128-bit noise (`glwe_noise_std` on the curve at
+/// dimension `k_r·N_r`); the main key keeps its noise on the rest.
+///
+/// With `pbs_level == 0` there is no rounding bootstrap key: only the prefix, as the key
+/// inputs are encrypted under and results are switched to (a circuit without exact
+/// rounding, whose first tables' keyswitches and whose download shrink with it).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundKeyParams {
+    /// `k_r`.
+    pub glwe_dimension: usize,
+    /// `N_r`.
+    pub polynomial_size: usize,
+    /// Noise std (torus) of the rounding bootstrap key.
+    pub glwe_noise_std: f64,
+    /// Its decomposition base (log2).
+    pub pbs_base_log: u32,
+    /// Its decomposition levels.
+    pub pbs_level: u32,
+}
+
+impl TfheParams {
+    /// The shape of the parameters on one line: `n=760 k=1 N=2048 PBS 2x2^16 KS 8x2^2`, and
+    /// the rounding bootstrap's when there is one (`; rounding k=4 N=512 PBS 2x2^15`).
+    pub fn summary(&self) -> String {
+        let round = self.round_key.map_or(String::new(), |r| {
+            if r.pbs_level == 0 {
+                return format!("; input key k={} N={}", r.glwe_dimension, r.polynomial_size);
+            }
+            format!(
+                "; rounding k={} N={} PBS {}x2^{}",
+                r.glwe_dimension, r.polynomial_size, r.pbs_level, r.pbs_base_log
+            )
+        });
+        format!(
+            "n={} k={} N={} PBS {}x2^{} KS {}x2^{}{round}",
+            self.lwe_dimension,
+            self.glwe_dimension,
+            self.polynomial_size,
+            self.pbs_level,
+            self.pbs_base_log,
+            self.ks_level,
+            self.ks_base_log
+        )
+    }
+
+    /// The bootstrap exact rounding's reads use, as a parameter set of its own (the main one
+    /// without a rounding key): the same `n` and keyswitch, its own GLWE key and
+    /// decomposition. Its `var_pbs`, `var_ms` and `pbs_cost` are the rounding bootstrap's.
+    pub fn rounding_bootstrap(&self) -> TfheParams {
+        match self.round_key {
+            None => *self,
+            Some(r) => TfheParams {
+                glwe_dimension: r.glwe_dimension,
+                polynomial_size: r.polynomial_size,
+                glwe_noise_std: r.glwe_noise_std,
+                pbs_base_log: r.pbs_base_log,
+                pbs_level: r.pbs_level,
+                round_key: None,
+                ..*self
+            },
+        }
+    }
+
+    /// Whether a rounding bootstrap key exists (a rounding key that is not only an input
+    /// prefix, see [`RoundKeyParams`]).
+    pub fn has_rounding_bsk(&self) -> bool {
+        self.round_key.is_some_and(|r| r.pbs_level > 0)
+    }
+
+    /// The rounding bootstrap key's parameters ([`TfheParams::rounding_bootstrap`]) when
+    /// there is one, `None` when rounding reads use the main bootstrap or the rounding key
+    /// is only an input prefix: callers need not know the `pbs_level == 0` convention.
+    pub fn rounding_bsk(&self) -> Option<TfheParams> {
+        self.has_rounding_bsk().then(|| self.rounding_bootstrap())
+    }
+
+    /// `kN`, dimension of the flattened GLWE key.
+    pub fn big_dimension(&self) -> usize {
+        self.glwe_dimension * self.polynomial_size
+    }
+
+    /// Dimension of the key fresh inputs are encrypted under: with a rounding key, its
+    /// `k_r·N_r` prefix of the big key (the ciphertexts are padded with zeros to the big
+    /// dimension, and keyswitches skip the zero tail), else the big key.
+    pub fn input_dimension(&self) -> usize {
+        self.rounding_bootstrap().big_dimension()
+    }
+
+    /// Levels of the result keyswitch key ([`TfheParams::result_ks`]).
+    pub const RESULT_KS_LEVEL: u32 = 2;
+
+    /// Decomposition (base log, levels) of the result keyswitch key, which moves a result
+    /// ciphertext from the big key to the input key (its [`TfheParams::input_dimension`]
+    /// prefix) so that the client downloads `d + 1` coefficients per value instead of
+    /// `kN + 1`; `None` when the input key is the big key. Only the `kN - d` tail
+    /// coefficients are switched; the key's rows are encryptions under the input key with
+    /// its noise ([`TfheParams::input_noise_std`]), so it needs no noise or security of its
+    /// own. [`TfheParams::RESULT_KS_LEVEL`] levels, the base that minimises
+    /// [`TfheParams::var_result_ks`].
+    pub fn result_ks(&self) -> Option<(u32, u32)> {
+        if self.input_dimension() >= self.big_dimension() {
+            return None;
+        }
+        let l = Self::RESULT_KS_LEVEL;
+        let base = (1..=64 / l).min_by(|&a, &b| self.ks_variance(a, l).total_cmp(&self.ks_variance(b, l))).unwrap_or(1);
+        Some((base, l))
+    }
+
+    /// Bytes of the bootstrap keys (Fourier, 16 bytes per complex over N/2 per polynomial; the
+    /// main one plus the rounding one, if any) and of the keyswitch keys (8 bytes per u64;
+    /// the bootstraps' one plus the result's, if any) in the server's memory (the evaluation key travels in
+    /// seeded form, far smaller: `crate::wire::evaluation_key_bytes`).
+    pub fn key_bytes(&self) -> (usize, usize) {
+        let (n, k, big_n) = (self.lwe_dimension, self.glwe_dimension, self.polynomial_size);
+        let bsk = |p: &TfheParams| {
+            p.lwe_dimension
+                * p.pbs_level as usize
+                * (p.glwe_dimension + 1)
+                * (p.glwe_dimension + 1)
+                * p.polynomial_size
+                * 8
+        };
+        let round = if self.has_rounding_bsk() { bsk(&self.rounding_bootstrap()) } else { 0 };
+        let ksk = k * big_n * self.ks_level as usize * (n + 1) * 8;
+        let d = self.input_dimension();
+        let result_ksk = self.result_ks().map_or(0, |(_, l)| (k * big_n - d) * l as usize * (d + 1) * 8);
+        (bsk(self) + round, ksk + result_ksk)
+    }
+}
