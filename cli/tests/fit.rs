@@ -11,8 +11,10 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// Runs `fhec`; a `build` here may rebuild into its own earlier output (`--force`).
 fn fhec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fhec")).args(args).current_dir(root()).output().expect("run fhec")
+    let force: &[&str] = if args.first() == Some(&"build") { &["--force"] } else { &[] };
+    Command::new(env!("CARGO_BIN_EXE_fhec")).args(args).args(force).current_dir(root()).output().expect("run fhec")
 }
 
 fn text(b: &[u8]) -> String {
@@ -101,11 +103,20 @@ fn a_linear_classifier_compiles_to_a_bootstrap_free_circuit() {
 
 #[test]
 fn a_model_without_a_dataset_or_of_another_size_asks_for_data() {
-    let o = fhec(&["build", "tests/fixtures/fit/linear_mnist.onnx", "-o", "/dev/null"]);
+    let o = fhec(&["build", "tests/fixtures/fit/linear_mnist.onnx", "-o", "/tmp/fhec-fit-never-written.fhec"]);
     assert_eq!(o.status.code(), Some(2));
     let e = text(&o.stderr);
     assert!(e.contains("does not say which images it classifies") && e.contains("--calib-dataset"), "{e}");
-    let o = fhec(&["build", TWO, "--output", "logits", "--calib-dataset", "mnist", "-o", "/dev/null"]);
+    let o = fhec(&[
+        "build",
+        TWO,
+        "--output",
+        "logits",
+        "--calib-dataset",
+        "mnist",
+        "-o",
+        "/tmp/fhec-fit-never-written.fhec",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let e = text(&o.stderr);
     assert!(e.contains("takes 14x14 images") && e.contains("pass --calib"), "{e}");
