@@ -7,6 +7,7 @@ mod accuracy;
 mod common;
 mod fit;
 mod models;
+mod ranges;
 mod speed;
 
 use std::path::PathBuf;
@@ -149,6 +150,28 @@ enum Bench {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Out-of-range rates of the test sets per bundled model and range margin, with the
+    /// cost of each margin; writes the ranges section of RELIABILITY.md.
+    Ranges {
+        /// Directory of the bundled models (with manifest.json).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// Model files to measure (default: all in the manifest).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets (10k images each).
+        #[arg(long)]
+        data: PathBuf,
+        /// Range margins to measure, percent.
+        #[arg(long, value_delimiter = ',', default_value = "0,5,10,20,50")]
+        margins: Vec<u32>,
+        /// Evaluate only the first N images of each set.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Markdown file whose ranges section is (re)written.
+        #[arg(long, default_value = "RELIABILITY.md")]
+        out: PathBuf,
+    },
     /// The optimisation passes on every bundled model: bootstraps, widths, estimated cost and
     /// simulated accuracy without passes and with the default pipeline, plus the activation
     /// policies (`poly`, `auto`) on the ReLU and square-activation models; writes the passes
@@ -188,6 +211,14 @@ fn run(bench: Bench) -> Result<()> {
         Bench::Passes { models, data, out, limit, policies_on } => {
             accuracy::bench_passes(&models, &data, &out, limit, &policies_on)
         }
+        Bench::Ranges { models, only, data, margins, limit, out } => ranges::bench_ranges(&ranges::RangesRun {
+            models: &models,
+            only: &only,
+            data: &data,
+            margins: &margins,
+            limit,
+            out: &out,
+        }),
         Bench::Models { models, data, images, budget, out, limit } => {
             models::bench_models(&models, &data, images, budget, &out, limit)
         }

@@ -263,6 +263,21 @@ pub fn build_fitted(
 }
 
 /// [`build_graph`] from ONNX bytes.
+///
+/// ```
+/// use fhec_compiler::{BuildOptions, build};
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/models");
+/// let model = std::fs::read(format!("{dir}/fhe_mnist.onnx")).unwrap();
+/// // Calibration images: 8-bit grayscale pixels of the model's input size.
+/// let images: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i * 60; 28 * 28]).collect();
+/// let calibration: Vec<&[u8]> = images.iter().map(|v| v.as_slice()).collect();
+/// let artifact = build(&model, "fhe_mnist.onnx", &calibration, &BuildOptions::default()).unwrap();
+/// assert!(artifact.circuit.bootstrap_stats().total() > 0);
+/// assert!(artifact.fhe.is_some(), "128-bit parameters meeting the failure target exist");
+/// let bytes = artifact.to_bytes();
+/// assert_eq!(fhec_ir::artifact::Artifact::from_bytes(&bytes).unwrap(), artifact);
+/// ```
 pub fn build(model: &[u8], source: &str, calibration: &[&[u8]], o: &BuildOptions) -> Result<Artifact, BuildError> {
     let g = import_onnx(model, &o.import)?;
     build_graph(&g, source, calibration, o)

@@ -208,7 +208,18 @@ pub fn classes_of(model: &Path, args: &CompileOptions) -> Result<Option<Vec<u8>>
     Ok(manifest_entry(model)?.and_then(|m| m.classes))
 }
 
-/// Imports, optimises, calibrates and quantizes a model.
+/// Imports, optimises, calibrates and quantizes a model: `fhec build` without the files.
+///
+/// ```
+/// use fhec_driver::{CompileOptions, compile_model};
+///
+/// let model = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/models/fhe_mnist.onnx"));
+/// // The widths the model's metadata names, calibrated on the bundled MNIST sample.
+/// let options = CompileOptions { no_fit: true, calib_limit: 20, ..CompileOptions::default() };
+/// let (graph, artifact) = compile_model(model, &options).unwrap();
+/// assert_eq!(graph.node(graph.inputs()[0]).shape, [1, 1, 28, 28]);
+/// assert!(artifact.fhe.is_some());
+/// ```
 pub fn compile_model(model: &Path, args: &CompileOptions) -> Result<(Graph, Artifact)> {
     let c = compile_model_with(model, args, &mut |_, _, _| {}, false)?;
     Ok((c.graph, c.artifact))

@@ -17,6 +17,22 @@ pub struct InterpError(pub String);
 
 /// Runs the graph on `inputs` (one tensor per graph input, of the input's shape) and
 /// returns the outputs in order.
+///
+/// ```
+/// use fhec_ir::nn::{Graph, Op, interp};
+/// use ndarray::{ArrayD, IxDyn};
+///
+/// // relu(x) + 1 over a 1x4 input.
+/// let mut g = Graph::new("tiny");
+/// let x = g.add_input("x", vec![1, 4]);
+/// let r = g.add_op("relu", Op::Relu, &[x]).unwrap();
+/// let one = ArrayD::from_elem(IxDyn(&[1]), 1.0f32);
+/// let y = g.add_op("plus_one", Op::AddConst(one), &[r]).unwrap();
+/// g.add_output(y);
+/// let input = ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![-2.0, -0.5, 0.5, 2.0]).unwrap();
+/// let out = interp::run(&g, &[input]).unwrap();
+/// assert_eq!(out[0].iter().copied().collect::<Vec<f32>>(), [1.0, 1.0, 1.5, 3.0]);
+/// ```
 pub fn run(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
     let values = run_all(g, inputs)?;
     Ok(g.outputs().iter().map(|o| values[o].clone()).collect())
