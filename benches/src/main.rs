@@ -199,7 +199,7 @@ fn main() -> ExitCode {
     match run(Cli::parse().bench) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", fhec_driver::error_message(&e));
             ExitCode::from(2)
         }
     }

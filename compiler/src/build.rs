@@ -243,13 +243,14 @@ pub fn build_fitted(
     options.insert(
         "fit".into(),
         format!(
-            "{} candidates; validation {:.2}% against float {:.2}% on {} images ({}), budget {} points",
+            "{} candidates; validation {:.2}% against float {:.2}% on {} images ({}), budget {} points; {} images outside the calibrated ranges",
             r.candidates.len(),
             r.chosen.and_then(|i| r.candidates[i].accuracy).unwrap_or(f64::NAN),
             r.float_accuracy,
             r.validation_images,
             if r.labelled { "labelled" } else { "agreement" },
-            fit.accuracy_budget
+            fit.accuracy_budget,
+            r.chosen.and_then(|i| r.candidates[i].outside).map_or("?".into(), |k| k.to_string()),
         ),
     );
     let artifact = Artifact {

@@ -17,3 +17,38 @@ pub mod model;
 pub mod progress;
 
 pub use compile::{CompileOptions, Compiled, compile_model, compile_model_with};
+
+/// The message of an error and its causes, as `fhec` prints it: `context: cause: cause`,
+/// leaving out a cause whose text the message already holds (errors that quote their
+/// source, as most library errors do, would otherwise print it twice).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("artifact: {0}")]
+    struct Quoting(#[from] std::io::Error);
+
+    #[test]
+    fn causes_already_quoted_are_printed_once() {
+        let io = std::io::Error::other("truncated");
+        let e = anyhow::Error::from(Quoting(io)).context("cannot use a.fhec");
+        assert_eq!(error_message(&e), "cannot use a.fhec: artifact: truncated");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_message(&plain), "outer: inner");
+    }
+}

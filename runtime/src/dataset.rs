@@ -27,12 +27,12 @@ pub enum DatasetError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The file is not a valid IDX file of the expected kind.
-    #[error("{path} is not a valid IDX {what} file: {reason}")]
+    /// The file is not a valid file of the expected kind (IDX images or labels, PNG, PGM, npy).
+    #[error("{path} is not a valid {what} file: {reason}")]
     Format {
         /// The file.
         path: PathBuf,
-        /// `images` or `labels`.
+        /// The expected kind: `IDX images`, `IDX labels`, `PNG image`, `PGM image`, `NumPy .npy`.
         what: &'static str,
         /// What is wrong.
         reason: String,
@@ -46,6 +46,14 @@ pub enum DatasetError {
         name: String,
         /// The file looked for.
         file: String,
+    },
+    /// A directory holds neither an IDX set nor PNG / PGM images.
+    #[error(
+        "no images in {dir}: expected an IDX set (t10k-images-idx3-ubyte[.gz] and its labels) or *.png / *.pgm files"
+    )]
+    NoImages {
+        /// The directory.
+        dir: PathBuf,
     },
     /// Images and labels disagree.
     #[error("{images} holds {n_images} images but {labels} holds {n_labels} labels")]
@@ -218,11 +226,11 @@ fn header(path: &Path, bytes: &[u8], what: &'static str, magic: u32, dims: usize
 }
 
 fn read_images(path: &Path, bytes: &[u8]) -> Result<(Array2<u8>, usize, usize), DatasetError> {
-    let d = header(path, bytes, "images", 0x0000_0803, 3)?;
+    let d = header(path, bytes, "IDX images", 0x0000_0803, 3)?;
     if d[0] > MAX_IMAGES || d[1] > MAX_SIDE || d[2] > MAX_SIDE || d[1] == 0 || d[2] == 0 {
         return Err(DatasetError::Format {
             path: path.into(),
-            what: "images",
+            what: "IDX images",
             reason: format!("implausible size {d:?}"),
         });
     }
@@ -231,7 +239,7 @@ fn read_images(path: &Path, bytes: &[u8]) -> Result<(Array2<u8>, usize, usize), 
 }
 
 fn read_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DatasetError> {
-    header(path, bytes, "labels", 0x0000_0801, 1)?;
+    header(path, bytes, "IDX labels", 0x0000_0801, 1)?;
     Ok(bytes[8..].to_vec())
 }
 
@@ -247,7 +255,7 @@ pub fn load_image_dir(dir: &Path, rows: usize, cols: usize) -> Result<Dataset, D
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(DatasetError::NotFound { dir: dir.into(), name: "image".into(), file: "*.png or *.pgm".into() });
+        return Err(DatasetError::NoImages { dir: dir.into() });
     }
     let mut pixels = Vec::with_capacity(files.len() * rows * cols);
     for f in &files {
@@ -265,10 +273,15 @@ pub fn load_image_dir(dir: &Path, rows: usize, cols: usize) -> Result<Dataset, D
 /// Loads one `.png` or binary `.pgm` image as 8-bit grayscale pixels (row-major), checking
 /// that it is `rows x cols`.
 pub fn load_image(path: &Path, rows: usize, cols: usize) -> Result<Vec<u8>, DatasetError> {
-    let bad = |reason: String| DatasetError::Format { path: path.into(), what: "image", reason };
     let bytes = std::fs::read(path).map_err(|e| DatasetError::Io { path: path.into(), source: e })?;
+    let what = if bytes.starts_with(b"P5") || path.extension().is_some_and(|x| x.eq_ignore_ascii_case("pgm")) {
+        "PGM image"
+    } else {
+        "PNG image"
+    };
+    let bad = |reason: String| DatasetError::Format { path: path.into(), what, reason };
     let (w, h, gray) =
-        if bytes.starts_with(b"P5") { read_pgm(&bytes).map_err(bad)? } else { read_png(&bytes).map_err(bad)? };
+        if what == "PGM image" { read_pgm(&bytes).map_err(bad)? } else { read_png(&bytes).map_err(bad)? };
     if (h, w) != (rows, cols) {
         return Err(bad(format!("is {w}x{h}, the model takes {cols}x{rows} images")));
     }
@@ -415,6 +428,7 @@ pub const UNLABELLED: u8 = 255;
 ///   images (sorted by name; no labels);
 /// * an IDX images file (`*-images-idx3-ubyte[.gz]`; its labels are read from the file of
 ///   the same name with `labels-idx1` when it exists);
+/// * one `.png` or `.pgm` image (no label);
 /// * a NumPy `.npy` array of 8-bit or float images, `[N, H, W]`, `[N, 1, H, W]`,
 ///   `[N, H, W, 1]` or `[N, H*W]` (floats in `[0, 1]` are scaled by 255; no labels).
 ///
@@ -431,6 +445,9 @@ pub fn load_images(path: &Path, rows: usize, cols: usize, kind: DatasetKind) -> 
         }
     } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         load_npy(path)?
+    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("pgm")) {
+        let pixels = Array2::from_shape_vec((1, rows * cols), load_image(path, rows, cols)?).expect("size checked");
+        Dataset { pixels, rows, cols, labels: vec![UNLABELLED] }
     } else {
         let bytes = read_all(path)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -447,7 +464,7 @@ pub fn load_images(path: &Path, rows: usize, cols: usize, kind: DatasetKind) -> 
     if (ds.rows, ds.cols) != (rows, cols) {
         return Err(DatasetError::Format {
             path: path.into(),
-            what: "images",
+            what: "IDX images",
             reason: format!("holds {}x{} images, the model takes {rows}x{cols}", ds.rows, ds.cols),
         });
     }
@@ -468,7 +485,7 @@ fn gunzip(b: &[u8], p: &Path) -> Result<Vec<u8>, DatasetError> {
 
 /// Reads a NumPy `.npy` array of images (see [`load_images`]).
 pub fn load_npy(path: &Path) -> Result<Dataset, DatasetError> {
-    let bad = |reason: String| DatasetError::Format { path: path.into(), what: "npy", reason };
+    let bad = |reason: String| DatasetError::Format { path: path.into(), what: "NumPy .npy", reason };
     let b = read_all(path)?;
     if !b.starts_with(b"\x93NUMPY") || b.len() < 10 {
         return Err(bad("missing the \\x93NUMPY magic".into()));

@@ -11,6 +11,9 @@ pub(super) struct Eval {
     /// [`GUARD_SE`] standard errors of the accuracy loss measured on the validation
     /// images (a fraction), subtracted before comparing with the budget.
     pub(super) guard: f64,
+    /// Validation images (of the first read-noise draw) that drive a value outside the
+    /// calibrated ranges, if simulated: their encrypted result is unspecified.
+    pub(super) outside: Option<usize>,
 }
 
 /// Validation images of the quick first look at a grid candidate ([`Search::quick_reject`]).

@@ -18,6 +18,9 @@ pub struct Candidate {
     pub params: String,
     /// Validation accuracy (percent), if simulated.
     pub accuracy: Option<f64>,
+    /// Validation images outside the calibrated ranges (their encrypted result is
+    /// unspecified), if simulated.
+    pub outside: Option<usize>,
     /// What the search concluded.
     pub verdict: String,
 }

@@ -30,7 +30,7 @@ impl<'a> Search<'a> {
         }
         let mut circuit = quantize(self.g, self.pre, &self.cal, q)?;
         let setup = select_rounding(&mut circuit, self.params);
-        let e = Eval { circuit, setup, accuracy: None, guard: 0.0 };
+        let e = Eval { circuit, setup, accuracy: None, guard: 0.0, outside: None };
         self.cache.insert(k, e.clone());
         Ok(e)
     }
@@ -50,6 +50,7 @@ impl<'a> Search<'a> {
                 Err(err) => err.to_string(),
             },
             accuracy: e.accuracy.map(|a| 100.0 * a),
+            outside: e.outside,
             verdict,
         };
         match self.seen.get(&k) {
@@ -104,18 +105,21 @@ impl<'a> Search<'a> {
         let draws = if sigma.is_empty() { 1 } else { self.fit.draws.max(1) };
         let n = self.validation.len();
         let seed = self.fit.seed.wrapping_mul(1_000_003);
-        let (correct, differ): (usize, usize) = (0..n * draws as usize)
+        let (correct, differ, outside): (usize, usize, usize) = (0..n * draws as usize)
             .into_par_iter()
             .map(|k| {
                 let (d, i) = ((k / n) as u64, k % n);
-                let class = sim::classify_noisy_draw(c, self.validation[i], &sigma, seed.wrapping_add(d))
-                    .map_or(usize::MAX, |(class, _)| class);
-                ((class == self.reference[i]) as usize, (class != self.float_pred[i]) as usize)
+                let (class, out) = match sim::classify_noisy_draw(c, self.validation[i], &sigma, seed.wrapping_add(d)) {
+                    Ok((class, _)) => (class, false),
+                    Err(e) => (usize::MAX, e.out_of_range && d == 0),
+                };
+                ((class == self.reference[i]) as usize, (class != self.float_pred[i]) as usize, out as usize)
             })
-            .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            .reduce(|| (0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
         let total = n as f64 * draws as f64;
         let a = correct as f64 / total;
         e.accuracy = Some(a);
+        e.outside = Some(outside);
         e.guard = GUARD_SE * (differ as f64 / draws as f64).sqrt() / n as f64;
         self.cache.insert(key(q), e.clone());
         Ok((e, a))
@@ -220,6 +224,7 @@ pub fn fit(
                                 est_seconds: None,
                                 params: String::new(),
                                 accuracy: None,
+                                outside: None,
                                 verdict: format!("does not quantize: {err}"),
                             });
                             continue;
@@ -398,12 +403,14 @@ pub fn fit(
     s.note("chosen", &q, &e, "chosen".into());
     let chosen_index = s.seen.get(&key(&q)).copied();
     let reason = format!(
-        "chose {} : {} bootstraps, est. {:.1} s per image on one core, validation {:.2}% ({:+.2} points from float), {}",
+        "chose {} : {} bootstraps, est. {:.1} s per image on one core, validation {:.2}% ({:+.2} points from float; {} of {} images outside the calibrated ranges), {}",
         describe(&q),
         e.circuit.bootstrap_stats().total(),
         e.cost().unwrap_or(0.0) / 1000.0,
         100.0 * acc,
         100.0 * (acc - float_accuracy),
+        e.outside.unwrap_or(0),
+        data.validation.len(),
         match fit.objective {
             Objective::Time => "the least estimated time within the budget".to_string(),
             Objective::Accuracy => "the best accuracy within the time limit".to_string(),
