@@ -5,12 +5,13 @@
 //! cargo run --example client_server -- 5       # 5 images
 //! ```
 //!
-//! The server thread knows the compiled model (the artifact, which is public) and receives
-//! the client's evaluation key; it never sees the secret key, the image or the class. The
-//! client compiles nothing secret either: it loads the same artifact, keeps the secret key,
-//! encrypts each image, and decrypts the server's answer. Every message is a length-prefixed
-//! byte string; keys and ciphertexts are framed, checksummed and tied to the model's
-//! parameters by `fhec_runtime::app`.
+//! The server thread knows the compiled model (the full artifact: circuit and weights) and
+//! receives the client's evaluation key; it never sees the secret key, the image or the
+//! class. The client never sees the weights: it loads only the artifact's client part (the
+//! parameters and the input and output encodings, what `fhec build` writes as
+//! `MODEL.client.fhec`), keeps the secret key, encrypts each image, and decrypts the
+//! server's answer. Every message is a length-prefixed byte string; keys and ciphertexts are
+//! framed, checksummed and tied to the model's parameters by `fhec_runtime::app`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -62,15 +63,18 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let calib = bundled_sample(DatasetKind::Mnist);
     let px: Vec<&[u8]> = (0..calib.len()).map(|i| calib.pixels(i)).collect();
     let opts = BuildOptions { calibration_name: "bundled mnist sample".into(), ..Default::default() };
-    let artifact = build(MODEL, "fhe_mnist.onnx", &px, &opts)?.to_bytes();
+    let compiled = build(MODEL, "fhe_mnist.onnx", &px, &opts)?;
+    // What the model owner ships to clients: no weights (the `fhec build` client part).
+    let client_part = compiled.client_part()?.to_bytes();
+    let artifact = compiled.to_bytes();
 
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let server_artifact = artifact.clone();
     let server = std::thread::spawn(move || serve(listener, server_artifact));
 
-    // The client.
-    let client = Client::new(&artifact)?;
+    // The client, from the client part alone.
+    let client = Client::new(&client_part)?;
     let mut conn = TcpStream::connect(addr)?;
     let key = client.evaluation_key();
     println!("[client] sending the evaluation key ({:.1} MiB)", key.len() as f64 / 1048576.0);

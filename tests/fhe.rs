@@ -150,6 +150,39 @@ fn mismatched_or_corrupt_keys_and_ciphertexts_are_errors() {
     assert!(e.contains("no TFHE parameters"), "{e}");
 }
 
+#[test]
+fn keys_from_the_client_part_work_with_a_server_of_the_full_artifact() {
+    // The model owner ships the client part (no weights) and keeps the artifact.
+    let c = tiny_circuit();
+    let setup = select(&c, &ParamOptions::default()).unwrap();
+    assert!(setup.security_bits >= 128.0);
+    let art = Artifact {
+        fhec_version: "test".into(),
+        source: "tiny".into(),
+        options: Default::default(),
+        circuit: c.clone(),
+        fhe: Some(setup),
+    };
+    let (full, part) = (art.to_bytes(), art.client_part().unwrap().to_bytes());
+    let client = Client::new(&part).unwrap();
+    let server = Server::new(&full, &client.evaluation_key()).unwrap();
+    let px = &images(1, 64, 41)[0];
+    let result = server.classify(&client.encrypt(px).unwrap()).unwrap();
+    let pred = client.decrypt(&result).unwrap();
+    // Exactly the simulation of the full circuit, so the class of the full artifact's.
+    let want: Vec<i64> = sim::simulate(&c, sim::encode_image(&c, px)).unwrap().iter().copied().collect();
+    assert_eq!(pred.raw, want);
+    assert_eq!(pred.class, sim::classify(&c, px).unwrap().0);
+    // A client of the full artifact with the same secret key reads the same prediction: the
+    // keys are the same either way.
+    let full_client = Client::with_key(&full, &client.secret_key()).unwrap();
+    assert_eq!(full_client.decrypt(&result).unwrap(), pred);
+    assert_eq!(full_client.spec(), client.spec());
+    // The server needs the full artifact.
+    let e = Server::new(&part, &client.evaluation_key()).err().expect("must fail").to_string();
+    assert!(e.contains("holds a client part") && e.contains("needs the full artifact"), "{e}");
+}
+
 /// `input (10 bits, in `input`) → round 6 bits off (`approx` or exact, to `rounded`) → 4-bit
 /// shared `table` (values in `out`)` on a 4x4 image, the pixels mapped by `pixel_to_q`.
 #[allow(clippy::too_many_arguments)]

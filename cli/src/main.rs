@@ -24,14 +24,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Import an ONNX model and print its NN IR.
+    /// Import an ONNX model and print its NN IR (or show what a client part or artifact holds).
     Inspect(cmd::inspect::Args),
-    /// Compile an ONNX model into a circuit artifact and report its cost.
+    /// Compile an ONNX model into a circuit artifact (and its client part) and report its cost.
     Build(cmd::build::Args),
     /// Measure top-1 accuracy on an IDX test set.
     Eval(cmd::eval::Args),
     #[cfg(feature = "fhe")]
-    /// Generate a client key and an evaluation (server) key for an artifact.
+    /// Generate a client key and an evaluation (server) key from a model's client part.
     Keygen(cmd::crypto::KeygenArgs),
     #[cfg(feature = "fhe")]
     /// Encrypt an image (a PNG / PGM file, or one image of a test set) with the client key.

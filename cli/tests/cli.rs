@@ -316,10 +316,12 @@ fn build_calibrates_on_a_folder_of_images() {
     assert!(text(&o.stdout).contains("(20 images)"), "{}", text(&o.stdout));
 }
 
-/// The client / server commands on the bundled model made for encrypted inference: keys,
-/// an encrypted image, the server's run with the evaluation key only, decryption; and the
+/// The client / server commands on the bundled model made for encrypted inference: `fhec
+/// build` writes the server's artifact and the client part; the client side (keys, an
+/// encrypted image, decryption) works from the client part alone, in a directory without
+/// the artifact; the server runs with the artifact and the evaluation key only; and the
 /// errors a user meets (overwriting keys, a key of the wrong kind, a ciphertext of the
-/// wrong model).
+/// wrong model, a client part given to the server).
 #[cfg(feature = "fhe")]
 #[test]
 fn keygen_encrypt_run_decrypt_round_trip() {
@@ -327,18 +329,59 @@ fn keygen_encrypt_run_decrypt_round_trip() {
     let p = |f: &str| d.join(f).display().to_string();
     let o = fhec(&["build", "examples/models/fhe_mnist.onnx", "-o", &p("m.fhec"), "--no-fit"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let o = fhec(&["keygen", &p("m.fhec"), "--out", &p("keys")]);
+    assert!(text(&o.stdout).contains("m.client.fhec"), "{}", text(&o.stdout));
+    let (art_bytes, part_bytes) =
+        (std::fs::read(d.join("m.fhec")).unwrap(), std::fs::read(d.join("m.client.fhec")).unwrap());
+    assert!(
+        part_bytes.len() < 4096 && part_bytes.len() * 10 < art_bytes.len(),
+        "{} vs {}",
+        part_bytes.len(),
+        art_bytes.len()
+    );
+    // The client part follows the output policy, checked before compiling.
+    for (client_out, want) in
+        [(p("m.fhec"), "m.fhec exists; refusing to overwrite it"), (p("m2.fhec"), "the artifact's own path")]
+    {
+        let o = fhec(&["build", "examples/models/fhe_mnist.onnx", "-o", &p("m2.fhec"), "--client-out", &client_out]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o.stderr).contains(want), "{}", text(&o.stderr));
+    }
+    assert!(!d.join("m2.fhec").exists());
+    // The client's directory holds the client part only.
+    std::fs::create_dir_all(d.join("client")).unwrap();
+    std::fs::copy(d.join("m.client.fhec"), d.join("client/m.client.fhec")).unwrap();
+    std::fs::remove_file(d.join("m.client.fhec")).unwrap();
+    let part = p("client/m.client.fhec");
+    let o = fhec(&["inspect", &part]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for want in
+        ["client part of fhe_mnist.onnx", "holds no weight", "input: shape [1, 1, 28, 28]", "output: shape [1, 10]"]
+    {
+        assert!(text(&o.stdout).contains(want), "missing {want:?} in {}", text(&o.stdout));
+    }
+    let o = fhec(&["keygen", &part, "--out", &p("client/keys")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("evaluation key"), "{}", text(&o.stdout));
     // Keys are never overwritten silently.
-    let o = fhec(&["keygen", &p("m.fhec"), "--out", &p("keys")]);
+    let o = fhec(&["keygen", &part, "--out", &p("client/keys")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("refusing to overwrite"), "{}", text(&o.stderr));
-    let ck = p("keys/client.key");
-    let sk = p("keys/server.key");
-    let o =
-        fhec(&["encrypt", &p("m.fhec"), "--client-key", &ck, "--dataset", "mnist", "--index", "3", "-o", &p("img.ct")]);
+    let ck = p("client/keys/client.key");
+    let sk = p("client/keys/server.key");
+    let o = fhec(&["encrypt", &part, "--client-key", &ck, "--dataset", "mnist", "--index", "3", "-o", &p("img.ct")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    // The server needs the full artifact: the client part is refused, naming the file.
+    let o = fhec(&["run", &part, "--server-key", &sk, "--input", &p("img.ct"), "-o", &p("res.ct")]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("client/m.client.fhec is a client part") && e.contains("needs the model's full artifact (m.fhec"),
+        "{e}"
+    );
+    // And so do simulation and compilation.
+    let o = fhec(&["eval", &part, "--dataset", "mnist", "--data", "examples/data", "--mode", "simulate"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("is a client part"), "{}", text(&o.stderr));
     // The server side refuses the secret key.
     let o = fhec(&["run", &p("m.fhec"), "--server-key", &ck, "--input", &p("img.ct"), "-o", &p("res.ct")]);
     assert_eq!(o.status.code(), Some(2));
@@ -357,12 +400,20 @@ fn keygen_encrypt_run_decrypt_round_trip() {
     assert!(text(&o.stderr).contains("res.ct exists; refusing to overwrite it"), "{}", text(&o.stderr));
     assert!(!text(&o.stderr).contains("fhec-tmp"), "{}", text(&o.stderr));
     // Decrypting the image instead of the result is an error, not a class.
-    let o = fhec(&["decrypt", &p("m.fhec"), "--client-key", &ck, "--input", &p("img.ct")]);
+    let o = fhec(&["decrypt", &part, "--client-key", &ck, "--input", &p("img.ct")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("not this model's result"), "{}", text(&o.stderr));
-    let o = fhec(&["decrypt", &p("m.fhec"), "--client-key", &ck, "--input", &p("res.ct")]);
+    let o = fhec(&["decrypt", &part, "--client-key", &ck, "--input", &p("res.ct")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let class = text(&o.stdout).lines().last().unwrap().strip_prefix("class: ").unwrap().trim().to_string();
+    // The full artifact still serves the client commands, with the same keys.
+    let o2 = fhec(&["decrypt", &p("m.fhec"), "--client-key", &ck, "--input", &p("res.ct")]);
+    assert!(o2.status.success(), "{}", text(&o2.stderr));
+    assert_eq!(text(&o2.stdout), text(&o.stdout));
+    // A file that is neither is refused by name.
+    let o = fhec(&["keygen", "examples/models/fhe_mnist.onnx", "--out", &p("client/other")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("fhe_mnist.onnx is not an fhec client part or artifact"), "{}", text(&o.stderr));
     // The same image, simulated.
     let o = fhec(&[
         "eval",
@@ -397,13 +448,17 @@ fn keygen_encrypt_run_decrypt_round_trip() {
     assert!(text(&o.stderr).contains("sim.txt exists; refusing to overwrite it"), "{}", text(&o.stderr));
     assert!(eval(&p("sim.txt"), &["--force"]).status.success());
     // No temporary file is left anywhere.
-    let mut names: Vec<String> = std::fs::read_dir(d.join("keys"))
+    let mut names: Vec<String> = std::fs::read_dir(d.join("client/keys"))
         .unwrap()
+        .chain(std::fs::read_dir(d.join("client")).unwrap())
         .chain(std::fs::read_dir(&d).unwrap())
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["client.key", "img.ct", "keys", "m.fhec", "res.ct", "server.key", "sim.txt"]);
+    assert_eq!(
+        names,
+        ["client", "client.key", "img.ct", "keys", "m.client.fhec", "m.fhec", "res.ct", "server.key", "sim.txt"]
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

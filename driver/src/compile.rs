@@ -14,6 +14,7 @@ use fhec_compiler::passes::{ActivationPolicy, Pipeline};
 use fhec_compiler::quantize::{QuantOptions, RangeMode, Rounding};
 use fhec_compiler::report::build_report;
 use fhec_ir::artifact::Artifact;
+use fhec_ir::client::ClientSpec;
 use fhec_ir::{Graph, Preprocess};
 use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_train_sample};
 
@@ -208,6 +209,14 @@ pub fn classes_of(model: &Path, args: &CompileOptions) -> Result<Option<Vec<u8>>
     Ok(manifest_entry(model)?.and_then(|m| m.classes))
 }
 
+/// The message for a client part given where a model or a full artifact is needed.
+pub fn not_a_model(path: &Path) -> String {
+    format!(
+        "{} is a client part (parameters and encodings for clients, no circuit); give the ONNX model or the full artifact",
+        path.display()
+    )
+}
+
 /// Imports, optimises, calibrates and quantizes a model: `fhec build` without the files.
 ///
 /// ```
@@ -250,6 +259,9 @@ pub fn compile_model_with(
     let bytes = read(model)?;
     if Artifact::sniff(&bytes) {
         bail!("{} is already a compiled artifact", model.display());
+    }
+    if ClientSpec::sniff(&bytes) {
+        bail!("{}", not_a_model(model));
     }
     let g = import(model, &bytes, &args.import.clone())?;
     let pre = preprocess_of(model, &g, args.preprocess)?;

@@ -1,12 +1,14 @@
 //! Encrypted evaluation runs through the app API (what `fhec eval --mode fhe`, `fhec demo`
 //! and the benchmarks do): keys once, then per image the client encrypts, the server
 //! classifies the bytes, the client decrypts, and the result is compared with the simulation.
+//! The client is made from the artifact's client part only, as a deployed client would be;
+//! the server from the full artifact.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use fhec_ir::artifact::Artifact;
-use fhec_runtime::app::{Client, Server};
+use fhec_runtime::app::{Client, Server, load_client_part};
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 use fhec_runtime::sim;
 
@@ -31,12 +33,14 @@ pub fn process_cpu_seconds() -> f64 {
 
 /// Encrypted evaluation through the app API: keys once, then per image the client encrypts,
 /// the server classifies the bytes, the client decrypts; each result is compared with the
-/// simulation.
+/// simulation. The client sees only the artifact's client part (its bytes), the server the
+/// full artifact.
 pub fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Result<FheRun> {
     let c = &art.circuit;
     let bytes = art.to_bytes();
+    let client_part = load_client_part(&bytes).with_context(|| format!("cannot use {}", model.display()))?;
     let t = std::time::Instant::now();
-    let client = Client::new(&bytes).with_context(|| format!("cannot use {}", model.display()))?;
+    let client = Client::new(&client_part.to_bytes()).with_context(|| format!("cannot use {}", model.display()))?;
     let ek = client.evaluation_key();
     let server = Server::new(&bytes, &ek)?;
     let keygen = t.elapsed().as_secs_f64();

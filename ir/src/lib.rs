@@ -11,12 +11,17 @@
 //! * [`sim`]: the exact integer simulator of a circuit (its semantics, what encrypted
 //!   evaluation must equal); [`wire`]: byte sizes of the client/server transport forms.
 //!
+//! * [`artifact`]: the compiled model (circuit, weights, parameters), the server's file;
+//!   [`client`]: its client part (parameters, input encoding, output decoding, no weights),
+//!   the file a client needs.
+//!
 //! Architecture Invariant: this crate knows neither ONNX nor tfhe-rs. Ops are Rust enums,
 //! never strings; every value has a static shape.
 #![warn(missing_docs)]
 
 pub mod artifact;
 pub mod circuit;
+pub mod client;
 pub mod cost;
 pub mod framing;
 pub mod nn;

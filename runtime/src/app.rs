@@ -2,16 +2,21 @@
 //!
 //! ```text
 //!   client                                   server
-//!   Client::new(artifact)          artifact  Server::new(artifact, evaluation key)
+//!   Client::new(client part)                 Server::new(artifact, evaluation key)
 //!   evaluation_key() ───────────────────────▶
 //!   encrypt(pixels) ────── encrypted image ─▶ classify(bytes)
 //!   decrypt(bytes) ◀────── encrypted result ─┘
 //! ```
 //!
-//! The artifact (from `fhec build`) is public: both sides load it. The client's secret key
-//! never leaves [`Client`]; [`Server`] is built from the evaluation key and cannot decrypt.
-//! Every byte string is framed, versioned, checksummed and tied to the artifact's
-//! parameters, so a key or ciphertext of another model is an error, not a wrong answer.
+//! `fhec build` writes two files: the full artifact (`model.fhec`: the circuit, its weights
+//! and its parameters), which the server loads and the model owner may keep private, and its
+//! client part (`model.client.fhec`, [`ClientSpec`]: the parameters, the input encoding and
+//! the output decoding, no weight), which is what to ship to clients. [`Client::new`] takes
+//! either (from a full artifact it derives the client part); keys made from the client part
+//! work with a [`Server`] made from the full artifact. The client's secret key never leaves
+//! [`Client`]; [`Server`] is built from the evaluation key and cannot decrypt. Every byte
+//! string is framed, versioned, checksummed and tied to the model's parameters, so a key or
+//! ciphertext of another model is an error, not a wrong answer.
 //!
 //! The encrypted image is in seeded form ([`SeededCtTensor`]: one 8-byte body per input
 //! value and the seed the server regenerates the masks from; 6.2 KiB for a 28x28 image).
@@ -35,6 +40,7 @@
 use std::sync::atomic::AtomicUsize;
 
 use fhec_ir::artifact::{Artifact, ArtifactError, ParametrizedCircuit};
+use fhec_ir::client::ClientSpecError;
 use fhec_ir::params::result_form;
 
 use crate::fhe::files::{Kind, kind_of, pair_of};
@@ -43,16 +49,29 @@ use crate::fhe::{
 };
 use crate::sim;
 
+pub use fhec_ir::client::ClientSpec;
+
 /// Why a client or server operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The artifact does not load.
     #[error("artifact: {0}")]
     Artifact(#[from] ArtifactError),
+    /// The client part does not load.
+    #[error("{0}")]
+    ClientPart(#[from] ClientSpecError),
+    /// Neither a client part nor an artifact.
+    #[error("not an fhec client part or artifact (bad magic bytes)")]
+    NotAModel,
+    /// A client part where the server's full artifact is needed.
+    #[error(
+        "holds a client part (parameters and encodings, no circuit); the server needs the full artifact that `fhec build` writes beside it"
+    )]
+    ClientPartGiven,
     /// The artifact was compiled without TFHE parameters.
     #[error("the artifact has no TFHE parameters ({0}); rebuild it with narrower widths")]
     NoParameters(String),
-    /// A key or ciphertext is wrong for this artifact, or evaluation failed.
+    /// A key or ciphertext is wrong for this model, or evaluation failed.
     #[error("{what}: {source}")]
     Fhe {
         /// Which input.
@@ -62,17 +81,32 @@ pub enum AppError {
     },
 }
 
-/// The artifact's circuit with its parameters, or why it has none.
-fn parametrized(art: &Artifact) -> Result<ParametrizedCircuit<'_>, AppError> {
-    art.parametrized().map_err(|e| match e {
+fn no_parameters(e: ArtifactError) -> AppError {
+    match e {
         ArtifactError::NoParameters { reason } => AppError::NoParameters(reason),
         e => AppError::Artifact(e),
-    })
+    }
 }
 
-/// [`parametrized`] of an artifact already checked to have parameters.
+/// The artifact's circuit with its parameters, or why it has none.
+fn parametrized(art: &Artifact) -> Result<ParametrizedCircuit<'_>, AppError> {
+    art.parametrized().map_err(no_parameters)
+}
+
+/// The client part in `model`: a client part file, or derived from a full artifact.
+pub fn load_client_part(model: &[u8]) -> Result<ClientSpec, AppError> {
+    if ClientSpec::sniff(model) {
+        return Ok(ClientSpec::from_bytes(model)?);
+    }
+    if !Artifact::sniff(model) {
+        return Err(AppError::NotAModel);
+    }
+    Artifact::from_bytes(model)?.client_part().map_err(no_parameters)
+}
+
+/// [`parametrized`] of a server's artifact, checked to have parameters when the server was made.
 fn checked(art: &Artifact) -> ParametrizedCircuit<'_> {
-    art.parametrized().expect("checked when the client or server was made")
+    art.parametrized().expect("checked when the server was made")
 }
 
 fn fhe(what: &'static str) -> impl Fn(FheError) -> AppError {
@@ -90,26 +124,33 @@ pub struct Prediction {
     pub raw: Vec<i64>,
 }
 
-/// The client: holds the secret key, encrypts images and decrypts results.
+/// The client: holds the secret key, encrypts images and decrypts results. It needs only
+/// the model's client part ([`ClientSpec`]).
 pub struct Client {
-    /// An artifact with parameters.
-    artifact: Artifact,
+    spec: ClientSpec,
     key: ClientKey,
 }
 
 impl Client {
-    /// Loads an artifact and generates fresh keys for it.
-    pub fn new(artifact: &[u8]) -> Result<Client, AppError> {
-        let artifact = Artifact::from_bytes(artifact)?;
-        let key = ClientKey::generate_for(&parametrized(&artifact)?);
-        Ok(Client { artifact, key })
+    /// Loads a model's client part (or a full artifact, whose client part it derives) and
+    /// generates fresh keys for it.
+    pub fn new(model: &[u8]) -> Result<Client, AppError> {
+        Client::for_spec(load_client_part(model)?)
     }
 
-    /// Loads an artifact and a client key saved by [`Client::secret_key`].
-    pub fn with_key(artifact: &[u8], secret_key: &[u8]) -> Result<Client, AppError> {
-        let artifact = Artifact::from_bytes(artifact)?;
-        let key = ClientKey::from_bytes(secret_key, parametrized(&artifact)?.params()).map_err(fhe("client key"))?;
-        Ok(Client { artifact, key })
+    /// Generates fresh keys for a client part already in memory (verified first).
+    pub fn for_spec(spec: ClientSpec) -> Result<Client, AppError> {
+        spec.verify()?;
+        let key = ClientKey::generate_for(&spec);
+        Ok(Client { spec, key })
+    }
+
+    /// Loads a model's client part (or a full artifact) and a client key saved by
+    /// [`Client::secret_key`].
+    pub fn with_key(model: &[u8], secret_key: &[u8]) -> Result<Client, AppError> {
+        let spec = load_client_part(model)?;
+        let key = ClientKey::from_bytes(secret_key, &spec.params).map_err(fhe("client key"))?;
+        Ok(Client { spec, key })
     }
 
     /// The secret key, to store on the client (never send it).
@@ -123,17 +164,16 @@ impl Client {
         self.key.seeded_server_key().to_bytes()
     }
 
-    /// The compiled model.
-    pub fn artifact(&self) -> &Artifact {
-        &self.artifact
+    /// The model's client part.
+    pub fn spec(&self) -> &ClientSpec {
+        &self.spec
     }
 
     /// Encrypts an image given as 8-bit grayscale pixels, row-major, of the model's input size
     /// (seeded form: about 8 bytes per pixel, see [`crate::encrypted_image_bytes`]).
     pub fn encrypt(&self, pixels: &[u8]) -> Result<Vec<u8>, AppError> {
-        let pc = checked(&self.artifact);
-        let ct = self.key.encrypt_image_seeded(&pc, pixels).map_err(fhe("image"))?;
-        Ok(ct.to_bytes_bound(pc.params(), self.key.pair()))
+        let ct = self.key.encrypt_image_seeded(&self.spec, pixels).map_err(fhe("image"))?;
+        Ok(ct.to_bytes_bound(&self.spec.params, self.key.pair()))
     }
 
     /// Decrypts a result from [`Server::classify`].
@@ -149,7 +189,7 @@ impl Client {
         let raw = self.decrypt_result(result).map_err(fhe("encrypted result"))?;
         // After the result's own checks, so that a malformed result says what is wrong with it.
         check_pair(result, "the encrypted result", "client key", self.key.pair()).map_err(fhe("encrypted result"))?;
-        let scores = self.artifact.circuit.output_quant.scores(&raw);
+        let scores = self.spec.output.quant.scores(&raw);
         Ok(Prediction { class: sim::argmax(&scores), scores, raw })
     }
 
@@ -157,9 +197,8 @@ impl Client {
     /// (refused if it keeps fewer bytes per coefficient than this model's output noise
     /// allows), or full ciphertexts; either must hold this model's output shape and encoding.
     fn decrypt_result(&self, b: &[u8]) -> Result<Vec<i64>, FheError> {
-        let pc = checked(&self.artifact);
-        let (p, c, plan) = (pc.params(), pc.circuit(), pc.plan());
-        let (shape, bits) = (&c.nodes[c.output].shape, plan.bits[c.output]);
+        let (p, out) = (&self.spec.params, &self.spec.output.encoding);
+        let (shape, bits) = (&out.shape, out.bits);
         let matches = |s: &Vec<usize>, b: u32| {
             if s != shape || b != bits {
                 return Err(FheError::Shape(format!(
@@ -175,8 +214,8 @@ impl Client {
         }
         let t = CompactCtTensor::from_bytes(b, p)?;
         matches(&t.shape, t.bits)?;
-        if !t.form().decrypts_reliably(p, plan, c) {
-            let need = result_form(p, plan, c);
+        if !t.form().decrypts_reliably_for(p, out) {
+            let need = self.spec.output.result_form;
             return Err(FheError::Unsupported(format!(
                 "keeps {} bits per coefficient under the {:?} key, too few for this model's output to decrypt reliably (a server sends {} under the {:?} key)",
                 t.word_bits, t.key, need.word_bits, need.key
@@ -206,7 +245,11 @@ impl Server {
     /// Loads an artifact and a client's evaluation key: the seeded form
     /// ([`Client::evaluation_key`]; its masks are regenerated and its bootstrap key converted
     /// to the Fourier domain here, in parallel) or the full form.
+    /// The full artifact is needed: a client part is refused ([`AppError::ClientPartGiven`]).
     pub fn new(artifact: &[u8], evaluation_key: &[u8]) -> Result<Server, AppError> {
+        if ClientSpec::sniff(artifact) {
+            return Err(AppError::ClientPartGiven);
+        }
         let artifact = Artifact::from_bytes(artifact)?;
         let key =
             ServerKey::from_bytes(evaluation_key, parametrized(&artifact)?.params()).map_err(fhe("evaluation key"))?;

@@ -18,7 +18,7 @@ mod support;
 
 use fhec_ir::artifact::ParametrizedCircuit;
 use fhec_ir::params::{EncodingPlan, ResultForm, ResultKey, RoundKeyParams, TfheParams, min_secure_std, result_form};
-use fhec_runtime::app::{Client, Server};
+use fhec_runtime::app::{Client, Server, load_client_part};
 use fhec_runtime::fhe::files::{self, Kind, kind_of};
 use fhec_runtime::fhe::{ClientKey, CompactCtTensor, SeededCtTensor};
 use fhec_runtime::{encrypted_image_bytes, encrypted_result_bytes};
@@ -298,6 +298,35 @@ fn compact_results_keep_the_bits_the_output_noise_needs() {
     let input = ResultForm { key: ResultKey::Input, word_bits: 24 };
     assert!(!input.decrypts_reliably(&q, &plan, &c));
     assert_eq!(input.data_bytes(&q, 784), None);
+}
+
+#[test]
+fn a_client_of_the_client_part_alone_talks_to_a_server_of_the_full_artifact() {
+    // Parameters with a rounding key and a result keyswitch key: the client part says so,
+    // and the evaluation key made from it holds both.
+    let p = params_with_input_key();
+    let c = identity_circuit(28, 28);
+    let (art, _) = artifact(&c, p);
+    let spec = load_client_part(&art).unwrap();
+    assert!(spec.keys.rounding_bootstrap_key && spec.keys.result_keyswitch_key);
+    assert_eq!((spec.keys.input_dimension, spec.output.result_form.key), (2048, ResultKey::Input));
+    let part = spec.to_bytes();
+    let client = Client::new(&part).unwrap();
+    assert_eq!(client.spec(), &spec);
+    let server = Server::new(&art, &client.evaluation_key()).unwrap();
+    let px = pixels(784, 11);
+    let res = server.classify(&client.encrypt(&px).unwrap()).unwrap();
+    assert_eq!(client.decrypt(&res).unwrap().raw, want(&c, &px));
+    // The same secret key serves a client of the full artifact.
+    let full = Client::with_key(&art, &client.secret_key()).unwrap();
+    assert_eq!(full.decrypt(&res).unwrap(), client.decrypt(&res).unwrap());
+    // A client part is not a server's artifact, and neither is anything else a client part.
+    let e = Server::new(&part, &client.evaluation_key()).err().expect("must fail").to_string();
+    assert!(e.contains("holds a client part"), "{e}");
+    let e = Client::new(&client.secret_key()).err().expect("must fail").to_string();
+    assert_eq!(e, "not an fhec client part or artifact (bad magic bytes)");
+    let e = Client::new(&part[..part.len() - 1]).err().expect("must fail").to_string();
+    assert!(e.starts_with("client part: the file is truncated"), "{e}");
 }
 
 #[test]

@@ -125,9 +125,17 @@ pub fn compile_default(b: &Bundled) -> fhec_ir::circuit::Circuit {
 
 /// A small CNN on 8x8 images (for encrypted tests): conv 3x3 (2 channels) -> relu -> max pool 2x2 -> dense 32->3.
 pub fn tiny_graph() -> fhec_ir::nn::Graph {
+    tiny_graph_with_weights(0)
+}
+
+/// [`tiny_graph`] with other weights (`variant` 0 is `tiny_graph`'s): the same inputs,
+/// outputs and layers.
+pub fn tiny_graph_with_weights(variant: usize) -> fhec_ir::nn::Graph {
     let mut g = fhec_ir::nn::Graph::new("tiny");
     let x = g.add_input("x", vec![1, 1, 8, 8]);
-    let w = ndarray::Array4::from_shape_fn((2, 1, 3, 3), |(o, _, a, b)| ((o * 5 + a * 3 + b) % 7) as f32 / 3.0 - 1.0);
+    let w = ndarray::Array4::from_shape_fn((2, 1, 3, 3), |(o, _, a, b)| {
+        ((o * 5 + a * 3 + b + variant) % 7) as f32 / 3.0 - 1.0
+    });
     let c = g
         .add_op(
             "conv",
@@ -157,7 +165,7 @@ pub fn tiny_graph() -> fhec_ir::nn::Graph {
         )
         .unwrap();
     let f = g.add_op_with_shape("flat", fhec_ir::nn::Op::Reshape, &[p], &[1, 32]).unwrap();
-    let dw = ndarray::Array2::from_shape_fn((3, 32), |(o, k)| ((o * 7 + k * 3) % 11) as f32 / 5.0 - 1.0);
+    let dw = ndarray::Array2::from_shape_fn((3, 32), |(o, k)| ((o * 7 + k * 3 + 2 * variant) % 11) as f32 / 5.0 - 1.0);
     let d = g
         .add_op(
             "fc",
@@ -187,7 +195,11 @@ pub fn images(n: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
 /// The tiny CNN compiled with narrow widths (4-bit input and weights, 3-bit activations,
 /// 4-bit tables) and exact ranges (any image is in range), calibrated on pseudo-random images.
 pub fn tiny_circuit() -> fhec_ir::circuit::Circuit {
-    let g = tiny_graph();
+    tiny_circuit_of(&tiny_graph())
+}
+
+/// [`tiny_circuit`]'s compilation of a graph.
+pub fn tiny_circuit_of(g: &fhec_ir::nn::Graph) -> fhec_ir::circuit::Circuit {
     let calib = images(32, 64, 7);
     let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
     let opts = fhec_compiler::quantize::QuantOptions {
@@ -198,5 +210,5 @@ pub fn tiny_circuit() -> fhec_ir::circuit::Circuit {
         ranges: fhec_compiler::quantize::RangeMode::Exact,
         ..Default::default()
     };
-    fhec_compiler::quantize::compile_circuit(&g, fhec_ir::Preprocess::Unit, &refs, &opts).unwrap()
+    fhec_compiler::quantize::compile_circuit(g, fhec_ir::Preprocess::Unit, &refs, &opts).unwrap()
 }

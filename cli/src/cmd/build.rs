@@ -1,26 +1,34 @@
-//! `fhec build`: compile an ONNX model into a circuit artifact and report its cost.
+//! `fhec build`: compile an ONNX model into a circuit artifact and report its cost. It writes
+//! two files: the full artifact (the server's: circuit, weights, parameters) and, when the
+//! model has TFHE parameters, its client part beside it (`MODEL.client.fhec`: parameters and
+//! encodings, no weight), which is what clients need.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use fhec_compiler::report::build_report;
 use fhec_driver::compile::{Compiled, compile_model_with, pass_comparison};
 use fhec_driver::files::{self, Replace};
 use fhec_driver::model::{import, read};
 use fhec_ir::Graph;
+use fhec_ir::artifact::ArtifactError;
 use fhec_ir::nn::print;
 
 use crate::args::CompileArgs;
 
-/// Compile an ONNX model into a circuit artifact and report its cost.
+/// Compile an ONNX model into a circuit artifact (and its client part) and report its cost.
 #[derive(clap::Args)]
 pub struct Args {
     /// The ONNX model.
     model: PathBuf,
-    /// Output artifact (default: the model's path with extension `.fhec`).
+    /// Output artifact, the server's file (default: the model's path with extension `.fhec`).
     #[arg(short, long)]
     out: Option<PathBuf>,
-    /// Replace the output artifact if it exists.
+    /// Output client part, the file to ship to clients (default: the artifact's path with
+    /// extension `.client.fhec`).
+    #[arg(long)]
+    client_out: Option<PathBuf>,
+    /// Replace the output files if they exist.
     #[arg(long)]
     force: bool,
     /// Print the report as JSON.
@@ -39,9 +47,14 @@ pub struct Args {
 /// Runs `fhec build`.
 pub fn run(a: Args) -> Result<()> {
     let out = a.out.clone().unwrap_or_else(|| a.model.with_extension("fhec"));
+    let client_out = a.client_out.clone().unwrap_or_else(|| client_part_path(&out));
     let replace = Replace::from_flag(a.force);
-    // Before minutes of fitting: the output must be writable under the policy.
+    // Before minutes of fitting: the outputs must be writable under the policy.
     files::check_output(&out, &[&a.model], replace, "-o")?;
+    if client_out == out {
+        bail!("--client-out {} is the artifact's own path; choose another", client_out.display());
+    }
+    files::check_output(&client_out, &[&a.model, &out], replace, "--client-out")?;
     let options = a.compile.options();
     let mut show = |pass: &str, g: &Graph, notes: &[String]| {
         if a.print_ir_after_all {
@@ -60,7 +73,16 @@ pub fn run(a: Args) -> Result<()> {
     let Compiled { artifact: art, before_passes: before, fit, .. } =
         compile_model_with(&a.model, &options, &mut show, true)?;
     let bytes = art.to_bytes();
+    // A simulation-only artifact has no parameters, so no client part.
+    let client = match art.client_part() {
+        Ok(c) => Some(c.to_bytes()),
+        Err(ArtifactError::NoParameters { .. }) => None,
+        Err(e) => return Err(e).context("cannot derive the client part"),
+    };
     files::write(&out, &bytes, replace)?;
+    if let Some(c) = &client {
+        files::write(&client_out, c, replace)?;
+    }
     let report = build_report(&art.circuit, &art.options, art.fhe.as_ref());
     if a.json {
         let mut v = serde_json::to_value(&report)?;
@@ -71,6 +93,10 @@ pub fn run(a: Args) -> Result<()> {
             v["fit"] = serde_json::to_value(f)?;
         }
         v["artifact"] = serde_json::json!({ "path": out.display().to_string(), "bytes": bytes.len() });
+        v["client_part"] = match &client {
+            Some(c) => serde_json::json!({ "path": client_out.display().to_string(), "bytes": c.len() }),
+            None => serde_json::Value::Null,
+        };
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         if a.print_circuit {
@@ -83,7 +109,20 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(b) = &before {
             println!("{}", pass_comparison(b, &art));
         }
-        println!("wrote {} ({} bytes)", out.display(), bytes.len());
+        println!("wrote {} ({} bytes: the full artifact, for the server)", out.display(), bytes.len());
+        match &client {
+            Some(c) => println!(
+                "wrote {} ({} bytes: the client part, no weights; what clients need for keygen, encrypt, decrypt)",
+                client_out.display(),
+                c.len()
+            ),
+            None => println!("no client part: the artifact has no TFHE parameters (simulation only)"),
+        }
     }
     Ok(())
+}
+
+/// The default path of the client part beside artifact `out`: `m.fhec` -> `m.client.fhec`.
+fn client_part_path(out: &Path) -> PathBuf {
+    out.with_extension("client.fhec")
 }

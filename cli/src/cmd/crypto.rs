@@ -1,5 +1,7 @@
 //! The client and server commands over files: `fhec keygen`, `encrypt`, `run` (the server
-//! side, with the evaluation key only) and `decrypt`.
+//! side, with the evaluation key only) and `decrypt`. The client's commands take the
+//! model's client part (`MODEL.client.fhec`, no weights) or its full artifact; `run` takes
+//! the full artifact.
 
 use std::path::{Path, PathBuf};
 
@@ -7,15 +9,17 @@ use anyhow::{Context, Result, bail};
 use fhec_driver::files::{self, Replace};
 use fhec_driver::progress::{size, with_progress};
 use fhec_ir::artifact::Artifact;
+use fhec_ir::client::ClientSpec;
 use fhec_runtime::app::{Client, Server};
 use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
 
 use crate::args::parse_dataset;
 
-/// Generate a client key and an evaluation (server) key for an artifact.
+/// Generate a client key and an evaluation (server) key for a model.
 #[derive(clap::Args)]
 pub struct KeygenArgs {
-    /// The artifact (from `fhec build`).
+    /// The model's client part (`MODEL.client.fhec` from `fhec build`), or its full artifact.
+    #[arg(value_name = "CLIENT_PART")]
     artifact: PathBuf,
     /// Directory to write `client.key` (secret: keep it) and `server.key` (send it).
     #[arg(long)]
@@ -28,7 +32,8 @@ pub struct KeygenArgs {
 /// Encrypt an image (a PNG / PGM file, or one image of a test set) with the client key.
 #[derive(clap::Args)]
 pub struct EncryptArgs {
-    /// The artifact.
+    /// The model's client part (`MODEL.client.fhec`), or its full artifact.
+    #[arg(value_name = "CLIENT_PART")]
     artifact: PathBuf,
     /// The client key.
     #[arg(long)]
@@ -56,7 +61,7 @@ pub struct EncryptArgs {
 /// Classify an encrypted image with the evaluation key only (the server side).
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The artifact.
+    /// The model's full artifact (`MODEL.fhec` from `fhec build`; the server's file).
     artifact: PathBuf,
     /// The evaluation key.
     #[arg(long)]
@@ -75,7 +80,8 @@ pub struct RunArgs {
 /// Decrypt an encrypted result with the client key and print the class.
 #[derive(clap::Args)]
 pub struct DecryptArgs {
-    /// The artifact.
+    /// The model's client part (`MODEL.client.fhec`), or its full artifact.
+    #[arg(value_name = "CLIENT_PART")]
     artifact: PathBuf,
     /// The client key.
     #[arg(long)]
@@ -85,9 +91,33 @@ pub struct DecryptArgs {
     input: PathBuf,
 }
 
-/// Reads an artifact file, checking that it is one (the app API validates the rest).
+/// Reads the model file of a client command: a client part or a full artifact (the app API
+/// validates the rest).
+fn read_client_part(path: &Path) -> Result<Vec<u8>> {
+    let bytes = files::read(path, "client part")?;
+    if !ClientSpec::sniff(&bytes) && !Artifact::sniff(&bytes) {
+        bail!(
+            "{} is not an fhec client part or artifact (`fhec build MODEL.onnx` writes MODEL.client.fhec for clients)",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Reads the server's full artifact, refusing a client part with a message naming the file.
 fn read_artifact(path: &Path) -> Result<Vec<u8>> {
     let bytes = files::read(path, "artifact")?;
+    if ClientSpec::sniff(&bytes) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let hint = match name.strip_suffix(".client.fhec") {
+            Some(stem) => format!(" ({stem}.fhec, written beside it by `fhec build`)"),
+            None => String::new(),
+        };
+        bail!(
+            "{} is a client part (parameters and encodings for clients, no circuit); the server needs the model's full artifact{hint}",
+            path.display()
+        );
+    }
     if !Artifact::sniff(&bytes) {
         bail!("{} is not an fhec artifact (build one with `fhec build MODEL.onnx`)", path.display());
     }
@@ -97,7 +127,7 @@ fn read_artifact(path: &Path) -> Result<Vec<u8>> {
 /// Runs `fhec keygen`: both keys are generated in memory, then written as a pair under a
 /// lock on the directory (see [`files::write_all`]).
 pub fn keygen(a: KeygenArgs) -> Result<()> {
-    let art = read_artifact(&a.artifact)?;
+    let art = read_client_part(&a.artifact)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let _lock = files::lock_dir(&a.out, "keys")?;
     let (cp, sp) = (a.out.join("client.key"), a.out.join("server.key"));
@@ -126,9 +156,9 @@ pub fn encrypt(a: EncryptArgs) -> Result<()> {
     let mut inputs = vec![a.artifact.as_path(), a.client_key.as_path()];
     inputs.extend(a.image.as_deref());
     files::check_output(&a.out, &inputs, replace, "-o")?;
-    let client = Client::with_key(&read_artifact(&a.artifact)?, &files::read(&a.client_key, "client key")?)
+    let client = Client::with_key(&read_client_part(&a.artifact)?, &files::read(&a.client_key, "client key")?)
         .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
-    let shape = client.artifact().circuit.input_shape().to_vec();
+    let shape = client.spec().input.shape.clone();
     let (pixels, what) = match (&a.image, a.dataset) {
         (Some(path), _) => {
             let (rows, cols) = (shape[shape.len().saturating_sub(2)], shape[shape.len() - 1]);
@@ -173,7 +203,7 @@ pub fn run(a: RunArgs) -> Result<()> {
 
 /// Runs `fhec decrypt`.
 pub fn decrypt(a: DecryptArgs) -> Result<()> {
-    let client = Client::with_key(&read_artifact(&a.artifact)?, &files::read(&a.client_key, "client key")?)
+    let client = Client::with_key(&read_client_part(&a.artifact)?, &files::read(&a.client_key, "client key")?)
         .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
     let res = files::read(&a.input, "encrypted result")?;
     let pred = client

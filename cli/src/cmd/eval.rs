@@ -10,6 +10,7 @@ use fhec_driver::measure::simulate_draws;
 use fhec_driver::model::{image_input_shape, import, preprocess_of, read};
 use fhec_ir::Preprocess;
 use fhec_ir::artifact::Artifact;
+use fhec_ir::client::ClientSpec;
 use fhec_ir::nn::interp;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 use fhec_runtime::sim;
@@ -56,6 +57,9 @@ pub fn run(a: Args) -> Result<()> {
     compile.calib_dataset = compile.calib_dataset.or(Some(dataset));
     let mut ds = Dataset::load_test(&data, dataset)?;
     let bytes = read(&model)?;
+    if ClientSpec::sniff(&bytes) {
+        bail!("{}", fhec_driver::compile::not_a_model(&model));
+    }
     // A model of some classes only is measured on the images of those classes.
     let classes = match &compile.classes {
         Some(c) => Some(c.clone()),

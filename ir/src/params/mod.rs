@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 pub use cost::BootstrapMix;
 pub use encoding::{EncodingError, EncodingPlan};
 pub use noise::{NoiseRequirement, Variances, erfc, failure_probability, kappa, truncation_variance};
-pub use result::{RESULT_TRUNCATION_FAILURE, ResultForm, ResultKey, result_form};
+pub use result::{OutputEncoding, RESULT_TRUNCATION_FAILURE, ResultForm, ResultKey, result_form, result_form_for};
 pub use security::{estimated_security_bits, is_secure, min_secure_std};
 pub use setup::FheSetup;
 
@@ -146,6 +146,13 @@ impl TfheParams {
     /// is only an input prefix: callers need not know the `pbs_level == 0` convention.
     pub fn rounding_bsk(&self) -> Option<TfheParams> {
         self.has_rounding_bsk().then(|| self.rounding_bootstrap())
+    }
+
+    /// The fingerprint of the parameter set: the FNV-1a checksum ([`crate::framing::checksum`])
+    /// of its bincode form (fixed-width integers). The runtime's key and ciphertext files
+    /// start with it, and a client part records it for the key pair it asks for.
+    pub fn fingerprint(&self) -> u64 {
+        crate::framing::checksum(&bincode::serialize(self).expect("parameters always serialize"))
     }
 
     /// `kN`, dimension of the flattened GLWE key.

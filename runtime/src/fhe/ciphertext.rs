@@ -2,6 +2,7 @@
 //! encryption, decryption and compaction.
 
 use fhec_ir::artifact::ParametrizedCircuit;
+use fhec_ir::client::ClientSide;
 use fhec_ir::params::{ResultForm, ResultKey, TfheParams};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -238,35 +239,40 @@ impl ClientKey {
         SeededCtTensor { shape: shape.to_vec(), bits, seed: seed.0, bodies: list.into_container() }
     }
 
-    /// The circuit's input integers of an image (8-bit pixels), after checking that these
-    /// keys are of the circuit's parameters.
-    fn quantize_image(&self, pc: &ParametrizedCircuit<'_>, pixels: &[u8]) -> Result<Vec<i64>, FheError> {
-        if self.params != *pc.params() {
+    /// The input integers of an image (8-bit pixels) for a model (a client part or a
+    /// circuit with its parameters), after checking that these keys are of its parameters.
+    fn quantize_image(&self, model: &(impl ClientSide + ?Sized), pixels: &[u8]) -> Result<Vec<i64>, FheError> {
+        if self.params != *model.params() {
             return Err(FheError::ParamsMismatch(
                 "the client key was made for other TFHE parameters than this circuit's".into(),
             ));
         }
-        let c = pc.circuit();
-        let n: usize = c.input_shape().iter().product();
+        let n: usize = model.input_shape().iter().product();
         if pixels.len() != n {
             return Err(FheError::Shape(format!("the image has {} pixels, the circuit takes {n}", pixels.len())));
         }
-        Ok(pixels.iter().map(|&p| c.input_quant.pixel_to_q[p as usize]).collect())
+        let q = &model.input_quant().pixel_to_q;
+        pixels
+            .iter()
+            .map(|&p| q.get(p as usize).copied())
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| FheError::Shape(format!("the input quantization maps {} pixel values, not 256", q.len())))
     }
 
-    /// Encrypts an image (8-bit pixels) as the circuit's input.
-    pub fn encrypt_image(&self, pc: &ParametrizedCircuit<'_>, pixels: &[u8]) -> Result<CtTensor, FheError> {
-        Ok(self.encrypt(&self.quantize_image(pc, pixels)?, pc.circuit().input_shape(), pc.input_bits()))
+    /// Encrypts an image (8-bit pixels) as the input of a model: a client part
+    /// ([`fhec_ir::client::ClientSpec`]) or a circuit with its parameters.
+    pub fn encrypt_image(&self, model: &(impl ClientSide + ?Sized), pixels: &[u8]) -> Result<CtTensor, FheError> {
+        Ok(self.encrypt(&self.quantize_image(model, pixels)?, model.input_shape(), model.input_bits()))
     }
 
-    /// Encrypts an image (8-bit pixels) as the circuit's input, in seeded form (what
+    /// Encrypts an image (8-bit pixels) as the input of a model, in seeded form (what
     /// [`crate::app::Client::encrypt`] sends).
     pub fn encrypt_image_seeded(
         &self,
-        pc: &ParametrizedCircuit<'_>,
+        model: &(impl ClientSide + ?Sized),
         pixels: &[u8],
     ) -> Result<SeededCtTensor, FheError> {
-        Ok(self.encrypt_seeded(&self.quantize_image(pc, pixels)?, pc.circuit().input_shape(), pc.input_bits()))
+        Ok(self.encrypt_seeded(&self.quantize_image(model, pixels)?, model.input_shape(), model.input_bits()))
     }
 
     /// The noisy phases of a ciphertext tensor, in units of its `Δ` (for noise measurements).

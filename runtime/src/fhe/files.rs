@@ -112,7 +112,7 @@ pub fn kind_of(b: &[u8]) -> Option<Kind> {
 
 /// Fingerprint of a parameter set.
 pub fn fingerprint(p: &TfheParams) -> u64 {
-    fhec_ir::framing::checksum(&bincode::serialize(p).expect("params serialize"))
+    p.fingerprint()
 }
 
 fn codec() -> impl Options {

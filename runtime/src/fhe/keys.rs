@@ -2,7 +2,7 @@
 //! Fourier bootstrap keys, nothing secret) and its seeded form [`SeededServerKey`] (what a
 //! client sends); generation, dimension checks and decompression.
 
-use fhec_ir::artifact::ParametrizedCircuit;
+use fhec_ir::client::ClientSide;
 use fhec_ir::params::TfheParams;
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::commons::math::random::Seed;
@@ -122,9 +122,11 @@ impl ClientKey {
         ClientKey { params: *params, small, glwe, pair }
     }
 
-    /// Generates fresh secret keys for the parameters of `pc`.
-    pub fn generate_for(pc: &ParametrizedCircuit<'_>) -> ClientKey {
-        Self::generate(pc.params())
+    /// Generates fresh secret keys for the parameters of a model: a client part
+    /// ([`fhec_ir::client::ClientSpec`]) or a circuit with its parameters
+    /// ([`fhec_ir::artifact::ParametrizedCircuit`]); keys need nothing else.
+    pub fn generate_for(model: &(impl ClientSide + ?Sized)) -> ClientKey {
+        Self::generate(model.params())
     }
 
     /// The parameters of these keys.
