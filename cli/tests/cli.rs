@@ -637,3 +637,42 @@ fn keygen_is_locked_and_an_interrupted_one_leaves_the_old_pair() {
     assert!(!d.join("r.ct").exists());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn bad_image_files_are_errors_that_name_their_kind() {
+    let dir = tmpdir("bad-images");
+    // An IDX header whose dimensions overflow when multiplied.
+    let idx = dir.join("t10k-images-idx3-ubyte");
+    std::fs::write(&idx, b"\x00\x00\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").unwrap();
+    let png = dir.join("x.png");
+    std::fs::write(&png, b"not a png").unwrap();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = dir.join("m.fhec");
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["--calib", idx.to_str().unwrap()], format!("{} is not a valid IDX images file", idx.display())),
+        (vec!["--calib", png.to_str().unwrap()], format!("{} is not a valid PNG image file", png.display())),
+        (vec!["--calib", dir.to_str().unwrap()], format!("{} is not a valid PNG image file", png.display())),
+        (vec!["--calib", empty.to_str().unwrap()], format!("no images in {}", empty.display())),
+        (vec!["--calib-limit", "0"], "must be at least 1".into()),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["build", "examples/models/fhe_mnist.onnx", "--no-fit", "-o", out.to_str().unwrap()];
+        args.extend(&extra);
+        let o = fhec(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(&needle), "{extra:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("IDX image file"), "{extra:?}: {err}");
+        assert!(!out.exists(), "{extra:?}: an artifact was written");
+    }
+    // A cause the message already quotes is printed once.
+    let o = fhec(&["build", "examples/models/fhe_mnist.onnx", "--no-fit", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let trunc = dir.join("trunc.fhec");
+    std::fs::write(&trunc, &std::fs::read(&out).unwrap()[..1000]).unwrap();
+    let o = fhec(&["keygen", trunc.to_str().unwrap(), "--out", dir.join("keys").to_str().unwrap()]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("the file is truncated").count(), 1, "a cause is printed twice: {err}");
+}
