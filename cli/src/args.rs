@@ -97,7 +97,7 @@ pub struct CompileArgs {
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = non_negative)]
     pub accuracy_budget: f64,
     /// Largest estimated server time per image (seconds on one core) that the fit accepts.
-    #[arg(long, value_parser = positive)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub max_server_time: Option<f64>,
     /// What the fit minimises: `time` (within the accuracy budget) or `accuracy` (within
     /// --max-server-time).

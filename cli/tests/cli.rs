@@ -558,6 +558,7 @@ fn probabilities_are_checked_with_a_hint_for_log2_exponents() {
     for (flag, value, want) in [
         ("--accuracy-budget", "-1", "must be a finite number >= 0"),
         ("--max-server-time", "0", "must be a finite number > 0"),
+        ("--max-server-time", "-1", "must be a finite number > 0"),
         ("--calib-limit", "0", "must be at least 1"),
         ("--validation-limit", "0", "must be at least 1"),
     ] {
