@@ -646,3 +646,40 @@ fn pipeline_names_the_pass_in_errors_and_verifies() {
         .unwrap();
     assert_eq!(seen, vec!["fold-affine", "declutter"]);
 }
+
+/// The extraction's cost model must price what lowering builds: on every bundled model, at
+/// its default widths under both rounding modes, the default pipeline never yields a
+/// circuit whose bootstraps, weighted by the width each reads ([`fhec_ir::cost::width_weight`]),
+/// cost more than the circuit without passes. (A max pooling moved before its activation
+/// under exact rounding once compared 21-bit differences, priced as rounded 11-bit reads.)
+#[test]
+fn the_default_pipeline_never_makes_a_bundled_model_costlier() {
+    use fhec_compiler::build::{BuildOptions, build_graph};
+    use fhec_compiler::quantize::{QuantOptions, Rounding};
+    use fhec_ir::cost::width_weight;
+    for b in bundled_models() {
+        let g = import(&b.path).unwrap();
+        let ds = bundled_sample(b.dataset);
+        let imgs: Vec<&[u8]> = (0..ds.len().min(100)).map(|i| ds.pixels(i)).collect();
+        for rounding in [Rounding::Exact, Rounding::Approximate] {
+            let weighted = |pipeline: &[&str]| {
+                let mut o = BuildOptions {
+                    quant: Some(QuantOptions { rounding, ..QuantOptions::for_model(&g).unwrap() }),
+                    preprocess: Some(b.preprocess),
+                    ..BuildOptions::default()
+                };
+                o.passes.pipeline = pipeline.iter().map(|s| s.to_string()).collect();
+                let st = build_graph(&g, "m", &imgs, &o).unwrap().circuit.bootstrap_stats();
+                let tables: f64 = st.by_width.iter().map(|(&w, &n)| n as f64 * width_weight(w as f64)).sum();
+                (tables + st.rounding as f64, st.max_width())
+            };
+            let (before, wb) = weighted(&[]);
+            let (after, wa) = weighted(fhec_compiler::passes::DEFAULT_PIPELINE);
+            assert!(
+                after <= before * 1.02,
+                "{} ({rounding:?}): passes raise the weighted bootstraps {before:.0} -> {after:.0} (widest read {wb} -> {wa} bits)",
+                b.path.display()
+            );
+        }
+    }
+}

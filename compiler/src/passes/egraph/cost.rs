@@ -15,7 +15,8 @@
 //!   the functions [`tables`] and [`width_weight`] live in [`fhec_ir::cost`], the one cost
 //!   model, with the per-parameter-set costs the parameter search uses.
 //! * Max pooling costs `k - 1` pairwise maxima per output element, each a table on the
-//!   difference (one bit wider than its input).
+//!   difference (one bit wider than its input): read whole under exact rounding (lowering
+//!   compares over the exact range, without rounding first), its top bits under approximate.
 //! * A linear op costs `log2` of the bound on the 2-norm of its integer weight rows,
 //!   `(weight_bits - 1) + log2(fan_in) / 2`: every bit of noise growth a linear chain adds
 //!   shrinks the budget of the next bootstrap (larger parameters for all of them). One bit
@@ -58,7 +59,16 @@ impl<'a> BootstrapCost<'a> {
             Op::Mul => 2.0 * tables(elems, in_bits(1).max(in_bits(2)) + 1.0, c.max_table_bits, c.approximate),
             Op::MaxPool(pool) => {
                 let k = (pool.kernel[0] * pool.kernel[1]) as f64;
-                (k - 1.0) * tables(elems, in_bits(1) + 1.0, c.max_table_bits, c.approximate)
+                // The difference is one bit wider than the input. Lowering compares exactly
+                // over the whole range under exact rounding (no rounding bootstrap first:
+                // the comparison reads every bit), and reads the top bits under approximate.
+                let b = in_bits(1) + 1.0;
+                let per = if c.approximate {
+                    tables(elems, b, c.max_table_bits, true)
+                } else {
+                    elems * width_weight(b.ceil())
+                };
+                (k - 1.0) * per
             }
             op if is_table_op(op) => tables(elems, in_bits(1), c.max_table_bits, c.approximate),
             // Bound on the integer weight row's 2-norm: weight_bits - 1 bits per weight and
