@@ -19,23 +19,40 @@
 //! ciphertext of another model is an error, not a wrong answer.
 //!
 //! The encrypted image is in seeded form ([`SeededCtTensor`]: one 8-byte body per input
-//! value and the seed the server regenerates the masks from; 6.2 KiB for a 28x28 image).
+//! value and the seed the server regenerates the masks from; [`crate::encrypted_image_bytes`]
+//! gives its size, `BENCHMARKS.md` the measured ones).
 //! The server also accepts an image of full ciphertexts ([`CtTensor::to_bytes`] of
 //! [`ClientKey::encrypt_image`](crate::fhe::ClientKey::encrypt_image), 8(kN+1) bytes per
 //! value), the form clients sent before.
 //!
 //! The evaluation key is in seeded form ([`SeededServerKey`](crate::fhe::SeededServerKey):
 //! the keyswitch and bootstrap keys' bodies and the seeds the server regenerates their masks
-//! from, in parallel, before converting the bootstrap key to the Fourier domain; 47.6 MiB
-//! instead of 190 MiB for the bundled `fhe_mnist`, see [`crate::evaluation_key_bytes`]).
+//! from, in parallel, before converting the bootstrap key to the Fourier domain; about a
+//! quarter of the full key, see [`crate::evaluation_key_bytes`] and `BENCHMARKS.md`).
 //! The server also accepts the full key ([`ServerKey::to_bytes`] of
 //! [`ClientKey::server_key`]), the form clients sent before.
 //!
 //! The encrypted result is in compact form ([`CompactCtTensor`]): keyswitched to a key with
 //! fewer coefficients (the input key, `d + 1` per value instead of `kN + 1`, or the small
 //! key) and every coefficient rounded to a few bytes, the smallest form the output's noise
-//! allows ([`result_form`]; 53 KiB instead of 120 KiB for the bundled `seedq_mnist`). The
-//! client also accepts full ciphertexts.
+//! allows ([`result_form`]). The client also accepts full ciphertexts.
+//!
+//! ```no_run
+//! use fhec_runtime::app::{Client, Server};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Client side: the client part, fresh keys, an encrypted image.
+//! let client = Client::new(&std::fs::read("model.client.fhec")?)?;
+//! let evaluation_key = client.evaluation_key();
+//! let encrypted = client.encrypt(&[0u8; 28 * 28])?;
+//! // Server side: the full artifact and the evaluation key only.
+//! let server = Server::new(&std::fs::read("model.fhec")?, &evaluation_key)?;
+//! let result = server.classify(&encrypted)?;
+//! // Client side again.
+//! println!("class {}", client.decrypt(&result)?.class);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::atomic::AtomicUsize;
 
