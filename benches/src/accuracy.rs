@@ -66,7 +66,7 @@ Produced by `cargo bench-table accuracy --data {}` ({} images per test set). Def
 options: input {} bits, weights {} bits, activations {} bits, tables read at most {} bits \
 (wider accumulators are rounded exactly first), unless the model's metadata names the widths \
 it was trained for (column *widths*: input/weight/activation/table bits); table ranges \
-calibrated on the bundled 200-image sample with a {}% margin. *Outside*: test images that \
+calibrated on the first {} images of the bundled training sample with a {}% margin. *Outside*: test images that \
 drive a value outside the calibrated ranges (counted as errors in *simulated*). \
 Machine at the start: {machine}.\n\n\
 | model | dataset | preprocess | widths | float | simulated | Δ points | outside | table bootstraps | rounding bootstraps | widest table (bits) | widest value (bits) | artifact | build time |\n\
@@ -77,6 +77,7 @@ Machine at the start: {machine}.\n\n\
         d.weight_bits,
         d.act_bits,
         d.max_table_bits,
+        CompileOptions::default().calib_limit,
         d.range_margin_pct,
         rows.join("\n")
     );

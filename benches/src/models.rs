@@ -114,11 +114,12 @@ pub fn bench_models(
         println!("{row}");
         rows.push(row);
     }
+    let calib = CompileOptions::default().calib_limit;
     let body = format!(
         "## Bundled models: accuracy, cost and encrypted runs\n\n\
 Produced by `cargo bench-table models --data {} --images {images}{}`. One row per bundled model, \
 compiled at its default options (the widths its metadata names, else input 8 / weights 7 / \
-activations 7 / tables 11 bits; ranges calibrated on the bundled 200-image sample). *Float* \
+activations 7 / tables 11 bits; ranges calibrated on the first {calib} images of the bundled training sample). *Float* \
 and *simulated*: top-1 accuracy of the float model and of the compiled integer circuit on \
 {} test images per set (images outside the calibrated ranges count as errors). \
 *Encrypted*: the first test images (at most {images}, fewer for models whose estimated \
