@@ -106,6 +106,9 @@ impl Artifact {
         let a: Artifact = codec().deserialize(payload).map_err(|e| ArtifactError::Decode(e.to_string()))?;
         verify(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
         if let Some(f) = &a.fhe {
+            if let Some(m) = f.params.shape_error() {
+                return Err(ArtifactError::Invalid(format!("its TFHE parameters are impossible: {m}")));
+            }
             let plan =
                 crate::params::EncodingPlan::plan(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
             if plan != f.plan || !f.params.is_secure() {

@@ -15,6 +15,9 @@ use ndarray::{Array2, ArrayD, IxDyn};
 const MAX_IMAGES: usize = 1_000_000;
 /// Largest image side we accept.
 const MAX_SIDE: usize = 4096;
+/// Largest decompressed IDX file we accept (1 GiB; the full MNIST training set is 47 MB):
+/// a small gzip file can expand a thousandfold.
+const MAX_IDX_BYTES: u64 = 1 << 30;
 
 /// A failure to read a dataset, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -138,8 +141,8 @@ impl Dataset {
         labels_bytes: &[u8],
         labels: &Path,
     ) -> Result<Dataset, DatasetError> {
-        let (pixels, rows, cols) = read_images(images, &gunzip(images_bytes, images)?)?;
-        let l = read_labels(labels, &gunzip(labels_bytes, labels)?)?;
+        let (pixels, rows, cols) = read_images(images, &gunzip(images_bytes, images, "IDX images")?)?;
+        let l = read_labels(labels, &gunzip(labels_bytes, labels, "IDX labels")?)?;
         if l.len() != pixels.nrows() {
             return Err(DatasetError::Mismatch {
                 images: images.into(),
@@ -274,6 +277,12 @@ pub fn load_image_dir(dir: &Path, rows: usize, cols: usize) -> Result<Dataset, D
 /// that it is `rows x cols`.
 pub fn load_image(path: &Path, rows: usize, cols: usize) -> Result<Vec<u8>, DatasetError> {
     let bytes = std::fs::read(path).map_err(|e| DatasetError::Io { path: path.into(), source: e })?;
+    decode_image(&bytes, path, rows, cols)
+}
+
+/// Decodes the bytes of a `.png` or binary `.pgm` image (`path` only names it in errors) as
+/// [`load_image`] does.
+pub fn decode_image(bytes: &[u8], path: &Path, rows: usize, cols: usize) -> Result<Vec<u8>, DatasetError> {
     let what = if bytes.starts_with(b"P5") || path.extension().is_some_and(|x| x.eq_ignore_ascii_case("pgm")) {
         "PGM image"
     } else {
@@ -281,7 +290,7 @@ pub fn load_image(path: &Path, rows: usize, cols: usize) -> Result<Vec<u8>, Data
     };
     let bad = |reason: String| DatasetError::Format { path: path.into(), what, reason };
     let (w, h, gray) =
-        if what == "PGM image" { read_pgm(&bytes).map_err(bad)? } else { read_png(&bytes).map_err(bad)? };
+        if what == "PGM image" { read_pgm(bytes).map_err(bad)? } else { read_png(bytes).map_err(bad)? };
     if (h, w) != (rows, cols) {
         return Err(bad(format!("is {w}x{h}, the model takes {cols}x{rows} images")));
     }
@@ -295,11 +304,13 @@ fn read_pgm(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
     while fields.len() < 3 {
         while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'#') {
             if b[i] == b'#' {
+                // A comment runs to the end of its line (the newline is whitespace), or of the file.
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
                 }
+            } else {
+                i += 1;
             }
-            i += 1;
         }
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
@@ -324,6 +335,14 @@ fn read_png(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
     let (w, h) = (reader.info().width as usize, reader.info().height as usize);
     if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
         return Err(format!("implausible PNG size {w}x{h}"));
+    }
+    // png 0.17 panics expanding a palette of a length that is not whole RGB entries, or of
+    // more than 256 of them (image-rs/image-png#694): refuse those first.
+    if reader.info().color_type == png::ColorType::Indexed {
+        let n = reader.info().palette.as_ref().map_or(0, |p| p.len());
+        if n == 0 || n % 3 != 0 || n > 3 * 256 {
+            return Err(format!("invalid palette of {n} bytes (1 to 256 RGB entries of 3 bytes)"));
+        }
     }
     let mut buf = vec![0u8; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).map_err(|e| format!("not a readable PNG: {e}"))?;
@@ -455,7 +474,7 @@ pub fn load_images(path: &Path, rows: usize, cols: usize, kind: DatasetKind) -> 
         if name.contains("images-idx3") && labels.is_file() {
             Dataset::from_idx_bytes(&bytes, path, &read_all(&labels)?, &labels)?
         } else {
-            let raw = gunzip(&bytes, path)?;
+            let raw = gunzip(&bytes, path, "IDX images")?;
             let (pixels, r, c) = read_images(path, &raw)?;
             let n = pixels.nrows();
             Dataset { pixels, rows: r, cols: c, labels: vec![UNLABELLED; n] }
@@ -471,12 +490,20 @@ pub fn load_images(path: &Path, rows: usize, cols: usize, kind: DatasetKind) -> 
     Ok(ds)
 }
 
-fn gunzip(b: &[u8], p: &Path) -> Result<Vec<u8>, DatasetError> {
+fn gunzip(b: &[u8], p: &Path, what: &'static str) -> Result<Vec<u8>, DatasetError> {
     if b.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(b)
+            .take(MAX_IDX_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|source| DatasetError::Io { path: p.into(), source })?;
+        if out.len() as u64 > MAX_IDX_BYTES {
+            return Err(DatasetError::Format {
+                path: p.into(),
+                what,
+                reason: format!("decompresses to more than {MAX_IDX_BYTES} bytes"),
+            });
+        }
         Ok(out)
     } else {
         Ok(b.to_vec())
@@ -485,8 +512,13 @@ fn gunzip(b: &[u8], p: &Path) -> Result<Vec<u8>, DatasetError> {
 
 /// Reads a NumPy `.npy` array of images (see [`load_images`]).
 pub fn load_npy(path: &Path) -> Result<Dataset, DatasetError> {
+    npy_from_bytes(&read_all(path)?, path)
+}
+
+/// Parses the bytes of a NumPy `.npy` array of images (`path` only names it in errors), as
+/// [`load_npy`] does.
+pub fn npy_from_bytes(b: &[u8], path: &Path) -> Result<Dataset, DatasetError> {
     let bad = |reason: String| DatasetError::Format { path: path.into(), what: "NumPy .npy", reason };
-    let b = read_all(path)?;
     if !b.starts_with(b"\x93NUMPY") || b.len() < 10 {
         return Err(bad("missing the \\x93NUMPY magic".into()));
     }
@@ -523,7 +555,7 @@ pub fn load_npy(path: &Path) -> Result<Dataset, DatasetError> {
         [n, h, w] | [n, 1, h, w] | [n, h, w, 1] => (*n, *h, *w),
         [n, hw] => {
             let s = (*hw as f64).sqrt() as usize;
-            if s * s != *hw {
+            if s.checked_mul(s) != Some(*hw) {
                 return Err(bad(format!("shape {shape:?}: {hw} values per image is not a square image")));
             }
             (*n, s, s)

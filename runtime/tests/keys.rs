@@ -508,3 +508,60 @@ fn median_ms_per_16(runs: usize, f: &mut dyn FnMut()) -> f64 {
     times.sort_by(f64::total_cmp);
     times[runs / 2]
 }
+
+/// INSECURE toy parameters (an 8-coefficient small key, a 64-coefficient GLWE key, with or
+/// without a 32-coefficient rounding key and the result keyswitch key it brings): only for
+/// the full evaluation key's file layout, which does not depend on the parameters' security.
+fn insecure_toy_params(round_key: bool) -> TfheParams {
+    TfheParams {
+        lwe_dimension: 8,
+        glwe_dimension: 1,
+        polynomial_size: 64,
+        lwe_noise_std: 1e-15,
+        glwe_noise_std: 1e-15,
+        pbs_base_log: 12,
+        pbs_level: 2,
+        ks_base_log: 4,
+        ks_level: 3,
+        round_key: round_key.then_some(fhec_ir::params::RoundKeyParams {
+            glwe_dimension: 1,
+            polynomial_size: 32,
+            glwe_noise_std: 1e-15,
+            pbs_base_log: 12,
+            pbs_level: 1,
+        }),
+    }
+}
+
+/// The full evaluation key goes through tfhe-rs's deserializers only after a shadow of its
+/// layout matches the parameters (`fhe::layout`): real keys round-trip, and any word of the
+/// value set to a huge number (a length, a dimension, a polynomial size; the frame made
+/// sound again) is refused or still a key of the right shape, never a panic or an
+/// allocation of what the word claims. Under INSECURE toy parameters (see above).
+#[test]
+fn full_evaluation_keys_round_trip_and_bad_layouts_are_errors_under_insecure_toy_parameters() {
+    for round in [false, true] {
+        let p = insecure_toy_params(round);
+        let sk = ClientKey::generate(&p).server_key();
+        let b = sk.to_bytes();
+        let back = ServerKey::from_bytes(&b, &p).unwrap();
+        assert_eq!(back.to_bytes(), b, "round key: {round}");
+        let format = Kind::ServerKey.format();
+        let payload = format.unframe(&b).unwrap().to_vec();
+        let mut refused = 0;
+        // Every 8-byte word of the value's first 2 KiB (dimensions and lengths lead each key),
+        // and of its last 400 bytes (the trailing dimensions and optional keys).
+        let words = (16..payload.len() - 8).filter(|i| (i - 16) % 8 == 0 && (*i < 2048 || *i + 400 > payload.len()));
+        for i in words {
+            for v in [0u64, 1 << 40, u64::MAX] {
+                let mut bad = payload.clone();
+                bad[i..i + 8].copy_from_slice(&v.to_le_bytes());
+                if ServerKey::from_bytes(&format.frame(&bad), &p).is_err() {
+                    refused += 1;
+                }
+            }
+        }
+        // (Most words are key data: a key of the right shape with other data is still a key.)
+        assert!(refused > 20, "only {refused} corrupted keys refused (round key: {round})");
+    }
+}

@@ -40,7 +40,7 @@ pub struct Range {
 impl Range {
     /// Bits needed to hold `max - min + 1` distinct values (at least 1).
     pub fn width(&self) -> u32 {
-        let span = (self.max - self.min) as u64;
+        let span = self.max.abs_diff(self.min);
         (64 - span.leading_zeros()).max(1)
     }
 

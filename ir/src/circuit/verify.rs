@@ -3,6 +3,10 @@
 use super::{COp, Circuit, Rounding, TableIndex, kernels};
 use crate::nn::broadcast_shapes;
 
+/// The most values one circuit node may hold (2^24: a grayscale CNN's largest activation
+/// tensor is orders of magnitude smaller; the simulator holds every node's values as `i64`).
+pub const MAX_VALUES: usize = 1 << 24;
+
 /// A broken circuit invariant, naming the node.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid circuit: {0}")]
@@ -27,6 +31,11 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
     }
     for (id, n) in c.nodes.iter().enumerate() {
         let at = |m: String| Err(CircuitError(format!("%{id} '{}' ({}): {m}", n.name, n.op.name())));
+        // Bounded first, so that every size below (of this node, or of its inputs, checked
+        // before it) is computed without overflow, and no simulation allocates beyond it.
+        if n.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|v| v > MAX_VALUES) {
+            return at(format!("shape {:?} is too large (at most {MAX_VALUES} values)", n.shape));
+        }
         if n.inputs.len() != n.op.arity() {
             return at(format!("{} inputs for arity {}", n.inputs.len(), n.op.arity()));
         }
@@ -55,7 +64,7 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
             }
             COp::Conv { weight, strides, pads, dilations, groups } => {
                 let (o, ipg, kh, kw) = weight.dim();
-                if x.len() != 4 || *groups == 0 || x[1] != ipg * groups || o % groups != 0 {
+                if x.len() != 4 || *groups == 0 || ipg.checked_mul(*groups) != Some(x[1]) || o % groups != 0 {
                     return at(format!("kernel {:?} x {groups} groups does not fit input {x:?}", weight.shape()));
                 }
                 let p = crate::nn::Pool {
@@ -100,14 +109,15 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
                     return at("needs NCHW".into());
                 }
                 pool.output_hw([x[2], x[3]]).map_err(|e| CircuitError(e.0))?;
-                let span = ins[0].range.max - ins[0].range.min;
+                // (In i128: a file's ranges may span all of i64.)
+                let span = ins[0].range.max as i128 - ins[0].range.min as i128;
                 // With approximate comparisons, a guard step at each end keeps a read that
                 // noise moves one step inside the table.
-                let guard = if *shift > 0 { 1i64 << shift } else { 0 };
+                let guard = if *shift > 0 && *shift <= 40 { 1i128 << shift } else { 0 };
                 if *diff_width > 40
                     || *shift > 40
-                    || *diff_offset < span + guard
-                    || 2 * span + 2 * guard >= (1i64 << (diff_width + shift))
+                    || (*diff_offset as i128) < span + guard
+                    || 2 * span + 2 * guard >= (1i128 << (diff_width + shift))
                 {
                     return at(format!(
                         "differences of span {span} do not fit offset {diff_offset}, width {diff_width}, shift {shift}"
@@ -122,8 +132,11 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
                 x.clone()
             }
             COp::Table { in_width, index, tables } => {
+                if *in_width == 0 || *in_width > 24 {
+                    return at(format!("tables of 2^{in_width} entries (1 to 24 index bits allowed)"));
+                }
                 let len = 1usize << in_width;
-                if *in_width == 0 || *in_width > 24 || tables.iter().any(|t| t.len() != len) {
+                if tables.iter().any(|t| t.len() != len) {
                     return at(format!("tables must have 2^{in_width} entries"));
                 }
                 let want = match index {

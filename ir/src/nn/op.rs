@@ -346,7 +346,7 @@ impl Op {
                 }
                 let [o, ipg, kh, kw] =
                     [c.weight.shape()[0], c.weight.shape()[1], c.weight.shape()[2], c.weight.shape()[3]];
-                if c.groups == 0 || x[1] != ipg * c.groups || o % c.groups != 0 {
+                if c.groups == 0 || ipg.checked_mul(c.groups) != Some(x[1]) || o % c.groups != 0 {
                     return shape_err!(
                         "conv kernel {:?} with {} group(s) does not fit an input with {} channel(s)",
                         c.weight.shape(),

@@ -79,7 +79,7 @@ impl EncodingPlan {
         // Bits each value must have for its readers.
         let mut need = vec![1u32; n];
         let out = &c.nodes[c.output];
-        need[c.output] = ubits(out.range.min.abs().max(out.range.max)) + 1;
+        need[c.output] = ubits(out.range.min.saturating_abs().max(out.range.max)) + 1;
         for id in (0..n).rev() {
             let node = &c.nodes[id];
             let req = match &node.op {

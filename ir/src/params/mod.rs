@@ -117,6 +117,44 @@ impl TfheParams {
         )
     }
 
+    /// Why these parameters cannot be keys' parameters at all, if they cannot: a dimension of
+    /// zero or beyond what any TFHE parameter set uses (small key 2^16 coefficients, GLWE key
+    /// 2^20, polynomials powers of two from 16 to 2^20), decompositions beyond 64 bits, noise
+    /// that is not a positive finite number, a rounding key larger than the main one.
+    /// Checked when an artifact loads, before anything sizes memory by them.
+    pub fn shape_error(&self) -> Option<String> {
+        const MAX_LWE: usize = 1 << 16;
+        const MAX_GLWE: usize = 1 << 20;
+        let poly_ok = |n: usize| (16..=MAX_GLWE).contains(&n) && n.is_power_of_two();
+        let decomp_ok = |base: u32, level: u32| base > 0 && level > 0 && base as u64 * level as u64 <= 64;
+        let std_ok = |s: f64| s.is_finite() && s > 0.0 && s < 1.0;
+        let big = self.glwe_dimension.checked_mul(self.polynomial_size);
+        if self.lwe_dimension == 0
+            || self.lwe_dimension > MAX_LWE
+            || self.glwe_dimension == 0
+            || !poly_ok(self.polynomial_size)
+            || big.is_none_or(|b| b > MAX_GLWE)
+        {
+            return Some(format!("dimensions out of range ({})", self.summary()));
+        }
+        if !decomp_ok(self.pbs_base_log, self.pbs_level) || !decomp_ok(self.ks_base_log, self.ks_level) {
+            return Some(format!("decompositions out of range ({})", self.summary()));
+        }
+        if !std_ok(self.lwe_noise_std) || !std_ok(self.glwe_noise_std) {
+            return Some("noise deviations that are not in (0, 1)".into());
+        }
+        if let Some(r) = self.round_key {
+            let prefix = r.glwe_dimension.checked_mul(r.polynomial_size);
+            if r.glwe_dimension == 0 || !poly_ok(r.polynomial_size) || prefix.is_none_or(|d| Some(d) > big) {
+                return Some(format!("a rounding key out of range ({})", self.summary()));
+            }
+            if (r.pbs_level > 0 && !decomp_ok(r.pbs_base_log, r.pbs_level)) || !std_ok(r.glwe_noise_std) {
+                return Some(format!("a rounding key out of range ({})", self.summary()));
+            }
+        }
+        None
+    }
+
     /// The bootstrap exact rounding's reads use, as a parameter set of its own (the main one
     /// without a rounding key): the same `n` and keyswitch, its own GLWE key and
     /// decomposition. Its `var_pbs`, `var_ms` and `pbs_cost` are the rounding bootstrap's.
@@ -157,7 +195,9 @@ impl TfheParams {
 
     /// `kN`, dimension of the flattened GLWE key.
     pub fn big_dimension(&self) -> usize {
-        self.glwe_dimension * self.polynomial_size
+        // Saturating: parameters read from a file are checked ([`TfheParams::shape_error`])
+        // by what loads them, and a saturated dimension matches no key.
+        self.glwe_dimension.saturating_mul(self.polynomial_size)
     }
 
     /// Dimension of the key fresh inputs are encrypted under: with a rounding key, its

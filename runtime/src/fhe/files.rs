@@ -138,14 +138,14 @@ pub fn pair_of(b: &[u8]) -> Option<KeyPairId> {
     Some(KeyPairId(u64::from_le_bytes(payload.get(8..16)?.try_into().ok()?)))
 }
 
-/// The key pair and the value of a file of `kind` made for `p` (`what` names it in
-/// decoding errors).
-fn unframe<T: DeserializeOwned>(
-    b: &[u8],
+/// The key pair and the value bytes of a file of `kind` made for `p` (`what` names it in
+/// decoding errors), after checking its kind, framing and fingerprint.
+fn unframe_value<'a>(
+    b: &'a [u8],
     kind: Kind,
     p: &TfheParams,
     what: &'static str,
-) -> Result<(KeyPairId, T), FheError> {
+) -> Result<(KeyPairId, &'a [u8]), FheError> {
     match kind_of(b) {
         None => return Err(FheError::NotAFile),
         Some(found) if found != kind => {
@@ -164,11 +164,26 @@ fn unframe<T: DeserializeOwned>(
         Some(_) => {
             let pair = payload.get(8..16).ok_or(FheError::Decode { what, message: "no key pair".into() })?;
             let pair = KeyPairId(u64::from_le_bytes(pair.try_into().expect("8 bytes")));
-            let value =
-                codec().deserialize(&payload[16..]).map_err(|e| FheError::Decode { what, message: e.to_string() })?;
-            Ok((pair, value))
+            Ok((pair, &payload[16..]))
         }
     }
+}
+
+/// The bincode value `T` of a file's value bytes.
+fn decode<T: DeserializeOwned>(value: &[u8], what: &'static str) -> Result<T, FheError> {
+    codec().deserialize(value).map_err(|e| FheError::Decode { what, message: e.to_string() })
+}
+
+/// The key pair and the value of a file of `kind` made for `p` (`what` names it in
+/// decoding errors).
+fn unframe<T: DeserializeOwned>(
+    b: &[u8],
+    kind: Kind,
+    p: &TfheParams,
+    what: &'static str,
+) -> Result<(KeyPairId, T), FheError> {
+    let (pair, value) = unframe_value(b, kind, p, what)?;
+    Ok((pair, decode(value, what)?))
 }
 
 impl ClientKey {
@@ -202,7 +217,10 @@ impl ServerKey {
         if kind_of(b) == Some(Kind::SeededServerKey) {
             return SeededServerKey::from_bytes(b, p)?.decompress();
         }
-        let (pair, mut k): (_, ServerKey) = unframe(b, Kind::ServerKey, p, "server key")?;
+        let (pair, value) = unframe_value(b, Kind::ServerKey, p, "server key")?;
+        // tfhe-rs's deserializers trust the dimensions they read: check them first.
+        super::layout::check_server_key(value, p, codec())?;
+        let mut k: ServerKey = decode(value, "server key")?;
         k.pair = pair;
         k.check(p)?;
         Ok(k)

@@ -142,11 +142,13 @@ impl ClientKey {
 
     /// Whether the keys are of `p`'s dimensions (a check of loaded keys).
     pub(crate) fn matches(&self, p: &TfheParams) -> bool {
+        // The polynomial size first: tfhe-rs's `glwe_dimension` divides by it.
         self.params == *p
-            && self.small.lwe_dimension().0 == p.lwe_dimension
-            && self.glwe.glwe_dimension().0 == p.glwe_dimension
+            && super::layout::check_params(p).is_ok()
             && self.glwe.polynomial_size().0 == p.polynomial_size
+            && self.small.lwe_dimension().0 == p.lwe_dimension
             && self.glwe.as_ref().len() == p.big_dimension()
+            && self.glwe.glwe_dimension().0 == p.glwe_dimension
     }
 
     /// Derives the evaluation key (keyswitch and bootstrap keys) to send to the server.
@@ -385,16 +387,7 @@ impl SeededServerKey {
                 "the seeded evaluation key was made for other TFHE parameters than this circuit's".into(),
             ));
         }
-        let decomp_ok = |base: u32, level: u32| base > 0 && level > 0 && base as u64 * level as u64 <= 64;
-        if p.lwe_dimension == 0
-            || p.glwe_dimension == 0
-            || p.polynomial_size < 2
-            || !p.polynomial_size.is_power_of_two()
-            || !decomp_ok(p.ks_base_log, p.ks_level)
-            || !decomp_ok(p.pbs_base_log, p.pbs_level)
-        {
-            return Err(FheError::InvalidParams(p.summary()));
-        }
+        super::layout::check_params(p)?;
         let (Some(ksk), Some(bsk)) = (Self::ksk_len(p), Self::bsk_len(p)) else {
             return Err(FheError::InvalidParams("the keys' sizes overflow".into()));
         };
@@ -416,20 +409,10 @@ impl SeededServerKey {
                 p.polynomial_size
             )));
         }
-        // The rounding key's GLWE key (a prefix of the main one, or only the input key).
-        if let Some(r) = p.round_key {
-            let dim = r.glwe_dimension.checked_mul(r.polynomial_size);
-            if r.glwe_dimension == 0
-                || r.polynomial_size < 2
-                || !r.polynomial_size.is_power_of_two()
-                || dim.is_none_or(|d| d > p.big_dimension())
-            {
-                return Err(FheError::InvalidParams(p.summary()));
-            }
-        }
+        // (The rounding key's GLWE key, a prefix of the main one, was checked with the
+        // parameters.)
         let round = match p.rounding_bsk() {
             None => 0,
-            Some(r) if !decomp_ok(r.pbs_base_log, r.pbs_level) => return Err(FheError::InvalidParams(p.summary())),
             Some(r) => Self::bsk_len(&r).ok_or_else(|| FheError::InvalidParams("the keys' sizes overflow".into()))?,
         };
         if round != self.round_bsk_bodies.len() {

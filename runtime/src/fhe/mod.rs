@@ -42,6 +42,7 @@
 //! [`CtTensor`] as before. Same key, same noise: only the transport changes.
 //!
 //! Modules: `keys` (the three keys, their generation, checks and decompression),
+//! `layout` (the checks of key files and parameters before tfhe-rs reads them),
 //! `ciphertext` (the three tensor forms, encryption and decryption, the server's compact
 //! results), `schedule` (the per-thread worker that batches keyswitches and
 //! bootstraps), `eval` (one function per circuit op, dispatched by
@@ -53,6 +54,7 @@ mod error;
 mod eval;
 pub mod files;
 mod keys;
+mod layout;
 #[cfg(feature = "probes")]
 mod probe;
 mod schedule;

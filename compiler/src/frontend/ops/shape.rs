@@ -27,9 +27,15 @@ fn reshape_to(imp: &mut Importer, ctx: &NodeCtx, x: Val, target: Vec<usize>) -> 
     if src == target {
         return Ok(x);
     }
-    let (a, b) = (src.iter().product::<usize>(), target.iter().product::<usize>());
+    let numel = |s: &[usize]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let (a, b) = (numel(&src), numel(&target));
     if a != b {
-        return Err(ctx.err(format!("cannot reshape {src:?} ({a} elements) to {target:?} ({b} elements)")));
+        let count = |n: Option<usize>| n.map_or("too many".to_string(), |n| n.to_string());
+        return Err(ctx.err(format!(
+            "cannot reshape {src:?} ({} elements) to {target:?} ({} elements)",
+            count(a),
+            count(b)
+        )));
     }
     match x {
         Val::Const(CTensor::F32(t)) => Ok(Val::Const(CTensor::F32(reshape_array(t, &target)))),
@@ -75,7 +81,7 @@ pub(super) fn reshape(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>])
         }
     }
     if let Some(i) = infer {
-        let known: usize = out.iter().product();
+        let known = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(0);
         if known == 0 || total % known != 0 {
             return Err(ctx.err(format!("cannot reshape {src:?} to {spec:?}")));
         }
@@ -265,6 +271,9 @@ pub(super) fn concat(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) 
         parts.push(constant(ctx, inputs, i, "every input")?.clone());
     }
     let rank = parts.first().map_or(0, |p| p.shape().len());
+    if let Some(p) = parts.iter().find(|p| p.shape().len() != rank) {
+        return Err(ctx.err(format!("inputs of ranks {rank} and {} cannot be concatenated", p.shape().len())));
+    }
     let a = axis(ctx, ctx.int("axis")?.ok_or_else(|| ctx.err("attribute 'axis' is required"))?, rank, "axis")?;
     let _ = imp;
     let out = if parts.iter().all(|p| matches!(p, CTensor::Int(..))) {
