@@ -25,6 +25,18 @@ pub fn machine_line() -> String {
     )
 }
 
+/// The CPU model (`/proc/cpuinfo`'s first `model name`).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
 /// Runs an anchor script (`benches/anchors/NAME`) with `python` on `onnx` and the first
 /// `images` test images of `dataset` under `data` (plus `extra` arguments) and returns the
 /// JSON object it printed on stdout (its progress goes to our stderr).

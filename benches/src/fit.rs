@@ -12,7 +12,7 @@ use fhec_driver::measure::measure_accuracy;
 use fhec_driver::model::load_manifest;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
-use crate::common::{machine_line, replace_section, run_anchor};
+use crate::common::{cpu_model, machine_line, replace_section, run_anchor};
 
 /// The bundled models that were not trained for fhec (plain PyTorch training, onnxruntime's
 /// quantizer, third-party exports kept byte-exact); with the external exports
@@ -237,14 +237,7 @@ pub fn bench_fit(run: &FitRun) -> Result<()> {
         bail!("--images must be at least 1 (the benchmark measures encrypted runs)");
     }
     let list = models(run)?;
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = cpu_model();
     let before = machine_line();
     let mut rows = vec![];
     for (path, m, origin) in &list {

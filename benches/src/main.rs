@@ -2,12 +2,14 @@
 //! user's `fhec` CLI). Run it from the repository root, in release:
 //! `cargo run --release -p fhec-benches --bin fhec-bench -- speed --data ../shared/data`
 //! (or `cargo bench-table speed --data ../shared/data`, the alias in `.cargo/config.toml`).
+//! `reliability` writes RELIABILITY.md instead (no data needed).
 
 mod accuracy;
 mod common;
 mod fit;
 mod models;
 mod ranges;
+mod reliability;
 mod speed;
 
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use fhec_driver::reliability::Kind;
 
 /// Benchmarks that write result tables into BENCHMARKS.md.
 #[derive(Parser)]
@@ -193,6 +196,36 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "cnn_mnist.onnx,qat2_mnist.onnx,seed_mnist.onnx")]
         policies_on: Vec<String>,
     },
+    /// Every kind of bootstrap the runtime performs, run by the thousand at inflated
+    /// per-bootstrap failure targets (the parameter search choosing 128-bit parameters for
+    /// each), every output decrypted and checked: observed failure rates beside the noise
+    /// model's prediction; writes the reliability section of RELIABILITY.md.
+    Reliability {
+        /// Per-bootstrap failure targets, as powers of two (`-6,-8,-10`: 2^-6, 2^-8, 2^-10).
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "-6,-8,-10")]
+        targets: Vec<i32>,
+        /// The kinds measured (comma-separated): table, exact-rounding,
+        /// approximate-rounding, max-pool, approximate-max-pool.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "table,exact-rounding,approximate-rounding,max-pool,approximate-max-pool"
+        )]
+        kinds: Vec<String>,
+        /// Values read per kind and target: this many divided by the target (about this many
+        /// failures expected where the target binds), at most `--max-values`.
+        #[arg(long, default_value_t = 32.0)]
+        events: f64,
+        /// The most values read per kind and target.
+        #[arg(long, default_value_t = 16384)]
+        max_values: usize,
+        /// Seed of the inputs and the values read.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Markdown file whose reliability section is (re)written.
+        #[arg(long, default_value = "RELIABILITY.md")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -245,6 +278,20 @@ fn run(bench: Bench) -> Result<()> {
             out: &out,
             limit,
         }),
+        Bench::Reliability { targets, kinds, events, max_values, seed, out } => {
+            let kinds = kinds
+                .iter()
+                .map(|k| Kind::parse(k).ok_or_else(|| anyhow::anyhow!("unknown kind '{k}'")))
+                .collect::<Result<Vec<_>>>()?;
+            reliability::bench_reliability(&reliability::ReliabilityRun {
+                targets: &targets,
+                kinds: &kinds,
+                events,
+                max_values,
+                seed,
+                out: &out,
+            })
+        }
         Bench::Speed {
             models,
             only,

@@ -15,6 +15,8 @@ pub mod files;
 pub mod measure;
 pub mod model;
 pub mod progress;
+#[cfg(feature = "fhe")]
+pub mod reliability;
 
 pub use compile::{CompileOptions, Compiled, compile_model, compile_model_with};
 

@@ -138,11 +138,11 @@ impl EncodingPlan {
         c.output_bits.map_or(bits, |b| b.clamp(1, bits.max(1)))
     }
 
-    /// The noise requirements of every bootstrap (and of the final decryption).
+    /// The noise requirements of every bootstrap (and of the final decryption): those of
+    /// every node ([`EncodingPlan::node_requirements`]), equal ones merged (counts added).
     pub fn requirements(&self, c: &crate::circuit::Circuit) -> Vec<NoiseRequirement> {
-        use crate::circuit::{COp, Rounding, kernels};
         let mut reqs: Vec<NoiseRequirement> = vec![];
-        let mut push = |r: NoiseRequirement| {
+        for r in (0..c.nodes.len()).flat_map(|id| self.node_requirements(c, id)) {
             if let Some(e) = reqs.iter_mut().find(|e| {
                 e.encoding_bits == r.encoding_bits
                     && e.read_bits == r.read_bits
@@ -157,102 +157,118 @@ impl EncodingPlan {
             } else {
                 reqs.push(r);
             }
-        };
-        for (id, node) in c.nodes.iter().enumerate() {
-            let elems: usize = node.shape.iter().product();
-            let input = node.inputs.first().map(|&i| &c.nodes[i]);
-            match &node.op {
-                COp::Table { in_width, .. } => {
-                    let x = input.expect("table input");
-                    // An approximate rounding is read from its input (moved to the read's
-                    // encoding); an exact one adds its bootstraps' outputs to its input.
-                    let (encoding_bits, nu, extra, approx) = match x.op {
-                        COp::Round { shift, mode: Rounding::Approximate } => {
-                            (self.bits[x.inputs[0]] - shift, c.nodes[x.inputs[0]].norm2, 0, true)
-                        }
-                        COp::Round { shift, mode: Rounding::Exact } => (
-                            self.bits[node.inputs[0]],
-                            c.nodes[x.inputs[0]].norm2,
-                            crate::circuit::round_bootstraps(&c.round_chunks(shift)) as u32,
-                            false,
-                        ),
-                        _ => (self.bits[node.inputs[0]], x.norm2, 0, false),
-                    };
-                    push(NoiseRequirement {
-                        encoding_bits,
-                        read_bits: *in_width,
-                        norm2_sq: nu * nu,
-                        extra_pbs: extra,
-                        extra_from_rounding: true,
-                        rounding_read: false,
-                        count: elems,
-                        decryption: false,
-                        approx,
-                    });
-                }
-                COp::Round { mode: Rounding::Approximate, .. } => {}
-                COp::Round { shift, mode: Rounding::Exact } => {
-                    // Per chunk of k bits at bit j: the sign read and (k > 1) the (k-1)-bit
-                    // table of the rest, both with the noise scaled by 2^(P-j-k+1) and a
-                    // (k-1)-bit margin (see Circuit::round_chunks), after `extra` bootstrap
-                    // outputs have been added to the value.
-                    let x = input.expect("round input");
-                    let (mut j, mut extra) = (0u32, 0u32);
-                    for k in c.round_chunks(*shift) {
-                        for _ in 0..crate::circuit::chunk_bootstraps(k) {
-                            push(NoiseRequirement {
-                                encoding_bits: self.bits[node.inputs[0]] - j,
-                                read_bits: k - 1,
-                                norm2_sq: x.norm2 * x.norm2,
-                                extra_pbs: extra,
-                                extra_from_rounding: true,
-                                rounding_read: true,
-                                count: elems,
-                                decryption: false,
-                                approx: false,
-                            });
-                            extra += 1;
-                        }
-                        j += k;
+        }
+        reqs
+    }
+
+    /// The noise requirements of node `id`'s bootstraps, in the order the runtime performs
+    /// them for each element (an exact rounding's reads chunk after chunk, each chunk's sign
+    /// read before its table; a max pooling's comparisons, the `i`-th of every window with
+    /// `i - 1` comparison outputs in its running maximum), then, for the output node, that
+    /// of the client's decryption.
+    pub fn node_requirements(&self, c: &crate::circuit::Circuit, id: usize) -> Vec<NoiseRequirement> {
+        use crate::circuit::{COp, Rounding, kernels};
+        let mut reqs: Vec<NoiseRequirement> = vec![];
+        let mut push = |r: NoiseRequirement| reqs.push(r);
+        let node = &c.nodes[id];
+        let elems: usize = node.shape.iter().product();
+        let input = node.inputs.first().map(|&i| &c.nodes[i]);
+        match &node.op {
+            COp::Table { in_width, .. } => {
+                let x = input.expect("table input");
+                // An approximate rounding is read from its input (moved to the read's
+                // encoding); an exact one adds its bootstraps' outputs to its input.
+                let (encoding_bits, nu, extra, approx) = match x.op {
+                    COp::Round { shift, mode: Rounding::Approximate } => {
+                        (self.bits[x.inputs[0]] - shift, c.nodes[x.inputs[0]].norm2, 0, true)
                     }
+                    COp::Round { shift, mode: Rounding::Exact } => (
+                        self.bits[node.inputs[0]],
+                        c.nodes[x.inputs[0]].norm2,
+                        crate::circuit::round_bootstraps(&c.round_chunks(shift)) as u32,
+                        false,
+                    ),
+                    _ => (self.bits[node.inputs[0]], x.norm2, 0, false),
+                };
+                push(NoiseRequirement {
+                    encoding_bits,
+                    read_bits: *in_width,
+                    norm2_sq: nu * nu,
+                    extra_pbs: extra,
+                    extra_from_rounding: true,
+                    rounding_read: false,
+                    count: elems,
+                    decryption: false,
+                    approx,
+                });
+            }
+            COp::Round { mode: Rounding::Approximate, .. } => {}
+            COp::Round { shift, mode: Rounding::Exact } => {
+                // Per chunk of k bits at bit j: the sign read and (k > 1) the (k-1)-bit
+                // table of the rest, both with the noise scaled by 2^(P-j-k+1) and a
+                // (k-1)-bit margin (see Circuit::round_chunks), after `extra` bootstrap
+                // outputs have been added to the value.
+                let x = input.expect("round input");
+                let (mut j, mut extra) = (0u32, 0u32);
+                for k in c.round_chunks(*shift) {
+                    for _ in 0..crate::circuit::chunk_bootstraps(k) {
+                        push(NoiseRequirement {
+                            encoding_bits: self.bits[node.inputs[0]] - j,
+                            read_bits: k - 1,
+                            norm2_sq: x.norm2 * x.norm2,
+                            extra_pbs: extra,
+                            extra_from_rounding: true,
+                            rounding_read: true,
+                            count: elems,
+                            decryption: false,
+                            approx: false,
+                        });
+                        extra += 1;
+                    }
+                    j += k;
                 }
-                COp::MaxPool { pool, diff_width, shift, .. } => {
-                    // An approximate comparison reads the top bits of a difference moved to
-                    // `diff_width + shift` bits (its noise scaled by 2^-shift less).
-                    let x = input.expect("max pool input");
-                    let window = pool.kernel[0] * pool.kernel[1];
+            }
+            COp::MaxPool { pool, diff_width, shift, .. } => {
+                // An approximate comparison reads the top bits of a difference moved to
+                // `diff_width + shift` bits (its noise scaled by 2^-shift less). The `i`-th
+                // comparison of a window reads `x_i - m`, where the running maximum `m` is
+                // the window's first element plus the `i - 1` comparison outputs before it.
+                let x = input.expect("max pool input");
+                let counts = kernels::window_counts(&x.shape, pool);
+                let longest = counts.iter().copied().max().unwrap_or(0);
+                for i in 1..longest {
                     push(NoiseRequirement {
                         encoding_bits: self.bits[node.inputs[0]] - shift,
                         read_bits: *diff_width,
                         norm2_sq: 2.0 * x.norm2 * x.norm2,
-                        extra_pbs: window.saturating_sub(1) as u32,
+                        extra_pbs: (i - 1) as u32,
                         extra_from_rounding: false,
                         rounding_read: false,
-                        count: kernels::max_pool_comparisons(&x.shape, pool),
+                        count: counts.iter().filter(|&&c| c > i).count(),
                         decryption: false,
                         approx: *shift > 0,
                     });
                 }
-                _ => {}
             }
-            if id == c.output {
-                // Scores read to their top bits only may be a step off, like an approximate
-                // rounding's reads (see `Circuit::output_bits`).
-                // Its top bits are read in place (no multiplication moves them), so the noise
-                // is not scaled: the requirement's encoding is the read's.
-                let read_bits = self.output_read_bits(c);
-                push(NoiseRequirement {
-                    encoding_bits: read_bits,
-                    read_bits,
-                    norm2_sq: node.norm2 * node.norm2,
-                    extra_pbs: 0,
-                    extra_from_rounding: false,
-                    rounding_read: false,
-                    count: elems,
-                    decryption: true,
-                    approx: read_bits < self.bits[id],
-                });
-            }
+            _ => {}
+        }
+        if id == c.output {
+            // Scores read to their top bits only may be a step off, like an approximate
+            // rounding's reads (see `Circuit::output_bits`).
+            // Its top bits are read in place (no multiplication moves them), so the noise
+            // is not scaled: the requirement's encoding is the read's.
+            let read_bits = self.output_read_bits(c);
+            push(NoiseRequirement {
+                encoding_bits: read_bits,
+                read_bits,
+                norm2_sq: node.norm2 * node.norm2,
+                extra_pbs: 0,
+                extra_from_rounding: false,
+                rounding_read: false,
+                count: elems,
+                decryption: true,
+                approx: read_bits < self.bits[id],
+            });
         }
         reqs
     }

@@ -5,10 +5,14 @@
 //! 2023, eprint 2022/704), for binary secret keys and Gaussian noise:
 //! * security: a key of dimension `d` needs `log2(σ) >= -0.025696778711484593·d + 2.675931372549016`
 //!   (Concrete's 128-bit fit for a 64-bit modulus), and `σ >= 2^-62`;
-//! * one CMux of the blind rotation adds `l(k+1)N(B²+2)/12·σ_bsk² + B^-2l/24·(1 + kN/2)`
+//! * one CMux of the blind rotation adds `(k+1)N·D(B, l)·σ_bsk² + B^-2l/24·(1 + kN/2)`
 //!   plus the 64-bit FFT error `0.00705·2^(2·(64-53) + 2·log2 B - 128)·l·k^1.22·N^2.22·(k+1)`;
 //!   a PBS is `n` CMuxes;
-//! * the keyswitch from dimension `kN` to `n` adds `kN·(l·(B²+2)/12·σ_ksk² + B^-2l/24)`;
+//! * the keyswitch from dimension `kN` to `n` adds `kN·(D(B, l)·σ_ksk² + B^-2l/24)`;
+//!
+//! where `D(B, l)` is the sum of the squared digits of one decomposed coefficient
+//! ([`digit_square_sum`]; the paper's `l(B²+2)/12` assumes uniform digits, which tfhe-rs's
+//! balanced decomposition does not give: measured failure rates showed it, `RELIABILITY.md`);
 //! * the modulus switch to `2N` adds `(n/24 + 1/12)/(2N)²`.
 //!
 //! A bootstrap reading `w` bits (plus the padding bit) from a value encoded with
@@ -32,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cost::BootstrapMix;
 pub use encoding::{EncodingError, EncodingPlan};
-pub use noise::{NoiseRequirement, Variances, erfc, failure_probability, kappa, truncation_variance};
+pub use noise::{NoiseRequirement, Variances, digit_square_sum, erfc, failure_probability, kappa, truncation_variance};
 pub use result::{OutputEncoding, RESULT_TRUNCATION_FAILURE, ResultForm, ResultKey, result_form, result_form_for};
 pub use security::{estimated_security_bits, is_secure, min_secure_std};
 pub use setup::FheSetup;

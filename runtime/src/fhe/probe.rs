@@ -66,9 +66,43 @@ pub mod test_support {
     use rayon::prelude::*;
     use tfhe::core_crypto::prelude::*;
 
-    use crate::fhe::eval::{sign_lut, table_lut};
+    use fhec_ir::artifact::ParametrizedCircuit;
+
+    use crate::fhe::eval::{evaluate_observed as run_observed, sign_lut, table_lut};
     use crate::fhe::schedule::{KS_BATCH, Worker};
-    use crate::fhe::{ClientKey, CtTensor, ServerKey};
+    use crate::fhe::{ClientKey, CtTensor, FheError, ServerKey, modulus};
+
+    pub use crate::fhe::eval::{BootstrapSite, Observer};
+
+    /// [`crate::fhe::evaluate`], calling `observer` with the output of every bootstrap as it
+    /// is computed (on the worker threads, under the big key): what the failure-rate
+    /// measurements decrypt. The evaluation itself is the runtime's, with the server key only.
+    pub fn evaluate_observed(
+        sk: &ServerKey,
+        pc: &ParametrizedCircuit<'_>,
+        input: &CtTensor,
+        observer: Observer<'_>,
+    ) -> Result<CtTensor, FheError> {
+        run_observed(sk, pc, input, &AtomicUsize::new(0), Some(observer))
+    }
+
+    /// Decrypts single ciphertexts under the big key to their raw phase (a torus element,
+    /// `2^64` = 1), for the failure-rate measurements.
+    pub struct PhaseDecryptor {
+        key: LweSecretKeyOwned<u64>,
+    }
+
+    impl PhaseDecryptor {
+        /// The decryptor of `ck`'s big key.
+        pub fn new(ck: &ClientKey) -> PhaseDecryptor {
+            PhaseDecryptor { key: ck.big_key() }
+        }
+
+        /// The phase `<a, s> + b` of the ciphertext `ct` (`kN + 1` words).
+        pub fn phase(&self, ct: &[u64]) -> u64 {
+            decrypt_lwe_ciphertext(&self.key, &LweCiphertext::from_container(ct, modulus())).0
+        }
+    }
 
     static BENCH_COUNT: AtomicUsize = AtomicUsize::new(0);
 
@@ -146,6 +180,35 @@ pub mod test_support {
             }
             out
         }
+    }
+
+    /// Keyswitches `count` encryptions of 0 under the big key (with negligible noise of
+    /// their own, uniform masks) to the small key as the runtime does ([`Worker::keyswitch`]'s
+    /// batched keyswitch), and returns the decrypted errors (torus, `2^64` = 1): samples of
+    /// the keyswitch's noise, which the model's `TfheParams::var_ks` predicts.
+    pub fn keyswitch_noise(ck: &ClientKey, sk: &ServerKey, count: usize) -> Vec<f64> {
+        let size = sk.lwe_size();
+        let big = ck.big_key();
+        let mut seeder = new_seeder();
+        let seeder = seeder.as_mut();
+        let mut rng = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
+        let mut data = vec![0u64; count * size];
+        for c in data.chunks_exact_mut(size) {
+            let mut ct = LweCiphertext::from_container(c, modulus());
+            encrypt_lwe_ciphertext(&big, &mut ct, Plaintext(0), crate::fhe::gaussian(2f64.powi(-50)), &mut rng);
+        }
+        let n1 = sk.params.lwe_dimension + 1;
+        let mut out = vec![0u64; count * n1];
+        let mut digits = vec![];
+        for (i, o) in data.chunks(KS_BATCH * size).zip(out.chunks_mut(KS_BATCH * n1)) {
+            crate::fhe::schedule::keyswitch_batch(&sk.ksk, i, size, o, &mut digits);
+        }
+        out.chunks_exact(n1)
+            .map(|c| {
+                let phase = decrypt_lwe_ciphertext(&ck.small, &LweCiphertext::from_container(c, modulus())).0;
+                phase as i64 as f64 * 2f64.powi(-64)
+            })
+            .collect()
     }
 
     /// Encrypts random `in_width`-bit values, bootstraps them through the identity table

@@ -19,7 +19,7 @@ pub(super) fn max_pool(
     shift: u32,
     out_shape: &[usize],
 ) -> CtTensor {
-    let Ctx { sk, size, progress } = *cx;
+    let Ctx { sk, size, progress, .. } = *cx;
     let step: Vec<i64> = (0..1i64 << diff_width).map(|q| kernels::approx_max_step(q, diff_offset, shift)).collect();
     let lut = table_lut(sk, diff_width, &step, x.bits);
     let wins = kernels::window_indices(&x.shape, pool);
@@ -39,9 +39,9 @@ pub(super) fn max_pool(
     // (one keyswitch pass and one batched bootstrap).
     let batch = ks_batch(wins.len());
     let mut data = vec![0u64; wins.len() * size];
-    data.par_chunks_mut(batch * size).zip(wins.par_chunks(batch)).for_each_init(
+    data.par_chunks_mut(batch * size).zip(wins.par_chunks(batch)).enumerate().for_each_init(
         || (Worker::new(sk, progress), vec![0u64; batch * size], vec![0u64; batch * size], Vec::with_capacity(batch)),
-        |(w, diffs, outs, live), (ms, wins)| {
+        |(w, diffs, outs, live), (c, (ms, wins))| {
             for (m, win) in ms.chunks_exact_mut(size).zip(wins) {
                 if let Some(&first) = win.first() {
                     m.copy_from_slice(&x.data[first * size..(first + 1) * size]);
@@ -67,6 +67,7 @@ pub(super) fn max_pool(
                 let count = live.len();
                 w.keyswitch(sk, &diffs[..count * size], size);
                 w.pbs_batch(sk, count, |_| lut, outs);
+                cx.observe(&outs[..count * size], step, |i| c * batch + live[i]);
                 for (out, &k) in outs.chunks_exact(size).zip(live.iter()) {
                     for (a, &o) in ms[k * size..(k + 1) * size].iter_mut().zip(out) {
                         *a = a.wrapping_add(o);

@@ -21,8 +21,9 @@ use fhec_ir::circuit::{COp, Circuit, Rounding};
 
 use super::{CtTensor, FheError, ServerKey};
 
-/// What every op function needs: the server key, the ciphertext size and the progress
-/// counter.
+/// What every op function needs: the server key, the ciphertext size, the progress
+/// counter, and who watches the bootstraps.
+#[derive(Clone, Copy)]
 pub(super) struct Ctx<'a> {
     /// The evaluation key.
     pub sk: &'a ServerKey,
@@ -30,6 +31,40 @@ pub(super) struct Ctx<'a> {
     pub size: usize,
     /// Bootstraps done.
     pub progress: &'a AtomicUsize,
+    /// The node being evaluated.
+    pub node: usize,
+    /// Called with every bootstrap output (noise measurements, `fhe::test_support`).
+    pub observer: Option<Observer<'a>>,
+}
+
+/// Where a bootstrap happens: what an [`Observer`] is told with each output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootstrapSite {
+    /// The circuit node.
+    pub node: usize,
+    /// The element: of the output of a table, of the input of an exact rounding, the
+    /// window of a max pooling.
+    pub element: usize,
+    /// Which of the element's bootstraps: 0 for a table; an exact rounding's steps in
+    /// order (sign read, then the chunk's table if any, chunk after chunk); a max
+    /// pooling's comparisons, from 1 (the window's `i`-th element against the running
+    /// maximum).
+    pub index: usize,
+}
+
+/// Watches bootstrap outputs (each a ciphertext under the big key) as they are computed.
+pub type Observer<'a> = &'a (dyn Fn(BootstrapSite, &[u64]) + Sync);
+
+impl Ctx<'_> {
+    /// Tells the observer, if any, about the outputs `outs` (`size` words each) of the
+    /// bootstraps of elements `element(0), element(1), ...`, each the `index`-th of its element.
+    pub fn observe(&self, outs: &[u64], index: usize, element: impl Fn(usize) -> usize) {
+        if let Some(seen) = self.observer {
+            for (i, out) in outs.chunks_exact(self.size).enumerate() {
+                seen(BootstrapSite { node: self.node, element: element(i), index }, out);
+            }
+        }
+    }
 }
 
 /// Evaluates the circuit on an encrypted input with the server key only.
@@ -100,9 +135,20 @@ pub fn evaluate_with_progress(
     input: &CtTensor,
     progress: &AtomicUsize,
 ) -> Result<CtTensor, FheError> {
+    evaluate_observed(sk, pc, input, progress, None)
+}
+
+/// [`evaluate_with_progress`], calling `observer` with every bootstrap output.
+pub(crate) fn evaluate_observed(
+    sk: &ServerKey,
+    pc: &ParametrizedCircuit<'_>,
+    input: &CtTensor,
+    progress: &AtomicUsize,
+    observer: Option<Observer<'_>>,
+) -> Result<CtTensor, FheError> {
     check(sk, pc, input)?;
     let (c, plan): (&Circuit, _) = (pc.circuit(), pc.plan());
-    let cx = Ctx { sk, size: sk.lwe_size(), progress };
+    let base = Ctx { sk, size: sk.lwe_size(), progress, node: 0, observer };
     let mut vals: Vec<Option<CtTensor>> = vec![None; c.nodes.len()];
     vals[0] = Some(input.clone());
     // Free values no longer used, to bound memory.
@@ -115,6 +161,7 @@ pub fn evaluate_with_progress(
     last_use[c.output] = usize::MAX;
     for id in 1..c.nodes.len() {
         let node = &c.nodes[id];
+        let cx = Ctx { node: id, ..base };
         let x = |k: usize| vals[node.inputs[k]].as_ref().expect("inputs precede");
         let (bits, shape) = (plan.bits[id], node.shape.as_slice());
         let out = match &node.op {

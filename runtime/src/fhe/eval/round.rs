@@ -64,7 +64,7 @@ pub(super) fn approximate(
 /// Exact rounding of `shift` bits of `xin`, in `chunks` from the bottom
 /// ([`fhec_ir::circuit::Circuit::round_chunks`]).
 pub(super) fn exact(cx: &Ctx<'_>, xin: &CtTensor, chunks: &[u32], shift: u32, shape: &[usize]) -> CtTensor {
-    let Ctx { sk, size, progress } = *cx;
+    let Ctx { sk, size, progress, .. } = *cx;
     let numel: usize = shape.iter().product();
     // Chunks from the bottom (Circuit::round_chunks): a k-bit chunk at bit j is
     // moved to the top k bits of the torus (times 2^(P-j-k+1)); a sign read
@@ -95,9 +95,9 @@ pub(super) fn exact(cx: &Ctx<'_>, xin: &CtTensor, chunks: &[u32], shift: u32, sh
     // step together, so that their keyswitches share one pass over the key.
     let batch = ks_batch(numel);
     let mut data = xin.data.clone();
-    data.par_chunks_mut(batch * size).for_each_init(
+    data.par_chunks_mut(batch * size).enumerate().for_each_init(
         || (Worker::new(sk, progress), vec![0u64; batch * size], vec![0u64; batch * size]),
-        |(w, tmp, outs), accs| {
+        |(w, tmp, outs), (c, accs)| {
             let count = accs.len() / size;
             let tmp = &mut tmp[..accs.len()];
             let outs = &mut outs[..accs.len()];
@@ -110,10 +110,13 @@ pub(super) fn exact(cx: &Ctx<'_>, xin: &CtTensor, chunks: &[u32], shift: u32, sh
                     t[size - 1] = t[size - 1].wrapping_add(offset);
                 }
             };
+            let mut index = 0;
             for s in &steps {
                 scaled(tmp, accs, s.f, s.offset);
                 w.keyswitch(sk, tmp, size);
                 w.pbs_rounding_batch(sk, count, &s.sign, outs);
+                cx.observe(outs, index, |i| c * batch + i);
+                index += 1;
                 for (acc, out) in accs.chunks_exact_mut(size).zip(outs.chunks_exact(size)) {
                     // acc -= (cst - out) = b·2^(j+k-1)·Δ
                     for (a, &o) in acc.iter_mut().zip(out) {
@@ -125,6 +128,8 @@ pub(super) fn exact(cx: &Ctx<'_>, xin: &CtTensor, chunks: &[u32], shift: u32, sh
                     scaled(tmp, accs, s.f, 0);
                     w.keyswitch(sk, tmp, size);
                     w.pbs_rounding_batch(sk, count, rest, outs);
+                    cx.observe(outs, index, |i| c * batch + i);
+                    index += 1;
                     for (acc, out) in accs.chunks_exact_mut(size).zip(outs.chunks_exact(size)) {
                         for (a, &o) in acc.iter_mut().zip(out) {
                             *a = a.wrapping_sub(o);

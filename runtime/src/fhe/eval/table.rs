@@ -35,7 +35,7 @@ pub(super) fn table(
     bits: u32,
     shape: &[usize],
 ) -> CtTensor {
-    let Ctx { sk, size, progress } = *cx;
+    let Ctx { sk, size, progress, .. } = *cx;
     let numel: usize = shape.iter().product();
     let luts: Vec<GlweCiphertextOwned<u64>> = tables.iter().map(|t| table_lut(sk, in_width, t, bits)).collect();
     let table_of = |e: usize| match index {
@@ -54,6 +54,7 @@ pub(super) fn table(
             let first = c * batch;
             w.keyswitch(sk, &xin.data[first * size..first * size + outs.len()], size);
             w.pbs_batch(sk, outs.len() / size, |i| &luts[table_of(first + i)], outs);
+            cx.observe(outs, 0, |i| first + i);
         },
     );
     CtTensor { shape: shape.to_vec(), bits, data }
