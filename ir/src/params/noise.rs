@@ -63,8 +63,8 @@ impl TfheParams {
 /// lowest level, uniform), `E[d_1²] = (B² - 1)/12`, and `E[d_j²] = L + (E[d_0²] - L)(-1/B)^j`
 /// with `L = (B³ + B² - B + 2) / (12(B + 1))` (exact: an enumeration of every value of a few
 /// levels gives these, and the runtime's keyswitch noise measures it, `fhe::test_support`).
-/// The earlier `level·(B² + 2)/12` overestimated it by 11.6% in base 4 and 33% in base 2,
-/// the bases keyswitches use.
+/// It lies 11 to 13% below the paper's `level·(B² + 2)/12` in base 4 and 31 to 33% below
+/// in base 2, the bases keyswitches use.
 pub fn digit_square_sum(base_log: u32, level: u32) -> f64 {
     let b = (base_log as f64).exp2();
     let first = (b * b + 2.0) / 12.0;
