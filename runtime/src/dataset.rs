@@ -299,6 +299,9 @@ pub fn decode_image(bytes: &[u8], path: &Path, rows: usize, cols: usize) -> Resu
 
 fn read_pgm(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
     // Header: "P5" whitespace width whitespace height whitespace maxval single-whitespace data
+    if !b.starts_with(b"P5") {
+        return Err("missing the P5 magic of a binary PGM".into());
+    }
     let mut fields = vec![];
     let mut i = 2;
     while fields.len() < 3 {
