@@ -98,7 +98,7 @@ fn write_section(h: &Header<'_>, done: &[Measurement], total: usize) -> Result<(
     let run = h.run;
     let targets: Vec<String> = run.targets.iter().map(|t| t.to_string()).collect();
     let kinds: Vec<&str> = run.kinds.iter().map(|k| k.name()).collect();
-    let mut s = String::from("## Measured vs predicted bootstrap failure rates\n\n");
+    let mut s = String::from("### Measured vs predicted, by kind and target\n\n");
     s.push_str(&format!(
         "Produced by `cargo bench-table reliability --targets={} --kinds {} --events {} --max-values {} --seed {}` \
 in one run on {} ({:.0} min). Machine before the run: {}; after: {}.{}\n\n",

@@ -36,5 +36,5 @@ fn png_and_pgm_images_load_as_grayscale() {
     assert!(e.contains("d.png") && e.contains("not a readable PNG"), "{e}");
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    assert!(matches!(load_image_dir(&empty, 28, 28), Err(DatasetError::NotFound { .. })));
+    assert!(matches!(load_image_dir(&empty, 28, 28), Err(DatasetError::NoImages { .. })));
 }
