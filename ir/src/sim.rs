@@ -12,7 +12,7 @@
 //! that accuracy measured in simulation is what encrypted evaluation gives on average and
 //! stays reproducible.
 
-use crate::circuit::eval::{EvalError, eval_node};
+use crate::circuit::eval::{EvalError, check_magnitude, eval_node};
 use crate::circuit::{COp, Circuit, Rounding, ValueId, kernels};
 use ndarray::{ArrayD, IxDyn};
 
@@ -110,6 +110,7 @@ pub fn simulate_all_noisy(
                 // one step off (boundaries half a unit below the multiples of 2^shift).
                 let s = sigma.get(id).copied().unwrap_or(0.0);
                 let d = (1u64 << shift) as f64;
+                check_magnitude(n, &[&vals[n.inputs[0]]]).map_err(|e| fail(e.to_string(), true))?;
                 kernels::approx_max_pool(vals[n.inputs[0]].view(), pool, *diff_offset, *diff_width, *shift, |v| {
                     if s > 0.0 { ((v as f64 + 0.5 + s * rng.gaussian()) / d).floor() as i64 } else { v >> shift }
                 })
