@@ -69,6 +69,7 @@ macro_rules! campaigns {
 campaigns! {
     onnx => "onnx",
     artifact => "artifact",
+    client_part => "client-part",
     client_key => "client-key",
     server_key => "server-key",
     seeded_server_key => "seeded-server-key",

@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `onnx` | `compiler::import_onnx` (+ verify, print, summary, metadata, float run) |
 //! | `artifact` | `Artifact::from_bytes` (+ round trip, print, simulation, wire sizes, `Client::new`) |
+//! | `client-part` | `ClientSpec::from_bytes` (+ round trip, summary, `Client::for_spec`, encrypt) |
 //! | `client-key` | `ClientKey::from_bytes` (+ round trip, encrypt/decrypt) |
 //! | `server-key` | `ServerKey::from_bytes`, full and seeded forms (+ round trip, one evaluation) |
 //! | `seeded-server-key` | `SeededServerKey::from_bytes` (+ round trip, `check`/`decompress` of any parameters) |
@@ -25,6 +26,7 @@
 
 pub mod app;
 pub mod artifact;
+pub mod client_part;
 pub mod dataset;
 pub mod keys;
 pub mod onnx;
@@ -80,6 +82,7 @@ pub trait Target: Sync {
 pub static TARGETS: &[&dyn Target] = &[
     &onnx::Onnx,
     &artifact::ArtifactTarget,
+    &client_part::ClientPartTarget,
     &keys::ClientKeyTarget,
     &keys::ServerKeyTarget,
     &keys::SeededServerKeyTarget,
@@ -92,7 +95,6 @@ pub static TARGETS: &[&dyn Target] = &[
     &dataset::Png,
     &dataset::Pgm,
     &dataset::Npy,
-    // The "client part" file format (issue 23, another branch) gets its target here.
 ];
 
 /// The target named `name`.
