@@ -278,13 +278,7 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: impl Into<Bootstrap
                         let without = main_count as f64 * main_cost + round_count as f64 * main_cost;
                         let half = p.big_dimension() / 2;
                         let prefix = (prefix_only && half >= 512).then(|| RoundCandidate {
-                            key: RoundKeyParams {
-                                glwe_dimension: 1,
-                                polynomial_size: half,
-                                glwe_noise_std: min_secure_std(half),
-                                pbs_base_log: 0,
-                                pbs_level: 0,
-                            },
+                            key: RoundKeyParams::input_prefix(half, min_secure_std(half)),
                             unit_var_pbs: 0.0,
                             unit_pbs_cost: 0.0,
                         });
@@ -300,7 +294,7 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: impl Into<Bootstrap
                                     - on_input_key as f64 * saved * ks;
                                 (r, cost)
                             })
-                            .filter(|&(r, cost)| cost < without || r.key.pbs_level == 0)
+                            .filter(|&(r, cost)| cost < without || !r.key.has_bootstrap_key())
                             .collect();
                         with_key.sort_by(|a, b| a.1.total_cmp(&b.1));
                         let floor = with_key.first().map_or(without, |&(_, c)| c);

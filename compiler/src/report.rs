@@ -231,7 +231,7 @@ impl BuildReport {
                     p.ks_level,
                     p.ks_base_log
                 );
-                if let Some(r) = p.round_key.filter(|r| r.pbs_level == 0) {
+                if let Some(r) = p.round_key.filter(|r| !r.has_bootstrap_key()) {
                     let _ = writeln!(
                         s,
                         "input key: the first {} coefficients of the main GLWE key (σ=2^{:.1}; inputs are encrypted under it and results switched to it; no bootstrap key of its own)",

@@ -79,9 +79,11 @@ pub struct TfheParams {
 /// Security: the shared prefix gets its own 128-bit noise (`glwe_noise_std` on the curve at
 /// dimension `k_r·N_r`); the main key keeps its noise on the rest.
 ///
-/// With `pbs_level == 0` there is no rounding bootstrap key: only the prefix, as the key
-/// inputs are encrypted under and results are switched to (a circuit without exact
-/// rounding, whose first tables' keyswitches and whose download shrink with it).
+/// An [`input_prefix`](RoundKeyParams::input_prefix) (stored with `pbs_level == 0`) has no
+/// rounding bootstrap key: only the prefix, as the key inputs are encrypted under and
+/// results are switched to (a circuit without exact rounding, whose first tables'
+/// keyswitches and whose download shrink with it). Ask
+/// [`has_bootstrap_key`](RoundKeyParams::has_bootstrap_key), not the field.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoundKeyParams {
     /// `k_r`.
@@ -96,12 +98,27 @@ pub struct RoundKeyParams {
     pub pbs_level: u32,
 }
 
+impl RoundKeyParams {
+    /// The prefix of the main GLWE key, `k_r = 1` and `N_r = size`, as the key inputs are
+    /// encrypted under and results are switched to, with no bootstrap key of its own (stored
+    /// as zero decomposition levels).
+    pub fn input_prefix(size: usize, glwe_noise_std: f64) -> RoundKeyParams {
+        RoundKeyParams { glwe_dimension: 1, polynomial_size: size, glwe_noise_std, pbs_base_log: 0, pbs_level: 0 }
+    }
+
+    /// Whether a rounding bootstrap key exists for this key (false for an
+    /// [`input_prefix`](RoundKeyParams::input_prefix)).
+    pub fn has_bootstrap_key(&self) -> bool {
+        self.pbs_level > 0
+    }
+}
+
 impl TfheParams {
     /// The shape of the parameters on one line: `n=760 k=1 N=2048 PBS 2x2^16 KS 8x2^2`, and
     /// the rounding bootstrap's when there is one (`; rounding k=4 N=512 PBS 2x2^15`).
     pub fn summary(&self) -> String {
         let round = self.round_key.map_or(String::new(), |r| {
-            if r.pbs_level == 0 {
+            if !r.has_bootstrap_key() {
                 return format!("; input key k={} N={}", r.glwe_dimension, r.polynomial_size);
             }
             format!(
@@ -152,7 +169,7 @@ impl TfheParams {
             if r.glwe_dimension == 0 || !poly_ok(r.polynomial_size) || prefix.is_none_or(|d| Some(d) > big) {
                 return Some(format!("a rounding key out of range ({})", self.summary()));
             }
-            if (r.pbs_level > 0 && !decomp_ok(r.pbs_base_log, r.pbs_level)) || !std_ok(r.glwe_noise_std) {
+            if (r.has_bootstrap_key() && !decomp_ok(r.pbs_base_log, r.pbs_level)) || !std_ok(r.glwe_noise_std) {
                 return Some(format!("a rounding key out of range ({})", self.summary()));
             }
         }
@@ -180,7 +197,7 @@ impl TfheParams {
     /// Whether a rounding bootstrap key exists (a rounding key that is not only an input
     /// prefix, see [`RoundKeyParams`]).
     pub fn has_rounding_bsk(&self) -> bool {
-        self.round_key.is_some_and(|r| r.pbs_level > 0)
+        self.round_key.is_some_and(|r| r.has_bootstrap_key())
     }
 
     /// The rounding bootstrap key's parameters ([`TfheParams::rounding_bootstrap`]) when

@@ -49,7 +49,7 @@ pub fn check_params(p: &TfheParams) -> Result<(), FheError> {
         if r.glwe_dimension == 0
             || !poly_ok(r.polynomial_size)
             || dim.is_none_or(|d| Some(d) > big)
-            || (r.pbs_level > 0 && !decomp_ok(r.pbs_base_log, r.pbs_level))
+            || (r.has_bootstrap_key() && !decomp_ok(r.pbs_base_log, r.pbs_level))
         {
             return Err(FheError::InvalidParams(p.summary()));
         }
