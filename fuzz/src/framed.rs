@@ -20,9 +20,9 @@ pub struct Frame {
     pub payload: Vec<u8>,
 }
 
-/// Every magic of an fhec framed file (artifact, then the runtime's kinds).
-pub const MAGICS: [&[u8; 8]; 7] =
-    [b"FHECART\0", b"FHECCLKY", b"FHECSVKY", b"FHECCTXT", b"FHECSIMG", b"FHECRSLT", b"FHECSSKY"];
+/// Every magic of an fhec framed file (artifact, client part, then the runtime's kinds).
+pub const MAGICS: [&[u8; 8]; 8] =
+    [b"FHECART\0", b"FHECCLNT", b"FHECCLKY", b"FHECSVKY", b"FHECCTXT", b"FHECSIMG", b"FHECRSLT", b"FHECSSKY"];
 
 /// Splits bytes that start with an fhec magic and are long enough to hold a frame; the
 /// payload is everything between the header and the last 8 bytes.
@@ -198,4 +198,15 @@ pub fn encode<T: serde::Serialize>(magic: [u8; 8], fingerprint: u64, pair: u64, 
     payload.extend_from_slice(&pair.to_le_bytes());
     codec().serialize_into(&mut payload, value).expect("serializes");
     join(&Frame { magic, version: fhec_runtime::fhe::files::VERSION, payload })
+}
+
+/// The value of an `ir` framed file (artifact, client part: varint bincode) of `magic`,
+/// decoded without its verifier (`None` if it is another kind or does not decode).
+pub fn decode_ir<T: serde::de::DeserializeOwned>(b: &[u8], magic: [u8; 8], limit: u64) -> Option<T> {
+    use bincode::Options;
+    let f = split(b)?;
+    if f.magic != magic {
+        return None;
+    }
+    bincode::DefaultOptions::new().with_varint_encoding().with_limit(limit).deserialize(&f.payload).ok()
 }

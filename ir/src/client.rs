@@ -215,13 +215,18 @@ impl ClientSpec {
         Ok(spec)
     }
 
-    /// Checks that the parts agree: the parameters are 128-bit secure and the key
+    /// Checks that the parts agree: the parameters are possible key parameters
+    /// ([`TfheParams::shape_error`]) and 128-bit secure, and the key
     /// requirements are theirs; the input and output shapes are non-empty, of at most
     /// [`MAX_VALUES`] values, with a quantization of the right size; the encodings fit the
     /// torus; and the result form is the one the output's encoding calls for.
     pub fn verify(&self) -> Result<(), ClientSpecError> {
         let bad = |m: String| Err(ClientSpecError::Invalid(m));
         let p = &self.params;
+        // Before anything sizes memory by them (key generation would allocate terabytes).
+        if let Some(m) = p.shape_error() {
+            return bad(format!("its TFHE parameters are impossible: {m}"));
+        }
         if !p.is_secure() {
             return bad(format!("its TFHE parameters ({}) are not 128-bit secure", p.summary()));
         }

@@ -10,7 +10,6 @@
 //! the same bytes).
 
 use arbitrary::Arbitrary;
-use bincode::Options;
 use fhec_ir::artifact::{Artifact, FORMAT, MAX_PAYLOAD};
 use fhec_ir::circuit::{COp, Rounding, TableIndex};
 use fhec_runtime::app::Client;
@@ -18,7 +17,7 @@ use fhec_runtime::sim;
 use ndarray::{ArrayD, IxDyn};
 use rand::RngExt;
 
-use super::{Outcome, Target, arb, rejected};
+use super::{Outcome, Target, arb, edit_param, rejected};
 use crate::framed;
 use crate::mutate::{Rng, interesting};
 
@@ -99,11 +98,7 @@ impl Target for ArtifactTarget {
 
 /// The artifact in `b` as it decodes, without the verifier.
 fn decode(b: &[u8]) -> Option<Artifact> {
-    let f = framed::split(b)?;
-    if f.magic != FORMAT.magic {
-        return None;
-    }
-    bincode::DefaultOptions::new().with_varint_encoding().with_limit(MAX_PAYLOAD).deserialize(&f.payload).ok()
+    framed::decode_ir(b, FORMAT.magic, MAX_PAYLOAD)
 }
 
 /// One typed edit of an artifact.
@@ -240,21 +235,10 @@ fn edit(mut a: Artifact, rng: &mut Rng) -> Option<Artifact> {
             }
         }
         Edit::Param { field } => {
-            let setup = a.fhe.as_mut()?;
-            let p = &mut setup.params;
-            let v = interesting(rng);
-            match field % 11 {
-                0 => p.lwe_dimension = v as usize,
-                1 => p.glwe_dimension = v as usize,
-                2 => p.polynomial_size = v as usize,
-                3 => p.pbs_base_log = v as u32,
-                4 => p.pbs_level = v as u32,
-                5 => p.ks_base_log = v as u32,
-                6 => p.ks_level = v as u32,
-                7 => p.glwe_noise_std = f64::from_bits(v),
-                8 => p.round_key = None,
-                9 => p.round_key.as_mut()?.polynomial_size = v as usize,
-                _ => a.fhe = None,
+            if field % 13 == 12 {
+                a.fhe = None;
+            } else {
+                edit_param(&mut a.fhe.as_mut()?.params, field % 13, interesting(rng))?;
             }
         }
         Edit::Plan { how } => {

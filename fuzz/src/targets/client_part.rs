@@ -13,13 +13,12 @@
 //! the same bytes), and a client made from it encrypts an image of its input size.
 
 use arbitrary::Arbitrary;
-use bincode::Options;
 use fhec_ir::client::{ClientSpec, FORMAT, KeyRequirements, MAX_PAYLOAD};
 use fhec_ir::params::result_form_for;
 use fhec_runtime::app::Client;
 use rand::RngExt;
 
-use super::{Outcome, Target, arb, rejected};
+use super::{Outcome, Target, arb, edit_param, rejected};
 use crate::framed;
 use crate::mutate::{Rng, interesting};
 
@@ -81,11 +80,7 @@ impl Target for ClientPartTarget {
 
 /// The client part in `b` as it decodes, without the verifier.
 fn decode(b: &[u8]) -> Option<ClientSpec> {
-    let f = framed::split(b)?;
-    if f.magic != FORMAT.magic {
-        return None;
-    }
-    bincode::DefaultOptions::new().with_varint_encoding().with_limit(MAX_PAYLOAD).deserialize(&f.payload).ok()
+    framed::decode_ir(b, FORMAT.magic, MAX_PAYLOAD)
 }
 
 /// One typed edit of a client part.
@@ -117,21 +112,7 @@ fn edit(mut s: ClientSpec, rng: &mut Rng) -> Option<ClientSpec> {
     };
     match arb::<Edit>(rng)? {
         Edit::Param { field, derive: d } => {
-            let p = &mut s.params;
-            match field % 12 {
-                0 => p.lwe_dimension = v as usize,
-                1 => p.glwe_dimension = v as usize,
-                2 => p.polynomial_size = v as usize,
-                3 => p.pbs_base_log = v as u32,
-                4 => p.pbs_level = v as u32,
-                5 => p.ks_base_log = v as u32,
-                6 => p.ks_level = v as u32,
-                7 => p.glwe_noise_std = f64::from_bits(v),
-                8 => p.lwe_noise_std = f64::from_bits(v),
-                9 => p.round_key = None,
-                10 => p.round_key.as_mut()?.polynomial_size = v as usize,
-                _ => p.round_key.as_mut()?.glwe_dimension = v as usize,
-            }
+            edit_param(&mut s.params, field, v)?;
             if d {
                 derive(&mut s);
             }

@@ -14,7 +14,7 @@ use fhec_runtime::fhe::{ClientKey, SeededServerKey, ServerKey, evaluate};
 use rand::RngExt;
 
 use super::toy::{TOY, toy};
-use super::{Outcome, Target, arb, rejected};
+use super::{Outcome, Target, arb, edit_param, rejected};
 use crate::framed;
 use crate::mutate::{Rng, interesting};
 
@@ -208,18 +208,7 @@ fn seeded_edit(input: &[u8], rng: &mut Rng) -> Option<Vec<u8>> {
             _ => k.result_ksk_seed = value,
         },
         SeededEdit::Param { which } => {
-            let v = interesting(rng);
-            let p = &mut k.params;
-            match which % 8 {
-                0 => p.lwe_dimension = v as usize,
-                1 => p.glwe_dimension = v as usize,
-                2 => p.polynomial_size = v as usize,
-                3 => p.pbs_base_log = v as u32,
-                4 => p.pbs_level = v as u32,
-                5 => p.ks_base_log = v as u32,
-                6 => p.ks_level = v as u32,
-                _ => p.glwe_noise_std = f64::from_bits(v),
-            }
+            edit_param(&mut k.params, which, interesting(rng))?;
         }
         SeededEdit::RoundKey { present, k: kr, log_n, level } => {
             k.params.round_key = present.then_some(RoundKeyParams {

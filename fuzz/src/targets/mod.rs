@@ -119,3 +119,23 @@ pub fn rejected(e: impl std::fmt::Display) -> Result<Outcome, String> {
 pub fn repo_root() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("fuzz/ is in the repository").to_path_buf()
 }
+
+/// Sets one TFHE parameter (`field`, any value: taken modulo the fields) to the awkward
+/// value `v`, or drops / edits the rounding key; `None` when the field is absent.
+pub fn edit_param(p: &mut fhec_ir::params::TfheParams, field: u8, v: u64) -> Option<()> {
+    match field % 12 {
+        0 => p.lwe_dimension = v as usize,
+        1 => p.glwe_dimension = v as usize,
+        2 => p.polynomial_size = v as usize,
+        3 => p.pbs_base_log = v as u32,
+        4 => p.pbs_level = v as u32,
+        5 => p.ks_base_log = v as u32,
+        6 => p.ks_level = v as u32,
+        7 => p.glwe_noise_std = f64::from_bits(v),
+        8 => p.lwe_noise_std = f64::from_bits(v),
+        9 => p.round_key = None,
+        10 => p.round_key.as_mut()?.polynomial_size = v as usize,
+        _ => p.round_key.as_mut()?.glwe_dimension = v as usize,
+    }
+    Some(())
+}
