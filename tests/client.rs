@@ -227,8 +227,9 @@ fn corrupt_truncated_foreign_or_inconsistent_client_parts_are_errors() {
     assert_eq!(
         e.to_string(),
         format!(
-            "client part format version {} is not supported (this fhec reads version 1)",
-            client::FORMAT_VERSION + 1
+            "client part format version {} is not supported (this fhec reads version {})",
+            client::FORMAT_VERSION + 1,
+            client::FORMAT_VERSION
         )
     );
     // The full artifact, and something else entirely.

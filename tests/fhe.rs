@@ -261,8 +261,7 @@ fn exact_rounding_in_chunks_of_every_width_equals_simulation() {
         glwe_dimension: 2,
         polynomial_size: half,
         glwe_noise_std: min_secure_std(2 * half),
-        pbs_base_log: 15,
-        pbs_level: 2,
+        bootstrap: Some(fhec_ir::params::Decomposition { base_log: 15, level: 2 }),
     };
     let shared = TfheParams { round_key: Some(two_polys), ..chosen };
     assert!(shared.is_secure());

@@ -15,7 +15,7 @@
 use fhec_ir::circuit::Circuit;
 pub use fhec_ir::params::FheSetup;
 use fhec_ir::params::{
-    BootstrapMix, EncodingError, EncodingPlan, NoiseRequirement, RoundKeyParams, TfheParams, Variances,
+    BootstrapMix, Decomposition, EncodingError, EncodingPlan, NoiseRequirement, RoundKeyParams, TfheParams, Variances,
     failure_probability, min_secure_std,
 };
 use serde::{Deserialize, Serialize};
@@ -188,11 +188,11 @@ fn round_key_candidates() -> Vec<RoundCandidate> {
                     glwe_dimension: kr,
                     polynomial_size: nr,
                     glwe_noise_std: min_secure_std(dim),
-                    pbs_base_log: 1,
-                    pbs_level: level,
+                    bootstrap: None,
                 };
-                let (b, _) = best_base(level, |b| unit(&RoundKeyParams { pbs_base_log: b, ..r }).var_pbs());
-                let key = RoundKeyParams { pbs_base_log: b, ..r };
+                let with_base = |base_log| RoundKeyParams { bootstrap: Some(Decomposition { base_log, level }), ..r };
+                let (b, _) = best_base(level, |b| unit(&with_base(b)).var_pbs());
+                let key = with_base(b);
                 out.push(RoundCandidate {
                     key,
                     unit_var_pbs: unit(&key).var_pbs(),

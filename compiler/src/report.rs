@@ -231,22 +231,23 @@ impl BuildReport {
                     p.ks_level,
                     p.ks_base_log
                 );
-                if let Some(r) = p.round_key.filter(|r| !r.has_bootstrap_key()) {
+                let round = p.round_key.map(|r| (r, r.bootstrap));
+                if let Some((r, None)) = round {
                     let _ = writeln!(
                         s,
                         "input key: the first {} coefficients of the main GLWE key (σ=2^{:.1}; inputs are encrypted under it and results switched to it; no bootstrap key of its own)",
                         r.glwe_dimension * r.polynomial_size,
                         r.glwe_noise_std.log2()
                     );
-                } else if let Some(r) = p.round_key {
+                } else if let Some((r, Some(d))) = round {
                     let _ = writeln!(
                         s,
                         "rounding bootstrap: k={} N={} σ_glwe=2^{:.1} PBS {}x2^{} (a key sharing the first {} coefficients of the main GLWE key; {} of the {} bootstraps)",
                         r.glwe_dimension,
                         r.polynomial_size,
                         r.glwe_noise_std.log2(),
-                        r.pbs_level,
-                        r.pbs_base_log,
+                        d.level,
+                        d.base_log,
                         r.glwe_dimension * r.polynomial_size,
                         self.rounding_bootstraps,
                         self.total_bootstraps

@@ -20,7 +20,7 @@ use crate::params::{EncodingPlan, FheSetup, TfheParams};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHECART\0";
 /// Current format version.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// Largest payload accepted (1 GiB).
 pub const MAX_PAYLOAD: u64 = 1 << 30;
 /// The artifact's framing.

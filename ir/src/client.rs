@@ -29,7 +29,7 @@ use crate::params::{OutputEncoding, ResultForm, ResultKey, TfheParams, result_fo
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHECCLNT";
 /// Current format version.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest payload accepted (64 MiB: a client part is a few KiB for a classifier).
 pub const MAX_PAYLOAD: u64 = 1 << 26;
 /// The client part's framing.

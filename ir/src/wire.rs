@@ -36,8 +36,8 @@ pub fn encrypted_result_bytes(
 /// Bytes of the evaluation key as `app::Client::evaluation_key` produces it for parameters
 /// `p`: the framed seeded form (`fhec_runtime::fhe::SeededServerKey`), 8 bytes per keyswitch key body
 /// (`kN·ℓ_ks`), per bootstrap key body (`n·ℓ_pbs·(k+1)·N`, and the rounding bootstrap
-/// key's, if any) and per result keyswitch key body (`(kN - d)·ℓ`, if any) plus 189 (221
-/// with a rounding key). What the server
+/// key's, if any) and per result keyswitch key body (`(kN - d)·ℓ`, if any) plus 197 (230
+/// with a rounding key, 222 with an input prefix). What the server
 /// holds in memory after decompression is `crate::params::TfheParams::key_bytes`.
 ///
 pub fn evaluation_key_bytes(p: &crate::params::TfheParams) -> usize {
@@ -47,10 +47,11 @@ pub fn evaluation_key_bytes(p: &crate::params::TfheParams) -> usize {
     };
     let (bsk, round_bsk) = (bodies(p), p.rounding_bsk().map_or(0, |r| bodies(&r)));
     // frame 44 (FRAME_BYTES); value: parameters 56 (3 x 8 dimensions, 2 x 8 deviations, 4 x 4
-    // decompositions) + 1 (rounding key: none or some) + 32 (its 2 x 8 dimensions, 8
-    // deviation, 2 x 4 decomposition), then per key a seed 16 and its bodies (length 8 + 8
-    // per body; the rounding and result keys' are empty without them).
-    let round_params = if p.round_key.is_some() { 32 } else { 0 };
+    // decompositions) + 1 (rounding key: none or some) + 25 (its 2 x 8 dimensions, 8
+    // deviation, 1 for its decomposition: none or some) + 8 (that decomposition, 2 x 4),
+    // then per key a seed 16 and its bodies (length 8 + 8 per body; the rounding and result
+    // keys' are empty without them).
+    let round_params = p.round_key.map_or(0, |r| 25 + if r.has_bootstrap_key() { 8 } else { 0 });
     let result_ksk = p.result_ks().map_or(0, |(_, l)| (p.big_dimension() - p.input_dimension()) * l as usize);
     FRAME_BYTES
         + 57

@@ -382,8 +382,7 @@ fn seeded_key_with_a_rounding_key_round_trips_and_bad_rounding_bodies_are_errors
         glwe_dimension: 2,
         polynomial_size: 256,
         glwe_noise_std: min_secure_std(512),
-        pbs_base_log: 12,
-        pbs_level: 1,
+        bootstrap: Some(fhec_ir::params::Decomposition { base_log: 12, level: 1 }),
     };
     let p = TfheParams { round_key: Some(r), ..small_params(500) };
     let ck = ClientKey::generate(&p);
@@ -527,8 +526,7 @@ fn insecure_toy_params(round_key: bool) -> TfheParams {
             glwe_dimension: 1,
             polynomial_size: 32,
             glwe_noise_std: 1e-15,
-            pbs_base_log: 12,
-            pbs_level: 1,
+            bootstrap: Some(fhec_ir::params::Decomposition { base_log: 12, level: 1 }),
         }),
     }
 }

@@ -71,8 +71,7 @@ fn with_a_rounding_key_inputs_are_encrypted_under_its_prefix_of_the_key() {
             glwe_dimension: 1,
             polynomial_size: 1024,
             glwe_noise_std: min_secure_std(1024),
-            pbs_base_log: 16,
-            pbs_level: 2,
+            bootstrap: Some(fhec_ir::params::Decomposition { base_log: 16, level: 2 }),
         }),
         ..fhe_mnist_params()
     };
@@ -245,8 +244,7 @@ fn params_with_input_key() -> TfheParams {
         glwe_dimension: 2,
         polynomial_size: 1024,
         glwe_noise_std: min_secure_std(2048),
-        pbs_base_log: 20,
-        pbs_level: 1,
+        bootstrap: Some(fhec_ir::params::Decomposition { base_log: 20, level: 1 }),
     };
     TfheParams { polynomial_size: 4096, glwe_noise_std: min_secure_std(4096), round_key: Some(r), ..fhe_mnist_params() }
 }

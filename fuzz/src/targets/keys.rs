@@ -8,7 +8,7 @@
 
 use arbitrary::Arbitrary;
 use fhec_ir::artifact::ParametrizedCircuit;
-use fhec_ir::params::{ResultForm, ResultKey, RoundKeyParams, TfheParams};
+use fhec_ir::params::{Decomposition, ResultForm, ResultKey, RoundKeyParams, TfheParams};
 use fhec_runtime::fhe::files::{Kind, fingerprint};
 use fhec_runtime::fhe::{ClientKey, SeededServerKey, ServerKey, evaluate};
 use rand::RngExt;
@@ -215,8 +215,8 @@ fn seeded_edit(input: &[u8], rng: &mut Rng) -> Option<Vec<u8>> {
                 glwe_dimension: kr as usize % 4,
                 polynomial_size: 1usize << (log_n % 12),
                 glwe_noise_std: 1e-15,
-                pbs_base_log: 12,
-                pbs_level: level as u32 % 4,
+                // Level 0 (invalid) and no bootstrap key (an input prefix) included.
+                bootstrap: (level % 5 != 4).then_some(Decomposition { base_log: 12, level: level as u32 % 4 }),
             });
         }
     }

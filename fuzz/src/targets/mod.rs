@@ -123,7 +123,7 @@ pub fn repo_root() -> PathBuf {
 /// Sets one TFHE parameter (`field`, any value: taken modulo the fields) to the awkward
 /// value `v`, or drops / edits the rounding key; `None` when the field is absent.
 pub fn edit_param(p: &mut fhec_ir::params::TfheParams, field: u8, v: u64) -> Option<()> {
-    match field % 12 {
+    match field % 14 {
         0 => p.lwe_dimension = v as usize,
         1 => p.glwe_dimension = v as usize,
         2 => p.polynomial_size = v as usize,
@@ -135,6 +135,8 @@ pub fn edit_param(p: &mut fhec_ir::params::TfheParams, field: u8, v: u64) -> Opt
         8 => p.lwe_noise_std = f64::from_bits(v),
         9 => p.round_key = None,
         10 => p.round_key.as_mut()?.polynomial_size = v as usize,
+        11 => p.round_key.as_mut()?.bootstrap = None,
+        12 => p.round_key.as_mut()?.bootstrap.as_mut()?.level = v as u32,
         _ => p.round_key.as_mut()?.glwe_dimension = v as usize,
     }
     Some(())

@@ -27,8 +27,7 @@ pub const TOY: TfheParams = TfheParams {
         glwe_dimension: 1,
         polynomial_size: 32,
         glwe_noise_std: 1e-15,
-        pbs_base_log: 12,
-        pbs_level: 1,
+        bootstrap: Some(fhec_ir::params::Decomposition { base_log: 12, level: 1 }),
     }),
 };
 

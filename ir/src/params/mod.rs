@@ -79,37 +79,51 @@ pub struct TfheParams {
 /// Security: the shared prefix gets its own 128-bit noise (`glwe_noise_std` on the curve at
 /// dimension `k_r·N_r`); the main key keeps its noise on the rest.
 ///
-/// An [`input_prefix`](RoundKeyParams::input_prefix) (stored with `pbs_level == 0`) has no
-/// rounding bootstrap key: only the prefix, as the key inputs are encrypted under and
-/// results are switched to (a circuit without exact rounding, whose first tables'
-/// keyswitches and whose download shrink with it). Ask
-/// [`has_bootstrap_key`](RoundKeyParams::has_bootstrap_key), not the field.
+/// An [`input_prefix`](RoundKeyParams::input_prefix) has no rounding bootstrap key
+/// (`bootstrap: None`): only the prefix, as the key inputs are encrypted under and results
+/// are switched to (a circuit without exact rounding, whose first tables' keyswitches and
+/// whose download shrink with it).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoundKeyParams {
     /// `k_r`.
     pub glwe_dimension: usize,
     /// `N_r`.
     pub polynomial_size: usize,
-    /// Noise std (torus) of the rounding bootstrap key.
+    /// Noise std (torus) of the prefix (and of its bootstrap key when there is one).
     pub glwe_noise_std: f64,
-    /// Its decomposition base (log2).
-    pub pbs_base_log: u32,
-    /// Its decomposition levels.
-    pub pbs_level: u32,
+    /// The rounding bootstrap key's decomposition; `None` for an input prefix, which has no
+    /// bootstrap key.
+    pub bootstrap: Option<Decomposition>,
+}
+
+/// A gadget decomposition: `level` digits of `base_log` bits each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decomposition {
+    /// The base (log2).
+    pub base_log: u32,
+    /// The number of levels.
+    pub level: u32,
+}
+
+impl Decomposition {
+    /// Whether tfhe-rs takes it: at least one level of at least one bit, and at most 64
+    /// bits in all.
+    pub fn is_valid(&self) -> bool {
+        self.base_log > 0 && self.level > 0 && self.base_log as u64 * self.level as u64 <= 64
+    }
 }
 
 impl RoundKeyParams {
     /// The prefix of the main GLWE key, `k_r = 1` and `N_r = size`, as the key inputs are
-    /// encrypted under and results are switched to, with no bootstrap key of its own (stored
-    /// as zero decomposition levels).
+    /// encrypted under and results are switched to, with no bootstrap key of its own.
     pub fn input_prefix(size: usize, glwe_noise_std: f64) -> RoundKeyParams {
-        RoundKeyParams { glwe_dimension: 1, polynomial_size: size, glwe_noise_std, pbs_base_log: 0, pbs_level: 0 }
+        RoundKeyParams { glwe_dimension: 1, polynomial_size: size, glwe_noise_std, bootstrap: None }
     }
 
     /// Whether a rounding bootstrap key exists for this key (false for an
     /// [`input_prefix`](RoundKeyParams::input_prefix)).
     pub fn has_bootstrap_key(&self) -> bool {
-        self.pbs_level > 0
+        self.bootstrap.is_some()
     }
 }
 
@@ -117,14 +131,11 @@ impl TfheParams {
     /// The shape of the parameters on one line: `n=760 k=1 N=2048 PBS 2x2^16 KS 8x2^2`, and
     /// the rounding bootstrap's when there is one (`; rounding k=4 N=512 PBS 2x2^15`).
     pub fn summary(&self) -> String {
-        let round = self.round_key.map_or(String::new(), |r| {
-            if !r.has_bootstrap_key() {
-                return format!("; input key k={} N={}", r.glwe_dimension, r.polynomial_size);
+        let round = self.round_key.map_or(String::new(), |r| match r.bootstrap {
+            None => format!("; input key k={} N={}", r.glwe_dimension, r.polynomial_size),
+            Some(d) => {
+                format!("; rounding k={} N={} PBS {}x2^{}", r.glwe_dimension, r.polynomial_size, d.level, d.base_log)
             }
-            format!(
-                "; rounding k={} N={} PBS {}x2^{}",
-                r.glwe_dimension, r.polynomial_size, r.pbs_level, r.pbs_base_log
-            )
         });
         format!(
             "n={} k={} N={} PBS {}x2^{} KS {}x2^{}{round}",
@@ -147,7 +158,7 @@ impl TfheParams {
         const MAX_LWE: usize = 1 << 16;
         const MAX_GLWE: usize = 1 << 20;
         let poly_ok = |n: usize| (16..=MAX_GLWE).contains(&n) && n.is_power_of_two();
-        let decomp_ok = |base: u32, level: u32| base > 0 && level > 0 && base as u64 * level as u64 <= 64;
+        let decomp_ok = |base_log, level| Decomposition { base_log, level }.is_valid();
         let std_ok = |s: f64| s.is_finite() && s > 0.0 && s < 1.0;
         let big = self.glwe_dimension.checked_mul(self.polynomial_size);
         if self.lwe_dimension == 0
@@ -169,7 +180,7 @@ impl TfheParams {
             if r.glwe_dimension == 0 || !poly_ok(r.polynomial_size) || prefix.is_none_or(|d| Some(d) > big) {
                 return Some(format!("a rounding key out of range ({})", self.summary()));
             }
-            if (r.has_bootstrap_key() && !decomp_ok(r.pbs_base_log, r.pbs_level)) || !std_ok(r.glwe_noise_std) {
+            if r.bootstrap.is_some_and(|d| !d.is_valid()) || !std_ok(r.glwe_noise_std) {
                 return Some(format!("a rounding key out of range ({})", self.summary()));
             }
         }
@@ -179,6 +190,8 @@ impl TfheParams {
     /// The bootstrap exact rounding's reads use, as a parameter set of its own (the main one
     /// without a rounding key): the same `n` and keyswitch, its own GLWE key and
     /// decomposition. Its `var_pbs`, `var_ms` and `pbs_cost` are the rounding bootstrap's.
+    /// For an input prefix (no bootstrap key) it describes the prefix key, with zero
+    /// decomposition levels: ask [`TfheParams::rounding_bsk`] for a bootstrap's parameters.
     pub fn rounding_bootstrap(&self) -> TfheParams {
         match self.round_key {
             None => *self,
@@ -186,8 +199,9 @@ impl TfheParams {
                 glwe_dimension: r.glwe_dimension,
                 polynomial_size: r.polynomial_size,
                 glwe_noise_std: r.glwe_noise_std,
-                pbs_base_log: r.pbs_base_log,
-                pbs_level: r.pbs_level,
+                // An input prefix has no bootstrap key: zero levels in this view.
+                pbs_base_log: r.bootstrap.map_or(0, |d| d.base_log),
+                pbs_level: r.bootstrap.map_or(0, |d| d.level),
                 round_key: None,
                 ..*self
             },
@@ -202,7 +216,7 @@ impl TfheParams {
 
     /// The rounding bootstrap key's parameters ([`TfheParams::rounding_bootstrap`]) when
     /// there is one, `None` when rounding reads use the main bootstrap or the rounding key
-    /// is only an input prefix: callers need not know the `pbs_level == 0` convention.
+    /// is only an input prefix.
     pub fn rounding_bsk(&self) -> Option<TfheParams> {
         self.has_rounding_bsk().then(|| self.rounding_bootstrap())
     }

@@ -24,7 +24,7 @@ use super::{
 };
 
 /// Format version of every kind.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// Largest payload accepted (8 GiB).
 const MAX: u64 = 8 << 30;
 
@@ -101,9 +101,10 @@ pub const SEEDED_OVERHEAD: usize = FRAME_BYTES + 8 + 4 + 16 + 8;
 /// adds [`ROUND_KEY_PARAMS_BYTES`].
 pub const SEEDED_KEY_OVERHEAD: usize = FRAME_BYTES + 57 + 4 * (16 + 8);
 
-/// Bytes of a rounding key's parameters (two dimensions and a deviation of 8 bytes, two
-/// decomposition numbers of 4).
-pub const ROUND_KEY_PARAMS_BYTES: usize = 32;
+/// Bytes of a rounding key's parameters when it has a bootstrap key (two dimensions and a
+/// deviation of 8 bytes, then 1 for the present decomposition and its two numbers of 4); an
+/// input prefix (no bootstrap key) has 8 fewer.
+pub const ROUND_KEY_PARAMS_BYTES: usize = 33;
 
 /// The kind of a framed file, by its magic (without checking anything else).
 pub fn kind_of(b: &[u8]) -> Option<Kind> {

@@ -26,35 +26,13 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::FheError;
 
-/// Smallest polynomial size accepted (tfhe-rs's FFT plans need a few points).
-pub const MIN_POLYNOMIAL_SIZE: usize = 16;
-
-/// Refuses parameters that tfhe-rs cannot make keys of (zero or odd dimensions,
-/// decompositions outside 64 bits, a rounding key larger than the main one).
+/// Refuses parameters that tfhe-rs cannot make keys of: [`TfheParams::shape_error`], the
+/// one check of parameters' shapes that artifacts, client parts and key files share.
 pub fn check_params(p: &TfheParams) -> Result<(), FheError> {
-    let decomp_ok = |base: u32, level: u32| base > 0 && level > 0 && base as u64 * level as u64 <= 64;
-    let poly_ok = |n: usize| n >= MIN_POLYNOMIAL_SIZE && n.is_power_of_two();
-    let big = p.glwe_dimension.checked_mul(p.polynomial_size);
-    if p.lwe_dimension == 0
-        || p.glwe_dimension == 0
-        || big.is_none()
-        || !poly_ok(p.polynomial_size)
-        || !decomp_ok(p.ks_base_log, p.ks_level)
-        || !decomp_ok(p.pbs_base_log, p.pbs_level)
-    {
-        return Err(FheError::InvalidParams(p.summary()));
+    match p.shape_error() {
+        Some(why) => Err(FheError::InvalidParams(why)),
+        None => Ok(()),
     }
-    if let Some(r) = p.round_key {
-        let dim = r.glwe_dimension.checked_mul(r.polynomial_size);
-        if r.glwe_dimension == 0
-            || !poly_ok(r.polynomial_size)
-            || dim.is_none_or(|d| Some(d) > big)
-            || (r.has_bootstrap_key() && !decomp_ok(r.pbs_base_log, r.pbs_level))
-        {
-            return Err(FheError::InvalidParams(p.summary()));
-        }
-    }
-    Ok(())
 }
 
 /// A sequence of `T`, read and counted, not kept (memory O(1), time O(input)).
