@@ -10,7 +10,7 @@ use fhec_driver::model::load_manifest;
 use fhec_driver::progress::size;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
-use crate::common::{machine_line, replace_section};
+use crate::common::{cpu_model, machine_line, replace_section};
 
 pub fn bench_models(
     models: &Path,
@@ -21,7 +21,7 @@ pub fn bench_models(
     limit: Option<usize>,
 ) -> Result<()> {
     let manifest = load_manifest(models)?;
-    let load_before = machine_line();
+    let (cpu, load_before) = (cpu_model(), machine_line());
     let mut rows = vec![];
     let mut failures = vec![];
     for m in &manifest.models {
@@ -131,7 +131,7 @@ parameters on one thread (median of 20, measured in the same run; and the roundi
 when the parameters have a rounding key); *efficiency*: evaluate / (sum over the bootstraps of \
 one of its kind / cores): 1.00 is every core bootstrapping one ciphertext at a time without \
 idling; the runtime's batched blind rotations (up to 16 ciphertexts per pass over the bootstrap \
-key) make a layer's bootstraps cheaper than one alone, hence values below 1. Machine before the run: {load_before}; after: {}.\n\n\
+key) make a layer's bootstraps cheaper than one alone, hence values below 1. Machine: {cpu}; before the run: {load_before}; after: {}.\n\n\
 | model | dataset | widths (in/w/act/table) | float | simulated | Δ points | bootstraps / image | widest table | parameters; security, failure / inference | encrypted sample | encrypt | evaluate | decrypt | one bootstrap | efficiency | keygen | evaluation key | upload / image | download / image |\n\
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
         data.display(),

@@ -11,7 +11,7 @@ use fhec_driver::model::load_manifest;
 use fhec_driver::progress::size;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
-use crate::common::{machine_line, replace_section, run_anchor};
+use crate::common::{cpu_model, machine_line, replace_section, run_anchor};
 
 /// What `cargo bench-table speed` measures and where it writes (see `Bench::Speed`).
 
@@ -131,7 +131,7 @@ pub fn bench_speed(run: &SpeedRun) -> Result<()> {
     let cml_entries =
         if run.cml_python == "none" { vec![] } else { run.cml_models.iter().map(entry).collect::<Result<Vec<_>>>()? };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let load_before = machine_line();
+    let (cpu, load_before) = (cpu_model(), machine_line());
     let mut rows = vec![];
     let (mut tenseal, mut cml) = (vec![], vec![]);
     // The anchors first: the seed networks' weights, the same first test images.
@@ -305,7 +305,7 @@ relinearization keys). {cml_note} *One bootstrap*: one keyswitch + bootstrap at 
 on one thread (median of 20; and the rounding bootstrap's when the parameters have a rounding \
 key); *efficiency*: evaluate / (sum over the bootstraps of one of its kind / cores), below 1 \
 because the runtime batches a layer's blind rotations (up to 16 per pass over the bootstrap key). *vs TenSEAL*, *vs Concrete ML*: evaluate time over the anchor's on the same network \
-(below 1 is faster). Machine before the run: {load_before}; after: {}.\n\n\
+(below 1 is faster). Machine: {cpu}; before the run: {load_before}; after: {}.\n\n\
 | system | model | images | test-set accuracy | accuracy on the images | bootstraps / image | parameters | encrypt | evaluate | evaluate CPU | decrypt | one bootstrap | efficiency | keygen | evaluation key | upload / image | download / image | vs TenSEAL | vs Concrete ML |\n\
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n",
         data.display(),

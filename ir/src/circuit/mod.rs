@@ -97,20 +97,6 @@ impl std::fmt::Display for Rounding {
     }
 }
 
-/// Serializes a [`COp::Round`]'s mode as the `approx: bool` flag of earlier artifacts.
-mod rounding_flag {
-    use super::Rounding;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(r: &Rounding, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bool(r.is_approximate())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rounding, D::Error> {
-        Ok(if bool::deserialize(d)? { Rounding::Approximate } else { Rounding::Exact })
-    }
-}
-
 /// How lookup tables are indexed along a value's elements.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TableIndex {
@@ -194,8 +180,7 @@ pub enum COp {
         /// Bits removed.
         shift: u32,
         /// [`Rounding::Approximate`]: no rounding bootstraps, a read that may be one step
-        /// off. Serialized as the flag `approx: bool` it replaced (artifacts unchanged).
-        #[serde(with = "rounding_flag")]
+        /// off.
         mode: Rounding,
     },
     /// Table lookup: `y = table[v]`, `v` in `[0, 2^in_width)`.
