@@ -46,6 +46,16 @@ enum Command {
     /// The quick start: compile the bundled seed network (`seedq_mnist`, 6-bit tables),
     /// generate keys, classify sample images encrypted, and compare with the simulation.
     Demo(cmd::demo::Args),
+    #[cfg(feature = "fhe")]
+    /// Serve models over HTTP: clients upload an evaluation key once, then submit encrypted
+    /// images (job queue in SQLite under --data).
+    Serve(cmd::serve::Args),
+    #[cfg(feature = "fhe")]
+    /// Create an API token for a client of `fhec serve` (the admin command).
+    ServeToken(cmd::serve::TokenArgs),
+    #[cfg(feature = "fhe")]
+    /// Use a `fhec serve` service: keys generated here, images classified there.
+    Remote(cmd::remote::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,5 +83,11 @@ fn run(command: Command) -> Result<()> {
         Command::Decrypt(a) => cmd::crypto::decrypt(a),
         #[cfg(feature = "fhe")]
         Command::Demo(a) => cmd::demo::run(a),
+        #[cfg(feature = "fhe")]
+        Command::Serve(a) => cmd::serve::run(a),
+        #[cfg(feature = "fhe")]
+        Command::ServeToken(a) => cmd::serve::token(a),
+        #[cfg(feature = "fhe")]
+        Command::Remote(a) => cmd::remote::run(a),
     }
 }

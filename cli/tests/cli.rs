@@ -677,3 +677,30 @@ fn bad_image_files_are_errors_that_name_their_kind() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.matches("the file is truncated").count(), 1, "a cause is printed twice: {err}");
 }
+
+#[test]
+fn serve_token_and_remote_errors() {
+    let dir = tmpdir("serve-token");
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let o = fhec(&["serve-token", "--data", data, "alice"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let token = text(&o.stdout);
+    assert!(token.trim().starts_with("fhec_") && token.trim().len() == 69, "{token}");
+    // Names are unique; the token itself is not stored.
+    let o = fhec(&["serve-token", "--data", data, "alice"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("a token named \"alice\" exists"), "{}", text(&o.stderr));
+    for f in std::fs::read_dir(dir.join("data")).unwrap().flatten().filter(|f| f.path().is_file()) {
+        let bytes = std::fs::read(f.path()).unwrap();
+        assert!(!bytes.windows(token.trim().len()).any(|w| w == token.trim().as_bytes()), "{:?}", f.path());
+    }
+    // A missing artifact, a client part, and a service that is not there are errors that say so.
+    let o = fhec(&["serve", "--data", data, "missing.fhec"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("cannot serve missing.fhec"), "{}", text(&o.stderr));
+    let o = fhec(&["remote", "--url", "http://127.0.0.1:9", "--token", token.trim(), "models"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("http://127.0.0.1:9/v1/models"), "{}", text(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -93,7 +93,7 @@ pub struct DecryptArgs {
 
 /// Reads the model file of a client command: a client part or a full artifact (the app API
 /// validates the rest).
-fn read_client_part(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_client_part(path: &Path) -> Result<Vec<u8>> {
     let bytes = files::read(path, "client part")?;
     if !ClientSpec::sniff(&bytes) && !Artifact::sniff(&bytes) {
         bail!(
@@ -122,6 +122,43 @@ fn read_artifact(path: &Path) -> Result<Vec<u8>> {
         bail!("{} is not an fhec artifact (build one with `fhec build MODEL.onnx`)", path.display());
     }
     Ok(bytes)
+}
+
+/// The pixels of the image a client command encrypts: a PNG / PGM file of the model's input
+/// size, or image `index` of a test set (`data`, else the bundled sample); and what it is,
+/// for messages. Shared by `fhec encrypt` and `fhec remote classify`.
+pub(crate) fn load_pixels(
+    shape: &[usize],
+    image: Option<&Path>,
+    dataset: Option<DatasetKind>,
+    data: Option<&Path>,
+    index: usize,
+) -> Result<(Vec<u8>, String)> {
+    Ok(match (image, dataset) {
+        (Some(path), _) => {
+            let (rows, cols) = (shape[shape.len().saturating_sub(2)], shape[shape.len() - 1]);
+            let px = fhec_runtime::dataset::load_image(path, rows, cols)?;
+            (px, path.display().to_string())
+        }
+        (None, Some(kind)) => {
+            let ds = match data {
+                Some(d) => Dataset::load_test(d, kind)?,
+                None => bundled_sample(kind),
+            };
+            if index >= ds.len() {
+                bail!("image index {index} is out of range: the set has {} images", ds.len());
+            }
+            (ds.pixels(index).to_vec(), format!("{} image {index} (label {})", kind.dir_name(), ds.labels[index]))
+        }
+        (None, None) => bail!("give an image file (--image) or a dataset (--dataset, with --index)"),
+    })
+}
+
+/// Prints a decrypted prediction as `fhec decrypt` does: the scores, then `class: N`.
+pub(crate) fn print_prediction(pred: &fhec_runtime::app::Prediction) {
+    let s: Vec<String> = pred.scores.iter().map(|v| format!("{v:.3}")).collect();
+    println!("scores: [{}]", s.join(", "));
+    println!("class: {}", pred.class);
 }
 
 /// Runs `fhec keygen`: both keys are generated in memory, then written as a pair under a
@@ -158,28 +195,8 @@ pub fn encrypt(a: EncryptArgs) -> Result<()> {
     files::check_output(&a.out, &inputs, replace, "-o")?;
     let client = Client::with_key(&read_client_part(&a.artifact)?, &files::read(&a.client_key, "client key")?)
         .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
-    let shape = client.spec().input.shape.clone();
-    let (pixels, what) = match (&a.image, a.dataset) {
-        (Some(path), _) => {
-            let (rows, cols) = (shape[shape.len().saturating_sub(2)], shape[shape.len() - 1]);
-            let px = fhec_runtime::dataset::load_image(path, rows, cols)?;
-            (px, path.display().to_string())
-        }
-        (None, Some(kind)) => {
-            let ds = match &a.data {
-                Some(d) => Dataset::load_test(d, kind)?,
-                None => bundled_sample(kind),
-            };
-            if a.index >= ds.len() {
-                bail!("image index {} is out of range: the set has {} images", a.index, ds.len());
-            }
-            (
-                ds.pixels(a.index).to_vec(),
-                format!("{} image {} (label {})", kind.dir_name(), a.index, ds.labels[a.index]),
-            )
-        }
-        (None, None) => bail!("give an image file (--image) or a dataset (--dataset, with --index)"),
-    };
+    let (pixels, what) =
+        load_pixels(&client.spec().input.shape, a.image.as_deref(), a.dataset, a.data.as_deref(), a.index)?;
     let b = client.encrypt(&pixels)?;
     files::write(&a.out, &b, replace)?;
     println!("encrypted {what} to {} ({})", a.out.display(), size(b.len()));
@@ -209,8 +226,6 @@ pub fn decrypt(a: DecryptArgs) -> Result<()> {
     let pred = client
         .decrypt(&res)
         .with_context(|| format!("cannot decrypt {} with {}", a.input.display(), a.client_key.display()))?;
-    let s: Vec<String> = pred.scores.iter().map(|v| format!("{v:.3}")).collect();
-    println!("scores: [{}]", s.join(", "));
-    println!("class: {}", pred.class);
+    print_prediction(&pred);
     Ok(())
 }

@@ -8,3 +8,7 @@ pub mod crypto;
 pub mod demo;
 pub mod eval;
 pub mod inspect;
+#[cfg(feature = "fhe")]
+pub mod remote;
+#[cfg(feature = "fhe")]
+pub mod serve;

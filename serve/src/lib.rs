@@ -1,0 +1,261 @@
+//! `fhec serve`: an HTTP service that classifies encrypted images, and its client.
+//!
+//! ```text
+//!   client (RemoteClient, `fhec remote`)           server (`fhec serve MODEL.fhec`)
+//!   GET  /v1/models/{name}/client  ◀── client part (no weights)
+//!   keys generated locally; the secret key stays here
+//!   POST /v1/models/{name}/keys    ──▶ evaluation key: checked against the model's
+//!                                      parameters, then stored (DATA/blobs/keys/ID)
+//!   POST /v1/models/{name}/jobs    ──▶ encrypted image: 202 {"job": ID}, queued in SQLite
+//!   GET  /v1/jobs/{id}             ◀── {"state", "progress", "total", "error"}
+//!   GET  /v1/jobs/{id}/result      ◀── encrypted result; decrypted locally
+//! ```
+//!
+//! * [`store`]: the SQLite database (tokens, keys, jobs) and the blob files beside it, every
+//!   blob written to a temporary file, flushed, then renamed, and its row inserted only
+//!   after that, so an interrupted upload leaves nothing usable.
+//! * [`api`]: the axum router (bearer-token auth; a client sees only its own keys and jobs;
+//!   errors are JSON `{"error": "..."}` with a 4xx status, never a panic).
+//! * [`worker`]: the workers that claim the oldest queued job, classify it on a blocking
+//!   thread with the key's [`Server`](fhec_runtime::app::Server) and record progress.
+//! * [`cache`]: the loaded evaluation keys, least recently used first out, within a memory
+//!   budget: a key is expanded once, not per job.
+//! * [`client`]: [`RemoteClient`], the blocking client for applications and `fhec remote`.
+//!
+//! No secret key ever reaches the server: a key upload holding a client key is refused by
+//! its file format before anything is stored.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod cache;
+pub mod client;
+pub mod models;
+pub mod store;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+pub use client::{JobStatus, ModelInfo, RemoteClient, RemoteError};
+pub use models::{Model, ModelError};
+pub use store::{Store, StoreError};
+
+/// How a service runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// The data directory (SQLite database and blobs), created if missing.
+    pub data: PathBuf,
+    /// Jobs classified at once (each one uses every core).
+    pub workers: usize,
+    /// Queued jobs at most; a submission beyond is refused with 429.
+    pub max_queue: usize,
+    /// Largest evaluation key upload, in bytes (413 beyond).
+    pub max_key_bytes: usize,
+    /// Memory budget of the expanded evaluation keys kept loaded, in bytes (at least one key
+    /// stays loaded whatever its size).
+    pub key_memory: usize,
+}
+
+impl Config {
+    /// The defaults of `fhec serve` for a data directory.
+    pub fn new(data: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8710)),
+            data: data.into(),
+            workers: 1,
+            max_queue: 64,
+            max_key_bytes: 2 << 30,
+            key_memory: 8 << 30,
+        }
+    }
+}
+
+/// Counters shown by `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    /// Jobs completed.
+    pub jobs_done: AtomicU64,
+    /// Jobs failed.
+    pub jobs_failed: AtomicU64,
+    /// Bootstraps performed by finished and running jobs.
+    pub bootstraps_done: AtomicU64,
+}
+
+/// What the handlers and the workers share.
+pub struct State {
+    /// The configuration.
+    pub config: Config,
+    /// The models served, by name.
+    pub models: Vec<Arc<Model>>,
+    /// The database and blobs.
+    pub store: Store,
+    /// The loaded evaluation keys.
+    pub cache: cache::KeyCache,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Wakes an idle worker when a job is queued.
+    pub queued: tokio::sync::Notify,
+    /// Set when the service stops: workers take no new job.
+    pub stopping: AtomicBool,
+}
+
+impl State {
+    /// The model served under `name`.
+    pub fn model(&self, name: &str) -> Option<&Arc<Model>> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+/// Why the service did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A model did not load.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The data directory or its database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listening socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Two models with one name.
+    #[error("two models are named {0:?}: serve each name once")]
+    DuplicateModel(String),
+    /// Nothing to serve.
+    #[error("no model to serve: give at least one artifact (MODEL.fhec)")]
+    NoModel,
+}
+
+/// A running service (on the caller's tokio runtime).
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// An admin token, when this start created the data directory's first one (print it
+    /// once; only its hash is stored).
+    pub admin_token: Option<String>,
+    /// The shared state.
+    pub state: Arc<State>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting requests and jobs, waits for open requests and for the running jobs
+    /// (whose results are stored), then closes the database.
+    pub async fn stop(self) {
+        self.state.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        self.state.queued.notify_waiters();
+        let _ = self.server.await;
+        for w in self.workers {
+            let _ = w.await;
+        }
+        self.state.store.close().await;
+    }
+}
+
+/// Starts the service on the current tokio runtime: opens (or creates) the data directory,
+/// re-queues jobs left running by a previous process, binds the address, and starts the
+/// workers.
+pub async fn start(config: Config, models: Vec<Model>) -> Result<Running, ServeError> {
+    if models.is_empty() {
+        return Err(ServeError::NoModel);
+    }
+    for (i, m) in models.iter().enumerate() {
+        if models[..i].iter().any(|o| o.name == m.name) {
+            return Err(ServeError::DuplicateModel(m.name.clone()));
+        }
+    }
+    let store = Store::open(&config.data).await?;
+    let admin_token = store.ensure_admin().await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: config.listen, source })?;
+    let state = Arc::new(State {
+        cache: cache::KeyCache::new(config.key_memory),
+        config,
+        models: models.into_iter().map(Arc::new).collect(),
+        store,
+        metrics: Metrics::default(),
+        queued: tokio::sync::Notify::new(),
+        stopping: AtomicBool::new(false),
+    });
+    let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let app = api::router(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let workers = (0..state.config.workers).map(|_| tokio::spawn(worker::run(state.clone()))).collect();
+    Ok(Running { addr, admin_token, state, shutdown, server, workers })
+}
+
+/// `fhec serve`: starts the service on a new runtime, calls `started` once it listens, and
+/// runs until Ctrl-C (or SIGTERM), then stops as [`Running::stop`] does.
+pub fn serve_blocking(config: Config, models: Vec<Model>, started: impl FnOnce(&Running)) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Store(StoreError::Io { path: config.data.clone(), source: e }))?;
+    rt.block_on(async move {
+        let running = start(config, models).await?;
+        started(&running);
+        shutdown_signal().await;
+        running.stop().await;
+        Ok(())
+    })
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}
+
+/// `fhec serve-token`: creates a client token named `name` in the data directory `data`
+/// (created if missing) and returns it (only its hash is stored).
+pub fn create_token_blocking(data: &std::path::Path, name: &str, admin: bool) -> Result<String, StoreError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Io { path: data.to_path_buf(), source: e })?;
+    rt.block_on(async {
+        let store = Store::open(data).await?;
+        let t = store.create_token(name, admin).await;
+        store.close().await;
+        t
+    })
+}

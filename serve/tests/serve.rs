@@ -1,0 +1,333 @@
+//! `fhec serve` against a real service over loopback (in-process, on its own tokio runtime
+//! per test): the bundled `seedq_mnist` compiled as `fhec demo` compiles it (6-bit tables,
+//! approximate rounding, 128-bit parameters), keys generated once, three images classified in
+//! all (end to end through the job API, the synchronous endpoint, and a job queued before a
+//! restart); the rest (tokens, ownership, bad bodies, the queue bound, a cut upload) runs no
+//! classification.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use fhec_compiler::quantize::Rounding;
+use fhec_driver::{CompileOptions, compile_model};
+use fhec_ir::circuit::Circuit;
+use fhec_runtime::app::Client;
+use fhec_runtime::dataset::{DatasetKind, bundled_sample};
+use fhec_runtime::sim;
+use fhec_serve::store::JobState;
+use fhec_serve::{Config, Model, RemoteClient, Running, Store};
+
+const MODEL: &str = "seedq_mnist";
+
+struct Fixture {
+    artifact: Vec<u8>,
+    circuit: Circuit,
+    client: Client,
+    evaluation_key: Vec<u8>,
+}
+
+/// The model compiled once and one key pair, shared by every test.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/seedq_mnist.onnx");
+        let options = CompileOptions {
+            max_table_bits: Some(6),
+            rounding: Some(Rounding::Approximate),
+            no_fit: true,
+            calib_dataset: Some(DatasetKind::Mnist),
+            ..CompileOptions::default()
+        };
+        let (_, art) = compile_model(&path, &options).expect("seedq_mnist compiles");
+        let setup = art.fhe.as_ref().expect("128-bit parameters");
+        assert!(setup.security_bits >= 128.0);
+        let artifact = art.to_bytes();
+        let client = Client::new(&art.client_part().unwrap().to_bytes()).unwrap();
+        let evaluation_key = client.evaluation_key();
+        Fixture { artifact, circuit: art.circuit, client, evaluation_key }
+    })
+}
+
+fn data_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fhec-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A service on a free loopback port over `data`, on its own runtime.
+struct Service {
+    rt: tokio::runtime::Runtime,
+    running: Option<Running>,
+}
+
+impl Service {
+    fn start(data: &Path, workers: usize, max_queue: usize) -> Service {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers, max_queue, ..Config::new(data) };
+        let model = Model::from_bytes(MODEL, fixture().artifact.clone()).unwrap();
+        let running = rt.block_on(fhec_serve::start(config, vec![model])).unwrap();
+        Service { rt, running: Some(running) }
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.running().addr)
+    }
+
+    fn store(&self) -> &Store {
+        &self.running().state.store
+    }
+
+    /// A new client token named `name`.
+    fn token(&self, name: &str) -> String {
+        self.rt.block_on(self.store().create_token(name, false)).unwrap()
+    }
+
+    /// A client with a new token named `name`.
+    fn client(&self, name: &str) -> RemoteClient {
+        RemoteClient::new(&self.url(), &self.token(name))
+    }
+
+    fn stop(mut self) {
+        let running = self.running.take().unwrap();
+        self.rt.block_on(running.stop());
+    }
+}
+
+/// One raw HTTP/1.1 request (`Connection: close`); the status and the body.
+fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn error_of(e: fhec_serve::RemoteError) -> (u16, String) {
+    let status = e.status().unwrap_or_else(|| panic!("an HTTP error, not {e}"));
+    (status, e.to_string())
+}
+
+fn class_of_simulation(i: usize) -> usize {
+    sim::classify(&fixture().circuit, bundled_sample(DatasetKind::Mnist).pixels(i)).unwrap().0
+}
+
+fn encrypted(i: usize) -> Vec<u8> {
+    fixture().client.encrypt(bundled_sample(DatasetKind::Mnist).pixels(i)).unwrap()
+}
+
+#[test]
+fn end_to_end_upload_submit_poll_fetch_decrypt() {
+    let f = fixture();
+    let data = data_dir("e2e");
+    let service = Service::start(&data, 1, 8);
+    assert!(service.running().admin_token.as_deref().is_some_and(|t| t.starts_with("fhec_")));
+    let alice = service.client("alice");
+
+    let models = alice.models().unwrap();
+    assert_eq!(models.len(), 1);
+    let bootstraps = fhec_ir::artifact::Artifact::from_bytes(&f.artifact).unwrap().circuit.bootstrap_stats().total();
+    assert_eq!((models[0].name.as_str(), models[0].bootstraps), (MODEL, bootstraps));
+    assert_eq!(models[0].key_bytes, f.evaluation_key.len());
+    // The client part is what `fhec build` writes for clients: no weights.
+    let part = alice.client_part(MODEL).unwrap();
+    assert_eq!(part, fhec_ir::artifact::Artifact::from_bytes(&f.artifact).unwrap().client_part().unwrap().to_bytes());
+
+    let key = alice.upload_key(MODEL, &f.evaluation_key).unwrap();
+    let job = alice.submit(MODEL, &key, &encrypted(0)).unwrap();
+    let mut seen = vec![];
+    let result = alice.wait(&job, |s| seen.push((s.state.clone(), s.progress, s.total))).unwrap();
+    assert!(seen.iter().all(|(_, _, total)| *total == bootstraps), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "progress never goes back: {seen:?}");
+    assert_eq!(seen.last().unwrap(), &("done".to_string(), bootstraps, bootstraps));
+    let pred = f.client.decrypt(&result).unwrap();
+    assert_eq!(pred.class, class_of_simulation(0));
+    // Fetching again gives the same bytes; after deletion the job is gone.
+    assert_eq!(alice.result(&job).unwrap(), result);
+    alice.delete_job(&job).unwrap();
+    assert_eq!(error_of(alice.status(&job).unwrap_err()).0, 404);
+
+    // The synchronous endpoint, with the key already loaded (loaded once, not per job).
+    let result = alice.classify(MODEL, &key, &encrypted(1)).unwrap();
+    assert_eq!(f.client.decrypt(&result).unwrap().class, class_of_simulation(1));
+    assert_eq!(service.running().state.cache.usage().0, 1);
+
+    let get_metrics =
+        || raw(service.running().addr, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"");
+    let mut metrics = get_metrics();
+    for _ in 0..20 {
+        if metrics.1.contains("fhec_jobs_done_total 2") {
+            break;
+        }
+        // The worker counts a job just after storing its result.
+        std::thread::sleep(Duration::from_millis(100));
+        metrics = get_metrics();
+    }
+    assert_eq!(metrics.0, 200);
+    assert!(metrics.1.contains("fhec_jobs_done_total 2"), "{}", metrics.1);
+    assert!(metrics.1.contains(&format!("fhec_bootstraps_done_total {}", 2 * bootstraps)), "{}", metrics.1);
+    assert!(metrics.1.contains("fhec_queue_depth 0"), "{}", metrics.1);
+
+    // A deleted key is gone: its jobs are refused.
+    alice.delete_key(&key).unwrap();
+    assert_eq!(error_of(alice.submit(MODEL, &key, &encrypted(0)).unwrap_err()).0, 404);
+    service.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn tokens_ownership_bad_bodies_and_the_queue_bound() {
+    let f = fixture();
+    let data = data_dir("auth");
+    // No worker: jobs stay queued. A queue of one job.
+    let service = Service::start(&data, 0, 1);
+    let addr = service.running().addr;
+    let alice_token = service.token("alice");
+    let (alice, bob) = (RemoteClient::new(&service.url(), &alice_token), service.client("bob"));
+
+    // Health and metrics need no token; the API does.
+    assert_eq!(raw(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"").0, 200);
+    let (status, body) = raw(addr, "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"");
+    assert_eq!(status, 401);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("Authorization: Bearer"), "{body}");
+    let (status, message) = error_of(RemoteClient::new(&service.url(), "fhec_wrong").models().unwrap_err());
+    assert_eq!(status, 401);
+    assert!(message.contains("unknown token"), "{message}");
+    assert_eq!(error_of(alice.client_part("nope").unwrap_err()).0, 404);
+
+    // Bad key bodies are refused and nothing is stored.
+    let (status, message) = error_of(alice.upload_key(MODEL, b"not a key at all").unwrap_err());
+    assert_eq!(status, 400);
+    assert!(message.contains("not an fhec evaluation key"), "{message}");
+    let mut truncated = f.evaluation_key.clone();
+    truncated.truncate(truncated.len() - 100);
+    let (status, message) = error_of(alice.upload_key(MODEL, &truncated).unwrap_err());
+    assert_eq!(status, 400);
+    assert!(message.contains("bytes"), "{message}");
+    let (status, message) = error_of(alice.upload_key(MODEL, &f.client.secret_key()).unwrap_err());
+    assert_eq!(status, 400);
+    assert!(message.contains("secret"), "{message}");
+    let mut corrupt = f.evaluation_key.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 1;
+    let (status, message) = error_of(alice.upload_key(MODEL, &corrupt).unwrap_err());
+    assert_eq!(status, 400);
+    assert!(message.contains("refused"), "{message}");
+    assert_eq!(service.rt.block_on(service.store().key_count()).unwrap(), 0);
+    assert_eq!(std::fs::read_dir(data.join("blobs/keys")).unwrap().count(), 0);
+
+    let key = alice.upload_key(MODEL, &f.evaluation_key).unwrap();
+    // Bad images: not an image, another size.
+    let (status, message) = error_of(alice.submit(MODEL, &key, &f.evaluation_key[..64]).unwrap_err());
+    assert_eq!(status, 400, "{message}");
+    assert_eq!(error_of(alice.submit(MODEL, "missing", &encrypted(0)).unwrap_err()).0, 404);
+    // An oversized body is refused by its length before it is read.
+    let image_bytes = alice.models().unwrap()[0].image_bytes;
+    let head = format!(
+        "POST /v1/models/{MODEL}/jobs?key={key} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice_token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        image_bytes + 1
+    );
+    let (status, body) = raw(addr, &head, b"");
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("over the limit"), "{body}");
+
+    let job = alice.submit(MODEL, &key, &encrypted(0)).unwrap();
+    let (status, message) = error_of(alice.result(&job).unwrap_err());
+    assert_eq!(status, 409);
+    assert!(message.contains("queued"), "{message}");
+    // The queue holds one job: the next is refused, nothing queued.
+    let (status, message) = error_of(alice.submit(MODEL, &key, &encrypted(0)).unwrap_err());
+    assert_eq!(status, 429);
+    assert!(message.contains("queue is full"), "{message}");
+    assert_eq!(service.rt.block_on(service.store().count(JobState::Queued)).unwrap(), 1);
+    assert_eq!(std::fs::read_dir(data.join("blobs/inputs")).unwrap().count(), 1);
+
+    // Another client sees neither alice's job nor her key.
+    for e in [bob.status(&job).err(), bob.result(&job).err(), bob.delete_job(&job).err(), bob.delete_key(&key).err()] {
+        assert_eq!(error_of(e.expect("refused")).0, 404);
+    }
+    assert_eq!(error_of(bob.submit(MODEL, &key, &encrypted(0)).unwrap_err()).0, 404);
+    assert_eq!(alice.status(&job).unwrap().state, "queued");
+    service.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_cut_key_upload_leaves_nothing() {
+    let f = fixture();
+    let data = data_dir("cut");
+    let service = Service::start(&data, 0, 4);
+    let token = service.token("alice");
+    let head = format!(
+        "POST /v1/models/{MODEL}/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        f.evaluation_key.len()
+    );
+    {
+        let mut s = TcpStream::connect(service.running().addr).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&f.evaluation_key[..f.evaluation_key.len() / 2]).unwrap();
+        // Dropped: the connection closes halfway through the key.
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(service.rt.block_on(service.store().key_count()).unwrap(), 0);
+    assert_eq!(std::fs::read_dir(data.join("blobs/keys")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(data.join("blobs/tmp")).unwrap().count(), 0);
+    service.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_job_left_running_is_queued_again_at_start() {
+    let data = data_dir("requeue");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = Store::open(&data).await.unwrap();
+        let key = store.add_key(1, MODEL, 7, vec![1u8; 16]).await.unwrap();
+        let job = store.submit(1, MODEL, &key, 320, vec![2u8; 16], 4).await.unwrap().unwrap();
+        assert_eq!(store.claim().await.unwrap().unwrap().id, job);
+        assert_eq!(store.count(JobState::Running).await.unwrap(), 1);
+        assert!(store.claim().await.unwrap().is_none(), "a job is claimed once");
+        store.close().await;
+        // The process stops here; the next start queues the job again.
+        let store = Store::open(&data).await.unwrap();
+        assert_eq!(store.job(1, &job).await.unwrap().unwrap().state, JobState::Queued);
+        assert_eq!(store.claim().await.unwrap().unwrap().id, job);
+        store.close().await;
+    });
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_queued_job_survives_a_restart() {
+    let f = fixture();
+    let data = data_dir("restart");
+    // A service with no worker accepts the job, then stops.
+    let first = Service::start(&data, 0, 4);
+    let token = first.token("alice");
+    let alice = RemoteClient::new(&first.url(), &token);
+    let key = alice.upload_key(MODEL, &f.evaluation_key).unwrap();
+    let job = alice.submit(MODEL, &key, &encrypted(2)).unwrap();
+    assert_eq!(alice.status(&job).unwrap().state, "queued");
+    first.stop();
+
+    // A new service on the same data directory (no new admin token) runs it.
+    let second = Service::start(&data, 1, 4);
+    assert!(second.running().admin_token.is_none());
+    let alice = RemoteClient::new(&second.url(), &token);
+    let t = Instant::now();
+    let result = alice.wait(&job, |_| assert!(t.elapsed() < Duration::from_secs(300), "the job never ran")).unwrap();
+    assert_eq!(f.client.decrypt(&result).unwrap().class, class_of_simulation(2));
+    second.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
