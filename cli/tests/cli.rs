@@ -702,5 +702,18 @@ fn serve_token_and_remote_errors() {
     let o = fhec(&["remote", "--url", "http://127.0.0.1:9", "--token", token.trim(), "models"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("http://127.0.0.1:9/v1/models"), "{}", text(&o.stderr));
+    // The address and the token from the environment (a token there is not in the process
+    // list); without a token at all, the error asks for one.
+    let remote = |envs: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fhec"));
+        c.args(["remote", "models"]).env_remove("FHEC_TOKEN").env_remove("FHEC_URL").current_dir(root());
+        c.envs(envs.iter().copied()).output().expect("run fhec")
+    };
+    let o = remote(&[("FHEC_URL", "http://127.0.0.1:9"), ("FHEC_TOKEN", token.trim())]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("http://127.0.0.1:9/v1/models"), "{}", text(&o.stderr));
+    let o = remote(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--token"), "{}", text(&o.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }

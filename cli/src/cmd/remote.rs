@@ -23,10 +23,11 @@ use crate::cmd::crypto::{load_pixels, print_prediction, read_client_part};
 #[derive(clap::Args)]
 pub struct Args {
     /// The service's URL.
-    #[arg(long, default_value = "http://127.0.0.1:8710")]
+    #[arg(long, env = "FHEC_URL", default_value = "http://127.0.0.1:8710")]
     url: String,
-    /// Your API token (from `fhec serve-token`).
-    #[arg(long)]
+    /// Your API token (from `fhec serve-token`); prefer the environment variable, which
+    /// other users of the machine cannot read from the process list.
+    #[arg(long, env = "FHEC_TOKEN", hide_env_values = true)]
     token: String,
     #[command(subcommand)]
     command: Command,
