@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::{Result, bail};
+
 use clap::ValueEnum;
 use fhec_compiler::ImportOptions;
 use fhec_compiler::fit::Objective;
@@ -10,7 +12,50 @@ use fhec_compiler::passes::ActivationPolicy;
 use fhec_compiler::quantize::{QuantOptions, RangeMode, Rounding};
 use fhec_driver::CompileOptions;
 use fhec_ir::Preprocess;
-use fhec_runtime::dataset::DatasetKind;
+use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
+
+/// Where an image to encrypt comes from: a file, or one image of a test set
+/// (`fhec encrypt`, `fhec remote classify`).
+#[derive(clap::Args)]
+pub struct ImageSource {
+    /// A grayscale PNG or binary PGM image of the model's input size.
+    #[arg(long, conflicts_with = "dataset")]
+    pub image: Option<PathBuf>,
+    /// Or a test set to take the image from.
+    #[arg(long, value_parser = parse_dataset)]
+    pub dataset: Option<DatasetKind>,
+    /// IDX directory (default: the bundled sample).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Index of the image in the set.
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
+}
+
+impl ImageSource {
+    /// The image's pixels for a model input of `shape`, and what it is (for messages).
+    pub fn load(&self, shape: &[usize]) -> Result<(Vec<u8>, String)> {
+        Ok(match (&self.image, self.dataset) {
+            (Some(path), _) => {
+                let (rows, cols) = (shape[shape.len().saturating_sub(2)], shape[shape.len() - 1]);
+                let px = fhec_runtime::dataset::load_image(path, rows, cols)?;
+                (px, path.display().to_string())
+            }
+            (None, Some(kind)) => {
+                let ds = match &self.data {
+                    Some(d) => Dataset::load_test(d, kind)?,
+                    None => bundled_sample(kind),
+                };
+                let index = self.index;
+                if index >= ds.len() {
+                    bail!("image index {index} is out of range: the set has {} images", ds.len());
+                }
+                (ds.pixels(index).to_vec(), format!("{} image {index} (label {})", kind.dir_name(), ds.labels[index]))
+            }
+            (None, None) => bail!("give an image file (--image) or a dataset (--dataset, with --index)"),
+        })
+    }
+}
 
 #[derive(clap::Args, Clone)]
 pub struct ImportArgs {

@@ -11,9 +11,8 @@ use fhec_driver::progress::{size, with_progress};
 use fhec_ir::artifact::Artifact;
 use fhec_ir::client::ClientSpec;
 use fhec_runtime::app::{Client, Server};
-use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
 
-use crate::args::parse_dataset;
+use crate::args::ImageSource;
 
 /// Generate a client key and an evaluation (server) key for a model.
 #[derive(clap::Args)]
@@ -38,18 +37,8 @@ pub struct EncryptArgs {
     /// The client key.
     #[arg(long)]
     client_key: PathBuf,
-    /// A grayscale PNG or binary PGM image of the model's input size.
-    #[arg(long, conflicts_with = "dataset")]
-    image: Option<PathBuf>,
-    /// Or a test set to take the image from.
-    #[arg(long, value_parser = parse_dataset)]
-    dataset: Option<DatasetKind>,
-    /// IDX directory (default: the bundled sample).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Index of the image in the set.
-    #[arg(long, default_value_t = 0)]
-    index: usize,
+    #[command(flatten)]
+    source: ImageSource,
     /// Output file of the encrypted image.
     #[arg(short, long)]
     out: PathBuf,
@@ -124,36 +113,6 @@ fn read_artifact(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The pixels of the image a client command encrypts: a PNG / PGM file of the model's input
-/// size, or image `index` of a test set (`data`, else the bundled sample); and what it is,
-/// for messages. Shared by `fhec encrypt` and `fhec remote classify`.
-pub(crate) fn load_pixels(
-    shape: &[usize],
-    image: Option<&Path>,
-    dataset: Option<DatasetKind>,
-    data: Option<&Path>,
-    index: usize,
-) -> Result<(Vec<u8>, String)> {
-    Ok(match (image, dataset) {
-        (Some(path), _) => {
-            let (rows, cols) = (shape[shape.len().saturating_sub(2)], shape[shape.len() - 1]);
-            let px = fhec_runtime::dataset::load_image(path, rows, cols)?;
-            (px, path.display().to_string())
-        }
-        (None, Some(kind)) => {
-            let ds = match data {
-                Some(d) => Dataset::load_test(d, kind)?,
-                None => bundled_sample(kind),
-            };
-            if index >= ds.len() {
-                bail!("image index {index} is out of range: the set has {} images", ds.len());
-            }
-            (ds.pixels(index).to_vec(), format!("{} image {index} (label {})", kind.dir_name(), ds.labels[index]))
-        }
-        (None, None) => bail!("give an image file (--image) or a dataset (--dataset, with --index)"),
-    })
-}
-
 /// Prints a decrypted prediction as `fhec decrypt` does: the scores, then `class: N`.
 pub(crate) fn print_prediction(pred: &fhec_runtime::app::Prediction) {
     let s: Vec<String> = pred.scores.iter().map(|v| format!("{v:.3}")).collect();
@@ -191,12 +150,11 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
 pub fn encrypt(a: EncryptArgs) -> Result<()> {
     let replace = Replace::from_flag(a.force);
     let mut inputs = vec![a.artifact.as_path(), a.client_key.as_path()];
-    inputs.extend(a.image.as_deref());
+    inputs.extend(a.source.image.as_deref());
     files::check_output(&a.out, &inputs, replace, "-o")?;
     let client = Client::with_key(&read_client_part(&a.artifact)?, &files::read(&a.client_key, "client key")?)
         .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
-    let (pixels, what) =
-        load_pixels(&client.spec().input.shape, a.image.as_deref(), a.dataset, a.data.as_deref(), a.index)?;
+    let (pixels, what) = a.source.load(&client.spec().input.shape)?;
     let b = client.encrypt(&pixels)?;
     files::write(&a.out, &b, replace)?;
     println!("encrypted {what} to {} ({})", a.out.display(), size(b.len()));

@@ -13,11 +13,10 @@ use anyhow::{Context, Result, bail};
 use fhec_driver::files::{self, Replace};
 use fhec_driver::progress::{size, with_progress};
 use fhec_runtime::app::Client;
-use fhec_runtime::dataset::DatasetKind;
 use fhec_serve::RemoteClient;
 
-use crate::args::parse_dataset;
-use crate::cmd::crypto::{load_pixels, print_prediction, read_client_part};
+use crate::args::ImageSource;
+use crate::cmd::crypto::{print_prediction, read_client_part};
 
 /// Use a `fhec serve` service: generate keys here, classify encrypted images there.
 #[derive(clap::Args)]
@@ -65,18 +64,8 @@ struct KeygenArgs {
 /// `fhec remote classify`.
 #[derive(clap::Args)]
 struct ClassifyArgs {
-    /// A grayscale PNG or binary PGM image of the model's input size.
-    #[arg(conflicts_with = "dataset")]
-    image: Option<PathBuf>,
-    /// Or a test set to take the image from.
-    #[arg(long, value_parser = parse_dataset)]
-    dataset: Option<DatasetKind>,
-    /// IDX directory (default: the bundled sample).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Index of the image in the set.
-    #[arg(long, default_value_t = 0)]
-    index: usize,
+    #[command(flatten)]
+    source: ImageSource,
     /// The key directory of `fhec remote keygen`.
     #[arg(long)]
     keys: PathBuf,
@@ -175,8 +164,7 @@ fn classify(remote: &RemoteClient, a: ClassifyArgs) -> Result<()> {
     let (part_path, key_path) = (a.keys.join(CLIENT_PART), a.keys.join(CLIENT_KEY));
     let client = Client::with_key(&read_client_part(&part_path)?, &files::read(&key_path, "client key")?)
         .with_context(|| format!("cannot load {} for {}", key_path.display(), part_path.display()))?;
-    let (pixels, what) =
-        load_pixels(&client.spec().input.shape, a.image.as_deref(), a.dataset, a.data.as_deref(), a.index)?;
+    let (pixels, what) = a.source.load(&client.spec().input.shape)?;
     let image = client.encrypt(&pixels)?;
     let t = Instant::now();
     let job = remote.submit(&kd.model, &kd.key, &image)?;
