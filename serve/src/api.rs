@@ -74,6 +74,9 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        if let StoreError::Revoked = e {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "the token was revoked; nothing was stored");
+        }
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the server's store failed: {e}"))
     }
 }

@@ -37,18 +37,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
 
 pub use client::{JobStatus, ModelInfo, RemoteClient, RemoteError};
 pub use models::{Model, ModelError};
-pub use store::{Store, StoreError};
+pub use store::{Location, Store, StoreError};
 
 /// How a service runs.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The address to listen on (`127.0.0.1:0` picks a free port).
     pub listen: SocketAddr,
-    /// The data directory (SQLite database and blobs), created if missing.
-    pub data: PathBuf,
+    /// Where the job queue, the key records and the blobs live: a data directory (SQLite and
+    /// files, created if missing) or a PostgreSQL database shared by several processes.
+    pub store: Location,
     /// Jobs classified at once (each one uses every core).
     pub workers: usize,
     /// Queued jobs at most; a submission beyond is refused with 429.
@@ -58,18 +60,31 @@ pub struct Config {
     /// Memory budget of the expanded evaluation keys kept loaded, in bytes (at least one key
     /// stays loaded whatever its size).
     pub key_memory: usize,
+    /// A running job whose worker has not renewed its lease for this long (its process was
+    /// killed, its machine lost) is taken by another worker.
+    pub lease: Duration,
+    /// Finished jobs (done or failed) are deleted with their results this long after they
+    /// finished; `None` keeps them until their client deletes them.
+    pub retention: Option<Duration>,
 }
 
 impl Config {
     /// The defaults of `fhec serve` for a data directory.
     pub fn new(data: impl Into<PathBuf>) -> Config {
+        Config::at(Location::Dir(data.into()))
+    }
+
+    /// The defaults of `fhec serve` for a data directory or a database.
+    pub fn at(store: Location) -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8710)),
-            data: data.into(),
+            store,
             workers: 1,
             max_queue: 64,
             max_key_bytes: 2 << 30,
             key_memory: 8 << 30,
+            lease: Duration::from_secs(30),
+            retention: Some(Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -176,7 +191,7 @@ pub async fn start(config: Config, models: Vec<Model>) -> Result<Running, ServeE
             return Err(ServeError::DuplicateModel(m.name.clone()));
         }
     }
-    let store = Store::open(&config.data).await?;
+    let store = Store::open(&config.store).await?;
     let admin_token = store.ensure_admin().await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -200,7 +215,10 @@ pub async fn start(config: Config, models: Vec<Model>) -> Result<Running, ServeE
             })
             .await
     });
-    let workers = (0..state.config.workers).map(|_| tokio::spawn(worker::run(state.clone()))).collect();
+    let mut workers: Vec<_> = (0..state.config.workers).map(|_| tokio::spawn(worker::run(state.clone()))).collect();
+    if let Some(age) = state.config.retention {
+        workers.push(tokio::spawn(worker::sweep(state.clone(), age)));
+    }
     Ok(Running { addr, admin_token, state, shutdown, server, workers })
 }
 
@@ -211,7 +229,7 @@ pub fn serve_blocking(config: Config, models: Vec<Model>, started: impl FnOnce(&
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| ServeError::Store(StoreError::Io { path: config.data.clone(), source: e }))?;
+        .map_err(|e| ServeError::Store(StoreError::Io { path: PathBuf::from("tokio runtime"), source: e }))?;
     rt.block_on(async move {
         let running = start(config, models).await?;
         started(&running);
@@ -245,17 +263,20 @@ async fn shutdown_signal() {
     ctrl_c.await;
 }
 
-/// `fhec serve-token`: creates a client token named `name` in the data directory `data`
-/// (created if missing) and returns it (only its hash is stored).
-pub fn create_token_blocking(data: &std::path::Path, name: &str, admin: bool) -> Result<String, StoreError> {
+/// Runs `f` on the store at `location` (opened, then closed) from blocking code: the admin
+/// commands (`fhec serve-token`).
+pub fn with_store_blocking<T>(
+    location: &Location,
+    f: impl AsyncFnOnce(&Store) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| StoreError::Io { path: data.to_path_buf(), source: e })?;
+        .map_err(|e| StoreError::Io { path: PathBuf::from("tokio runtime"), source: e })?;
     rt.block_on(async {
-        let store = Store::open(data).await?;
-        let t = store.create_token(name, admin).await;
+        let store = Store::open(location).await?;
+        let r = f(&store).await;
         store.close().await;
-        t
+        r
     })
 }

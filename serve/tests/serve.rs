@@ -288,27 +288,6 @@ fn a_cut_key_upload_leaves_nothing() {
 }
 
 #[test]
-fn a_job_left_running_is_queued_again_at_start() {
-    let data = data_dir("requeue");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let store = Store::open(&data).await.unwrap();
-        let key = store.add_key(1, MODEL, 7, vec![1u8; 16]).await.unwrap();
-        let job = store.submit(1, MODEL, &key, 320, vec![2u8; 16], 4).await.unwrap().unwrap();
-        assert_eq!(store.claim().await.unwrap().unwrap().id, job);
-        assert_eq!(store.count(JobState::Running).await.unwrap(), 1);
-        assert!(store.claim().await.unwrap().is_none(), "a job is claimed once");
-        store.close().await;
-        // The process stops here; the next start queues the job again.
-        let store = Store::open(&data).await.unwrap();
-        assert_eq!(store.job(1, &job).await.unwrap().unwrap().state, JobState::Queued);
-        assert_eq!(store.claim().await.unwrap().unwrap().id, job);
-        store.close().await;
-    });
-    let _ = std::fs::remove_dir_all(&data);
-}
-
-#[test]
 fn a_queued_job_survives_a_restart() {
     let f = fixture();
     let data = data_dir("restart");

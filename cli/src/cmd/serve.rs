@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
 use fhec_driver::progress::size;
-use fhec_serve::{Config, Model};
+use fhec_serve::{Config, Location, Model};
 
 /// Serve models over HTTP: clients upload an evaluation key once, then submit encrypted images.
 #[derive(clap::Args)]
@@ -18,10 +20,8 @@ pub struct Args {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:8710")]
     listen: SocketAddr,
-    /// The data directory: job queue and key records (SQLite) and the key, image and result
-    /// files. Created on first start, with an admin token printed once.
-    #[arg(long, default_value = "fhec-data")]
-    data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Jobs classified at once (each uses every core).
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -35,19 +35,63 @@ pub struct Args {
     /// one key stays loaded whatever its size).
     #[arg(long, default_value_t = 8192)]
     key_memory_mib: usize,
+    /// Seconds a running job's worker may go without renewing its lease before another worker
+    /// (of this process or another one sharing the database) takes the job over.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
+    lease_seconds: u64,
+    /// Hours a finished job's result is kept for its client; 0 keeps results until the
+    /// client deletes them.
+    #[arg(long, default_value_t = 24)]
+    retention_hours: u64,
 }
 
-/// Create an API token for a client of `fhec serve` (prints it once; only its hash is stored).
+/// Where the service's state lives.
 #[derive(clap::Args)]
-pub struct TokenArgs {
-    /// The service's data directory (as given to `fhec serve --data`).
+pub struct StoreArgs {
+    /// The data directory: job queue and key records (SQLite) and the key, image and result
+    /// files. Created on first start, with an admin token printed once.
     #[arg(long, default_value = "fhec-data")]
     data: PathBuf,
-    /// The client's name (unique).
-    name: String,
-    /// An admin token.
-    #[arg(long)]
+    /// A PostgreSQL database instead of the data directory (`postgres://USER:PASSWORD@HOST/DB`):
+    /// queue, key records and blobs in it, shared by every `fhec serve` process given the
+    /// same URL. Read from FHEC_DATABASE_URL when not given (a password on the command line is
+    /// visible in the process list).
+    #[arg(long, env = "FHEC_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
+}
+
+impl StoreArgs {
+    fn location(&self) -> Result<Location> {
+        match &self.database {
+            None => Ok(Location::Dir(self.data.clone())),
+            Some(url) => match Location::parse(url) {
+                l @ Location::Postgres(_) => Ok(l),
+                Location::Dir(_) => bail!("--database takes a postgres:// URL, not {url:?} (a directory is --data)"),
+            },
+        }
+    }
+}
+
+/// Manage the API tokens of `fhec serve`'s clients: create one (printed once; only its hash is
+/// stored), list them, or revoke one.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["name", "list", "revoke"])))]
+pub struct TokenArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Create a token for the client NAME (unique).
+    name: Option<String>,
+    /// The new token is an admin's.
+    #[arg(long, requires = "name")]
     admin: bool,
+    /// List the tokens (names, not the tokens: only their hashes are stored), with each
+    /// client's keys and jobs.
+    #[arg(long, conflicts_with_all = ["name", "revoke"])]
+    list: bool,
+    /// Revoke the token of the client NAME: it no longer authenticates, and its keys, jobs and
+    /// results are deleted.
+    #[arg(long, value_name = "NAME", conflicts_with = "name")]
+    revoke: Option<String>,
 }
 
 /// Runs `fhec serve` until Ctrl-C.
@@ -57,13 +101,20 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .map(|p| Model::load(p).with_context(|| format!("cannot serve {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
+    let location = a.store.location()?;
     let config = Config {
         listen: a.listen,
-        data: a.data.clone(),
         workers: a.workers,
         max_queue: a.max_queue,
         max_key_bytes: a.max_key_mib.saturating_mul(1 << 20),
         key_memory: a.key_memory_mib.saturating_mul(1 << 20),
+        lease: Duration::from_secs(a.lease_seconds),
+        retention: (a.retention_hours > 0).then(|| Duration::from_secs(a.retention_hours.saturating_mul(3600))),
+        ..Config::at(location.clone())
+    };
+    let token_command = match &location {
+        Location::Dir(d) => format!("fhec serve-token --data {} NAME", d.display()),
+        Location::Postgres(_) => "fhec serve-token --database URL NAME".to_string(),
     };
     fhec_serve::serve_blocking(config, models, |running| {
         for m in &running.state.models {
@@ -75,10 +126,10 @@ pub fn run(a: Args) -> Result<()> {
                 size(m.image_bytes)
             );
         }
-        println!("serving on http://{} (data in {}; Ctrl-C stops)", running.addr, a.data.display());
+        println!("serving on http://{} (state in {}; Ctrl-C stops)", running.addr, running.state.store.place());
         if let Some(t) = &running.admin_token {
             println!("admin token (shown once, keep it): {t}");
-            println!("create client tokens with `fhec serve-token --data {} NAME`", a.data.display());
+            println!("create client tokens with `{token_command}`");
         }
     })
     .with_context(|| format!("cannot serve on {}", a.listen))
@@ -86,9 +137,27 @@ pub fn run(a: Args) -> Result<()> {
 
 /// Runs `fhec serve-token`.
 pub fn token(a: TokenArgs) -> Result<()> {
-    let t = fhec_serve::create_token_blocking(&a.data, &a.name, a.admin)
-        .with_context(|| format!("cannot create a token in {}", a.data.display()))?;
-    println!("{t}");
-    eprintln!("token {:?} created (shown once: only its hash is stored)", a.name);
+    let location = a.store.location()?;
+    let place = location.to_string();
+    if let Some(name) = &a.revoke {
+        let found = fhec_serve::with_store_blocking(&location, async |s| s.revoke_token(name).await)
+            .with_context(|| format!("cannot revoke a token in {place}"))?;
+        if !found {
+            bail!("no token named {name:?} in {place} (`fhec serve-token --list` lists them)");
+        }
+        eprintln!("token {name:?} revoked; its keys, jobs and results are deleted");
+    } else if a.list {
+        let tokens = fhec_serve::with_store_blocking(&location, async |s| s.tokens().await)
+            .with_context(|| format!("cannot list the tokens in {place}"))?;
+        println!("{:<24} {:>5} {:>6} {:>6}", "name", "admin", "keys", "jobs");
+        for (name, admin, keys, jobs) in tokens {
+            println!("{name:<24} {:>5} {keys:>6} {jobs:>6}", if admin { "yes" } else { "" });
+        }
+    } else if let Some(name) = &a.name {
+        let t = fhec_serve::with_store_blocking(&location, async |s| s.create_token(name, a.admin).await)
+            .with_context(|| format!("cannot create a token in {place}"))?;
+        println!("{t}");
+        eprintln!("token {name:?} created (shown once: only its hash is stored)");
+    }
     Ok(())
 }
