@@ -10,6 +10,7 @@ mod fit;
 mod models;
 mod ranges;
 mod reliability;
+mod serve_load;
 mod speed;
 
 use std::path::PathBuf;
@@ -29,6 +30,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// `fhec serve` under load on loopback: N clients with their own keys each classify M
+    /// images, all at once; images per minute beside `fhec run` and the runtime's `Server`
+    /// in the same run, p50/p99 latency, the servers' peak memory; one process on SQLite and,
+    /// with --database, one and two processes sharing PostgreSQL. Writes the serve section
+    /// of BENCHMARKS.md.
+    ServeLoad {
+        /// The MNIST model, compiled as `fhec demo` compiles it.
+        #[arg(long, default_value = "examples/models/seedq_mnist.onnx")]
+        model: PathBuf,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Images per client.
+        #[arg(long, default_value_t = 2)]
+        images: usize,
+        /// Images of each single-process baseline.
+        #[arg(long, default_value_t = 3)]
+        baseline_images: usize,
+        /// A PostgreSQL URL of a user who may create databases (`.ci/postgres` prints one);
+        /// without it only SQLite is measured.
+        #[arg(long, env = "FHEC_TEST_POSTGRES", hide_env_values = true)]
+        database: Option<String>,
+        /// The `fhec` binary (default: the one beside fhec-bench).
+        #[arg(long)]
+        fhec: Option<PathBuf>,
+        /// Output markdown file (its serve section is replaced).
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
     /// Models nobody trained for fhec (the plain bundled ones and the external exports),
     /// each compiled with no flags by the automatic fit: chosen widths per layer, float and
     /// simulated accuracy on the full test sets, encrypted runs compared with the simulation,
@@ -278,6 +308,20 @@ fn run(bench: Bench) -> Result<()> {
             out: &out,
             limit,
         }),
+        Bench::ServeLoad { model, clients, images, baseline_images, database, fhec, out } => {
+            if clients == 0 || images == 0 {
+                anyhow::bail!("--clients and --images must be at least 1");
+            }
+            serve_load::bench_serve_load(&serve_load::ServeLoadRun {
+                model: &model,
+                clients,
+                images,
+                baseline_images,
+                database: database.as_deref(),
+                fhec: &fhec.unwrap_or_else(serve_load::default_fhec),
+                out: &out,
+            })
+        }
         Bench::Reliability { targets, kinds, events, max_values, seed, out } => {
             let kinds = kinds
                 .iter()
