@@ -35,6 +35,14 @@ pub struct Args {
     /// one key stays loaded whatever its size).
     #[arg(long, default_value_t = 8192)]
     key_memory_mib: usize,
+    /// Requests a minute each client token may make, sustained (0: no limit); beyond, HTTP
+    /// 429 with `Retry-After`. `/healthz` and `/metrics` are not limited. Polling a job
+    /// every 0.2 s is 300 a minute.
+    #[arg(long, default_value_t = 600)]
+    rate_per_minute: u32,
+    /// Requests a client token may make at once above the sustained rate (its bucket's size).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    burst: u32,
 }
 
 /// Create an API token for a client of `fhec serve` (prints it once; only its hash is stored).
@@ -64,6 +72,8 @@ pub fn run(a: Args) -> Result<()> {
         max_queue: a.max_queue,
         max_key_bytes: a.max_key_mib.saturating_mul(1 << 20),
         key_memory: a.key_memory_mib.saturating_mul(1 << 20),
+        rate_per_minute: a.rate_per_minute,
+        burst: a.burst,
     };
     fhec_serve::serve_blocking(config, models, |running| {
         for m in &running.state.models {
