@@ -282,6 +282,28 @@ fn end_to_end_upload_submit_poll_fetch_decrypt() {
     let buckets = &request("/v1/jobs/{id}", "2xx").buckets;
     assert_eq!((buckets[0].0, buckets[buckets.len() - 2].0), (0.001, 60.0));
     assert!(text.contains("fhec_rate_limited_total 0\n"), "{text}");
+    // The job histograms: the job once in each (its run within its total).
+    let mut text = get_metrics(addr);
+    for _ in 0..20 {
+        if text.contains("fhec_job_seconds_count{model=\"seedq_mnist\"} 1") {
+            break;
+        }
+        // The worker records a job just after storing its result.
+        std::thread::sleep(Duration::from_millis(100));
+        text = get_metrics(addr);
+    }
+    let all = histograms(&text);
+    let model = [("model", MODEL)];
+    let hook = "the worker must record a completed job with Metrics::job_finished";
+    let total =
+        series(&all, "fhec_job_seconds", &model).unwrap_or_else(|| panic!("no fhec_job_seconds ({hook}):\n{text}"));
+    let run =
+        series(&all, "fhec_job_run_seconds", &model).unwrap_or_else(|| panic!("no fhec_job_run_seconds:\n{text}"));
+    one_observation(total);
+    one_observation(run);
+    assert!(run.sum.unwrap() <= total.sum.unwrap(), "{run:?} {total:?}");
+    assert_eq!(total.buckets.first().map(|b| b.0), Some(0.5));
+    assert_eq!(total.buckets[total.buckets.len() - 2].0, 600.0);
 
     let pred = f.client.decrypt(&result).unwrap();
     assert_eq!(pred.class, class_of_simulation(0));
