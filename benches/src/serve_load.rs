@@ -11,8 +11,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -88,7 +88,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Peak resident memory (`VmHWM`) of a process, in bytes.
 fn peak_rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = s.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: u64 =
+        s.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb * 1024)
 }
 
@@ -401,7 +402,8 @@ pub fn bench_serve_load(run: &ServeLoadRun) -> Result<()> {
         for processes in [1, 2] {
             let db = format!("fhec_load_{}_{processes}", std::process::id());
             let url = fresh_database(admin, &db, false)?;
-            let name = format!("`fhec serve`, {processes} process{}, one PostgreSQL", if processes > 1 { "es" } else { "" });
+            let name =
+                format!("`fhec serve`, {processes} process{}, one PostgreSQL", if processes > 1 { "es" } else { "" });
             let row = run_service(run, &name, &["--database", &url], processes, &artifact, &model, &clients, &expected);
             fresh_database(admin, &db, true)?;
             rows.push(row?);

@@ -53,18 +53,32 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        run_sql(&self.admin, &[format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)]);
+        // The killed servers' sessions may still be closing: retry for a while, and never
+        // panic here (a leftover test database is dropped by the next run's `create`).
+        let drop = [format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)];
+        for attempt in 1..=10 {
+            match try_sql(&self.admin, &drop) {
+                Ok(()) => return,
+                Err(e) if attempt == 10 => eprintln!("cannot drop the test database: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
     }
 }
 
-fn run_sql(url: &str, statements: &[String]) {
+fn try_sql(url: &str, statements: &[String]) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut c = sqlx::PgConnection::connect(url).await.expect("FHEC_TEST_POSTGRES connects");
+        let mut c = sqlx::PgConnection::connect(url).await.map_err(|e| format!("FHEC_TEST_POSTGRES: {e}"))?;
         for s in statements {
-            sqlx::query(s).execute(&mut c).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+            sqlx::query(s).execute(&mut c).await.map_err(|e| format!("{s}: {e}"))?;
         }
-    });
+        Ok(())
+    })
+}
+
+fn run_sql(url: &str, statements: &[String]) {
+    try_sql(url, statements).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A `fhec serve` process; killed (SIGKILL) when dropped.

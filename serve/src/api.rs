@@ -4,10 +4,17 @@
 //! `{"error": "..."}` with a 4xx status naming what is wrong (5xx only for the server's own
 //! failures, such as its disk).
 //!
+//! Each token has a rate limit ([`crate::limit`]; `Config::rate_per_minute` sustained,
+//! `Config::burst` at once; 600 a minute with bursts of 60 by default): a request beyond it
+//! gets 429 with a `Retry-After` header (seconds) and an error naming the limit, whatever the
+//! endpoint under `/v1`. A submission to a full queue also gets 429 (without `Retry-After`).
+//! `/healthz` and `/metrics` need no token and are not limited; a request with no or an
+//! unknown token is refused (401) before any limit applies.
+//!
 //! | method and path | what |
 //! | --- | --- |
 //! | `GET /healthz` | `ok` (no token) |
-//! | `GET /metrics` | Prometheus text (no token) |
+//! | `GET /metrics` | Prometheus text (no token): gauges, counters (`fhec_rate_limited_total` among them) and the histograms of [`crate::metrics`] |
 //! | `GET /v1/models` | `[{"name", "bootstraps", "params", "key_bytes", "image_bytes", "input_shape"}]` |
 //! | `GET /v1/models/{name}/client` | the model's client part (no weights) |
 //! | `POST /v1/models/{name}/keys` | body: the seeded evaluation key; 201 `{"key": ID}` |
@@ -21,16 +28,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, Query, State as AxState};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State as AxState};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use fhec_runtime::app::Server;
@@ -38,6 +46,7 @@ use fhec_runtime::fhe::SeededCtTensor;
 use fhec_runtime::fhe::files::{Kind, kind_of, pair_of};
 
 use crate::client::{JobStatus, ModelInfo};
+use crate::limit::Limited;
 use crate::store::{Blob, Caller, JobState, StoreError};
 use crate::{Model, State};
 
@@ -46,11 +55,24 @@ use crate::{Model, State};
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+
+    /// 429 for a token over its rate limit, with `Retry-After`.
+    fn rate_limited(l: Limited) -> ApiError {
+        let secs = l.retry_after_secs();
+        let requests = if l.rate_per_minute == 1 { "request" } else { "requests" };
+        let message = format!(
+            "rate limit exceeded: a token may make {} {requests} a minute (bursts of {}); retry in {secs} s",
+            l.rate_per_minute, l.burst
+        );
+        ApiError { retry_after: Some(secs), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message) }
     }
 
     fn bad(message: impl Into<String>) -> ApiError {
@@ -67,6 +89,9 @@ impl IntoResponse for ApiError {
         let mut r = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         r
     }
@@ -99,8 +124,23 @@ impl FromRequestParts<Shared> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
-        state.store.caller(token).await?.ok_or_else(|| unauthorized("unknown token"))
+        let caller = state.store.caller(token).await?.ok_or_else(|| unauthorized("unknown token"))?;
+        if let Err(l) = state.limiter.check(caller.id) {
+            state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::rate_limited(l));
+        }
+        Ok(caller)
     }
+}
+
+/// Middleware: times every request into `fhec_http_request_seconds`, by route template
+/// (`unmatched` for a path no route has) and status class.
+async fn track(AxState(state): AxState<Shared>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe_request(&route, response.status(), start.elapsed());
+    response
 }
 
 /// The router of a service.
@@ -120,6 +160,7 @@ pub fn router(state: Shared) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
 
@@ -157,10 +198,17 @@ async fn metrics(AxState(state): AxState<Shared>) -> ApiResult<Response> {
         "Bootstraps performed since start.",
         m.bootstraps_done.load(Ordering::Relaxed).to_string(),
     );
+    metric(
+        "fhec_rate_limited_total",
+        "counter",
+        "Requests refused by a token's rate limit since start.",
+        m.rate_limited.load(Ordering::Relaxed).to_string(),
+    );
     metric("fhec_keys_stored", "gauge", "Evaluation keys stored.", keys.to_string());
     metric("fhec_keys_loaded", "gauge", "Evaluation keys expanded in memory.", loaded.to_string());
     metric("fhec_keys_loaded_bytes", "gauge", "Bytes of the expanded evaluation keys.", loaded_bytes.to_string());
     metric("fhec_models", "gauge", "Models served.", state.models.len().to_string());
+    m.render_histograms(&mut s);
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response())
 }
 

@@ -21,6 +21,8 @@
 //! * [`cache`]: the loaded evaluation keys, least recently used first out, within a memory
 //!   budget: a key is expanded once, not per job.
 //! * [`client`]: [`RemoteClient`], the blocking client for applications and `fhec remote`.
+//! * [`limit`]: the per-token rate limits (a token bucket per caller; 429 with `Retry-After`).
+//! * [`metrics`]: the latency histograms of `/metrics` (jobs, classifications, requests).
 //!
 //! No secret key ever reaches the server: a key upload holding a client key is refused by
 //! its file format before anything is stored.
@@ -29,6 +31,8 @@
 pub mod api;
 pub mod cache;
 pub mod client;
+pub mod limit;
+pub mod metrics;
 pub mod models;
 pub mod store;
 pub mod worker;
@@ -66,6 +70,13 @@ pub struct Config {
     /// Finished jobs (done or failed) are deleted with their results this long after they
     /// finished; `None` keeps them until their client deletes them.
     pub retention: Option<Duration>,
+    /// Requests a minute each token may make, sustained (0: unlimited); beyond its bucket a
+    /// request is refused with 429 and `Retry-After`. `/healthz` and `/metrics` are not
+    /// counted.
+    pub rate_per_minute: u32,
+    /// Requests a token may make at once before the sustained rate applies (its bucket's size;
+    /// 0 counts as 1).
+    pub burst: u32,
 }
 
 impl Config {
@@ -85,12 +96,14 @@ impl Config {
             key_memory: 8 << 30,
             lease: Duration::from_secs(30),
             retention: Some(Duration::from_secs(24 * 3600)),
+            rate_per_minute: 600,
+            burst: 60,
         }
     }
 }
 
-/// Counters shown by `/metrics`.
-#[derive(Default)]
+/// Counters and histograms shown by `/metrics` (`Default` and the methods that record into
+/// the histograms are in [`metrics`]).
 pub struct Metrics {
     /// Jobs completed.
     pub jobs_done: AtomicU64,
@@ -98,6 +111,14 @@ pub struct Metrics {
     pub jobs_failed: AtomicU64,
     /// Bootstraps performed by finished and running jobs.
     pub bootstraps_done: AtomicU64,
+    /// Requests refused by the rate limit.
+    pub rate_limited: AtomicU64,
+    /// `fhec_job_seconds`: completed jobs from submission to result, by model.
+    pub job_seconds: metrics::Histograms,
+    /// `fhec_job_run_seconds`: completed jobs from claim to result, by model.
+    pub job_run_seconds: metrics::Histograms,
+    /// `fhec_http_request_seconds`: requests by route template and status class.
+    pub http_request_seconds: metrics::Histograms,
 }
 
 /// What the handlers and the workers share.
@@ -110,8 +131,10 @@ pub struct State {
     pub store: Store,
     /// The loaded evaluation keys.
     pub cache: cache::KeyCache,
-    /// Counters.
+    /// Counters and histograms.
     pub metrics: Metrics,
+    /// The per-token rate limits.
+    pub limiter: limit::RateLimiter,
     /// Wakes an idle worker when a job is queued.
     pub queued: tokio::sync::Notify,
     /// Set when the service stops: workers take no new job.
@@ -199,6 +222,7 @@ pub async fn start(config: Config, models: Vec<Model>) -> Result<Running, ServeE
     let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: config.listen, source })?;
     let state = Arc::new(State {
         cache: cache::KeyCache::new(config.key_memory),
+        limiter: limit::RateLimiter::new(config.rate_per_minute, config.burst),
         config,
         models: models.into_iter().map(Arc::new).collect(),
         store,

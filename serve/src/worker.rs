@@ -71,12 +71,14 @@ pub async fn server_for(state: &Arc<State>, job: &JobRow) -> Result<Arc<Server>,
 }
 
 async fn run_job(state: &Arc<State>, me: &str, job: JobRow) {
+    let claimed = std::time::Instant::now();
     let outcome = classify(state, me, &job).await;
     let metrics = &state.metrics;
     let recorded = match outcome {
         Ok(result) => match state.store.finish(&job.id, me, result).await {
             Ok(true) => {
                 metrics.jobs_done.fetch_add(1, Ordering::Relaxed);
+                metrics.job_finished(&job.model, job.created, claimed);
                 Ok(())
             }
             // Deleted meanwhile, or taken over by another worker after a lost lease.

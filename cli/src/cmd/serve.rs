@@ -43,6 +43,14 @@ pub struct Args {
     /// client deletes them.
     #[arg(long, default_value_t = 24)]
     retention_hours: u64,
+    /// Requests a minute each client token may make, sustained (0: no limit); beyond, HTTP
+    /// 429 with `Retry-After`. `/healthz` and `/metrics` are not limited. Polling a job
+    /// every 0.2 s is 300 a minute.
+    #[arg(long, default_value_t = 600)]
+    rate_per_minute: u32,
+    /// Requests a client token may make at once above the sustained rate (its bucket's size).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    burst: u32,
 }
 
 /// Where the service's state lives.
@@ -110,6 +118,8 @@ pub fn run(a: Args) -> Result<()> {
         key_memory: a.key_memory_mib.saturating_mul(1 << 20),
         lease: Duration::from_secs(a.lease_seconds),
         retention: (a.retention_hours > 0).then(|| Duration::from_secs(a.retention_hours.saturating_mul(3600))),
+        rate_per_minute: a.rate_per_minute,
+        burst: a.burst,
         ..Config::at(location.clone())
     };
     let token_command = match &location {

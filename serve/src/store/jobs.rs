@@ -92,7 +92,7 @@ impl Store {
             "UPDATE jobs SET state = 'running', progress = 0, worker = $1, attempts = attempts + 1, updated = {{now}}
              WHERE id = (SELECT id FROM jobs
                          WHERE state = 'queued' OR (state = 'running' AND updated < {{now}} - $2)
-                         ORDER BY created, id LIMIT 1 {{skip_locked}})
+                         ORDER BY created, {{seq}} LIMIT 1 {{skip_locked}})
              RETURNING {JOB_COLUMNS}"
         ));
         let lease_ms = lease.as_millis().min(i64::MAX as u128) as i64;

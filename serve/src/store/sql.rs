@@ -31,7 +31,7 @@ pub(super) const SCHEMA: [&str; 5] = [
         total {int} NOT NULL,
         error TEXT,
         worker TEXT,
-        attempts {int} NOT NULL DEFAULT 0,
+        attempts {int} NOT NULL DEFAULT 0,{seq_column}
         created {int} NOT NULL,
         updated {int} NOT NULL)",
     "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created)",
@@ -43,7 +43,10 @@ pub(super) const SCHEMA: [&str; 5] = [
 ];
 
 /// What differs between SQLite and PostgreSQL SQL; every statement is written once with
-/// `$N` parameters (which both read) and these fragments.
+/// `$N` parameters (which both read) and these fragments: column types, `{now}` (the
+/// database's clock in milliseconds), `{skip_locked}`, and `{seq}` (the order of insertion,
+/// which breaks ties between jobs submitted in one millisecond: SQLite's `rowid`, an
+/// identity column on PostgreSQL).
 #[derive(Clone, Copy)]
 pub(super) enum Dialect {
     Sqlite,
@@ -52,7 +55,7 @@ pub(super) enum Dialect {
 
 impl Dialect {
     pub(super) fn sql(self, q: &str) -> String {
-        let (id, boolean, int, bytes, now, lock) = match self {
+        let (id, boolean, int, bytes, now, lock, seq_column, seq) = match self {
             Dialect::Sqlite => (
                 "INTEGER PRIMARY KEY",
                 "INTEGER",
@@ -60,6 +63,8 @@ impl Dialect {
                 "BLOB",
                 "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
                 "",
+                "",
+                "rowid",
             ),
             Dialect::Postgres => (
                 "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
@@ -68,6 +73,8 @@ impl Dialect {
                 "BYTEA",
                 "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
                 "FOR UPDATE SKIP LOCKED",
+                "\n        seq BIGINT GENERATED ALWAYS AS IDENTITY,",
+                "seq",
             ),
         };
         q.replace("{id}", id)
@@ -76,6 +83,8 @@ impl Dialect {
             .replace("{bytes}", bytes)
             .replace("{now}", now)
             .replace("{skip_locked}", lock)
+            .replace("{seq_column}", seq_column)
+            .replace("{seq}", seq)
     }
 }
 
