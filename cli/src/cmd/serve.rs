@@ -22,9 +22,14 @@ pub struct Args {
     listen: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
-    /// Jobs classified at once (each uses every core).
+    /// Jobs classified at once (each uses every thread of --threads).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Threads the classifications of this process use (default: one per core). Give each of
+    /// several `fhec serve` processes on one machine its share of the cores, so they do not
+    /// oversubscribe them.
+    #[arg(long, value_parser = crate::args::at_least_one)]
+    threads: Option<usize>,
     /// Jobs waiting at most; a submission beyond is refused (HTTP 429).
     #[arg(long, default_value_t = 64, value_parser = crate::args::at_least_one)]
     max_queue: usize,
@@ -109,6 +114,12 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .map(|p| Model::load(p).with_context(|| format!("cannot serve {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(n) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot size the classification thread pool")?;
+    }
     let location = a.store.location()?;
     let config = Config {
         listen: a.listen,
