@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::files::blob_path;
 use super::sql::{delete_blobs, insert_blob};
-use super::{Blob, JOB_COLUMNS, JobRow, JobState, JobTuple, Pool, Store, StoreError, io, job_of, random_hex};
+use super::{Blob, JOB_COLUMNS, JobRow, JobState, JobTuple, Pool, Store, StoreError, Table, io, job_of, random_hex};
 
 impl Store {
     /// Queues a job for `owner` on an encrypted image (already checked): the image first,
@@ -29,42 +29,9 @@ impl Store {
              SELECT $1, $2, $3, $4, 'queued', 0, $5, NULL, {now}, {now}
              WHERE (SELECT COUNT(*) FROM jobs WHERE state = 'queued') < $6",
         );
-        let added = match &self.pool {
-            Pool::Sqlite(p, data) => {
-                Self::write_file(data, Blob::Input, &id, image).await?;
-                let r = sqlx::query(&insert)
-                    .bind(&id)
-                    .bind(owner)
-                    .bind(model)
-                    .bind(key_id)
-                    .bind(total as i64)
-                    .bind(max_queue as i64)
-                    .execute(p)
-                    .await;
-                if !matches!(r, Ok(ref r) if r.rows_affected() == 1) {
-                    self.remove_files(&[(Blob::Input, &id)]).await;
-                }
-                r?.rows_affected()
-            }
-            Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
-                insert_blob(&mut tx, Blob::Input, &id, image.as_ref()).await?;
-                let n = sqlx::query(&insert)
-                    .bind(&id)
-                    .bind(owner)
-                    .bind(model)
-                    .bind(key_id)
-                    .bind(total as i64)
-                    .bind(max_queue as i64)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n == 1 {
-                    tx.commit().await?;
-                }
-                n
-            }
-        };
+        let (total, max_queue) = (total as i64, max_queue as i64);
+        let added =
+            insert_with_blob!(self, (Blob::Input, &id, image), &insert, &id, owner, model, key_id, total, max_queue);
         Ok((added == 1).then_some(id))
     }
 
@@ -175,34 +142,7 @@ impl Store {
     /// Deletes a job of `owner` with its image and result; whether it existed. A running job
     /// goes on, and its result is dropped when it ends.
     pub async fn delete_job(&self, owner: i64, id: &str) -> Result<bool, StoreError> {
-        let blobs = [(Blob::Input, id), (Blob::Result, id)];
-        let deleted = match &self.pool {
-            Pool::Sqlite(p, _) => sqlx::query("DELETE FROM jobs WHERE id = $1 AND owner = $2")
-                .bind(id)
-                .bind(owner)
-                .execute(p)
-                .await?
-                .rows_affected(),
-            Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
-                let n = sqlx::query("DELETE FROM jobs WHERE id = $1 AND owner = $2")
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n > 0 {
-                    delete_blobs(&mut tx, &blobs).await?;
-                }
-                tx.commit().await?;
-                n
-            }
-        };
-        if deleted == 0 {
-            return Ok(false);
-        }
-        self.remove_files(&blobs).await;
-        Ok(true)
+        self.delete_owned(Table::Jobs, owner, id, &[(Blob::Input, id), (Blob::Result, id)]).await
     }
 
     /// Deletes the finished (done or failed) jobs last updated more than `age` ago, with

@@ -250,6 +250,22 @@ impl Blob {
     }
 }
 
+/// The tables rows are deleted from by owner.
+#[derive(Clone, Copy)]
+enum Table {
+    Keys,
+    Jobs,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Keys => "keys",
+            Table::Jobs => "jobs",
+        }
+    }
+}
+
 enum Pool {
     /// SQLite, blobs in files under the data directory.
     Sqlite(SqlitePool, PathBuf),
@@ -264,6 +280,35 @@ macro_rules! on_pool {
         match &$store.pool {
             Pool::Sqlite($p, _) => $body,
             Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Stores blob `(kind, id)` and runs the `INSERT` `sql` bound to `args`, so that the row
+/// exists only with its blob: in a data directory the file is written (atomically) first and
+/// removed if the row is not inserted; on PostgreSQL both go in one transaction, committed
+/// only if the row is inserted. The rows inserted (0 when the statement's own condition
+/// refused it).
+macro_rules! insert_with_blob {
+    ($store:expr, ($kind:expr, $id:expr, $bytes:expr), $sql:expr, $($arg:expr),+) => {
+        match &$store.pool {
+            Pool::Sqlite(p, data) => {
+                Store::write_file(data, $kind, $id, $bytes).await?;
+                let r = sqlx::query($sql)$(.bind($arg))+.execute(p).await;
+                if !matches!(r, Ok(ref r) if r.rows_affected() == 1) {
+                    $store.remove_files(&[($kind, $id)]).await;
+                }
+                r?.rows_affected()
+            }
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                insert_blob(&mut tx, $kind, $id, $bytes.as_ref()).await?;
+                let n = sqlx::query($sql)$(.bind($arg))+.execute(&mut *tx).await?.rows_affected();
+                if n == 1 {
+                    tx.commit().await?;
+                }
+                n
+            }
         }
     };
 }
@@ -511,34 +556,7 @@ impl Store {
             "INSERT INTO keys (id, owner, model, bytes, pair, created) SELECT $1, $2, $3, $4, $5, {now}
              WHERE EXISTS (SELECT 1 FROM tokens WHERE id = $2)",
         );
-        let added = match &self.pool {
-            Pool::Sqlite(p, data) => {
-                Self::write_file(data, Blob::Key, &id, bytes).await?;
-                let r =
-                    sqlx::query(&insert).bind(&id).bind(owner).bind(model).bind(len).bind(pair as i64).execute(p).await;
-                if !matches!(r, Ok(ref r) if r.rows_affected() == 1) {
-                    self.remove_files(&[(Blob::Key, &id)]).await;
-                }
-                r?.rows_affected()
-            }
-            Pool::Postgres(p) => {
-                let mut tx = p.begin().await?;
-                insert_blob(&mut tx, Blob::Key, &id, bytes.as_ref()).await?;
-                let n = sqlx::query(&insert)
-                    .bind(&id)
-                    .bind(owner)
-                    .bind(model)
-                    .bind(len)
-                    .bind(pair as i64)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n == 1 {
-                    tx.commit().await?;
-                }
-                n
-            }
-        };
+        let added = insert_with_blob!(self, (Blob::Key, &id, bytes), &insert, &id, owner, model, len, pair as i64);
         if added == 0 {
             // The token was revoked during the upload.
             return Err(StoreError::Revoked);
@@ -560,33 +578,34 @@ impl Store {
 
     /// Deletes a key of `owner`; whether it existed.
     pub async fn delete_key(&self, owner: i64, id: &str) -> Result<bool, StoreError> {
+        self.delete_owned(Table::Keys, owner, id, &[(Blob::Key, id)]).await
+    }
+
+    /// Deletes row `id` of `owner` from `table` and, with it, `blobs`; whether it existed.
+    async fn delete_owned(
+        &self,
+        table: Table,
+        owner: i64,
+        id: &str,
+        blobs: &[(Blob, &str)],
+    ) -> Result<bool, StoreError> {
+        let q = format!("DELETE FROM {} WHERE id = $1 AND owner = $2", table.name());
         let deleted = match &self.pool {
-            Pool::Sqlite(p, _) => sqlx::query("DELETE FROM keys WHERE id = $1 AND owner = $2")
-                .bind(id)
-                .bind(owner)
-                .execute(p)
-                .await?
-                .rows_affected(),
+            Pool::Sqlite(p, _) => sqlx::query(&q).bind(id).bind(owner).execute(p).await?.rows_affected(),
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
-                let n = sqlx::query("DELETE FROM keys WHERE id = $1 AND owner = $2")
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                let n = sqlx::query(&q).bind(id).bind(owner).execute(&mut *tx).await?.rows_affected();
                 if n > 0 {
-                    delete_blobs(&mut tx, &[(Blob::Key, id)]).await?;
+                    delete_blobs(&mut tx, blobs).await?;
                 }
                 tx.commit().await?;
                 n
             }
         };
-        if deleted == 0 {
-            return Ok(false);
+        if deleted > 0 {
+            self.remove_files(blobs).await;
         }
-        self.remove_files(&[(Blob::Key, id)]).await;
-        Ok(true)
+        Ok(deleted > 0)
     }
 
     /// Keys stored, all clients together.
