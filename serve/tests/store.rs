@@ -199,3 +199,36 @@ fn a_place_of_another_schema_version_is_refused_by_name() {
         let _ = store;
     });
 }
+
+#[test]
+fn postgresql_over_tls_when_the_server_offers_it() {
+    let Ok(admin) = std::env::var("FHEC_TEST_POSTGRES") else {
+        eprintln!("FHEC_TEST_POSTGRES is not set: TLS to PostgreSQL is not tested");
+        return;
+    };
+    block_on(async {
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        let (ssl,): (String,) = sqlx::query_as("SHOW ssl").fetch_one(&mut c).await.unwrap();
+        if ssl != "on" {
+            eprintln!("the test server does not offer TLS: not tested");
+            return;
+        }
+        let places = places("tls").await;
+        let Location::Postgres(url) = &places[1] else { unreachable!() };
+        let tls = format!("{url}?sslmode=require");
+        // The connection the store makes is encrypted...
+        let mut direct = sqlx::PgConnection::connect(&tls).await.unwrap();
+        let (on,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut direct)
+            .await
+            .unwrap();
+        assert!(on, "sslmode=require gives an encrypted session");
+        direct.close().await.unwrap();
+        // ...and the store works over it.
+        let store = Store::open(&Location::Postgres(tls)).await.unwrap();
+        let t = store.create_token("tls", false).await.unwrap();
+        assert_eq!(store.caller(&t).await.unwrap().unwrap().name, "tls");
+        store.close().await;
+        drop_all(&places).await;
+    });
+}
