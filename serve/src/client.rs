@@ -105,6 +105,10 @@ impl RemoteError {
     }
 }
 
+/// Times a request refused by the service's rate limit is sent again by default (after the
+/// wait it names) before the refusal is returned.
+pub const RATE_LIMIT_RETRIES: usize = 3;
+
 /// The largest answer read (an encrypted result or client part is far smaller).
 const MAX_ANSWER: u64 = 1 << 30;
 
@@ -113,6 +117,7 @@ pub struct RemoteClient {
     agent: ureq::Agent,
     base: String,
     token: String,
+    retries: usize,
 }
 
 enum Method {
@@ -132,11 +137,42 @@ impl RemoteClient {
             agent: ureq::Agent::new_with_config(config),
             base: url.trim_end_matches('/').into(),
             token: token.into(),
+            retries: RATE_LIMIT_RETRIES,
         }
     }
 
-    /// Sends a request; the answer's body when its status is 2xx.
+    /// The same client, retrying a request refused by the rate limit `retries` times (0: the
+    /// refusal is returned at once) instead of [`RATE_LIMIT_RETRIES`].
+    pub fn with_rate_limit_retries(mut self, retries: usize) -> RemoteClient {
+        self.retries = retries;
+        self
+    }
+
+    /// Sends a request; the answer's body when its status is 2xx. A 429 that says when to
+    /// retry (`Retry-After`, the service's rate limit) is retried after that wait, up to
+    /// `self.retries` times; a 429 without it (a full queue) is returned.
     fn request(&self, method: Method, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, RemoteError> {
+        let mut retries = 0;
+        loop {
+            match self.request_once(&method, path, body)? {
+                Ok(bytes) => return Ok(bytes),
+                Err((_, Some(wait))) if retries < self.retries => {
+                    retries += 1;
+                    std::thread::sleep(wait);
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// One request: its body, or its error with the wait a 429 asked for.
+    #[allow(clippy::type_complexity)]
+    fn request_once(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Result<Vec<u8>, (RemoteError, Option<Duration>)>, RemoteError> {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token);
         let transport = |e: ureq::Error| RemoteError::Transport { url: url.clone(), message: e.to_string() };
@@ -153,15 +189,19 @@ impl RemoteClient {
         };
         let mut answer = answer.map_err(transport)?;
         let status = answer.status().as_u16();
+        let retry_after = (status == 429)
+            .then(|| answer.headers().get("retry-after")?.to_str().ok()?.trim().parse::<u64>().ok())
+            .flatten()
+            .map(|s| Duration::from_secs(s.clamp(1, 60)));
         let bytes = answer.body_mut().with_config().limit(MAX_ANSWER).read_to_vec().map_err(transport)?;
         if (200..300).contains(&status) {
-            return Ok(bytes);
+            return Ok(Ok(bytes));
         }
         let message = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-        Err(RemoteError::Status { url, status, message })
+        Ok(Err((RemoteError::Status { url, status, message }, retry_after)))
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self, path: &str, bytes: Vec<u8>) -> Result<T, RemoteError> {

@@ -479,7 +479,9 @@ fn rate_limits_are_per_token_and_spare_health_and_metrics() {
     let service = Service::start_with(Config { workers: 0, rate_per_minute: 1, burst: 3, ..Config::new(&data) });
     let addr = service.running().addr;
     let alice_token = service.token("alice");
-    let (alice, bob) = (RemoteClient::new(&service.url(), &alice_token), service.client("bob"));
+    // Clients that return the refusal instead of waiting for the next request (a minute).
+    let alice = RemoteClient::new(&service.url(), &alice_token).with_rate_limit_retries(0);
+    let bob = service.client("bob").with_rate_limit_retries(0);
 
     for _ in 0..3 {
         assert_eq!(alice.models().unwrap().len(), 1);
@@ -526,6 +528,30 @@ fn rate_limits_are_per_token_and_spare_health_and_metrics() {
     // No job ran: the job histograms are declared, with no series.
     assert!(text.contains("# TYPE fhec_job_seconds histogram\n"), "{text}");
     assert!(!all.keys().any(|(name, _)| name.starts_with("fhec_job")), "{text}");
+    service.stop();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_client_over_the_rate_limit_waits_as_retry_after_says() {
+    let data = data_dir("retry");
+    // One request a second, one at once.
+    let service = Service::start_with(Config { workers: 0, rate_per_minute: 60, burst: 1, ..Config::new(&data) });
+    let token = service.token("carol");
+    let head =
+        format!("GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw(service.running().addr, &head, b"").0, 200);
+    let (status, headers, _) = raw_with_headers(service.running().addr, &head, b"");
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "1");
+    // The client (retrying by default) waits the second it is told, then gets its answer.
+    let carol = RemoteClient::new(&service.url(), &token);
+    let t = Instant::now();
+    assert_eq!(carol.models().unwrap().len(), 1);
+    assert!(t.elapsed() >= Duration::from_millis(500), "answered after waiting: {:?}", t.elapsed());
+    // With no retries, the refusal comes back at once.
+    let (status, message) = error_of(carol.with_rate_limit_retries(0).models().unwrap_err());
+    assert_eq!(status, 429, "{message}");
     service.stop();
     let _ = std::fs::remove_dir_all(&data);
 }
