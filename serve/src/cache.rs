@@ -94,6 +94,11 @@ impl KeyCache {
         self.inner.lock().expect("cache lock").entries.remove(id);
     }
 
+    /// The ids of the keys loaded (or being loaded), which this process's workers prefer.
+    pub fn ids(&self) -> Vec<String> {
+        self.inner.lock().expect("cache lock").entries.keys().cloned().collect()
+    }
+
     /// Keys loaded and their expanded bytes.
     pub fn usage(&self) -> (usize, usize) {
         let inner = self.inner.lock().expect("cache lock");

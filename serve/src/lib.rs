@@ -70,6 +70,9 @@ pub struct Config {
     /// Finished jobs (done or failed) are deleted with their results this long after they
     /// finished; `None` keeps them until their client deletes them.
     pub retention: Option<Duration>,
+    /// Workers prefer the jobs whose key this process has loaded, unless a job has waited
+    /// longer than this (zero: oldest first, whatever the key).
+    pub key_affinity: Duration,
     /// Requests a minute each token may make, sustained (0: unlimited); beyond its bucket a
     /// request is refused with 429 and `Retry-After`. `/healthz` and `/metrics` are not
     /// counted.
@@ -96,6 +99,7 @@ impl Config {
             key_memory: 8 << 30,
             lease: Duration::from_secs(30),
             retention: Some(Duration::from_secs(24 * 3600)),
+            key_affinity: Duration::from_secs(60),
             rate_per_minute: 600,
             burst: 60,
         }

@@ -25,7 +25,8 @@ pub async fn run(state: Arc<State>) {
     while !state.stopping.load(Ordering::SeqCst) {
         // Registered before the claim, so a job queued in between wakes us.
         let notified = state.queued.notified();
-        match state.store.claim(&me, state.config.lease).await {
+        let loaded = state.cache.ids();
+        match state.store.claim_preferring(&me, state.config.lease, &loaded, state.config.key_affinity).await {
             Ok(Some(job)) if job.attempts > MAX_ATTEMPTS => {
                 let why = format!(
                     "the job was interrupted {} times (its worker stopped while running it); not tried again",

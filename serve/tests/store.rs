@@ -232,3 +232,31 @@ fn postgresql_over_tls_when_the_server_offers_it() {
         drop_all(&places).await;
     });
 }
+
+#[test]
+fn workers_prefer_the_jobs_of_keys_they_have_loaded_within_a_patience() {
+    on_each("affinity", async |place, store| {
+        let lease = Duration::from_secs(60);
+        let a = store.create_token("a", false).await.unwrap();
+        let a = store.caller(&a).await.unwrap().unwrap().id;
+        let k1 = store.add_key(a, MODEL, 7, vec![1u8; 16]).await.unwrap();
+        let k2 = store.add_key(a, MODEL, 7, vec![1u8; 16]).await.unwrap();
+        let j1 = store.submit(a, MODEL, &k1, 5, vec![2u8; 4], 8).await.unwrap().unwrap();
+        let j2 = store.submit(a, MODEL, &k2, 5, vec![2u8; 4], 8).await.unwrap().unwrap();
+        let j3 = store.submit(a, MODEL, &k1, 5, vec![2u8; 4], 8).await.unwrap().unwrap();
+        let patience = Duration::from_secs(60);
+        // A worker with k2 loaded takes j2 before the older j1; then, with nothing of k2 left,
+        // the oldest.
+        let first = store.claim_preferring("w", lease, std::slice::from_ref(&k2), patience).await.unwrap().unwrap();
+        assert_eq!(first.id, j2, "{place}");
+        let next = store.claim_preferring("w", lease, std::slice::from_ref(&k2), patience).await.unwrap().unwrap();
+        assert_eq!(next.id, j1, "{place}");
+        // Past its patience a job goes first whatever the key.
+        let j4 = store.submit(a, MODEL, &k2, 5, vec![2u8; 4], 8).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let short = Duration::from_millis(100);
+        let old = store.claim_preferring("w", lease, std::slice::from_ref(&k2), short).await.unwrap().unwrap();
+        assert_eq!(old.id, j3, "{place}: j3 waited longer than the patience");
+        assert_eq!(store.claim("w", lease).await.unwrap().unwrap().id, j4, "{place}");
+    });
+}

@@ -48,6 +48,11 @@ pub struct Args {
     /// client deletes them.
     #[arg(long, default_value_t = 24)]
     retention_hours: u64,
+    /// Seconds a job may wait while workers prefer the jobs whose evaluation key their process
+    /// has loaded (so that several processes sharing a database do not each load every
+    /// client's key); 0 takes jobs oldest first.
+    #[arg(long, default_value_t = 60)]
+    key_affinity_seconds: u64,
     /// Requests a minute each client token may make, sustained (0: no limit); beyond, HTTP
     /// 429 with `Retry-After`. `/healthz` and `/metrics` are not limited. Polling a job
     /// every 0.2 s is 300 a minute.
@@ -129,6 +134,7 @@ pub fn run(a: Args) -> Result<()> {
         key_memory: a.key_memory_mib.saturating_mul(1 << 20),
         lease: Duration::from_secs(a.lease_seconds),
         retention: (a.retention_hours > 0).then(|| Duration::from_secs(a.retention_hours.saturating_mul(3600))),
+        key_affinity: Duration::from_secs(a.key_affinity_seconds),
         rate_per_minute: a.rate_per_minute,
         burst: a.burst,
         ..Config::at(location.clone())

@@ -55,16 +55,37 @@ impl Store {
     /// out, for `worker`, in one statement: two workers, in one process or several, never
     /// hold the same job.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<JobRow>, StoreError> {
+        self.claim_preferring(worker, lease, &[], Duration::ZERO).await
+    }
+
+    /// [`Store::claim`], preferring the jobs of the keys `loaded` here (a worker then takes
+    /// the jobs whose key its process has expanded, instead of loading every client's key in
+    /// every process); a job that has waited longer than `patience` goes first whatever its
+    /// key, so none waits more than that for the preference.
+    pub async fn claim_preferring(
+        &self,
+        worker: &str,
+        lease: Duration,
+        loaded: &[String],
+        patience: Duration,
+    ) -> Result<Option<JobRow>, StoreError> {
         let q = self.dialect.sql(&format!(
             "UPDATE jobs SET state = 'running', progress = 0, worker = $1, attempts = attempts + 1, updated = {{now}}
              WHERE id = (SELECT id FROM jobs
                          WHERE state = 'queued' OR (state = 'running' AND updated < {{now}} - $2)
-                         ORDER BY created, {{seq}} LIMIT 1 {{skip_locked}})
+                         ORDER BY CASE WHEN created < {{now}} - $4 THEN 0
+                                       WHEN {{find}}($3, ',' || key_id || ',') > 0 THEN 1
+                                       ELSE 2 END,
+                                  created, {{seq}}
+                         LIMIT 1 {{skip_locked}})
              RETURNING {JOB_COLUMNS}"
         ));
-        let lease_ms = lease.as_millis().min(i64::MAX as u128) as i64;
-        let row: Option<JobTuple> =
-            on_pool!(self, p => sqlx::query_as(&q).bind(worker).bind(lease_ms).fetch_optional(p).await?);
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        // Key ids are hex: a comma-delimited list finds one as `,ID,`.
+        let list = format!(",{},", loaded.join(","));
+        let row: Option<JobTuple> = on_pool!(self, p => {
+            sqlx::query_as(&q).bind(worker).bind(ms(lease)).bind(&list).bind(ms(patience)).fetch_optional(p).await?
+        });
         Ok(row.map(job_of))
     }
 

@@ -46,7 +46,8 @@ pub(super) const SCHEMA: [&str; 5] = [
 /// `$N` parameters (which both read) and these fragments: column types, `{now}` (the
 /// database's clock in milliseconds), `{skip_locked}`, and `{seq}` (the order of insertion,
 /// which breaks ties between jobs submitted in one millisecond: SQLite's `rowid`, an
-/// identity column on PostgreSQL).
+/// identity column on PostgreSQL), and `{find}` (the position of a string in another:
+/// `instr` / `strpos`).
 #[derive(Clone, Copy)]
 pub(super) enum Dialect {
     Sqlite,
@@ -55,7 +56,7 @@ pub(super) enum Dialect {
 
 impl Dialect {
     pub(super) fn sql(self, q: &str) -> String {
-        let (id, boolean, int, bytes, now, lock, seq_column, seq) = match self {
+        let (id, boolean, int, bytes, now, lock, seq_column, seq, find) = match self {
             Dialect::Sqlite => (
                 "INTEGER PRIMARY KEY",
                 "INTEGER",
@@ -65,6 +66,7 @@ impl Dialect {
                 "",
                 "",
                 "rowid",
+                "instr",
             ),
             Dialect::Postgres => (
                 "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
@@ -75,6 +77,7 @@ impl Dialect {
                 "FOR UPDATE SKIP LOCKED",
                 "\n        seq BIGINT GENERATED ALWAYS AS IDENTITY,",
                 "seq",
+                "strpos",
             ),
         };
         q.replace("{id}", id)
@@ -85,6 +88,7 @@ impl Dialect {
             .replace("{skip_locked}", lock)
             .replace("{seq_column}", seq_column)
             .replace("{seq}", seq)
+            .replace("{find}", find)
     }
 }
 
