@@ -264,7 +264,7 @@ fn run_service(
         correct: correct.load(Ordering::Relaxed) as usize,
         note: if processes > 1 {
             format!(
-                "`--threads {threads}` each; a job runs on whichever process claims it, so each loads every client's key"
+                "`--threads {threads}` each; a worker prefers the jobs of keys its process loaded, but an idle one takes any job, so keys spread"
             )
         } else {
             format!("{} keys loaded", clients.len())
