@@ -30,6 +30,11 @@ enum Command {
     Build(cmd::build::Args),
     /// Measure top-1 accuracy on an IDX test set.
     Eval(cmd::eval::Args),
+    /// Write a new random key for the keyed image transforms (`fhec transform`).
+    TransformKey(cmd::transform::KeyArgs),
+    /// Apply a keyed image transform (EtC, SKK, Tanaka) to a PNG / PGM image, or invert one.
+    /// Not encryption: these transforms leak the image's content.
+    Transform(cmd::transform::Args),
     #[cfg(feature = "fhe")]
     /// Generate a client key and an evaluation (server) key from a model's client part.
     Keygen(cmd::crypto::KeygenArgs),
@@ -73,6 +78,8 @@ fn run(command: Command) -> Result<()> {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Build(a) => cmd::build::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::TransformKey(a) => cmd::transform::key(a),
+        Command::Transform(a) => cmd::transform::run(a),
         #[cfg(feature = "fhe")]
         Command::Keygen(a) => cmd::crypto::keygen(a),
         #[cfg(feature = "fhe")]

@@ -15,6 +15,9 @@
 //!   [`client`]: its client part (parameters, input encoding, output decoding, no weights),
 //!   the file a client needs.
 //!
+//! * [`transform`]: keyed pixel transforms of images ("learnable image encryption": EtC,
+//!   SKK, Tanaka), a client-side step before encryption; not encryption themselves.
+//!
 //! Architecture Invariant: this crate knows neither ONNX nor tfhe-rs. Ops are Rust enums,
 //! never strings; every value has a static shape.
 #![warn(missing_docs)]
@@ -27,8 +30,10 @@ pub mod framing;
 pub mod nn;
 pub mod params;
 pub mod sim;
+pub mod transform;
 pub mod wire;
 
 pub use nn::{Graph, Node, Op, Shape};
 pub mod preprocess;
 pub use preprocess::Preprocess;
+pub use transform::Transform;

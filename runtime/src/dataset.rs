@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use fhec_ir::Preprocess;
 use ndarray::{Array2, ArrayD, IxDyn};
 
+use crate::image::MAX_SIDE;
+
 /// Largest image set we accept (guards against corrupt headers).
 const MAX_IMAGES: usize = 1_000_000;
-/// Largest image side we accept.
-const MAX_SIDE: usize = 4096;
 /// Largest decompressed IDX file we accept (1 GiB; the full MNIST training set is 47 MB):
 /// a small gzip file can expand a thousandfold.
 const MAX_IDX_BYTES: u64 = 1 << 30;
@@ -283,80 +283,15 @@ pub fn load_image(path: &Path, rows: usize, cols: usize) -> Result<Vec<u8>, Data
 /// Decodes the bytes of a `.png` or binary `.pgm` image (`path` only names it in errors) as
 /// [`load_image`] does.
 pub fn decode_image(bytes: &[u8], path: &Path, rows: usize, cols: usize) -> Result<Vec<u8>, DatasetError> {
-    let what = if bytes.starts_with(b"P5") || path.extension().is_some_and(|x| x.eq_ignore_ascii_case("pgm")) {
-        "PGM image"
-    } else {
-        "PNG image"
-    };
-    let bad = |reason: String| DatasetError::Format { path: path.into(), what, reason };
-    let (w, h, gray) =
-        if what == "PGM image" { read_pgm(bytes).map_err(bad)? } else { read_png(bytes).map_err(bad)? };
-    if (h, w) != (rows, cols) {
-        return Err(bad(format!("is {w}x{h}, the model takes {cols}x{rows} images")));
+    let img = crate::image::decode(bytes, path)?;
+    if (img.rows, img.cols) != (rows, cols) {
+        return Err(DatasetError::Format {
+            path: path.into(),
+            what: crate::image::kind_of(bytes, path),
+            reason: format!("is {}x{}, the model takes {cols}x{rows} images", img.cols, img.rows),
+        });
     }
-    Ok(gray)
-}
-
-fn read_pgm(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
-    // Header: "P5" whitespace width whitespace height whitespace maxval single-whitespace data
-    if !b.starts_with(b"P5") {
-        return Err("missing the P5 magic of a binary PGM".into());
-    }
-    let mut fields = vec![];
-    let mut i = 2;
-    while fields.len() < 3 {
-        while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'#') {
-            if b[i] == b'#' {
-                // A comment runs to the end of its line (the newline is whitespace), or of the file.
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            } else {
-                i += 1;
-            }
-        }
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let v: usize =
-            std::str::from_utf8(&b[start..i]).ok().and_then(|s| s.parse().ok()).ok_or("malformed PGM header")?;
-        fields.push(v);
-    }
-    let (w, h, max) = (fields[0], fields[1], fields[2]);
-    if max == 0 || max > 255 || w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
-        return Err(format!("unsupported PGM ({w}x{h}, maxval {max}; 8-bit only)"));
-    }
-    let data = b.get(i + 1..i + 1 + w * h).ok_or("truncated PGM data")?;
-    Ok((w, h, data.iter().map(|&p| ((p as usize * 255) / max) as u8).collect()))
-}
-
-fn read_png(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
-    let mut dec = png::Decoder::new(std::io::Cursor::new(b));
-    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = dec.read_info().map_err(|e| format!("not a readable PNG: {e}"))?;
-    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
-    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
-        return Err(format!("implausible PNG size {w}x{h}"));
-    }
-    // png 0.17 panics expanding a palette of a length that is not whole RGB entries, or of
-    // more than 256 of them (image-rs/image-png#694): refuse those first.
-    if reader.info().color_type == png::ColorType::Indexed {
-        let n = reader.info().palette.as_ref().map_or(0, |p| p.len());
-        if n == 0 || n % 3 != 0 || n > 3 * 256 {
-            return Err(format!("invalid palette of {n} bytes (1 to 256 RGB entries of 3 bytes)"));
-        }
-    }
-    let mut buf = vec![0u8; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).map_err(|e| format!("not a readable PNG: {e}"))?;
-    let ch = info.color_type.samples();
-    let luma = |px: &[u8]| -> u8 {
-        match ch {
-            1 | 2 => px[0],
-            _ => ((299 * px[0] as u32 + 587 * px[1] as u32 + 114 * px[2] as u32) / 1000) as u8,
-        }
-    };
-    Ok((w, h, buf[..w * h * ch].chunks_exact(ch).map(luma).collect()))
+    Ok(img.pixels)
 }
 
 /// Writes an IDX image file and label file, gzip-compressed (used to make samples).

@@ -12,3 +12,4 @@ pub mod inspect;
 pub mod remote;
 #[cfg(feature = "fhe")]
 pub mod serve;
+pub mod transform;

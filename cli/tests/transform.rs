@@ -1,0 +1,136 @@
+//! `fhec transform-key` and `fhec transform`: the key file, the image files each scheme
+//! writes (equal to the library's transform), inversion, and the errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fhec_ir::transform::{Transform, TransformKey};
+use fhec_runtime::image::{self, GrayImage};
+
+fn fhec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fhec")).args(args).output().expect("run fhec")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fhec-transform-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Writes an 8-bit PGM of `rows x cols` with distinct-ish pixels.
+fn write_pgm(path: &Path, rows: usize, cols: usize) -> Vec<u8> {
+    let px: Vec<u8> = (0..rows * cols).map(|i| (i * 53 % 251) as u8).collect();
+    let mut b = format!("P5\n{cols} {rows}\n255\n").into_bytes();
+    b.extend_from_slice(&px);
+    std::fs::write(path, b).unwrap();
+    px
+}
+
+#[test]
+fn transform_key_writes_a_new_key_and_never_overwrites() {
+    let d = tmpdir("key");
+    let k = d.join("t.key");
+    let o = fhec(&["transform-key", "-o", s(&k)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("secret"), "{}", text(&o.stdout));
+    let first = std::fs::read(&k).unwrap();
+    assert!(first.starts_with(b"FHECTKEY"));
+    let key = TransformKey::from_file_bytes(&first).unwrap();
+    let o = fhec(&["transform-key", "-o", s(&k)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("exists; refusing to overwrite it"), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read(&k).unwrap(), first);
+    let o = fhec(&["transform-key", "-o", s(&k), "--force"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let second = TransformKey::from_file_bytes(&std::fs::read(&k).unwrap()).unwrap();
+    assert_ne!(second, key, "a new random key");
+}
+
+#[test]
+fn transform_writes_the_librarys_image_and_inverts_it() {
+    let d = tmpdir("round-trip");
+    let key = TransformKey::from_bytes([9; 32]);
+    let k = d.join("t.key");
+    std::fs::write(&k, key.to_file_bytes()).unwrap();
+    let input = d.join("in.pgm");
+    let (rows, cols) = (12, 8);
+    let px = write_pgm(&input, rows, cols);
+    for scheme in ["etc:4", "etc:2", "skk", "tanaka:4", "tanaka:1"] {
+        let t: Transform = scheme.parse().unwrap();
+        let want = t.apply(&key, &px, rows, cols).unwrap();
+        for ext in ["png", "pgm"] {
+            let out = d.join(format!("{}.{ext}", scheme.replace(':', "_")));
+            let o = fhec(&["transform", "--scheme", scheme, "--key", s(&k), "--image", s(&input), "-o", s(&out)]);
+            assert!(o.status.success(), "{scheme}: {}", text(&o.stderr));
+            let img = image::read(&out).unwrap();
+            let channels = t.output_shape(rows, cols).unwrap()[0];
+            assert_eq!((img.rows, img.cols), (channels * rows, cols), "{scheme} {ext}");
+            // Tanaka's 4-bit values read as 17·v.
+            let scale = if channels == 2 { 17 } else { 1 };
+            let got: Vec<u8> = img.pixels.iter().map(|p| p / scale).collect();
+            assert_eq!(got, want, "{scheme} {ext}: the file holds the library's transform");
+            let back = d.join(format!("{}.back.{ext}", scheme.replace(':', "_")));
+            let o = fhec(&[
+                "transform",
+                "--scheme",
+                scheme,
+                "--key",
+                s(&k),
+                "--image",
+                s(&out),
+                "-o",
+                s(&back),
+                "--invert",
+            ]);
+            assert!(o.status.success(), "{scheme} --invert: {}", text(&o.stderr));
+            assert_eq!(image::read(&back).unwrap(), GrayImage { rows, cols, pixels: px.clone() }, "{scheme} {ext}");
+        }
+    }
+}
+
+#[test]
+fn transform_errors_name_the_file_and_the_problem() {
+    let d = tmpdir("errors");
+    let k = d.join("t.key");
+    std::fs::write(&k, TransformKey::from_bytes([1; 32]).to_file_bytes()).unwrap();
+    let input = d.join("in.pgm");
+    write_pgm(&input, 6, 6);
+    let out = d.join("out.png");
+    let run = |args: &[&str]| {
+        let mut v = vec!["transform"];
+        v.extend(args);
+        let o = fhec(&v);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stdout));
+        text(&o.stderr)
+    };
+    let (ks, is, os) = (s(&k), s(&input), s(&out));
+    let e = run(&["--scheme", "etc:4", "--key", ks, "--image", is, "-o", os]);
+    assert!(
+        e.contains(&format!(
+            "cannot transform {is}: etc:4: the image's height (6) and width (6) must be multiples of the block size 4"
+        )),
+        "{e}"
+    );
+    let e = run(&["--scheme", "etc:0", "--key", ks, "--image", is, "-o", os]);
+    assert!(e.contains("unknown transform 'etc:0'"), "{e}");
+    let e = run(&["--scheme", "skk", "--key", is, "--image", is, "-o", os]);
+    assert!(e.contains(&format!("cannot load the transform key {is}: not an fhec transform key")), "{e}");
+    let e = run(&["--scheme", "skk", "--key", ks, "--image", is, "-o", s(&d.join("out.jpg"))]);
+    assert!(e.contains("give a file name ending in .png or .pgm"), "{e}");
+    let e = run(&["--scheme", "skk", "--key", ks, "--image", is, "-o", is, "--force"]);
+    assert!(e.contains("refusing to overwrite an input"), "{e}");
+    let e = run(&["--scheme", "tanaka:2", "--key", ks, "--image", is, "-o", os, "--invert"]);
+    assert!(e.contains(&format!("cannot invert {is}: pixel")) && e.contains("is not a 4-bit value"), "{e}");
+    let e = run(&["--scheme", "skk", "--key", ks, "--image", s(&d.join("missing.png")), "-o", os]);
+    assert!(e.contains("missing.png"), "{e}");
+    assert!(!out.exists(), "no output written on errors");
+}
