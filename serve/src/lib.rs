@@ -5,19 +5,21 @@
 //!   GET  /v1/models/{name}/client  ◀── client part (no weights)
 //!   keys generated locally; the secret key stays here
 //!   POST /v1/models/{name}/keys    ──▶ evaluation key: checked against the model's
-//!                                      parameters, then stored (DATA/blobs/keys/ID)
-//!   POST /v1/models/{name}/jobs    ──▶ encrypted image: 202 {"job": ID}, queued in SQLite
+//!                                      parameters, then stored (a blob of the store)
+//!   POST /v1/models/{name}/jobs    ──▶ encrypted image: 202 {"job": ID}, queued in the store
 //!   GET  /v1/jobs/{id}             ◀── {"state", "progress", "total", "error"}
 //!   GET  /v1/jobs/{id}/result      ◀── encrypted result; decrypted locally
 //! ```
 //!
-//! * [`store`]: the SQLite database (tokens, keys, jobs) and the blob files beside it, every
-//!   blob written to a temporary file, flushed, then renamed, and its row inserted only
-//!   after that, so an interrupted upload leaves nothing usable.
+//! * [`store`]: tokens, keys and jobs in SQLite (a data directory, blobs as files beside
+//!   it) or PostgreSQL (blobs in it, shared by every process given the URL); a blob and the
+//!   row that makes it usable are stored so that an interrupted upload leaves nothing
+//!   usable, and a running job is held under a lease, so a dead process's job is taken over.
 //! * [`api`]: the axum router (bearer-token auth; a client sees only its own keys and jobs;
 //!   errors are JSON `{"error": "..."}` with a 4xx status, never a panic).
-//! * [`worker`]: the workers that claim the oldest queued job, classify it on a blocking
-//!   thread with the key's [`Server`](fhec_runtime::app::Server) and record progress.
+//! * [`worker`]: the workers that claim the oldest queued job (preferring the keys loaded
+//!   here), classify it on a blocking thread with the key's
+//!   [`Server`](fhec_runtime::app::Server), renew its lease and record progress.
 //! * [`cache`]: the loaded evaluation keys, least recently used first out, within a memory
 //!   budget: a key is expanded once, not per job.
 //! * [`client`]: [`RemoteClient`], the blocking client for applications and `fhec remote`.
