@@ -20,7 +20,7 @@ use crate::params::{EncodingPlan, FheSetup, TfheParams};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHECART\0";
 /// Current format version.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 /// Largest payload accepted (1 GiB).
 pub const MAX_PAYLOAD: u64 = 1 << 30;
 /// The artifact's framing.
@@ -105,6 +105,7 @@ impl Artifact {
         let payload = FORMAT.unframe(bytes)?;
         let a: Artifact = codec().deserialize(payload).map_err(|e| ArtifactError::Decode(e.to_string()))?;
         verify(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
+        a.transform()?;
         if let Some(f) = &a.fhe {
             if let Some(m) = f.params.shape_error() {
                 return Err(ArtifactError::Invalid(format!("its TFHE parameters are impossible: {m}")));
@@ -118,6 +119,14 @@ impl Artifact {
             }
         }
         Ok(a)
+    }
+
+    /// The keyed image transform the model takes its input through (the circuit's
+    /// `fhec.transform` metadata, checked against its input shape), if it names one. The
+    /// artifact holds the scheme only, never a key.
+    pub fn transform(&self) -> Result<Option<crate::transform::Transform>, ArtifactError> {
+        crate::transform::Transform::of_metadata(&self.circuit.metadata, self.circuit.input_shape())
+            .map_err(|e| ArtifactError::Invalid(e.to_string()))
     }
 
     /// The circuit with its TFHE parameters, or why there are none

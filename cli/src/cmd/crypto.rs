@@ -39,6 +39,11 @@ pub struct EncryptArgs {
     client_key: PathBuf,
     #[command(flatten)]
     source: ImageSource,
+    /// The transform key file, for a model trained on transformed images (its client part
+    /// names a keyed transform such as etc:4): the image is transformed with it before it
+    /// is encrypted. Give the original image. The key stays on the client.
+    #[arg(long)]
+    transform_key: Option<PathBuf>,
     /// Output file of the encrypted image.
     #[arg(short, long)]
     out: PathBuf,
@@ -151,13 +156,27 @@ pub fn encrypt(a: EncryptArgs) -> Result<()> {
     let replace = Replace::from_flag(a.force);
     let mut inputs = vec![a.artifact.as_path(), a.client_key.as_path()];
     inputs.extend(a.source.image.as_deref());
+    inputs.extend(a.transform_key.as_deref());
     files::check_output(&a.out, &inputs, replace, "-o")?;
-    let client = Client::with_key(&read_client_part(&a.artifact)?, &files::read(&a.client_key, "client key")?)
+    let mut client = Client::with_key(&read_client_part(&a.artifact)?, &files::read(&a.client_key, "client key")?)
         .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
+    let mut what_transform = String::new();
+    match (client.transform(), &a.transform_key) {
+        (Some(t), key) => {
+            client = client.with_transform_key(fhec_driver::transform::key_for(&a.artifact, t, key.as_deref())?);
+            what_transform = format!(", transformed with {t}");
+        }
+        (None, Some(k)) => eprintln!(
+            "note: {} names no keyed transform; the image is encrypted as it is and {} is not used",
+            a.artifact.display(),
+            k.display()
+        ),
+        (None, None) => {}
+    }
     let (pixels, what) = a.source.load(&client.spec().input.shape)?;
-    let b = client.encrypt(&pixels)?;
+    let b = client.encrypt(&pixels).with_context(|| format!("cannot encrypt {what}"))?;
     files::write(&a.out, &b, replace)?;
-    println!("encrypted {what} to {} ({})", a.out.display(), size(b.len()));
+    println!("encrypted {what}{what_transform} to {} ({})", a.out.display(), size(b.len()));
     Ok(())
 }
 
