@@ -5,6 +5,9 @@
 //! `u64` FNV-1a checksum of the payload. Loading checks all of them and a size limit, so a
 //! truncated, corrupt or foreign file is an error naming what is wrong, never a panic.
 //!
+//! Format 8: a circuit's `fhec.transform` metadata (the keyed image transform the model
+//! takes, scheme only) is binding and checked on load ([`Artifact::transform`]).
+//!
 //! [`Artifact::parametrized`] gives the circuit with its TFHE parameters
 //! ([`ParametrizedCircuit`]), what the runtime's keys and evaluation take.
 
