@@ -158,26 +158,36 @@ pub fn encrypt(a: EncryptArgs) -> Result<()> {
     inputs.extend(a.source.image.as_deref());
     inputs.extend(a.transform_key.as_deref());
     files::check_output(&a.out, &inputs, replace, "-o")?;
-    let mut client = Client::with_key(&read_client_part(&a.artifact)?, &files::read(&a.client_key, "client key")?)
+    let client = Client::with_key(&read_client_part(&a.artifact)?, &files::read(&a.client_key, "client key")?)
         .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
-    let mut what_transform = String::new();
-    match (client.transform(), &a.transform_key) {
-        (Some(t), key) => {
-            client = client.with_transform_key(fhec_driver::transform::key_for(&a.artifact, t, key.as_deref())?);
-            what_transform = format!(", transformed with {t}");
-        }
-        (None, Some(k)) => eprintln!(
-            "note: {} names no keyed transform; the image is encrypted as it is and {} is not used",
-            a.artifact.display(),
-            k.display()
-        ),
-        (None, None) => {}
-    }
+    let (client, what_transform) = with_transform_key(client, &a.artifact, a.transform_key.as_deref())?;
     let (pixels, what) = a.source.load(&client.spec().input.shape)?;
     let b = client.encrypt(&pixels).with_context(|| format!("cannot encrypt {what}"))?;
     files::write(&a.out, &b, replace)?;
     println!("encrypted {what}{what_transform} to {} ({})", a.out.display(), size(b.len()));
     Ok(())
+}
+
+/// The client with the transform key file `key` when its client part (`model`) names a
+/// keyed transform (an error naming both without one), and how its images are transformed
+/// (for messages: empty without a transform). A key for a model without one is unused, with
+/// a note.
+pub(crate) fn with_transform_key(client: Client, model: &Path, key: Option<&Path>) -> Result<(Client, String)> {
+    match (client.transform(), key) {
+        (Some(t), key) => {
+            let k = fhec_driver::transform::key_for(model, t, key)?;
+            Ok((client.with_transform_key(k), format!(", transformed with {t}")))
+        }
+        (None, Some(k)) => {
+            eprintln!(
+                "note: {} names no keyed transform; the image is encrypted as it is and {} is not used",
+                model.display(),
+                k.display()
+            );
+            Ok((client, String::new()))
+        }
+        (None, None) => Ok((client, String::new())),
+    }
 }
 
 /// Runs `fhec run` (the server side).
