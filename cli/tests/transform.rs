@@ -205,5 +205,16 @@ fn a_model_trained_on_transformed_images_builds_and_runs_encrypted_with_the_clie
     let t = Transform::Etc { block: 4 };
     let values = t.model_input(&t.plan(&key_bytes, 28, 28).unwrap(), ds.pixels(3)).unwrap();
     assert_eq!(class, fhec_runtime::sim::classify(&a.circuit, &values).unwrap().0);
+    // fhec eval transforms the test set with the key, or says how to give one.
+    let data = root.join("examples/data");
+    for (m, mode) in [(&art, "simulate"), (&model, "float")] {
+        let eval = ["eval", s(m), "--dataset", "mnist", "--data", s(&data), "--mode", mode, "--limit", "10"];
+        let o = fhec(&eval);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
+        assert!(text(&o.stderr).contains("takes images through the keyed transform etc:4"), "{}", text(&o.stderr));
+        let o = fhec(&[&eval[..], &["--transform-key", s(&key)]].concat());
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(text(&o.stdout).contains("accuracy: "), "{}", text(&o.stdout));
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
