@@ -183,6 +183,12 @@ pub struct CompileArgs {
     /// Degree of the polynomials of `--activations poly`.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub poly_degree: u32,
+    /// The transform key file of a model trained on transformed images (one whose
+    /// `fhec.transform` metadata names a keyed transform such as etc:4): calibration,
+    /// validation and test images are transformed with it. Only read: the artifact and its
+    /// client part name the scheme, never the key.
+    #[arg(long)]
+    pub transform_key: Option<PathBuf>,
 }
 
 impl CompileArgs {
@@ -198,6 +204,7 @@ impl CompileArgs {
             range_margin: self.range_margin,
             rounding: self.rounding,
             calib: self.calib.clone(),
+            transform_key: self.transform_key.clone(),
             calib_dataset: self.calib_dataset,
             calib_limit: self.calib_limit,
             validation: self.validation.clone(),

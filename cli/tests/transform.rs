@@ -134,3 +134,87 @@ fn transform_errors_name_the_file_and_the_problem() {
     assert!(e.contains("missing.png"), "{e}");
     assert!(!out.exists(), "no output written on errors");
 }
+
+/// `model` with one more `metadata_props` entry (ModelProto field 14, a
+/// StringStringEntryProto of key 1 and value 2): protobuf concatenates repeated fields.
+fn with_metadata(model: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let mut entry = vec![0x0a, key.len() as u8];
+    entry.extend_from_slice(key.as_bytes());
+    entry.extend_from_slice(&[0x12, value.len() as u8]);
+    entry.extend_from_slice(value.as_bytes());
+    let mut out = model.to_vec();
+    out.extend_from_slice(&[0x72, entry.len() as u8]);
+    out.extend_from_slice(&entry);
+    out
+}
+
+#[test]
+fn a_model_trained_on_transformed_images_builds_and_runs_encrypted_with_the_clients_key() {
+    let d = tmpdir("model");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = d.join("etc_mnist.onnx");
+    let bytes = std::fs::read(root.join("examples/models/fhe_mnist.onnx")).unwrap();
+    std::fs::write(&model, with_metadata(&bytes, "fhec.transform", "etc:4")).unwrap();
+    let key = d.join("t.key");
+    assert!(fhec(&["transform-key", "-o", s(&key)]).status.success());
+    let key_bytes = TransformKey::from_file_bytes(&std::fs::read(&key).unwrap()).unwrap();
+    // Without the key, the build cannot calibrate and says how to give it.
+    let build = ["build", s(&model), "--no-fit", "--calib-limit", "20"];
+    let o = fhec(&build);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
+    let e = text(&o.stderr);
+    assert!(e.contains("takes images through the keyed transform etc:4") && e.contains("--transform-key"), "{e}");
+    let o = fhec(&[&build[..], &["--transform-key", s(&key)]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("input transform: etc:4"), "{}", text(&o.stdout));
+    let (art, part) = (d.join("etc_mnist.fhec"), d.join("etc_mnist.client.fhec"));
+    for f in [&art, &part] {
+        let b = std::fs::read(f).unwrap();
+        assert!(!key_bytes.bytes().windows(8).any(|w| b.windows(8).any(|h| h == w)), "{} holds the key", f.display());
+    }
+    let o = fhec(&["inspect", s(&part)]);
+    assert!(text(&o.stdout).contains("input transform: etc:4"), "{}", text(&o.stdout));
+    let keys = d.join("keys");
+    let o = fhec(&["keygen", s(&part), "--out", s(&keys)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let ck = keys.join("client.key");
+    let ct = d.join("image.ct");
+    let encrypt = ["encrypt", s(&part), "--client-key", s(&ck), "--dataset", "mnist", "--index", "3", "-o", s(&ct)];
+    // No transform key, then a file that is not one (the client key): clear errors.
+    let o = fhec(&encrypt);
+    assert_eq!(o.status.code(), Some(2));
+    let e = text(&o.stderr);
+    assert!(e.contains("etc_mnist.client.fhec takes images through the keyed transform etc:4"), "{e}");
+    let o = fhec(&[&encrypt[..], &["--transform-key", s(&ck)]].concat());
+    assert_eq!(o.status.code(), Some(2));
+    let e = text(&o.stderr);
+    assert!(e.contains("cannot load the transform key") && e.contains("not an fhec transform key"), "{e}");
+    assert!(!ct.exists());
+    let o = fhec(&[&encrypt[..], &["--transform-key", s(&key)]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("transformed with etc:4"), "{}", text(&o.stdout));
+    let res = d.join("result.ct");
+    let o = fhec(&["run", s(&art), "--server-key", s(&keys.join("server.key")), "--input", s(&ct), "-o", s(&res)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = fhec(&["decrypt", s(&part), "--client-key", s(&ck), "--input", s(&res)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let class: usize = text(&o.stdout).lines().find_map(|l| l.strip_prefix("class: ")?.trim().parse().ok()).unwrap();
+    // The simulation of the transformed image gives the same class.
+    let a = fhec_ir::artifact::Artifact::from_bytes(&std::fs::read(&art).unwrap()).unwrap();
+    let ds = fhec_runtime::dataset::bundled_sample(fhec_runtime::dataset::DatasetKind::Mnist);
+    let t = Transform::Etc { block: 4 };
+    let values = t.model_input(&t.plan(&key_bytes, 28, 28).unwrap(), ds.pixels(3)).unwrap();
+    assert_eq!(class, fhec_runtime::sim::classify(&a.circuit, &values).unwrap().0);
+    // fhec eval transforms the test set with the key, or says how to give one.
+    let data = root.join("examples/data");
+    for (m, mode) in [(&art, "simulate"), (&model, "float")] {
+        let eval = ["eval", s(m), "--dataset", "mnist", "--data", s(&data), "--mode", mode, "--limit", "10"];
+        let o = fhec(&eval);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
+        assert!(text(&o.stderr).contains("takes images through the keyed transform etc:4"), "{}", text(&o.stderr));
+        let o = fhec(&[&eval[..], &["--transform-key", s(&key)]].concat());
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(text(&o.stdout).contains("accuracy: "), "{}", text(&o.stdout));
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

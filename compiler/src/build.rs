@@ -76,6 +76,9 @@ pub enum BuildError {
     /// The automatic fit found nothing (see [`crate::fit::FitError`]).
     #[error(transparent)]
     Fit(#[from] crate::fit::FitError),
+    /// The model's `fhec.transform` names no transform, or one its input does not take.
+    #[error(transparent)]
+    Transform(#[from] fhec_ir::transform::MetadataError),
     /// A metadata entry is malformed.
     #[error("model metadata {key}: {message}")]
     Metadata {
@@ -84,6 +87,14 @@ pub enum BuildError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// The keyed image transform a model was trained for (its `fhec.transform` metadata),
+/// checked against its input shape: the circuit keeps the metadata, its artifact and client
+/// part name the scheme (never a key), and calibration images must be transformed
+/// ([`fhec_ir::Transform::model_input`]) with the key the model was trained with.
+pub fn transform_of(g: &Graph) -> Result<Option<fhec_ir::Transform>, BuildError> {
+    Ok(fhec_ir::Transform::of_metadata(&g.metadata, &g.node(g.inputs()[0]).shape)?)
 }
 
 /// The model's pixel scaling: `flag`, else its metadata, else unit.
@@ -153,6 +164,7 @@ pub fn build_graph_with(
     o: &BuildOptions,
     after: &mut dyn FnMut(&str, &Graph, &[String]),
 ) -> Result<Artifact, BuildError> {
+    transform_of(g)?;
     let pre = preprocess_of(g, o.preprocess)?;
     let opts = quant_options_of(g, o)?;
     let optimized = optimize(g, calibration, o, after)?;
@@ -222,6 +234,7 @@ pub fn build_fitted(
     fit: &FitOptions,
     after: &mut dyn FnMut(&str, &Graph, &[String]),
 ) -> Result<(Artifact, FitReport, QuantOptions), BuildError> {
+    transform_of(g)?;
     let pre = preprocess_of(g, o.preprocess)?;
     let base = quant_options_of(g, o)?;
     // The passes choose the graph's form with the cost model of what the fit will most

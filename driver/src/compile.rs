@@ -76,6 +76,10 @@ pub struct CompileOptions {
     pub activations: ActivationPolicy,
     /// Degree of the polynomials of `ActivationPolicy::Poly`.
     pub poly_degree: u32,
+    /// The transform key file of a model trained on transformed images (its
+    /// `fhec.transform` metadata): the calibration and validation images are transformed
+    /// with it. Read only; the artifact names the scheme, never the key.
+    pub transform_key: Option<PathBuf>,
 }
 
 impl Default for CompileOptions {
@@ -108,6 +112,7 @@ impl Default for CompileOptions {
             passes: None,
             activations: ActivationPolicy::default(),
             poly_degree: 2,
+            transform_key: None,
         }
     }
 }
@@ -164,8 +169,20 @@ impl CompileOptions {
 }
 
 /// The calibration and validation images of a build, and how to name them.
+/// A model trained on transformed images (`fhec.transform`) gets them transformed with
+/// [`CompileOptions::transform_key`] (an error without one).
 pub fn build_images(model: &Path, g: &Graph, args: &CompileOptions) -> Result<(Dataset, Dataset, String)> {
-    let (rows, cols) = image_size(g);
+    let transform =
+        fhec_compiler::build::transform_of(g).with_context(|| format!("cannot compile {}", model.display()))?;
+    if let Some(t) = transform {
+        if args.transform_key.is_none() {
+            bail!("{}", crate::transform::missing_key(&model.display().to_string(), t));
+        }
+    }
+    let (rows, cols) = match transform {
+        Some(t) => t.image_size(&g.node(g.inputs()[0]).shape)?,
+        None => image_size(g),
+    };
     let kind = dataset_of(model, g, args.calib_dataset)?;
     let (mut calib, name) = match (&args.calib, kind) {
         (Some(path), _) => (
@@ -197,6 +214,9 @@ pub fn build_images(model: &Path, g: &Graph, args: &CompileOptions) -> Result<(D
     }
     calib.truncate(args.calib_limit);
     validation.truncate(args.validation_limit);
+    let key = args.transform_key.as_deref();
+    let calib = crate::transform::for_model(model, transform, key, calib)?;
+    let validation = crate::transform::for_model(model, transform, key, validation)?;
     image_input_shape(g, &calib)?;
     Ok((calib, validation, name))
 }

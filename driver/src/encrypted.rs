@@ -36,11 +36,32 @@ pub fn process_cpu_seconds() -> f64 {
 /// simulation. The client sees only the artifact's client part (its bytes), the server the
 /// full artifact.
 pub fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -> Result<FheRun> {
+    fhe_eval_with(model, art, ds, kind, None)
+}
+
+/// [`fhe_eval`] with the transform key file of a model trained on transformed images: `ds`
+/// holds the original images, which the client transforms with the key before encrypting
+/// (the simulation it is compared with takes the same transformed values).
+pub fn fhe_eval_with(
+    model: &Path,
+    art: &Artifact,
+    ds: &Dataset,
+    kind: DatasetKind,
+    transform_key: Option<&Path>,
+) -> Result<FheRun> {
     let c = &art.circuit;
+    let transform = art.transform().with_context(|| format!("cannot use {}", model.display()))?;
+    let tkey = match transform {
+        Some(t) => Some(crate::transform::key_for(model, t, transform_key)?),
+        None => None,
+    };
     let bytes = art.to_bytes();
     let client_part = load_client_part(&bytes).with_context(|| format!("cannot use {}", model.display()))?;
     let t = std::time::Instant::now();
-    let client = Client::new(&client_part.to_bytes()).with_context(|| format!("cannot use {}", model.display()))?;
+    let mut client = Client::new(&client_part.to_bytes()).with_context(|| format!("cannot use {}", model.display()))?;
+    if let Some(k) = tkey {
+        client = client.with_transform_key(k);
+    }
     let ek = client.evaluation_key();
     let server = Server::new(&bytes, &ek)?;
     let keygen = t.elapsed().as_secs_f64();
@@ -84,7 +105,8 @@ pub fn fhe_eval(model: &Path, art: &Artifact, ds: &Dataset, kind: DatasetKind) -
         let pred = client.decrypt(&res)?;
         let t3 = std::time::Instant::now();
         // An image outside the calibrated ranges has no specified result to compare with.
-        let want: Option<Vec<i64>> = match sim::simulate(c, sim::encode_image(c, ds.pixels(i))) {
+        let values = client.input_values(ds.pixels(i))?;
+        let want: Option<Vec<i64>> = match sim::simulate(c, sim::encode_image(c, &values)) {
             Ok(v) => Some(v.iter().copied().collect()),
             Err(e) if e.out_of_range => None,
             Err(e) => return Err(e.into()),

@@ -17,6 +17,7 @@ pub mod model;
 pub mod progress;
 #[cfg(feature = "fhe")]
 pub mod reliability;
+pub mod transform;
 
 pub use compile::{CompileOptions, Compiled, compile_model, compile_model_with};
 

@@ -17,6 +17,12 @@ Architectures (`--arch`):
 Each export carries its preprocessing in the ONNX metadata (`fhec.preprocess`), and a
 JSON file beside it records the command, seed and measured float accuracy.
 
+Keyed image transforms (`--transform etc:B|skk --transform-key FILE`): the model is trained
+and tested on images transformed with the key (transforms.py, byte for byte as fhec), and
+its metadata names the scheme (`fhec.transform`), never the key; fhec then needs the same
+key file to calibrate (`fhec build --transform-key`) and to encrypt (`fhec encrypt
+--transform-key`). Tanaka's two channels need a first layer these architectures lack.
+
 Example:
   python examples/train/train.py --arch seed --dataset mnist --out examples/models/seed_mnist.onnx
 """
@@ -35,6 +41,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import transforms  # noqa: E402  (beside this file)
+
 
 def read_idx(path):
     with gzip.open(path, "rb") as f:
@@ -45,12 +54,19 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load(data_dir, dataset, split):
+def load(data_dir, dataset, split, transform=None):
+    """Images as (n, c, h, w) floats p/255 and labels; with `transform` = (scheme, key), the
+    images are transforms.model_input of the IDX images (what fhec's client encrypts)."""
     d = os.path.join(data_dir, dataset)
     prefix = "train" if split == "train" else "t10k"
-    x = read_idx(os.path.join(d, f"{prefix}-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
+    images = read_idx(os.path.join(d, f"{prefix}-images-idx3-ubyte.gz"))
+    if transform:
+        images = transforms.model_input(transform[0], transform[1], images)
+    else:
+        images = images[:, None]
+    x = images.astype(np.float32) / 255.0
     y = read_idx(os.path.join(d, f"{prefix}-labels-idx1-ubyte.gz")).astype(np.int64)
-    return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
+    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 class Cnn(nn.Module):
@@ -443,15 +459,34 @@ def main():
                          "fhec gets in the metadata; it finds each layer's coarser grid itself)")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     ap.add_argument("--shift", type=int, default=0, help="random shifts of the training images by up to this many pixels")
+    ap.add_argument("--transform", default=None, metavar="SCHEME",
+                    help="train on images under a keyed transform (etc:B or skk; needs --transform-key); "
+                         "the ONNX metadata names the scheme (fhec.transform), never the key")
+    ap.add_argument("--transform-key", default=None, metavar="FILE",
+                    help="the transform key file (`fhec transform-key -o FILE` writes one)")
     args = ap.parse_args()
+    transform = None
+    if bool(args.transform) != bool(args.transform_key):
+        ap.error("--transform and --transform-key go together")
+    if args.transform:
+        try:
+            channels = transforms.output_shape(args.transform, 28, 28)[0]
+            key = transforms.read_key(args.transform_key)
+        except (OSError, ValueError) as e:
+            ap.error(str(e))
+        if channels != 1:
+            ap.error(f"{args.transform} gives {channels} channels; these architectures take one (use etc:B or skk)")
+        if args.augment or args.shift:
+            ap.error("--augment and --shift move pixels, which a keyed transform does not commute with")
+        transform = (args.transform, key)
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
     make, default_epochs = ARCHS[args.arch]
     epochs = args.epochs or default_epochs
-    xtr, ytr = load(args.data, args.dataset, "train")
-    xte, yte = load(args.data, args.dataset, "test")
+    xtr, ytr = load(args.data, args.dataset, "train", transform)
+    xte, yte = load(args.data, args.dataset, "test", transform)
     q = None
     if args.arch in QAT_ARCHS:
         args.max_table_bits = args.max_table_bits or args.act_bits + 1
@@ -525,6 +560,8 @@ def main():
     )
     m = onnx.load(args.out)
     props = {"fhec.preprocess": "unit", "fhec.dataset": args.dataset, "fhec.arch": args.arch}
+    if args.transform:
+        props["fhec.transform"] = args.transform  # the scheme only: the key stays with its owner
     if q:
         # The widths the network was trained for: `fhec build` uses them without flags.
         props.update({
@@ -548,6 +585,8 @@ def main():
     }
     if args.compile_widths and not q:
         info["compile_widths"] = args.compile_widths
+    if args.transform:
+        info["transform"] = args.transform
     if q:
         info["qat"] = {"input_bits": args.input_bits, "weight_bits": args.weight_bits, "act_bits": args.act_bits,
                        "max_table_bits": args.max_table_bits, "model_rounding": args.model_rounding,

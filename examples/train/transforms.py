@@ -17,6 +17,12 @@ Use from Python (numpy and hashlib only):
   key = transforms.read_key("transform.key")          # written by `fhec transform-key`
   x = transforms.apply("etc:4", key, images)          # images: (h, w) or (n, h, w) uint8
   images = transforms.invert("etc:4", key, x)         # x: (c, h, w) or (n, c, h, w)
+  x = transforms.model_input("tanaka:4", key, images) # what a model trained on it takes
+
+A model trained on transformed images takes `model_input`: the transform, with Tanaka's
+4-bit values v given as 17*v (0..255, like pixels), then its preprocessing (`fhec.preprocess`,
+e.g. p/255) as for pixels: fhec's `Transform::model_input`, which `fhec encrypt
+--transform-key` applies before encryption.
 
 Check against the fixture fhec's tests write (tests/fixtures/transforms.json):
   python3 examples/train/transforms.py --check tests/fixtures/transforms.json
@@ -225,6 +231,13 @@ def apply(scheme, key, images):
     return out[0] if images.ndim == 2 else out
 
 
+def model_input(scheme, key, images):
+    """What a model trained on `scheme` takes for (h, w) or (n, h, w) uint8 images: `apply`,
+    with Tanaka's 4-bit values v widened to 17*v so that every scheme spans 0..255."""
+    out = apply(scheme, key, images)
+    return out * np.uint8(17) if parse(scheme)[0] == "tanaka" else out
+
+
 def invert(scheme, key, transformed):
     """The images whose transform is `transformed` ((c, h, w) or (n, c, h, w))."""
     x = np.asarray(transformed)
@@ -280,6 +293,9 @@ def check(path):
             raise SystemExit(f"{path}: {c['scheme']} on {h}x{w} differs from fhec (first at {list(bad[:5])})")
         if not np.array_equal(invert(c["scheme"], key, want), image):
             raise SystemExit(f"{path}: {c['scheme']} on {h}x{w}: invert does not give the image back")
+        widened = want * np.uint8(17) if c["scheme"].startswith("tanaka") else want
+        if not np.array_equal(model_input(c["scheme"], key, image), widened):
+            raise SystemExit(f"{path}: {c['scheme']} on {h}x{w}: model_input is not the transform widened to 0..255")
         batch = apply(c["scheme"], key, np.stack([image, 255 - image]))
         if not np.array_equal(batch[0], want):
             raise SystemExit(f"{path}: {c['scheme']} on {h}x{w}: a batch differs from one image")

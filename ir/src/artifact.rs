@@ -5,6 +5,9 @@
 //! `u64` FNV-1a checksum of the payload. Loading checks all of them and a size limit, so a
 //! truncated, corrupt or foreign file is an error naming what is wrong, never a panic.
 //!
+//! Format 8: a circuit's `fhec.transform` metadata (the keyed image transform the model
+//! takes, scheme only) is binding and checked on load ([`Artifact::transform`]).
+//!
 //! [`Artifact::parametrized`] gives the circuit with its TFHE parameters
 //! ([`ParametrizedCircuit`]), what the runtime's keys and evaluation take.
 
@@ -20,7 +23,7 @@ use crate::params::{EncodingPlan, FheSetup, TfheParams};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHECART\0";
 /// Current format version.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 /// Largest payload accepted (1 GiB).
 pub const MAX_PAYLOAD: u64 = 1 << 30;
 /// The artifact's framing.
@@ -105,6 +108,7 @@ impl Artifact {
         let payload = FORMAT.unframe(bytes)?;
         let a: Artifact = codec().deserialize(payload).map_err(|e| ArtifactError::Decode(e.to_string()))?;
         verify(&a.circuit).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
+        a.transform()?;
         if let Some(f) = &a.fhe {
             if let Some(m) = f.params.shape_error() {
                 return Err(ArtifactError::Invalid(format!("its TFHE parameters are impossible: {m}")));
@@ -118,6 +122,14 @@ impl Artifact {
             }
         }
         Ok(a)
+    }
+
+    /// The keyed image transform the model takes its input through (the circuit's
+    /// `fhec.transform` metadata, checked against its input shape), if it names one. The
+    /// artifact holds the scheme only, never a key.
+    pub fn transform(&self) -> Result<Option<crate::transform::Transform>, ArtifactError> {
+        crate::transform::Transform::of_metadata(&self.circuit.metadata, self.circuit.input_shape())
+            .map_err(|e| ArtifactError::Invalid(e.to_string()))
     }
 
     /// The circuit with its TFHE parameters, or why there are none

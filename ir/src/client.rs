@@ -25,11 +25,12 @@ use crate::artifact::{Artifact, ArtifactError, ParametrizedCircuit};
 use crate::circuit::{InputQuant, OutputQuant};
 use crate::framing::{Format, FramingError};
 use crate::params::{OutputEncoding, ResultForm, ResultKey, TfheParams, result_form_for};
+use crate::transform::Transform;
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHECCLNT";
 /// Current format version.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Largest payload accepted (64 MiB: a client part is a few KiB for a classifier).
 pub const MAX_PAYLOAD: u64 = 1 << 26;
 /// The client part's framing.
@@ -96,6 +97,11 @@ pub struct InputEncoding {
     pub quant: InputQuant,
     /// Bits of the input's encoding (`Δ = 2^(63 - bits)`).
     pub bits: u32,
+    /// The keyed image transform the model was trained for (its `fhec.transform`
+    /// metadata), which the client applies with its own key before quantizing: the input is
+    /// then [`Transform::model_input`] of an image of [`Transform::image_size`] of `shape`.
+    /// Only the scheme: the key never leaves the client.
+    pub transform: Option<Transform>,
 }
 
 /// How a client turns a decrypted result into scores, and which result forms it accepts.
@@ -171,6 +177,8 @@ impl ClientSpec {
         pc: &ParametrizedCircuit<'_>,
     ) -> Result<ClientSpec, ArtifactError> {
         let (c, p) = (pc.circuit(), pc.params());
+        let transform =
+            Transform::of_metadata(&c.metadata, c.input_shape()).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
         let encoding = OutputEncoding::of(pc.plan(), c)
             .ok_or_else(|| ArtifactError::Invalid("the circuit's output node does not exist".into()))?;
         Ok(ClientSpec {
@@ -184,6 +192,7 @@ impl ClientSpec {
                 preprocess: c.metadata.get(Preprocess::METADATA_KEY).and_then(|s| s.parse().ok()),
                 quant: c.input_quant.clone(),
                 bits: pc.input_bits(),
+                transform,
             },
             output: OutputDecoding {
                 result_form: result_form_for(p, &encoding),
@@ -236,6 +245,11 @@ impl ClientSpec {
         let input = &self.input;
         if checked_values(&input.shape).is_none() {
             return bad(format!("input shape {:?} is empty or has more than {MAX_VALUES} values", input.shape));
+        }
+        if let Some(t) = input.transform {
+            if let Err(e) = t.image_size(&input.shape) {
+                return bad(format!("its input does not take the transform it names: {e}"));
+            }
         }
         if input.quant.pixel_to_q.len() != 256 {
             return bad(format!("its input quantization maps {} pixel values, not 256", input.quant.pixel_to_q.len()));
@@ -309,6 +323,11 @@ impl ClientSpec {
             i.bits,
             63 - i.bits
         );
+        if let Some(t) = i.transform {
+            s += &format!(
+                "input transform: {t} (keyed image transform applied by the client with its own key file before encryption; not encryption)\n"
+            );
+        }
         s += &format!(
             "output: shape {:?}, encoded on {} bits{read}, noise 2-norm {:.3}; scores = scale * value + offset\n",
             o.encoding.shape, o.encoding.bits, o.encoding.norm2

@@ -59,6 +59,7 @@ use std::sync::atomic::AtomicUsize;
 use fhec_ir::artifact::{Artifact, ArtifactError, ParametrizedCircuit};
 use fhec_ir::client::ClientSpecError;
 use fhec_ir::params::result_form;
+use fhec_ir::transform::{Transform, TransformError, TransformKey};
 
 use crate::fhe::files::{Kind, kind_of, pair_of};
 use crate::fhe::{
@@ -88,6 +89,14 @@ pub enum AppError {
     /// The artifact was compiled without TFHE parameters.
     #[error("the artifact has no TFHE parameters ({0}); rebuild it with narrower widths")]
     NoParameters(String),
+    /// The model takes images through a keyed transform and the client has no key for it.
+    #[error(
+        "the model takes images through the keyed transform {0} (its client part names it): give the client the key file the model was trained with (Client::with_transform_key; `fhec encrypt --transform-key FILE`)"
+    )]
+    TransformKeyMissing(Transform),
+    /// The image cannot be transformed (its size is not the model's image size).
+    #[error("image: {0}")]
+    Transform(#[from] TransformError),
     /// A key or ciphertext is wrong for this model, or evaluation failed.
     #[error("{what}: {source}")]
     Fhe {
@@ -146,6 +155,8 @@ pub struct Prediction {
 pub struct Client {
     spec: ClientSpec,
     key: ClientKey,
+    /// The key of the keyed image transform the client part names, if given.
+    transform_key: Option<TransformKey>,
 }
 
 impl Client {
@@ -159,7 +170,7 @@ impl Client {
     pub fn for_spec(spec: ClientSpec) -> Result<Client, AppError> {
         spec.verify()?;
         let key = ClientKey::generate_for(&spec);
-        Ok(Client { spec, key })
+        Ok(Client { spec, key, transform_key: None })
     }
 
     /// Loads a model's client part (or a full artifact) and a client key saved by
@@ -167,7 +178,34 @@ impl Client {
     pub fn with_key(model: &[u8], secret_key: &[u8]) -> Result<Client, AppError> {
         let spec = load_client_part(model)?;
         let key = ClientKey::from_bytes(secret_key, &spec.params).map_err(fhe("client key"))?;
-        Ok(Client { spec, key })
+        Ok(Client { spec, key, transform_key: None })
+    }
+
+    /// The client with the key of its keyed image transform: when the client part names one
+    /// (`InputEncoding::transform`, from the model's `fhec.transform` metadata), every image
+    /// is transformed with this key before it is quantized and encrypted. The key stays in
+    /// the client: nothing it sends depends on it except through the encrypted image. A
+    /// model without a transform ignores the key.
+    pub fn with_transform_key(self, key: TransformKey) -> Client {
+        Client { transform_key: Some(key), ..self }
+    }
+
+    /// The transform the model takes its images through, if any.
+    pub fn transform(&self) -> Option<Transform> {
+        self.spec.input.transform
+    }
+
+    /// The values the model's input holds for an image: the pixels themselves, or for a
+    /// model that names a keyed transform the image transformed with the client's key
+    /// ([`Transform::model_input`]; the image is then `h x w` for the model's input shape
+    /// `[.., channels, h, w]`). What [`Client::encrypt`] quantizes and encrypts, and what the
+    /// simulator takes.
+    pub fn input_values(&self, pixels: &[u8]) -> Result<Vec<u8>, AppError> {
+        let Some(t) = self.spec.input.transform else { return Ok(pixels.to_vec()) };
+        let key = self.transform_key.as_ref().ok_or(AppError::TransformKeyMissing(t))?;
+        let (h, w) = t.image_size(&self.spec.input.shape)?;
+        let plan = t.plan(key, h, w)?;
+        Ok(t.model_input(&plan, pixels)?)
     }
 
     /// The secret key, to store on the client (never send it).
@@ -187,9 +225,14 @@ impl Client {
     }
 
     /// Encrypts an image given as 8-bit grayscale pixels, row-major, of the model's input size
-    /// (seeded form: about 8 bytes per pixel, see [`crate::encrypted_image_bytes`]).
+    /// (seeded form: about 8 bytes per pixel, see [`crate::encrypted_image_bytes`]). For a
+    /// model that names a keyed transform, the image is the original one (`h x w`), which
+    /// is transformed with the key of [`Client::with_transform_key`] first
+    /// ([`Client::input_values`]); without that key it is an error
+    /// ([`AppError::TransformKeyMissing`]).
     pub fn encrypt(&self, pixels: &[u8]) -> Result<Vec<u8>, AppError> {
-        let ct = self.key.encrypt_image_seeded(&self.spec, pixels).map_err(fhe("image"))?;
+        let values = self.input_values(pixels)?;
+        let ct = self.key.encrypt_image_seeded(&self.spec, &values).map_err(fhe("image"))?;
         Ok(ct.to_bytes_bound(&self.spec.params, self.key.pair()))
     }
 

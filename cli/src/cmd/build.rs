@@ -109,6 +109,11 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(b) = &before {
             println!("{}", pass_comparison(b, &art));
         }
+        if let Ok(Some(t)) = art.transform() {
+            println!(
+                "input transform: {t} (the model takes keyed transforms of images: calibrated on images transformed with the --transform-key file; the artifact and client part name the scheme, never the key; clients encrypt with `fhec encrypt --transform-key FILE`)"
+            );
+        }
         println!("wrote {} ({} bytes: the full artifact, for the server)", out.display(), bytes.len());
         match &client {
             Some(c) => println!(

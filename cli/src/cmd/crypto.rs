@@ -39,6 +39,11 @@ pub struct EncryptArgs {
     client_key: PathBuf,
     #[command(flatten)]
     source: ImageSource,
+    /// The transform key file, for a model trained on transformed images (its client part
+    /// names a keyed transform such as etc:4): the image is transformed with it before it
+    /// is encrypted. Give the original image. The key stays on the client.
+    #[arg(long)]
+    transform_key: Option<PathBuf>,
     /// Output file of the encrypted image.
     #[arg(short, long)]
     out: PathBuf,
@@ -151,14 +156,38 @@ pub fn encrypt(a: EncryptArgs) -> Result<()> {
     let replace = Replace::from_flag(a.force);
     let mut inputs = vec![a.artifact.as_path(), a.client_key.as_path()];
     inputs.extend(a.source.image.as_deref());
+    inputs.extend(a.transform_key.as_deref());
     files::check_output(&a.out, &inputs, replace, "-o")?;
     let client = Client::with_key(&read_client_part(&a.artifact)?, &files::read(&a.client_key, "client key")?)
         .with_context(|| format!("cannot load {} for {}", a.client_key.display(), a.artifact.display()))?;
+    let (client, what_transform) = with_transform_key(client, &a.artifact, a.transform_key.as_deref())?;
     let (pixels, what) = a.source.load(&client.spec().input.shape)?;
-    let b = client.encrypt(&pixels)?;
+    let b = client.encrypt(&pixels).with_context(|| format!("cannot encrypt {what}"))?;
     files::write(&a.out, &b, replace)?;
-    println!("encrypted {what} to {} ({})", a.out.display(), size(b.len()));
+    println!("encrypted {what}{what_transform} to {} ({})", a.out.display(), size(b.len()));
     Ok(())
+}
+
+/// The client with the transform key file `key` when its client part (`model`) names a
+/// keyed transform (an error naming both without one), and how its images are transformed
+/// (for messages: empty without a transform). A key for a model without one is unused, with
+/// a note.
+pub(crate) fn with_transform_key(client: Client, model: &Path, key: Option<&Path>) -> Result<(Client, String)> {
+    match (client.transform(), key) {
+        (Some(t), key) => {
+            let k = fhec_driver::transform::key_for(model, t, key)?;
+            Ok((client.with_transform_key(k), format!(", transformed with {t}")))
+        }
+        (None, Some(k)) => {
+            eprintln!(
+                "note: {} names no keyed transform; the image is encrypted as it is and {} is not used",
+                model.display(),
+                k.display()
+            );
+            Ok((client, String::new()))
+        }
+        (None, None) => Ok((client, String::new())),
+    }
 }
 
 /// Runs `fhec run` (the server side).

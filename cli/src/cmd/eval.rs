@@ -84,8 +84,11 @@ pub fn run(a: Args) -> Result<()> {
             }
             let g = import(&model, &bytes, &compile.import)?;
             let pre = preprocess_of(&model, &g, compile.preprocess)?;
-            let shape = image_input_shape(&g, &ds)?;
-            header(&model, g.len(), "nodes", dataset, &ds, pre, "float");
+            let transform = fhec_compiler::build::transform_of(&g)?;
+            let key = compile.transform_key.as_deref();
+            let ds = &fhec_driver::transform::for_model(&model, transform, key, ds.clone())?;
+            let shape = image_input_shape(&g, ds)?;
+            header(&model, g.len(), "nodes", dataset, ds, pre, "float");
             (0..ds.len())
                 .into_par_iter()
                 .map(|i| {
@@ -101,7 +104,7 @@ pub fn run(a: Args) -> Result<()> {
             } else {
                 compile_model(&model, &compile)?.1
             };
-            fhec_driver::encrypted::fhe_eval(&model, &art, &ds, dataset)?.preds
+            fhec_driver::encrypted::fhe_eval_with(&model, &art, &ds, dataset, compile.transform_key.as_deref())?.preds
         }
         Mode::Simulate => {
             let art = if Artifact::sniff(&bytes) {
@@ -110,6 +113,9 @@ pub fn run(a: Args) -> Result<()> {
                 compile_model(&model, &compile)?.1
             };
             let c = &art.circuit;
+            let transform = art.transform()?;
+            let key = compile.transform_key.as_deref();
+            let ds = &fhec_driver::transform::for_model(&model, transform, key, ds.clone())?;
             let n: usize = c.input_shape().iter().product();
             if n != ds.rows * ds.cols {
                 bail!(
@@ -128,7 +134,7 @@ pub fn run(a: Args) -> Result<()> {
                 dataset.dir_name(),
                 ds.len()
             );
-            let sims = simulate_draws(&art, &ds)?;
+            let sims = simulate_draws(&art, ds)?;
             if sims.outside > 0 {
                 println!(
                     "{} of {} images drove a value outside the calibrated ranges (counted as errors; see --ranges)",

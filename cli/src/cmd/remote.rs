@@ -16,7 +16,7 @@ use fhec_runtime::app::Client;
 use fhec_serve::RemoteClient;
 
 use crate::args::ImageSource;
-use crate::cmd::crypto::{print_prediction, read_client_part};
+use crate::cmd::crypto::{print_prediction, read_client_part, with_transform_key};
 
 /// Use a `fhec serve` service: generate keys here, classify encrypted images there.
 #[derive(clap::Args)]
@@ -69,6 +69,10 @@ struct ClassifyArgs {
     /// The key directory of `fhec remote keygen`.
     #[arg(long)]
     keys: PathBuf,
+    /// The transform key file, for a model trained on transformed images (its client part
+    /// names a keyed transform): the image is transformed with it before encryption.
+    #[arg(long)]
+    transform_key: Option<PathBuf>,
 }
 
 /// What `remote.json` of a key directory records.
@@ -164,7 +168,9 @@ fn classify(remote: &RemoteClient, a: ClassifyArgs) -> Result<()> {
     let (part_path, key_path) = (a.keys.join(CLIENT_PART), a.keys.join(CLIENT_KEY));
     let client = Client::with_key(&read_client_part(&part_path)?, &files::read(&key_path, "client key")?)
         .with_context(|| format!("cannot load {} for {}", key_path.display(), part_path.display()))?;
+    let (client, transformed) = with_transform_key(client, &part_path, a.transform_key.as_deref())?;
     let (pixels, what) = a.source.load(&client.spec().input.shape)?;
+    let what = format!("{what}{transformed}");
     let image = client.encrypt(&pixels)?;
     let t = Instant::now();
     let job = remote.submit(&kd.model, &kd.key, &image)?;

@@ -163,6 +163,18 @@ pub enum TransformError {
         /// What was expected (`an image`, `a transformed image`).
         what: &'static str,
     },
+    /// A model input shape that is not the transform's output shape of any image.
+    #[error(
+        "{scheme}: the model's input shape {shape:?} is not the output of the transform: {scheme} of an h x w image gives {channels} channel{s} of h x w values, so the input must end in h, w with {channels} value{s} before them (for example [1, {channels}, 28, 28])",
+        channels = scheme.channels(),
+        s = if scheme.channels() == 1 { "" } else { "s" }
+    )]
+    InputShape {
+        /// The scheme.
+        scheme: Transform,
+        /// The model's input shape.
+        shape: Vec<usize>,
+    },
     /// A transformed value above the scheme's maximum (15 for Tanaka's sub-pixels).
     #[error("{scheme}: value {value} at index {index} is not a transformed value (0 to {max})")]
     Value {
@@ -175,6 +187,17 @@ pub enum TransformError {
         /// The largest valid value.
         max: u8,
     },
+}
+
+/// Why a model's [`Transform::METADATA_KEY`] entry cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// The value names no transform.
+    #[error("model metadata fhec.transform: {0}")]
+    Unknown(#[from] UnknownTransform),
+    /// The model's input is not the transform's output of an image.
+    #[error("model metadata fhec.transform: {0}")]
+    Input(#[from] TransformError),
 }
 
 /// A transform as a map on values: output value `i` is `v = source[src[i]]`, or `max - v`
@@ -225,6 +248,19 @@ impl Transform {
     /// with its [`Display`](fmt::Display) form as the value. Never the key.
     pub const METADATA_KEY: &'static str = "fhec.transform";
 
+    /// The transform a model's metadata names ([`Transform::METADATA_KEY`]), checked
+    /// against the model's input shape ([`Transform::image_size`]); `None` when it names
+    /// none.
+    pub fn of_metadata(
+        metadata: &std::collections::BTreeMap<String, String>,
+        input_shape: &[usize],
+    ) -> Result<Option<Transform>, MetadataError> {
+        let Some(v) = metadata.get(Self::METADATA_KEY) else { return Ok(None) };
+        let t: Transform = v.parse()?;
+        t.image_size(input_shape)?;
+        Ok(Some(t))
+    }
+
     /// The scheme names, for help texts.
     pub const SYNTAX: &'static str = "etc:B, skk or tanaka:B (B: the block size in pixels)";
 
@@ -234,6 +270,43 @@ impl Transform {
             Transform::Etc { block } | Transform::Tanaka { block } => Some(block),
             Transform::Skk => None,
         }
+    }
+
+    /// Channels of the transform's output (2 for Tanaka, 1 otherwise).
+    pub fn channels(self) -> usize {
+        match self {
+            Transform::Tanaka { .. } => 2,
+            Transform::Etc { .. } | Transform::Skk => 1,
+        }
+    }
+
+    /// The image size (`h`, `w`) whose transform a model with input shape `shape` takes:
+    /// the shape's last two dimensions, after checking that the dimensions before them
+    /// hold the transform's channels ([`Transform::channels`]) and that the scheme takes
+    /// that size. `[1, 1, 28, 28]` is a 28 x 28 image for `etc:4`; `tanaka:4` needs
+    /// `[1, 2, 28, 28]`.
+    pub fn image_size(self, shape: &[usize]) -> Result<(usize, usize), TransformError> {
+        let bad = || TransformError::InputShape { scheme: self, shape: shape.to_vec() };
+        let [lead @ .., h, w] = shape else { return Err(bad()) };
+        let channels = lead.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(bad)?;
+        if channels != self.channels() {
+            return Err(bad());
+        }
+        self.output_shape(*h, *w)?;
+        Ok((*h, *w))
+    }
+
+    /// The values a model trained on this transform takes for an image, as 8-bit values:
+    /// [`Transform::apply_plan`], with Tanaka's 4-bit values `v` widened to `17·v` (`0..=255`,
+    /// so `15 - v` becomes `255 - 17·v`). Every scheme's output then spans the pixel range
+    /// and goes through the model's preprocessing (`fhec.preprocess`) and input
+    /// quantization like pixels. The Python mirror's `model_input` does the same.
+    pub fn model_input(self, plan: &Plan, image: &[u8]) -> Result<Vec<u8>, TransformError> {
+        let mut v = self.apply_plan(plan, image)?;
+        if plan.max == 15 {
+            v.iter_mut().for_each(|x| *x *= 17);
+        }
+        Ok(v)
     }
 
     /// The shape (channels, height, width) of the transform of an `h x w` image, after
@@ -251,10 +324,7 @@ impl Transform {
                 return Err(TransformError::NotBlocks { scheme: self, h, w, block });
             }
         }
-        Ok(match self {
-            Transform::Tanaka { .. } => [2, h, w],
-            Transform::Etc { .. } | Transform::Skk => [1, h, w],
-        })
+        Ok([self.channels(), h, w])
     }
 
     /// The map this transform applies to `h x w` images under `key`.

@@ -183,3 +183,34 @@ fn names_round_trip_and_refuse_others() {
         assert!(e.to_string().contains("expected etc:B, skk or tanaka:B"), "{e}");
     }
 }
+
+#[test]
+fn image_size_of_a_model_input() {
+    let etc = Transform::Etc { block: 4 };
+    let tanaka = Transform::Tanaka { block: 4 };
+    assert_eq!(etc.image_size(&[1, 1, 28, 28]), Ok((28, 28)));
+    assert_eq!(Transform::Skk.image_size(&[28, 28]), Ok((28, 28)));
+    assert_eq!(tanaka.image_size(&[1, 2, 28, 28]), Ok((28, 28)));
+    let e = tanaka.image_size(&[1, 1, 28, 28]).unwrap_err();
+    assert!(matches!(e, TransformError::InputShape { .. }), "{e}");
+    assert!(e.to_string().contains("tanaka:4 of an h x w image gives 2 channels"), "{e}");
+    assert!(e.to_string().contains("[1, 1, 28, 28]"), "{e}");
+    assert!(matches!(etc.image_size(&[784]), Err(TransformError::InputShape { .. })));
+    assert!(matches!(etc.image_size(&[1, 2, 28, 28]), Err(TransformError::InputShape { .. })));
+    assert!(matches!(etc.image_size(&[1, 1, 28, 30]), Err(TransformError::NotBlocks { .. })));
+    assert!(matches!(etc.image_size(&[usize::MAX, 2, 4, 4]), Err(TransformError::InputShape { .. })));
+}
+
+#[test]
+fn model_input_widens_tanaka_values() {
+    let key = key0();
+    let image: Vec<u8> = (0..16u32).map(|i| (i * 17) as u8).collect();
+    let t = Transform::Tanaka { block: 2 };
+    let plan = t.plan(&key, 4, 4).unwrap();
+    let raw = t.apply_plan(&plan, &image).unwrap();
+    let wide = t.model_input(&plan, &image).unwrap();
+    assert_eq!(wide, raw.iter().map(|v| v * 17).collect::<Vec<_>>());
+    let e = Transform::Etc { block: 2 };
+    let plan = e.plan(&key, 4, 4).unwrap();
+    assert_eq!(e.model_input(&plan, &image).unwrap(), e.apply_plan(&plan, &image).unwrap());
+}
