@@ -13,7 +13,7 @@ use fhec_ir::framing::OVERHEAD;
 use fhec_ir::transform::TransformKey;
 use fhec_runtime::app::{AppError, Client, Server};
 use fhec_runtime::sim;
-use fhec_tests::{images, tiny_circuit_of, tiny_graph};
+use fhec_tests::{images, tiny_circuit_calibrated, tiny_circuit_of, tiny_graph};
 
 /// A key whose bytes are easy to find: 32 distinct values no file would hold by chance.
 fn key() -> TransformKey {
@@ -28,16 +28,7 @@ fn transformed_artifact() -> Vec<u8> {
     let t = Transform::Etc { block: 2 };
     let plan = t.plan(&key(), 8, 8).unwrap();
     let calib: Vec<Vec<u8>> = images(32, 64, 7).iter().map(|im| t.model_input(&plan, im).unwrap()).collect();
-    let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
-    let opts = fhec_compiler::quantize::QuantOptions {
-        input_bits: 4,
-        weight_bits: 4,
-        act_bits: 3,
-        max_table_bits: 4,
-        ranges: fhec_compiler::quantize::RangeMode::Exact,
-        ..Default::default()
-    };
-    let c = fhec_compiler::quantize::compile_circuit(&g, fhec_ir::Preprocess::Unit, &refs, &opts).unwrap();
+    let c = tiny_circuit_calibrated(&g, &calib);
     let fhe = Some(select(&c, &ParamOptions::default()).unwrap());
     Artifact {
         fhec_version: "test".into(),

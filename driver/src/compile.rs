@@ -118,6 +118,25 @@ impl Default for CompileOptions {
 }
 
 impl CompileOptions {
+    /// Widest table read of the demo compilation ([`CompileOptions::demo`]): 6 bits keeps the
+    /// seed network within 0.3 points of float with either rounding (BENCHMARKS.md, speed
+    /// section).
+    pub const DEMO_TABLE_BITS: u32 = 6;
+
+    /// How `fhec demo` compiles the bundled seed network (and what the service's tests and
+    /// load benchmark serve): tables of at most [`CompileOptions::DEMO_TABLE_BITS`] bits read
+    /// with `rounding`, the model's widths without the fit, calibrated on the bundled MNIST
+    /// sample.
+    pub fn demo(rounding: Rounding) -> CompileOptions {
+        CompileOptions {
+            max_table_bits: Some(Self::DEMO_TABLE_BITS),
+            rounding: Some(rounding),
+            no_fit: true,
+            calib_dataset: Some(DatasetKind::Mnist),
+            ..CompileOptions::default()
+        }
+    }
+
     /// The pass pipeline and its options.
     pub fn pass_options(&self) -> Result<PassOptions> {
         let pipeline = match &self.passes {

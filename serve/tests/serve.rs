@@ -36,13 +36,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/seedq_mnist.onnx");
-        let options = CompileOptions {
-            max_table_bits: Some(6),
-            rounding: Some(Rounding::Approximate),
-            no_fit: true,
-            calib_dataset: Some(DatasetKind::Mnist),
-            ..CompileOptions::default()
-        };
+        let options = CompileOptions::demo(Rounding::Approximate);
         let (_, art) = compile_model(&path, &options).expect("seedq_mnist compiles");
         let setup = art.fhe.as_ref().expect("128-bit parameters");
         assert!(setup.security_bits >= 128.0);

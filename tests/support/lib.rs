@@ -200,7 +200,11 @@ pub fn tiny_circuit() -> fhec_ir::circuit::Circuit {
 
 /// [`tiny_circuit`]'s compilation of a graph.
 pub fn tiny_circuit_of(g: &fhec_ir::nn::Graph) -> fhec_ir::circuit::Circuit {
-    let calib = images(32, 64, 7);
+    tiny_circuit_calibrated(g, &images(32, 64, 7))
+}
+
+/// [`tiny_circuit_of`] calibrated on the given input images.
+pub fn tiny_circuit_calibrated(g: &fhec_ir::nn::Graph, calib: &[Vec<u8>]) -> fhec_ir::circuit::Circuit {
     let refs: Vec<&[u8]> = calib.iter().map(|v| v.as_slice()).collect();
     let opts = fhec_compiler::quantize::QuantOptions {
         input_bits: 4,

@@ -27,10 +27,6 @@ pub struct Args {
 /// trained with fhec's quantization, whose metadata carries its widths and dataset.
 const DEMO_MODEL: &[u8] = include_bytes!("../../../examples/models/seedq_mnist.onnx");
 
-/// The widest table the demo reads: 6 bits keeps the seed network within 0.3 points of float
-/// with either rounding (BENCHMARKS.md, speed section).
-const DEMO_TABLE_BITS: u32 = 6;
-
 /// Runs `fhec demo`.
 pub fn run(a: Args) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("fhec-demo-{}", std::process::id()));
@@ -38,16 +34,11 @@ pub fn run(a: Args) -> Result<()> {
     let model = dir.join("seedq_mnist.onnx");
     std::fs::write(&model, DEMO_MODEL)?;
     println!(
-        "== fhec demo: the bundled seed network (seedq_mnist, --max-table-bits {DEMO_TABLE_BITS} --rounding {}), end to end ==",
+        "== fhec demo: the bundled seed network (seedq_mnist, --max-table-bits {} --rounding {}), end to end ==",
+        CompileOptions::DEMO_TABLE_BITS,
         a.rounding
     );
-    let options = CompileOptions {
-        max_table_bits: Some(DEMO_TABLE_BITS),
-        rounding: Some(a.rounding),
-        no_fit: true,
-        calib_dataset: Some(DatasetKind::Mnist),
-        ..CompileOptions::default()
-    };
+    let options = CompileOptions::demo(a.rounding);
     let compiled = compile_model(&model, &options);
     let _ = std::fs::remove_dir_all(&dir);
     let (_, art) = compiled?;
