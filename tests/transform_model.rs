@@ -4,6 +4,11 @@
 //! transformed image; a missing key, a key file of the wrong format and a model input that
 //! is not the transform's output are clear errors; files of the previous formats are
 //! refused.
+//!
+//! Folded transforms (`fhec_compiler::fold`): a model trained on plain images with EtC or
+//! SKK folded into its circuit classifies transformed images exactly as the plain circuit
+//! classifies the originals (simulated on the bundled seed network and random images, and
+//! encrypted on the tiny CNN), at the same cost; Tanaka's scheme is refused.
 
 use fhec_compiler::params::{ParamOptions, select};
 use fhec_ir::Transform;
@@ -13,7 +18,7 @@ use fhec_ir::framing::OVERHEAD;
 use fhec_ir::transform::TransformKey;
 use fhec_runtime::app::{AppError, Client, Server};
 use fhec_runtime::sim;
-use fhec_tests::{images, tiny_circuit_calibrated, tiny_circuit_of, tiny_graph};
+use fhec_tests::{bundled_models, compile_default, images, tiny_circuit_calibrated, tiny_circuit_of, tiny_graph};
 
 /// A key whose bytes are easy to find: 32 distinct values no file would hold by chance.
 fn key() -> TransformKey {
@@ -168,4 +173,73 @@ fn files_of_the_previous_formats_are_refused() {
     assert_eq!(e, "client part format version 2 is not supported (this fhec reads version 3)");
     let e = Client::new(&with_version(&part, 2)).err().expect("must fail").to_string();
     assert!(e.contains("version 2 is not supported"), "{e}");
+}
+
+/// The plain circuit and the same circuit with `t` folded in, both with parameters chosen
+/// as `fhec build` chooses them.
+fn folded(c: &fhec_ir::circuit::Circuit, t: Transform, h: usize, w: usize) -> (Artifact, Artifact) {
+    let mut circuit = c.clone();
+    let fhe = Some(fhec_compiler::params::select_rounding(&mut circuit, &ParamOptions::default()).unwrap());
+    let plain = Artifact {
+        fhec_version: "test".into(),
+        source: "plain.onnx".into(),
+        options: Default::default(),
+        circuit,
+        fhe,
+    };
+    let plan = t.plan(&key(), h, w).unwrap();
+    let f = fhec_compiler::fold::fold_artifact(&plain, t, &plan, &ParamOptions::default()).unwrap();
+    (plain, f)
+}
+
+#[test]
+fn a_folded_model_on_transformed_images_equals_the_plain_model_on_the_originals() {
+    let b = bundled_models().into_iter().find(|b| b.path.ends_with("seed_mnist.onnx")).expect("bundled");
+    let c = compile_default(&b);
+    for t in [Transform::Etc { block: 4 }, Transform::Skk, Transform::Etc { block: 7 }] {
+        let (plain, f) = folded(&c, t, 28, 28);
+        // The same bootstraps, parameters and estimated time: the gather costs nothing.
+        assert_eq!(f.circuit.bootstrap_stats(), plain.circuit.bootstrap_stats(), "{t}");
+        let (pf, pp) = (f.fhe.as_ref().unwrap(), plain.fhe.as_ref().unwrap());
+        assert_eq!(pf.params, pp.params, "{t}");
+        assert_eq!(pf.est_cost_ms, pp.est_cost_ms, "{t}");
+        assert_eq!(f.transform().unwrap(), Some(t));
+        assert_eq!(f.client_part().unwrap().input.transform, Some(t));
+        let plan = t.plan(&key(), 28, 28).unwrap();
+        // Random images (not digits): every pixel value, anywhere.
+        for (i, image) in images(20, 784, 40).iter().enumerate() {
+            let moved = t.model_input(&plan, image).unwrap();
+            let run = |c: &fhec_ir::circuit::Circuit, px: &[u8]| sim::simulate(c, sim::encode_image(c, px)).unwrap();
+            assert_eq!(run(&f.circuit, &moved), run(&plain.circuit, image), "{t}, image {i}");
+        }
+        // The key's bytes are not in the artifact (its map is: that is what folding means).
+        let bytes = f.to_bytes();
+        assert!(!holds_a_window(&bytes, key().bytes()), "{t}: the artifact holds 8 bytes of the key");
+    }
+    let e = fhec_compiler::fold::fold_transform(
+        &c,
+        Transform::Tanaka { block: 4 },
+        &Transform::Tanaka { block: 4 }.plan(&key(), 28, 28).unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("tanaka:4 cannot be folded") && e.contains("train"), "{e}");
+}
+
+#[test]
+fn an_encrypted_image_through_a_folded_model_decrypts_to_the_plain_simulation() {
+    let c = tiny_circuit_of(&tiny_graph());
+    let (plain, f) = folded(&c, Transform::Skk, 8, 8);
+    let bytes = f.to_bytes();
+    let client = Client::new(&f.client_part().unwrap().to_bytes()).unwrap().with_transform_key(key());
+    let server = Server::new(&bytes, &client.evaluation_key()).unwrap();
+    for (i, image) in images(2, 64, 13).iter().enumerate() {
+        let pred = client.decrypt(&server.classify(&client.encrypt(image).unwrap()).unwrap()).unwrap();
+        let pc = &plain.circuit;
+        let want: Vec<i64> = sim::simulate(pc, sim::encode_image(pc, image)).unwrap().iter().copied().collect();
+        assert_eq!(
+            pred.raw, want,
+            "image {i}: the folded circuit on the transformed image is the plain one on the original"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use fhec_compiler::fit::Objective;
 use fhec_compiler::passes::ActivationPolicy;
 use fhec_compiler::quantize::{QuantOptions, RangeMode, Rounding};
 use fhec_driver::CompileOptions;
-use fhec_ir::Preprocess;
+use fhec_ir::{Preprocess, Transform};
 use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_sample};
 
 /// Where an image to encrypt comes from: a file, or one image of a test set
@@ -189,6 +189,12 @@ pub struct CompileArgs {
     /// client part name the scheme, never the key.
     #[arg(long)]
     pub transform_key: Option<PathBuf>,
+    /// Fold a keyed transform (etc:B or skk) into a model trained on plain images: the
+    /// circuit first undoes it (no bootstrap, same cost), so clients send images transformed
+    /// with the --transform-key file. The artifact then holds the transform's map (whoever
+    /// has it can undo the transform), not the key.
+    #[arg(long, value_name = "SCHEME")]
+    pub fold_transform: Option<Transform>,
 }
 
 impl CompileArgs {
@@ -205,6 +211,7 @@ impl CompileArgs {
             rounding: self.rounding,
             calib: self.calib.clone(),
             transform_key: self.transform_key.clone(),
+            fold_transform: self.fold_transform,
             calib_dataset: self.calib_dataset,
             calib_limit: self.calib_limit,
             validation: self.validation.clone(),

@@ -79,6 +79,9 @@ pub enum BuildError {
     /// The model's `fhec.transform` names no transform, or one its input does not take.
     #[error(transparent)]
     Transform(#[from] fhec_ir::transform::MetadataError),
+    /// A keyed transform cannot be folded into the model ([`crate::fold`]).
+    #[error(transparent)]
+    Fold(#[from] crate::fold::FoldError),
     /// A metadata entry is malformed.
     #[error("model metadata {key}: {message}")]
     Metadata {

@@ -10,6 +10,7 @@
 pub mod analysis;
 pub mod build;
 pub mod fit;
+pub mod fold;
 pub mod frontend;
 pub mod manifest;
 pub mod params;

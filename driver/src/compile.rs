@@ -15,7 +15,7 @@ use fhec_compiler::quantize::{QuantOptions, RangeMode, Rounding};
 use fhec_compiler::report::build_report;
 use fhec_ir::artifact::Artifact;
 use fhec_ir::client::ClientSpec;
-use fhec_ir::{Graph, Preprocess};
+use fhec_ir::{Graph, Preprocess, Transform};
 use fhec_runtime::dataset::{Dataset, DatasetKind, bundled_train_sample};
 
 use crate::model::{dataset_of, image_input_shape, image_size, import, manifest_entry, preprocess_of, read};
@@ -80,6 +80,10 @@ pub struct CompileOptions {
     /// `fhec.transform` metadata): the calibration and validation images are transformed
     /// with it. Read only; the artifact names the scheme, never the key.
     pub transform_key: Option<PathBuf>,
+    /// Fold this keyed transform into the circuit of a model trained on plain images
+    /// ([`fhec_compiler::fold`]; needs [`CompileOptions::transform_key`]): the artifact then
+    /// takes transformed images and costs what the plain one costs.
+    pub fold_transform: Option<Transform>,
 }
 
 impl Default for CompileOptions {
@@ -113,6 +117,7 @@ impl Default for CompileOptions {
             activations: ActivationPolicy::default(),
             poly_degree: 2,
             transform_key: None,
+            fold_transform: None,
         }
     }
 }
@@ -197,6 +202,21 @@ pub fn build_images(model: &Path, g: &Graph, args: &CompileOptions) -> Result<(D
         if args.transform_key.is_none() {
             bail!("{}", crate::transform::missing_key(&model.display().to_string(), t));
         }
+        if args.fold_transform.is_some() {
+            bail!(
+                "cannot fold a transform into {}: {}",
+                model.display(),
+                fhec_compiler::fold::FoldError::AlreadyTransformed(t)
+            );
+        }
+    }
+    if let Some(t) = args.fold_transform {
+        fhec_compiler::fold::foldable(t).with_context(|| format!("cannot fold {t} into {}", model.display()))?;
+    }
+    if let (Some(t), None) = (args.fold_transform, &args.transform_key) {
+        bail!(
+            "--fold-transform {t} needs the key file whose transform the clients apply: --transform-key FILE (`fhec transform-key -o FILE` makes one)"
+        );
     }
     let (rows, cols) = match transform {
         Some(t) => t.image_size(&g.node(g.inputs()[0]).shape)?,
@@ -368,6 +388,11 @@ pub fn compile_model_with(
         None
     };
     let mut art = art;
+    if let Some(t) = args.fold_transform {
+        let key = crate::transform::key_for(model, t, args.transform_key.as_deref())?;
+        art = crate::transform::fold(&art, t, &key, &o.params)
+            .with_context(|| format!("cannot fold {t} into {}", model.display()))?;
+    }
     if let Some(c) = classes_of(model, args)? {
         let c: Vec<String> = c.iter().map(|v| v.to_string()).collect();
         art.options.insert("classes".into(), c.join(","));

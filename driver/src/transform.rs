@@ -6,6 +6,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use fhec_compiler::params::ParamOptions;
+use fhec_ir::artifact::Artifact;
 use fhec_ir::transform::{Transform, TransformKey};
 use fhec_runtime::dataset::Dataset;
 use ndarray::Array2;
@@ -57,6 +59,16 @@ pub fn for_model(what: &Path, transform: Option<Transform>, key: Option<&Path>, 
         None => Ok(ds),
         Some(t) => transform_set(&ds, t, &key_for(what, t, key)?),
     }
+}
+
+/// `art` (compiled from a model trained on plain images) taking images transformed by `t`
+/// under `key`: the transform folded into its circuit ([`fhec_compiler::fold`]), parameters
+/// chosen again.
+pub fn fold(art: &Artifact, t: Transform, key: &TransformKey, params: &ParamOptions) -> Result<Artifact> {
+    let shape = art.circuit.input_shape();
+    let (h, w) = t.image_size(shape)?;
+    let plan = t.plan(key, h, w)?;
+    Ok(fhec_compiler::fold::fold_artifact(art, t, &plan, params)?)
 }
 
 #[cfg(test)]

@@ -109,7 +109,13 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(b) = &before {
             println!("{}", pass_comparison(b, &art));
         }
-        if let Ok(Some(t)) = art.transform() {
+        if let Ok(Some(t)) = art.transform()
+            && art.circuit.metadata.contains_key(fhec_compiler::fold::FOLDED_KEY)
+        {
+            println!(
+                "input transform: {t}, folded into the circuit (a gather after the input, no bootstrap; calibrated on plain images); the artifact holds the transform's map, not the key; clients encrypt with `fhec encrypt --transform-key FILE`"
+            );
+        } else if let Ok(Some(t)) = art.transform() {
             println!(
                 "input transform: {t} (the model takes keyed transforms of images: calibrated on images transformed with the --transform-key file; the artifact and client part name the scheme, never the key; clients encrypt with `fhec encrypt --transform-key FILE`)"
             );

@@ -36,6 +36,11 @@ pub fn transfer(op: &COp, ins: &[&ArrayD<f64>], shape: &[usize]) -> ArrayD<f64> 
         }
         COp::Reshape => a(0).to_shape(IxDyn(shape)).expect("size").to_owned(),
         COp::Transpose { perm } => a(0).clone().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned(),
+        // A negation keeps the variance.
+        COp::Gather { src, negate, .. } => {
+            let v: Vec<f64> = a(0).iter().copied().collect();
+            ArrayD::from_shape_vec(IxDyn(shape), kernels::signed_gather(&v, src, negate, |x| x)).expect("size")
+        }
     }
 }
 

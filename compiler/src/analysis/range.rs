@@ -116,6 +116,17 @@ pub fn transfer(op: &COp, ins: &[&Intervals], shape: &[usize]) -> Intervals {
             let t = |x: &ArrayD<f64>| x.clone().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned();
             Intervals { lo: t(&a(0).lo), hi: t(&a(0).hi) }
         }
+        COp::Gather { src, negate, max } => {
+            // A negated element's bounds swap: max - hi is its lowest value.
+            let (m, lo, hi) =
+                (*max as f64, a(0).lo.iter().copied().collect::<Vec<_>>(), a(0).hi.iter().copied().collect::<Vec<_>>());
+            let pick = |x: &[f64], y: &[f64]| {
+                let v =
+                    src.iter().zip(negate).map(|(&s, &n)| if n { m - y[s as usize] } else { x[s as usize] }).collect();
+                ArrayD::from_shape_vec(IxDyn(shape), v).expect("size")
+            };
+            Intervals { lo: pick(&lo, &hi), hi: pick(&hi, &lo) }
+        }
     }
 }
 

@@ -334,6 +334,18 @@ fn op_field(op: &mut COp, field: u8, rng: &mut Rng) {
                 }
             }
         },
+        COp::Gather { src, negate, max } => match field % 4 {
+            0 => src.push(big(rng) as u32),
+            1 => {
+                if let Some(s) = src.first_mut() {
+                    *s = big(rng) as u32;
+                }
+            }
+            2 => {
+                negate.pop();
+            }
+            _ => *max = interesting(rng) as i64,
+        },
         COp::Add | COp::Sub | COp::Reshape => {}
     }
 }

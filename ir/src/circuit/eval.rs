@@ -73,6 +73,11 @@ pub fn eval_node(node: &CNode, inputs: &[&ArrayD<i64>]) -> Result<ArrayD<i64>, E
             ArrayD::from_shape_vec(IxDyn(&node.shape), flat).map_err(|e| EvalError::Invalid(e.to_string()))?
         }
         COp::Transpose { perm } => x().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned(),
+        COp::Gather { src, negate, max } => {
+            let flat: Vec<i64> = x().iter().copied().collect();
+            let out = kernels::signed_gather(&flat, src, negate, |v| max - v);
+            ArrayD::from_shape_vec(IxDyn(&node.shape), out).map_err(|e| EvalError::Invalid(e.to_string()))?
+        }
     };
     Ok(v.as_standard_layout().into_owned())
 }
@@ -94,6 +99,7 @@ pub fn check_magnitude(node: &CNode, inputs: &[&ArrayD<i64>]) -> Result<(), Eval
         COp::SumPool(p) => m.checked_mul((p.kernel[0] as i128).saturating_mul(p.kernel[1] as i128)),
         // `x_i - m + offset` and the running maximum.
         COp::MaxPool { diff_offset, .. } => Some(2 * m + (*diff_offset as i128).abs()),
+        COp::Gather { max, .. } => Some(m + (*max as i128).abs()),
         _ => Some(0),
     };
     match bound {

@@ -211,3 +211,9 @@ pub fn window_indices(shape: &[usize], p: &Pool) -> Vec<Vec<usize>> {
     });
     out
 }
+
+/// [`COp::Gather`](crate::circuit::COp::Gather) on row-major elements: `out[i] = x[src[i]]`,
+/// or `neg(x[src[i]])` where `negate[i]` (callers checked the lengths and indices).
+pub fn signed_gather<T: Copy>(x: &[T], src: &[u32], negate: &[bool], neg: impl Fn(T) -> T) -> Vec<T> {
+    src.iter().zip(negate).map(|(&s, &n)| if n { neg(x[s as usize]) } else { x[s as usize] }).collect()
+}

@@ -199,6 +199,19 @@ pub enum COp {
         /// Output axis `i` is input axis `perm[i]`.
         perm: Vec<usize>,
     },
+    /// A signed gather over the row-major elements: output element `i` is input element
+    /// `src[i]`, or `max - x[src[i]]` where `negate[i]`. No bootstrap: the ciphertexts move,
+    /// and a negation is `max·Δ - ct`, which keeps the noise. It undoes a keyed image
+    /// transform folded into a circuit ([`crate::transform`]): the client sends the
+    /// transformed image, and the circuit starts by putting its pixels back.
+    Gather {
+        /// Source element of each output element (a permutation of `0..len`).
+        src: Vec<u32>,
+        /// Whether each output element is negated.
+        negate: Vec<bool>,
+        /// The value a negation subtracts from.
+        max: i64,
+    },
 }
 
 impl COp {
@@ -217,6 +230,7 @@ impl COp {
             COp::Table { .. } => "table",
             COp::Reshape => "reshape",
             COp::Transpose { .. } => "transpose",
+            COp::Gather { .. } => "gather",
         }
     }
 

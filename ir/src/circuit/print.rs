@@ -78,6 +78,11 @@ pub fn print(c: &Circuit) -> String {
                 format!("in=w{in_width} {idx} x{} hash={:08x}", tables.len(), h as u32)
             }
             COp::Transpose { perm } => format!("perm={perm:?}"),
+            COp::Gather { src, negate, max } => {
+                let moved = src.iter().enumerate().filter(|&(i, &s)| s as usize != i).count();
+                let negated = negate.iter().filter(|&&n| n).count();
+                format!("moved={moved}/{} negated={negated} max={max}", src.len())
+            }
             COp::Add | COp::Sub | COp::Reshape => String::new(),
         };
         if !attrs.is_empty() {

@@ -176,6 +176,22 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
                 }
                 perm.iter().map(|&a| x[a]).collect()
             }
+            COp::Gather { src, negate, .. } => {
+                let len: usize = x.iter().product();
+                if src.len() != len || negate.len() != len {
+                    return at(format!("gathers {} elements with {} negations from {len}", src.len(), negate.len()));
+                }
+                let mut seen = vec![false; len];
+                for &s in src {
+                    match seen.get_mut(s as usize) {
+                        Some(v) if !*v => *v = true,
+                        _ => {
+                            return at(format!("source {s} is out of range or repeated: not a permutation of 0..{len}"));
+                        }
+                    }
+                }
+                x.clone()
+            }
         };
         if expect != n.shape {
             return at(format!("declares shape {:?}, its op gives {expect:?}", n.shape));

@@ -1,5 +1,5 @@
 //! Leveled ops (no bootstrap): integer convolutions and dense layers, clear additions,
-//! sums and differences, sum pooling, transposes. Each works on the ciphertexts' words
+//! sums and differences, sum pooling, transposes, signed gathers. Each works on the ciphertexts' words
 //! directly (`Σ w·ct` is an encryption of `Σ w·v`).
 
 use fhec_ir::circuit::kernels;
@@ -132,4 +132,30 @@ pub(super) fn transpose(cx: &Ctx<'_>, t: &CtTensor, perm: &[usize], out_shape: &
         data.extend_from_slice(&t.data[e * size..(e + 1) * size]);
     }
     Ok(CtTensor { shape: out_shape.to_vec(), bits: t.bits, data })
+}
+
+/// Moves the ciphertexts (`out[i]` is `t[src[i]]`), negating some: `max·Δ - ct` encrypts
+/// `max - v` with the same noise.
+pub(super) fn gather(
+    cx: &Ctx<'_>,
+    t: &CtTensor,
+    src: &[u32],
+    negate: &[bool],
+    max: i64,
+    out_shape: &[usize],
+) -> CtTensor {
+    let size = cx.size;
+    let m = (max as u64).wrapping_mul(delta(t.bits));
+    let mut data = Vec::with_capacity(t.data.len());
+    for (&s, &n) in src.iter().zip(negate) {
+        let ct = &t.data[s as usize * size..(s as usize + 1) * size];
+        if n {
+            data.extend(ct.iter().map(|w| w.wrapping_neg()));
+            let body = data.last_mut().expect("body");
+            *body = body.wrapping_add(m);
+        } else {
+            data.extend_from_slice(ct);
+        }
+    }
+    CtTensor { shape: out_shape.to_vec(), bits: t.bits, data }
 }

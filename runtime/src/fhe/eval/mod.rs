@@ -176,6 +176,7 @@ pub(crate) fn evaluate_observed(
             COp::SumPool(pool) => linear::sum_pool(&cx, &rescale(x(0), bits)?, pool, shape),
             COp::Reshape => CtTensor { shape: shape.to_vec(), ..rescale(x(0), bits)? },
             COp::Transpose { perm } => linear::transpose(&cx, &rescale(x(0), bits)?, perm, shape)?,
+            COp::Gather { src, negate, max } => linear::gather(&cx, &rescale(x(0), bits)?, src, negate, *max, shape),
             COp::Table { in_width, index, tables } => {
                 table::table(&cx, &rescale(x(0), *in_width)?, *in_width, index, tables, bits, shape)
             }
