@@ -17,11 +17,13 @@ Architectures (`--arch`):
 Each export carries its preprocessing in the ONNX metadata (`fhec.preprocess`), and a
 JSON file beside it records the command, seed and measured float accuracy.
 
-Keyed image transforms (`--transform etc:B|skk --transform-key FILE`): the model is trained
+Keyed image transforms (`--transform etc:B|skk|tanaka:B --transform-key FILE`): the model is trained
 and tested on images transformed with the key (transforms.py, byte for byte as fhec), and
 its metadata names the scheme (`fhec.transform`), never the key; fhec then needs the same
 key file to calibrate (`fhec build --transform-key`) and to encrypt (`fhec encrypt
---transform-key`). Tanaka's two channels need a first layer these architectures lack.
+--transform-key`). The first layer of every architecture takes the transform's channels
+(`transforms.output_shape`: two for Tanaka's scheme, 4-bit halves given as 17*v; one
+otherwise), so `tanaka:B` trains like `etc:B` and `skk`.
 
 Example:
   python examples/train/train.py --arch seed --dataset mnist --out examples/models/seed_mnist.onnx
@@ -70,9 +72,9 @@ def load(data_dir, dataset, split, transform=None):
 
 
 class Cnn(nn.Module):
-    def __init__(self):
+    def __init__(self, in_channels=1):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 5, stride=2)
+        self.conv1 = nn.Conv2d(in_channels, 8, 5, stride=2)
         self.conv2 = nn.Conv2d(8, 16, 5, stride=2)
         self.fc = nn.Linear(16 * 4 * 4, 10)
 
@@ -85,9 +87,9 @@ class Cnn(nn.Module):
 class Seed(nn.Module):
     """TenSEAL tutorial 4's ConvNet (hidden 64, output 10)."""
 
-    def __init__(self):
+    def __init__(self, in_channels=1):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, kernel_size=7, padding=0, stride=3)
+        self.conv1 = nn.Conv2d(in_channels, 4, kernel_size=7, padding=0, stride=3)
         self.fc1 = nn.Linear(256, 64)
         self.fc2 = nn.Linear(64, 10)
 
@@ -270,11 +272,11 @@ class SeedQ(nn.Module):
     """The seed network (Conv(1->4, 7x7, stride 3) x*x Linear(256->64) x*x Linear(64->10))
     trained on fhec's integer grids: same layers and activations, narrow tables."""
 
-    def __init__(self, q):
+    def __init__(self, q, in_channels=1):
         super().__init__()
         self.q = q
         self.inq = QInput(q)
-        self.conv1 = QLayer(q, nn.Conv2d(1, 4, kernel_size=7, stride=3), q.input_bits)
+        self.conv1 = QLayer(q, nn.Conv2d(in_channels, 4, kernel_size=7, stride=3), q.input_bits)
         self.act1 = QSquare(q)
         self.fc1 = QLayer(q, nn.Linear(256, 64), q.act_bits)
         self.act2 = QSquare(q)
@@ -290,11 +292,11 @@ class SeedQ(nn.Module):
 class Fhe(nn.Module):
     """Few activations, narrow tables: Conv(1->C, 7x7, stride 3) ReLU Linear(64C->H) ReLU Linear(H->10)."""
 
-    def __init__(self, q, channels=4, hidden=32):
+    def __init__(self, q, channels=4, hidden=32, in_channels=1):
         super().__init__()
         self.q = q
         self.inq = QInput(q)
-        self.conv1 = QLayer(q, nn.Conv2d(1, channels, kernel_size=7, stride=3), q.input_bits)
+        self.conv1 = QLayer(q, nn.Conv2d(in_channels, channels, kernel_size=7, stride=3), q.input_bits)
         self.act1 = QRelu(q)
         self.fc1 = QLayer(q, nn.Linear(64 * channels, hidden), q.act_bits)
         self.act2 = QRelu(q)
@@ -321,12 +323,12 @@ class QNet(nn.Module):
     """A QAT network from a layer spec (`--layers`), e.g. `c16k5s2,c32k5s2,f64`: each `cCkKsS[pP]`
     a Conv(->C, KxK, stride S, zero padding P) ReLU, each `fH` a Linear(->H) ReLU, then Linear(->10)."""
 
-    def __init__(self, q, spec):
+    def __init__(self, q, spec, in_channels=1):
         super().__init__()
         self.q = q
         self.inq = QInput(q)
         self.layers, self.acts = nn.ModuleList(), nn.ModuleList()
-        c, hw, flat, in_bits = 1, 28, None, q.input_bits
+        c, hw, flat, in_bits = in_channels, 28, None, q.input_bits
         for item in spec.split(","):
             if item.startswith("c"):
                 assert flat is None, "convolutions before dense layers"
@@ -460,12 +462,14 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     ap.add_argument("--shift", type=int, default=0, help="random shifts of the training images by up to this many pixels")
     ap.add_argument("--transform", default=None, metavar="SCHEME",
-                    help="train on images under a keyed transform (etc:B or skk; needs --transform-key); "
+                    help="train on images under a keyed transform (etc:B, skk or tanaka:B; needs --transform-key; "
+                         "the first layer takes the transform's channels, two for tanaka:B); "
                          "the ONNX metadata names the scheme (fhec.transform), never the key")
     ap.add_argument("--transform-key", default=None, metavar="FILE",
                     help="the transform key file (`fhec transform-key -o FILE` writes one)")
     args = ap.parse_args()
     transform = None
+    in_channels = 1  # the first layer's input channels: the transform's, else the grayscale image's
     if bool(args.transform) != bool(args.transform_key):
         ap.error("--transform and --transform-key go together")
     if args.transform:
@@ -474,11 +478,10 @@ def main():
             key = transforms.read_key(args.transform_key)
         except (OSError, ValueError) as e:
             ap.error(str(e))
-        if channels != 1:
-            ap.error(f"{args.transform} gives {channels} channels; these architectures take one (use etc:B or skk)")
         if args.augment or args.shift:
             ap.error("--augment and --shift move pixels, which a keyed transform does not commute with")
         transform = (args.transform, key)
+        in_channels = channels
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -496,11 +499,11 @@ def main():
         q.window_ratio = args.window_ratio
         args.channels = args.channels or 4
         if args.arch == "qnet":
-            net = make(q, args.layers)
+            net = make(q, args.layers, in_channels=in_channels)
         elif args.arch == "seedq":
-            net = make(q)
+            net = make(q, in_channels=in_channels)
         else:
-            net = make(q, args.channels, args.hidden)
+            net = make(q, args.channels, args.hidden, in_channels=in_channels)
         if args.layer_weight_bits:
             qlayers = [m for m in net.modules() if isinstance(m, QLayer)]
             bits = [int(v) for v in args.layer_weight_bits.split(",")]
@@ -509,7 +512,7 @@ def main():
             for m, b in zip(qlayers, bits):
                 m.wbits = b
     else:
-        net = make()
+        net = make(in_channels=in_channels)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if q else None
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=64, shuffle=True)
@@ -554,7 +557,7 @@ def main():
         acc = accuracy(net, xte, yte)
         print(f"exported graph: test acc {acc:.4f}")
     torch.onnx.export(
-        net, torch.zeros(1, 1, 28, 28), args.out, opset_version=13,
+        net, torch.zeros(1, in_channels, 28, 28), args.out, opset_version=13,
         input_names=["image"], output_names=["logits"],
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
     )
