@@ -8,11 +8,14 @@
 //!   the pairs, makes the sources a permutation (Hungarian assignment), and inverts every
 //!   other transformed image with the recovered [`Plan`].
 //! * **Ciphertext only** ([`ciphertext_only_plan`]): many transformed images under one key
-//!   (a server sees every query) and public statistics of the data (the per-pixel mean and
-//!   standard deviation of the plain training set, [`Moments`]). The same matching, with the
-//!   statistics of each output value across the transformed images as the evidence: the
-//!   means decide negations (the data are dark on a light-free background, or not, and the
-//!   mean says which), means and deviations the sources and orientations.
+//!   (a server sees every query) and public statistics of the data (the histogram of every
+//!   pixel of the plain training set, [`Histograms`]). The same matching, with the histogram
+//!   of each output value across the transformed images as the evidence: a negated value's
+//!   histogram is reversed (the data are mostly dark, so that shows), and the histograms of
+//!   different positions differ (the sources and orientations). First-order statistics only:
+//!   no jigsaw solving on the continuity of tile edges (follow-up work), so EtC tiles whose
+//!   histograms the data make alike (MNIST's centred digits, nearly symmetric under a half
+//!   turn about the centre) can be swapped.
 //! * **Key-free, per image** ([`feature`]): what one transformed image shows with no key and
 //!   no other image: EtC tiles un-negated by their majority value but left where they are,
 //!   Tanaka tiles at their mean un-negated intensity (tiles are not moved by Tanaka), SKK's
@@ -246,63 +249,60 @@ pub fn known_plaintext_plan(t: Transform, h: usize, w: usize, pairs: &[(Vec<u8>,
     match_units(t, h, w, &cost)
 }
 
-/// Bins of the value histograms of [`Moments`] (16 values each for pixels, one value each
+/// Bins of the value histograms ([`Histograms`] (16 values each for pixels, one value each
 /// for Tanaka's 4-bit sub-pixels; negation maps bin `k` to bin `15 - k` exactly).
 pub const BINS: usize = 16;
 
-/// Per-value statistics over a set of images (or of transformed images): the mean, the
-/// standard deviation and a histogram of each value.
+/// Per-value statistics over a set of images (or of transformed images): a histogram of
+/// each value (which holds its mean and deviation too).
 #[derive(Clone, Debug)]
-pub struct Moments {
+pub struct Histograms {
     /// The largest value (255 for pixels, 15 for sub-pixels).
     pub max: u8,
-    /// Mean of each value.
-    pub mean: Vec<f64>,
-    /// Standard deviation of each value.
-    pub sd: Vec<f64>,
     /// Share of each of the [`BINS`] bins, for each value.
     pub hist: Vec<[f64; BINS]>,
 }
 
-impl Moments {
-    /// The statistics of equally long vectors of values in `0..=max` (255 or 15).
-    pub fn of<'a>(rows: impl IntoIterator<Item = &'a [u8]>, max: u8) -> Moments {
+impl Histograms {
+    /// The histograms of equally long vectors of values in `0..=max` (255 or 15).
+    pub fn of<'a>(rows: impl IntoIterator<Item = &'a [u8]>, max: u8) -> Histograms {
         let width = (max as usize + 1) / BINS;
-        let (mut s1, mut s2, mut hist, mut n) = (Vec::<f64>::new(), Vec::<f64>::new(), Vec::new(), 0usize);
+        let (mut hist, mut n) = (Vec::<[f64; BINS]>::new(), 0usize);
         for r in rows {
-            if s1.is_empty() {
-                (s1, s2, hist) = (vec![0.0; r.len()], vec![0.0; r.len()], vec![[0.0; BINS]; r.len()]);
+            if hist.is_empty() {
+                hist = vec![[0.0; BINS]; r.len()];
             }
-            for (i, &v) in r.iter().enumerate() {
-                s1[i] += v as f64;
-                s2[i] += (v as f64).powi(2);
-                hist[i][(v.min(max) as usize / width).min(BINS - 1)] += 1.0;
+            for (h, &v) in hist.iter_mut().zip(r) {
+                h[(v.min(max) as usize / width).min(BINS - 1)] += 1.0;
             }
             n += 1;
         }
         let n = n.max(1) as f64;
-        let mean: Vec<f64> = s1.iter().map(|s| s / n).collect();
-        let sd = s2.iter().zip(&mean).map(|(q, m)| (q / n - m * m).max(0.0).sqrt()).collect();
-        hist.iter_mut().for_each(|h: &mut [f64; BINS]| h.iter_mut().for_each(|c| *c /= n));
-        Moments { max, mean, sd, hist }
+        hist.iter_mut().for_each(|h| h.iter_mut().for_each(|c| *c /= n));
+        Histograms { max, hist }
     }
 
-    /// The statistics of the values a scheme permutes, over plain images (the attacker's
+    /// The histograms of the values a scheme permutes, over plain images (the attacker's
     /// public knowledge, from a training set).
-    pub fn of_sources<'a>(t: Transform, images: impl IntoIterator<Item = &'a [u8]>) -> Moments {
+    pub fn of_sources<'a>(t: Transform, images: impl IntoIterator<Item = &'a [u8]>) -> Histograms {
         let sources: Vec<Vec<u8>> = images.into_iter().map(|p| source_values(t, p)).collect();
-        Moments::of(sources.iter().map(|v| v.as_slice()), max_of(t))
+        Histograms::of(sources.iter().map(|v| v.as_slice()), max_of(t))
     }
 
-    /// How unlike value `o` of `self` is value `s` of `other` (negated if `negate`): squared
-    /// differences of the histograms' shares plus those of the mean and deviation, both
-    /// relative to the value range.
-    pub fn distance(&self, o: usize, other: &Moments, s: usize, negate: bool) -> f64 {
-        let range = self.max as f64 + 1.0;
-        let m = if negate { other.max as f64 - other.mean[s] } else { other.mean[s] };
+    /// How unlike value `o` of `self` is value `s` of `other` (negated if `negate`: the
+    /// histogram reversed): the chi-square distance of their histograms,
+    /// `sum (a - b)^2 / (a + b)` over the bins, which weighs rare bins (ink near the border)
+    /// more than squared differences would; the histograms hold the means and deviations too
+    /// (squared differences of histograms, or of means and deviations, or both recovered
+    /// less of EtC on MNIST).
+    pub fn distance(&self, o: usize, other: &Histograms, s: usize, negate: bool) -> f64 {
         let (a, b) = (&self.hist[o], &other.hist[s]);
-        let hist: f64 = (0..BINS).map(|k| (a[k] - b[if negate { BINS - 1 - k } else { k }]).powi(2)).sum();
-        hist + ((self.mean[o] - m) / range).powi(2) + ((self.sd[o] - other.sd[s]) / range).powi(2)
+        (0..BINS)
+            .map(|k| {
+                let (x, y) = (a[k], b[if negate { BINS - 1 - k } else { k }]);
+                (x - y).powi(2) / (x + y + 1e-3)
+            })
+            .sum()
     }
 }
 
@@ -312,12 +312,11 @@ fn max_of(t: Transform) -> u8 {
 }
 
 /// Ciphertext-only key recovery: the plan under which the statistics of the transformed
-/// images (each output value's histogram, mean and deviation across them,
-/// [`Moments::distance`]) best match the public statistics of the plain data (`public`,
-/// [`Moments::of_sources`] of a training set): a negated value's histogram is the source's
-/// reversed, its mean `max - mean`, its deviation the same.
-pub fn ciphertext_only_plan(t: Transform, h: usize, w: usize, transformed: &[Vec<u8>], public: &Moments) -> Plan {
-    let seen = Moments::of(transformed.iter().map(|v| v.as_slice()), public.max);
+/// images (each output value's histogram across them, [`Histograms::distance`]) best match
+/// the public statistics of the plain data (`public`, [`Histograms::of_sources`] of a
+/// training set): a negated value's histogram is the source's reversed.
+pub fn ciphertext_only_plan(t: Transform, h: usize, w: usize, transformed: &[Vec<u8>], public: &Histograms) -> Plan {
+    let seen = Histograms::of(transformed.iter().map(|v| v.as_slice()), public.max);
     let cost = |o: usize, s: usize, n: bool| seen.distance(o, public, s, n);
     match_units(t, h, w, &cost)
 }
@@ -502,7 +501,7 @@ mod tests {
         let (h, w) = (8, 8);
         let t = Transform::Skk;
         let truth = t.plan(&key(9), h, w).unwrap();
-        let public = Moments::of_sources(t, skewed_images(500, h, w, 1).iter().map(|v| v.as_slice()));
+        let public = Histograms::of_sources(t, skewed_images(500, h, w, 1).iter().map(|v| v.as_slice()));
         let seen: Vec<Vec<u8>> = skewed_images(500, h, w, 2).iter().map(|p| t.apply_plan(&truth, p).unwrap()).collect();
         let found = ciphertext_only_plan(t, h, w, &seen, &public);
         assert_eq!(found, truth);
@@ -513,7 +512,7 @@ mod tests {
         let (h, w) = (8, 8);
         for t in [Transform::Etc { block: 2 }, Transform::Tanaka { block: 2 }] {
             let truth = t.plan(&key(11), h, w).unwrap();
-            let public = Moments::of_sources(t, skewed_images(2000, h, w, 3).iter().map(|v| v.as_slice()));
+            let public = Histograms::of_sources(t, skewed_images(2000, h, w, 3).iter().map(|v| v.as_slice()));
             let plain = skewed_images(2000, h, w, 4);
             let seen: Vec<Vec<u8>> = plain.iter().map(|p| t.apply_plan(&truth, p).unwrap()).collect();
             let found = ciphertext_only_plan(t, h, w, &seen, &public);

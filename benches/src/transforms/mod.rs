@@ -28,7 +28,7 @@ use fhec_runtime::sim;
 use rayon::prelude::*;
 
 use self::attacks::{
-    Moments, as_image, body_image, ciphertext_only_plan, feature, invert_with, known_plaintext_plan, plan_agreement,
+    Histograms, as_image, body_image, ciphertext_only_plan, feature, invert_with, known_plaintext_plan, plan_agreement,
 };
 use self::quality::{mse, psnr_of_mse, show_psnr, ssim};
 use crate::common::{cpu_model, machine_line, replace_section};
@@ -227,7 +227,7 @@ pub fn bench_transforms(run: &TransformsRun<'_>) -> Result<()> {
     let (_, art) = compile_model(run.tfhe_model, &CompileOptions::demo(Rounding::Approximate))?;
     let setup = art.fhe.as_ref().context("the TFHE control's model has no 128-bit parameters")?;
     let tfhe_desc = format!(
-        "{} compiled as `fhec demo` compiles it ({}-bit security, {})",
+        "{} compiled as `fhec demo` compiles it, {}-bit security, input {}",
         run.tfhe_model.file_name().map_or_else(String::new, |f| f.to_string_lossy().into()),
         setup.security_bits,
         art.circuit.input_shape().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
@@ -281,7 +281,7 @@ pub fn bench_transforms(run: &TransformsRun<'_>) -> Result<()> {
             let feat: Vec<Vec<u8>> = transformed.iter().map(|v| feature(t, v, h, w)).collect();
             let what = (scheme.as_str(), "one transformed image, no key", "key-free feature reconstruction");
             d.add(format!("{t} key-free"), what, &feat, None)?;
-            let public = Moments::of_sources(t, train_images.iter().map(|v| v.as_slice()));
+            let public = Histograms::of_sources(t, train_images.iter().map(|v| v.as_slice()));
             let found = ciphertext_only_plan(t, h, w, &transformed, &public);
             let recon: Vec<Vec<u8>> = transformed.iter().map(|v| invert_with(t, &found, v)).collect();
             d.add(
@@ -320,11 +320,11 @@ pub fn bench_transforms(run: &TransformsRun<'_>) -> Result<()> {
         let mut attacked = vec![Transform::Skk];
         attacked.extend(etc);
         for t in attacked {
-            let public = Moments::of_sources(t, train_images.iter().map(|v| v.as_slice()));
+            let public = Histograms::of_sources(t, train_images.iter().map(|v| v.as_slice()));
             let found = ciphertext_only_plan(t, h, w, &bodies, &public);
             let recon: Vec<Vec<u8>> = bodies.iter().map(|v| invert_with(t, &found, v)).collect();
             d.add(
-                format!("TFHE, {t} ciphertext-only"),
+                format!("TFHE {t} ciphertext-only"),
                 (
                     tfhe,
                     &format!("ciphertext-only: the {n} ciphertexts + training-set statistics"),
@@ -341,7 +341,7 @@ pub fn bench_transforms(run: &TransformsRun<'_>) -> Result<()> {
             let found = known_plaintext_plan(t, h, w, &pairs);
             let recon: Vec<Vec<u8>> = bodies.iter().map(|v| invert_with(t, &found, v)).collect();
             d.add(
-                format!("TFHE, {t} known-plaintext ({k} pairs)"),
+                format!("TFHE {t} known-plaintext ({k} pairs)"),
                 (tfhe, &format!("known-plaintext: {k} pairs"), &format!("{t} key recovery on the bodies")),
                 &recon,
                 None,
@@ -414,19 +414,21 @@ fn section(run: &TransformsRun<'_>, s: &Section<'_>) -> String {
     let mut out = format!(
         "## Attacks on the keyed image transforms (issue 27)\n\n\
 Produced by `cargo bench-table transforms --data {data}` in {secs:.0} s: the first {n} test images of each \
-dataset transformed with {key} by {schemes}, then attacked as in arXiv 2004.13263 (Chang, Kiya et al., \
-\"Attacks on Image Encryption Schemes for Privacy-Preserving Deep Neural Networks\") and its follow-ups \
+dataset transformed with {key} by {schemes}, then attacked as in arXiv 2004.13263 \
+(\"Attacks on Image Encryption Schemes for Privacy-Preserving Deep Neural Networks\") and its follow-ups \
 (`benches/src/transforms/attacks.rs`). **These transforms are not encryption**; the control is the same \
 images encrypted for real with TFHE ({tfhe}, a fresh client key per dataset), attacked where it makes sense. \
 Attacker models: *ciphertext-only*: every transformed image (a server sees every query) and the public \
-training set's per-pixel mean and deviation, never the attacked test images; *known-plaintext*: 1 or 10 \
+training set's histogram of every pixel (16 bins; of every 4-bit sub-pixel for Tanaka), never the attacked test images; *known-plaintext*: 1 or 10 \
 training images with their transforms under the same key, then the {n} test images. Key recovery matches each \
 output unit (EtC: a tile, with its 8 orientations and negation; Tanaka: a sub-pixel position of the tile, \
 with its negation; SKK: a pixel's negation) to a source unit by the cost of the evidence (values wrong on \
-the pairs; squared differences of means and deviations), then a Hungarian assignment, then inverts the \
+the pairs; the chi-square distance between the histogram of each output value across the transformed images \
+and the public histogram of the candidate source, reversed when negated), then a Hungarian assignment, then inverts the \
 images. *SSIM*: mean over images (Wang et al. 2004, 7x7 uniform window, K1 = 0.01, K2 = 0.03, L = 255, as \
 scikit-image's default); *PSNR*: of the mean squared error over the images (inf: every image exact); \
-*plan recovered*: share of output values whose source and negation are the key's; *accuracy*: top-1 of a \
+*plan recovered*: share of output values whose source and negation are exactly the key's (a blank tile or \
+sub-pixel the evidence cannot place counts as wrong even when swapping it changes no image); *accuracy*: top-1 of a \
 float classifier trained on plain images ({classifiers}), on the reconstructions (on the originals in the \
 first row of each dataset; about 10% is chance). CPU: {cpu}; machine at the start: {machine}.\n\n\
 | dataset | scheme | attacker has | attack | SSIM | PSNR (dB) | plan recovered | classifier accuracy |\n\
@@ -451,7 +453,7 @@ first row of each dataset; about 10% is chance). CPU: {cpu}; machine at the star
             "{name}: ![{name} reconstructions]({}) rows: the first {GRID_ROWS} test images; columns, left to right: {} \
 (each cell {GRID_SCALE}x, nearest neighbour).\n\n",
             link(run.out, path),
-            columns.join(", ")
+            columns.join("; ")
         ));
     }
     out.push_str("### Models trained on transformed images\n\n");
