@@ -12,10 +12,11 @@
 //!   pixel of the plain training set, [`Histograms`]). The same matching, with the histogram
 //!   of each output value across the transformed images as the evidence: a negated value's
 //!   histogram is reversed (the data are mostly dark, so that shows), and the histograms of
-//!   different positions differ (the sources and orientations). First-order statistics only:
-//!   no jigsaw solving on the continuity of tile edges (follow-up work), so EtC tiles whose
-//!   histograms the data make alike (MNIST's centred digits, nearly symmetric under a half
-//!   turn about the centre) can be swapped.
+//!   different positions differ (the sources and orientations). These are per-value
+//!   statistics, so EtC tiles whose histograms the data make alike (MNIST's centred digits,
+//!   nearly symmetric under a half turn about the centre) can be swapped or turned;
+//!   [`etc_jigsaw_refine`] then solves EtC as a jigsaw puzzle (follow-up work): local search
+//!   on the statistics plus the continuity of the pixels across tile edges.
 //! * **Key-free, per image** ([`feature`]): what one transformed image shows with no key and
 //!   no other image: EtC tiles un-negated by their majority value but left where they are,
 //!   Tanaka tiles at their mean un-negated intensity (tiles are not moved by Tanaka), SKK's
@@ -321,6 +322,175 @@ pub fn ciphertext_only_plan(t: Transform, h: usize, w: usize, transformed: &[Vec
     match_units(t, h, w, &cost)
 }
 
+/// Images of the transformed set whose tile edges [`etc_jigsaw_refine`] compares.
+pub const JIGSAW_IMAGES: usize = 300;
+
+/// Ciphertext-only EtC key recovery with jigsaw solving (after the follow-ups that attack
+/// EtC as a jigsaw puzzle): starting from `plan` (the statistical one of
+/// [`ciphertext_only_plan`]), keeps each tile's negation and improves the placement and
+/// orientation of the tiles by local search (swap two tiles, each taking its best
+/// orientation; turn one tile) on the energy: the statistical cost of each tile at its
+/// place plus `lambda` times, for every pair of neighbouring places, the mean absolute
+/// difference of the pixels along their shared edge (over 255), over the first
+/// [`JIGSAW_IMAGES`] transformed images: natural images are continuous across tile edges.
+pub fn etc_jigsaw_refine(
+    block: usize,
+    (h, w): (usize, usize),
+    transformed: &[Vec<u8>],
+    public: &Histograms,
+    plan: &Plan,
+    lambda: f64,
+) -> Plan {
+    use rayon::prelude::*;
+    let b = block;
+    let t = Transform::Etc { block: block as u32 };
+    let u = units(t, h, w);
+    let (cols, n) = (w / b, u.n);
+    let seen = Histograms::of(transformed.iter().map(|v| v.as_slice()), public.max);
+    // Each output tile's source place and variant under `plan`.
+    let mut place_of = vec![(0usize, 0usize); n];
+    for (o, entry) in place_of.iter_mut().enumerate() {
+        let first = plan.src[(o / cols) * b * w + (o % cols) * b] as usize;
+        let guess = ((first / w) / b) * cols + (first % w) / b;
+        let fits = |s: usize, v: usize| {
+            (u.links)(o, s, v).iter().all(|&(oi, si, neg)| plan.src[oi] as usize == si && plan.negate[oi] == neg)
+        };
+        *entry = (0..n)
+            .flat_map(|s| (0..16).map(move |v| (s, v)))
+            .filter(|&(s, _)| s == guess)
+            .find(|&(s, v)| fits(s, v))
+            .expect("an EtC plan");
+    }
+    // States: (tile o, orientation r) with o's negation; state index o * 8 + r.
+    let negated: Vec<bool> = place_of.iter().map(|&(_, v)| v >= 8).collect();
+    let variant = |o: usize, r: usize| r + if negated[o] { 8 } else { 0 };
+    let unary: Vec<f64> = (0..n * n * 8)
+        .into_par_iter()
+        .map(|k| {
+            let (o, rest) = (k / (n * 8), k % (n * 8));
+            let (p, r) = (rest / 8, rest % 8);
+            (u.links)(o, p, variant(o, r)).iter().map(|&(oi, si, neg)| seen.distance(oi, public, si, neg)).sum()
+        })
+        .collect();
+    let unary_of = |o: usize, p: usize, r: usize| unary[(o * n + p) * 8 + r];
+    // Edges of each state's reconstructed tile over the sample: [top, bottom, left, right].
+    let sample = &transformed[..transformed.len().min(JIGSAW_IMAGES)];
+    let m = sample.len();
+    let edges: Vec<[Vec<u8>; 4]> = (0..n * 8)
+        .map(|st| {
+            let (o, r) = (st / 8, st % 8);
+            let mut tile = vec![vec![0u8; b * b]; m];
+            for (oi, si, neg) in (u.links)(o, 0, variant(o, r)) {
+                let (ty, tx) = (si / w, si % w);
+                for (img, tl) in sample.iter().zip(tile.iter_mut()) {
+                    tl[ty * b + tx] = if neg { 255 - img[oi] } else { img[oi] };
+                }
+            }
+            let side = |f: &dyn Fn(usize) -> usize| tile.iter().flat_map(|tl| (0..b).map(|i| tl[f(i)])).collect();
+            [side(&|i| i), side(&|i| (b - 1) * b + i), side(&|i| i * b), side(&|i| i * b + b - 1)]
+        })
+        .collect();
+    let diff = |a: &[u8], c: &[u8]| {
+        a.iter().zip(c).map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as f64).sum::<f64>()
+            / (255.0 * a.len().max(1) as f64)
+    };
+    // right[a * 8n + c]: state a left of state c; below[..]: a above c.
+    let states = n * 8;
+    let pair = |k: usize, horizontal: bool| {
+        let (a, c) = (k / states, k % states);
+        if a / 8 == c / 8 {
+            return f64::INFINITY;
+        }
+        if horizontal { diff(&edges[a][3], &edges[c][2]) } else { diff(&edges[a][1], &edges[c][0]) }
+    };
+    let right: Vec<f64> = (0..states * states).into_par_iter().map(|k| pair(k, true)).collect();
+    let below: Vec<f64> = (0..states * states).into_par_iter().map(|k| pair(k, false)).collect();
+    // The arrangement: place -> (tile, orientation).
+    let mut at = vec![(0usize, 0usize); n];
+    for (o, &(p, v)) in place_of.iter().enumerate() {
+        at[p] = (o, v % 8);
+    }
+    let rows = h / b;
+    let neighbours = |p: usize| {
+        let (y, x) = (p / cols, p % cols);
+        let mut v = Vec::with_capacity(4);
+        if x > 0 {
+            v.push((p - 1, true, false)); // (place, horizontal, p is second)
+        }
+        if x + 1 < cols {
+            v.push((p + 1, true, true));
+        }
+        if y > 0 {
+            v.push((p - cols, false, false));
+        }
+        if y + 1 < rows {
+            v.push((p + cols, false, true));
+        }
+        v
+    };
+    let edge = |at: &[(usize, usize)], p: usize, q: usize, horizontal: bool, p_first: bool| {
+        let (sp, sq) = (at[p].0 * 8 + at[p].1, at[q].0 * 8 + at[q].1);
+        let (a, c) = if p_first { (sp, sq) } else { (sq, sp) };
+        lambda * if horizontal { right[a * states + c] } else { below[a * states + c] }
+    };
+    // Energy of the terms that involve places `ps` (each shared edge once).
+    let local = |at: &[(usize, usize)], ps: &[usize]| {
+        let mut e: f64 = ps.iter().map(|&p| unary_of(at[p].0, p, at[p].1)).sum();
+        for (i, &p) in ps.iter().enumerate() {
+            for (q, horizontal, p_first) in neighbours(p) {
+                if !ps[..i].contains(&q) {
+                    e += edge(at, p, q, horizontal, p_first);
+                }
+            }
+        }
+        e
+    };
+    let best_orientation = |at: &mut Vec<(usize, usize)>, p: usize, others: &[usize]| {
+        let mut best = (f64::INFINITY, at[p].1);
+        for r in 0..8 {
+            at[p].1 = r;
+            let e = local(at, &[&[p][..], others].concat());
+            if e < best.0 {
+                best = (e, r);
+            }
+        }
+        at[p].1 = best.1;
+    };
+    for _pass in 0..20 {
+        let mut improved = false;
+        for p in 0..n {
+            for q in p..n {
+                let before = local(&at, &[p, q]);
+                let old = at.clone();
+                if p == q {
+                    best_orientation(&mut at, p, &[]);
+                } else {
+                    at.swap(p, q);
+                    best_orientation(&mut at, p, &[q]);
+                    best_orientation(&mut at, q, &[p]);
+                }
+                if local(&at, &[p, q]) < before - 1e-12 {
+                    improved = true;
+                } else {
+                    at = old;
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+    let len = h * w;
+    let (mut src, mut negate) = (vec![0u32; len], vec![false; len]);
+    for (p, &(o, r)) in at.iter().enumerate() {
+        for (oi, si, neg) in (u.links)(o, p, variant(o, r)) {
+            src[oi] = si as u32;
+            negate[oi] = neg;
+        }
+    }
+    Plan { shape: plan.shape, src, negate, max: plan.max }
+}
+
 /// The key-free reconstruction of one transformed image (see the module documentation).
 pub fn feature(t: Transform, values: &[u8], h: usize, w: usize) -> Vec<u8> {
     match t {
@@ -540,6 +710,50 @@ mod tests {
                 assert!(close as f64 >= 0.75 * (plain.len() * h * w) as f64, "{t}: {close}");
             }
         }
+    }
+
+    /// Smooth images: a random ramp plus a bright disc at a random place.
+    fn smooth_images(n: usize, h: usize, w: usize, seed: u64) -> Vec<Vec<u8>> {
+        let mut r = Lcg(seed);
+        (0..n)
+            .map(|_| {
+                let (a, c, d) = ((r.next() % 21) as f64 - 10.0, (r.next() % 21) as f64 - 10.0, (r.next() % 100) as f64);
+                let (cy, cx) = ((r.next() % h as u64) as f64, (r.next() % w as u64) as f64);
+                (0..h * w)
+                    .map(|i| {
+                        let (y, x) = ((i / w) as f64, (i % w) as f64);
+                        let disc = (120.0 - 30.0 * ((y - cy).powi(2) + (x - cx).powi(2)).sqrt()).max(0.0);
+                        (d + a * y + c * x + disc).clamp(0.0, 255.0) as u8
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jigsaw_refinement_puts_swapped_and_turned_tiles_back() {
+        let (h, w, b) = (8, 8, 2);
+        let t = Transform::Etc { block: b as u32 };
+        let truth = t.plan(&key(5), h, w).unwrap();
+        let public = Histograms::of_sources(t, smooth_images(400, h, w, 8).iter().map(|v| v.as_slice()));
+        let seen: Vec<Vec<u8>> = smooth_images(200, h, w, 9).iter().map(|p| t.apply_plan(&truth, p).unwrap()).collect();
+        // Swap what output tiles 0 and 5 show, then turn output tile 9 a quarter.
+        let mut wrong = truth.clone();
+        let pixel = |o: usize, k: usize| ((o / 4) * b + k / b) * w + (o % 4) * b + k % b;
+        for k in 0..b * b {
+            let (i, j) = (pixel(0, k), pixel(5, k));
+            wrong.src.swap(i, j);
+            wrong.negate.swap(i, j);
+        }
+        let tile9: Vec<u32> = (0..b * b).map(|k| truth.src[pixel(9, k)]).collect();
+        for y in 0..b {
+            for x in 0..b {
+                wrong.src[pixel(9, y * b + x)] = tile9[(b - 1 - x) * b + y];
+            }
+        }
+        assert!(plan_agreement(&wrong, &truth) < 1.0);
+        let fixed = etc_jigsaw_refine(b, (h, w), &seen, &public, &wrong, 1.0);
+        assert_eq!(plan_agreement(&fixed, &truth), 1.0);
     }
 
     #[test]
