@@ -12,6 +12,7 @@ mod ranges;
 mod reliability;
 mod serve_load;
 mod speed;
+mod transforms;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -226,6 +227,38 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "cnn_mnist.onnx,qat2_mnist.onnx,seed_mnist.onnx")]
         policies_on: Vec<String>,
     },
+    /// Attacks on the keyed image transforms (EtC, SKK, Tanaka) after arXiv 2004.13263:
+    /// ciphertext-only and known-plaintext key recovery and key-free reconstruction, measured
+    /// by SSIM, PSNR, the share of the key's map recovered and a plain classifier's accuracy on
+    /// the reconstructions, beside TFHE ciphertexts of the same images as the control; writes
+    /// the transforms section of BENCHMARKS.md and a grid picture per dataset.
+    Transforms {
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test and training sets.
+        #[arg(long)]
+        data: PathBuf,
+        /// The transform key file [default: examples/models/transforms/demo.key; when that
+        /// file is absent, a fixed development key, said in the section].
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Attacked test images per dataset (the first N).
+        #[arg(long, default_value_t = 1000)]
+        images: usize,
+        /// The schemes attacked.
+        #[arg(long, value_delimiter = ',', default_value = "etc:4,skk,tanaka:4")]
+        schemes: Vec<fhec_ir::transform::Transform>,
+        /// Directory of the bundled models (the classifiers seed_mnist.onnx and seed_fashion.onnx).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// The model whose 128-bit parameters and input encoding encrypt the TFHE control.
+        #[arg(long, default_value = "examples/models/seedq_mnist.onnx")]
+        tfhe_model: PathBuf,
+        /// Directory of the grid pictures (transforms-mnist.png, transforms-fashion.png).
+        #[arg(long, default_value = "benches/figures")]
+        figures: PathBuf,
+        /// Markdown file whose transforms section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
     /// Every kind of bootstrap the runtime performs, run by the thousand at inflated
     /// per-bootstrap failure targets (the parameter search choosing 128-bit parameters for
     /// each), every output decrypted and checked: observed failure rates beside the noise
@@ -319,6 +352,21 @@ fn run(bench: Bench) -> Result<()> {
                 baseline_images,
                 database: database.as_deref(),
                 fhec: &fhec.unwrap_or_else(serve_load::default_fhec),
+                out: &out,
+            })
+        }
+        Bench::Transforms { data, key, images, schemes, models, tfhe_model, figures, out } => {
+            if images == 0 || schemes.is_empty() {
+                anyhow::bail!("--images and --schemes must not be empty");
+            }
+            transforms::bench_transforms(&transforms::TransformsRun {
+                data: &data,
+                key: key.as_deref(),
+                images,
+                schemes: &schemes,
+                models: &models,
+                tfhe_model: &tfhe_model,
+                figures: &figures,
                 out: &out,
             })
         }

@@ -84,3 +84,30 @@ fn bench_speed_checks_its_arguments_before_running_anything() {
     // Nothing was written.
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "# mine\n");
 }
+
+#[test]
+fn bench_transforms_checks_its_arguments_before_running_anything() {
+    let dir = tmpdir("bench-transforms");
+    let out = dir.join("BENCH.md");
+    let o = bench(&["transforms", "--data", "examples/data", "--images", "0", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--images and --schemes must not be empty"), "{}", text(&o.stderr));
+    let o = bench(&["transforms", "--data", "examples/data", "--schemes", "etc:0", "--out", out.to_str().unwrap()]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("unknown transform 'etc:0'"), "{}", text(&o.stderr));
+    // A missing key file is an error naming it (no fallback for a key that was asked for).
+    let missing = dir.join("none.key");
+    let o = bench(&[
+        "transforms",
+        "--data",
+        "examples/data",
+        "--key",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("none.key"), "{}", text(&o.stderr));
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
