@@ -258,6 +258,15 @@ enum Bench {
         /// Markdown file whose transforms section is (re)written.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// The models trained on transformed images (with their manifest.json).
+        #[arg(long, default_value = "examples/models/transforms")]
+        trained: PathBuf,
+        /// Encrypted images per model in the models table (0: none).
+        #[arg(long, default_value_t = 2)]
+        encrypted_images: usize,
+        /// The models table's accuracies on the first N test images only (default: all 10,000).
+        #[arg(long)]
+        accuracy_limit: Option<usize>,
     },
     /// Every kind of bootstrap the runtime performs, run by the thousand at inflated
     /// per-bootstrap failure targets (the parameter search choosing 128-bit parameters for
@@ -355,7 +364,19 @@ fn run(bench: Bench) -> Result<()> {
                 out: &out,
             })
         }
-        Bench::Transforms { data, key, images, schemes, models, tfhe_model, figures, out } => {
+        Bench::Transforms {
+            data,
+            key,
+            images,
+            schemes,
+            models,
+            tfhe_model,
+            figures,
+            out,
+            trained,
+            encrypted_images,
+            accuracy_limit,
+        } => {
             if images == 0 || schemes.is_empty() {
                 anyhow::bail!("--images and --schemes must not be empty");
             }
@@ -368,6 +389,9 @@ fn run(bench: Bench) -> Result<()> {
                 tfhe_model: &tfhe_model,
                 figures: &figures,
                 out: &out,
+                trained: &trained,
+                encrypted_images,
+                accuracy_limit,
             })
         }
         Bench::Reliability { targets, kinds, events, max_values, seed, out } => {

@@ -106,7 +106,7 @@ pub fn build_report(
     let mut layers = vec![];
     for (id, n) in c.nodes.iter().enumerate() {
         *op_counts.entry(n.op.name()).or_default() += 1;
-        if matches!(n.op, COp::Reshape | COp::Transpose { .. } | COp::Gather { .. }) {
+        if matches!(n.op, COp::Reshape | COp::Transpose { .. }) {
             continue;
         }
         let (t, r) = c.node_bootstraps(id);

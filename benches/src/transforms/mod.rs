@@ -9,6 +9,7 @@
 
 pub mod attacks;
 pub mod grid;
+pub mod models;
 pub mod quality;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,12 @@ pub struct TransformsRun<'a> {
     pub figures: &'a Path,
     /// Markdown file whose transforms section is (re)written.
     pub out: &'a Path,
+    /// The models trained on transformed images, with their `manifest.json`.
+    pub trained: &'a Path,
+    /// Encrypted images per model in the models table (0: no encrypted runs).
+    pub encrypted_images: usize,
+    /// The models table's accuracies on the first N test images only (default: all).
+    pub accuracy_limit: Option<usize>,
 }
 
 /// One measured row.
@@ -91,12 +98,43 @@ pub struct ExtraTable {
     pub rows: Vec<Vec<String>>,
 }
 
-/// **The place for the rows of models trained on transformed images and of folded models**
-/// (their accuracy and encrypted time beside the plain model's): another change measures
-/// them and returns them here; the section prints the table when it has rows. Nothing is
-/// measured yet.
-pub fn trained_model_table(_run: &TransformsRun<'_>, _key: &TransformKey) -> Result<Option<ExtraTable>> {
-    Ok(None)
+/// The models table ([`models::model_rows`]): the plain seed network with TFHE, the same
+/// network with EtC and SKK folded in, and the networks trained on each transform in
+/// plaintext and with TFHE; `None` without the key file the trained models were trained
+/// with (the development key of a run without `demo.key`).
+pub fn trained_model_table(run: &TransformsRun<'_>, key_file: Option<&Path>) -> Result<Option<ExtraTable>> {
+    let Some(key) = key_file else { return Ok(None) };
+    let rows = models::model_rows(&models::ModelRun {
+        data: run.data,
+        models: run.models,
+        transforms: run.trained,
+        key,
+        images: run.encrypted_images,
+        limit: run.accuracy_limit,
+    })?;
+    let n = run
+        .accuracy_limit
+        .map_or("the full test sets (10,000 images each)".to_string(), |n| format!("the first {n} test images"));
+    Ok(Some(ExtraTable {
+        title: format!(
+            "Accuracy and time per image of the three routes, per scheme and dataset, on {n}; encrypted runs on the first {} test images of each.",
+            run.encrypted_images
+        ),
+        note: format!(
+            "Every model is the seed network (`examples/models/seed_*.onnx`; trained on each transform: `{}`, `bash examples/train/train_transforms.sh`, key {}) compiled as `fhec demo` compiles it (the model's widths, tables of at most 6 bits read with approximate rounding, calibrated on the bundled training sample, transformed with the key for a trained model). *TFHE*: the server never sees the image nor the result. *Folded*: the plain model with the transform folded into its circuit (`fhec build --fold-transform`); the client sends transformed images, encrypted. *Trained on it, plaintext*: what learnable image encryption serves, at the speed of an ordinary model, with the leakage of the table above; its time is fhec's reference float interpreter, one image at a time (an optimised runtime is faster still). Simulated accuracies of approximate rounding are the mean over read-noise draws; an encrypted run is checked against the simulation of the same image (the same class under approximate rounding).",
+            run.trained.display(),
+            key.display()
+        ),
+        header: models::HEADER.iter().map(|h| h.to_string()).collect(),
+        rows: rows
+            .into_iter()
+            .map(|r| {
+                let mut cells = vec![r.dataset, r.scheme, r.route, format!("`{}`", r.model)];
+                cells.extend(r.cells);
+                cells
+            })
+            .collect(),
+    }))
 }
 
 /// A float classifier trained on plain images.
@@ -373,7 +411,11 @@ pub fn bench_transforms(run: &TransformsRun<'_>) -> Result<()> {
         figures.push((name, path, d.columns.iter().map(|c| c.0.clone()).collect::<Vec<_>>()));
         rows.extend(d.rows);
     }
-    let extra = trained_model_table(run, &key)?;
+    let key_file = match run.key {
+        Some(k) => Some(k),
+        None => Some(Path::new(DEFAULT_KEY)).filter(|p| p.is_file()),
+    };
+    let extra = trained_model_table(run, key_file)?;
     let body = section(
         run,
         &Section {

@@ -186,7 +186,9 @@ pub fn verify(c: &Circuit) -> Result<(), CircuitError> {
                     match seen.get_mut(s as usize) {
                         Some(v) if !*v => *v = true,
                         _ => {
-                            return at(format!("source {s} is out of range or repeated: not a permutation of 0..{len}"));
+                            return at(format!(
+                                "source {s} is out of range or repeated: not a permutation of 0..{len}"
+                            ));
                         }
                     }
                 }
