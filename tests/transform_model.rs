@@ -8,7 +8,9 @@
 //! Folded transforms (`fhec_compiler::fold`): a model trained on plain images with EtC or
 //! SKK folded into its circuit classifies transformed images exactly as the plain circuit
 //! classifies the originals (simulated on the bundled seed network and random images, and
-//! encrypted on the tiny CNN), at the same cost; Tanaka's scheme is refused.
+//! encrypted on the tiny CNN), at the same cost; Tanaka's scheme is refused. The bundled
+//! transform-trained models classify images transformed with their (demo) key, and not
+//! with another.
 
 use fhec_compiler::params::{ParamOptions, select};
 use fhec_ir::Transform;
@@ -241,5 +243,45 @@ fn an_encrypted_image_through_a_folded_model_decrypts_to_the_plain_simulation() 
             pred.raw, want,
             "image {i}: the folded circuit on the transformed image is the plain one on the original"
         );
+    }
+}
+
+/// Simulated accuracy (exact rounding) of an artifact on a set; an image outside the
+/// calibrated ranges counts as wrong.
+fn simulated_accuracy(art: &Artifact, ds: &fhec_runtime::dataset::Dataset) -> f64 {
+    let ok = (0..ds.len())
+        .filter(|&i| sim::classify(&art.circuit, ds.pixels(i)).is_ok_and(|(c, _)| c == ds.labels[i] as usize));
+    ok.count() as f64 / ds.len() as f64
+}
+
+#[test]
+fn the_bundled_transform_models_classify_images_transformed_with_their_key_and_not_with_another() {
+    use fhec_driver::{CompileOptions, compile_model, transform};
+    use fhec_runtime::dataset::{DatasetKind, bundled_sample};
+    let dir = fhec_tests::root().join("examples/models/transforms");
+    let demo = dir.join("demo.key");
+    let other = TransformKey::from_bytes([1; 32]);
+    for (file, kind, t, at_least) in [
+        ("etc4_seed_mnist.onnx", DatasetKind::Mnist, Transform::Etc { block: 4 }, 0.9),
+        ("skk_seed_mnist.onnx", DatasetKind::Mnist, Transform::Skk, 0.9),
+        ("tanaka4_seed_mnist.onnx", DatasetKind::Mnist, Transform::Tanaka { block: 4 }, 0.9),
+        ("skk_seed_fashion.onnx", DatasetKind::FashionMnist, Transform::Skk, 0.75),
+    ] {
+        let options = CompileOptions {
+            no_fit: true,
+            calib_limit: 100,
+            calib_dataset: Some(kind),
+            transform_key: Some(demo.clone()),
+            ..CompileOptions::default()
+        };
+        let (_, art) = compile_model(&dir.join(file), &options).unwrap();
+        assert_eq!(art.transform().unwrap(), Some(t), "{file}");
+        // The 200 bundled test images (never calibrated on), transformed as the client does.
+        let test = bundled_sample(kind);
+        let key = transform::read_key(&demo).unwrap();
+        let right = simulated_accuracy(&art, &transform::transform_set(&test, t, &key).unwrap());
+        let wrong = simulated_accuracy(&art, &transform::transform_set(&test, t, &other).unwrap());
+        assert!(right >= at_least, "{file}: {right} with its key");
+        assert!(wrong < right - 0.3, "{file}: {wrong} with another key, {right} with its own");
     }
 }

@@ -218,3 +218,56 @@ fn a_model_trained_on_transformed_images_builds_and_runs_encrypted_with_the_clie
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_transform_folds_into_a_plain_model_at_the_same_cost_and_bad_folds_are_clear_errors() {
+    let d = tmpdir("fold");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plain = root.join("examples/models/fhe_mnist.onnx");
+    let key = d.join("t.key");
+    assert!(fhec(&["transform-key", "-o", s(&key)]).status.success());
+    let out = d.join("plain.fhec");
+    let build = ["build", s(&plain), "--no-fit", "--calib-limit", "20", "-o", s(&out)];
+    assert!(fhec(&build).status.success());
+    let folded = d.join("skk.fhec");
+    let fold = ["build", s(&plain), "--no-fit", "--calib-limit", "20", "-o", s(&folded), "--fold-transform", "skk"];
+    // No key: the error says which flag gives it, and nothing is written.
+    let o = fhec(&fold);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--fold-transform skk needs the key file"), "{}", text(&o.stderr));
+    assert!(!folded.exists());
+    // Tanaka's split is not linear; a model trained on a transform already takes one.
+    let o = fhec(&[&fold[..7], &["--fold-transform", "tanaka:4", "--transform-key", s(&key)]].concat());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("tanaka:4 cannot be folded"), "{}", text(&o.stderr));
+    let trained = d.join("etc_mnist.onnx");
+    std::fs::write(&trained, with_metadata(&std::fs::read(&plain).unwrap(), "fhec.transform", "etc:4")).unwrap();
+    let o = fhec(&["build", s(&trained), "--no-fit", "--fold-transform", "skk", "--transform-key", s(&key)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("already takes images through the keyed transform etc:4"), "{}", text(&o.stderr));
+    // The fold: the same bootstraps and estimated time as the plain build, the transform named.
+    let o = fhec(&[&fold[..], &["--transform-key", s(&key)]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let report = text(&o.stdout);
+    assert!(report.contains("input transform: skk, folded into the circuit"), "{report}");
+    let a = |p: &Path| fhec_ir::artifact::Artifact::from_bytes(&std::fs::read(p).unwrap()).unwrap();
+    let (p, f) = (a(&out), a(&folded));
+    assert_eq!(f.circuit.bootstrap_stats(), p.circuit.bootstrap_stats());
+    assert_eq!(f.fhe.as_ref().unwrap().params, p.fhe.as_ref().unwrap().params);
+    assert_eq!(f.transform().unwrap(), Some(Transform::Skk));
+    // fhec eval transforms the test set with the key: the plain build's accuracy, exactly
+    // (exact rounding: the simulation is deterministic).
+    let data = root.join("examples/data");
+    let accuracy = |m: &Path, key: Option<&Path>| {
+        let mut args =
+            vec!["eval", s(m), "--dataset", "mnist", "--data", s(&data), "--mode", "simulate", "--limit", "50"];
+        if let Some(k) = key {
+            args.extend(["--transform-key", s(k)]);
+        }
+        let o = fhec(&args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout).lines().find(|l| l.starts_with("accuracy: ")).unwrap().to_string()
+    };
+    assert_eq!(accuracy(&folded, Some(&key)), accuracy(&out, None));
+    let _ = std::fs::remove_dir_all(&d);
+}
