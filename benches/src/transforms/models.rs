@@ -21,6 +21,8 @@ use fhec_ir::nn::interp;
 use fhec_ir::{Graph, Preprocess, Transform};
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
+use crate::fit::pct;
+
 /// What the model rows measure.
 pub struct ModelRun<'a> {
     /// Directory with `mnist/` and `fashion-mnist/` test sets.
@@ -87,10 +89,6 @@ fn trained_models(dir: &Path) -> Result<Vec<Trained>> {
         });
     }
     Ok(out)
-}
-
-fn pct(k: f64, n: usize) -> String {
-    format!("{:.2}%", 100.0 * k / n.max(1) as f64)
 }
 
 /// Median milliseconds of one float inference (fhec's reference interpreter, one image at a
