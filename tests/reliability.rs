@@ -4,13 +4,14 @@
 //! thousands of bootstraps on values read with the noise the model assumes, evaluated with
 //! the server key only, every output decrypted; the failures counted must agree with the
 //! model's prediction (`fhec_driver::reliability`; the fuller measurement over several
-//! targets is `cargo bench-table reliability`, RELIABILITY.md). And the keyswitch's noise,
-//! which dominates these reads, against the model's variance.
+//! targets is `cargo bench-table reliability`, RELIABILITY.md). And the noise of the
+//! keyswitch and of the (centered) modulus switch, which dominate these reads, against the
+//! model's variances.
 
 use fhec_driver::reliability::{Kind, Options, measure};
 use fhec_ir::params::{TfheParams, min_secure_std};
 use fhec_runtime::fhe::ClientKey;
-use fhec_runtime::fhe::test_support::keyswitch_noise;
+use fhec_runtime::fhe::test_support::{keyswitch_noise, modulus_switch_noise};
 
 /// The test's interval: 99.99% (a prediction outside it is a model error, not chance; the
 /// benchmark's table uses 99.9%).
@@ -102,5 +103,43 @@ fn keyswitch_noise_matches_the_model() {
         let ratio = var / p.var_ks();
         eprintln!("KS {level}x2^{base_log}, n={n}: measured {var:e}, model {:e} ({ratio:.3})", p.var_ks());
         assert!((0.9..1.1).contains(&ratio), "KS {level}x2^{base_log}: measured {var:e}, model {:e}", p.var_ks());
+    }
+}
+
+#[test]
+fn centered_modulus_switch_halves_its_noise_as_the_model_says() {
+    // The runtime centers every blind rotation's modulus switch: its error variance is the
+    // model's `(n/48 + 1/12)/(2N)²`, half a plain switch's `(n/24 + 1/12)/(2N)²`, within the
+    // sampling error of 20000 samples (1% on a variance) and the spread of the key's
+    // Hamming weight.
+    for (n, big_n) in [(790usize, 4096usize), (600, 1024)] {
+        let p = TfheParams {
+            lwe_dimension: n,
+            glwe_dimension: 1,
+            polynomial_size: big_n,
+            lwe_noise_std: min_secure_std(n),
+            glwe_noise_std: min_secure_std(big_n),
+            pbs_base_log: 23,
+            pbs_level: 1,
+            ks_base_log: 2,
+            ks_level: 6,
+            round_key: None,
+        };
+        assert!(p.is_secure());
+        let ck = ClientKey::generate(&p);
+        let (plain, centered) = modulus_switch_noise(&ck, &ck.server_key(), 20000);
+        let var = |e: &[f64]| e.iter().map(|x| x * x).sum::<f64>() / e.len() as f64;
+        let two_n = 2.0 * big_n as f64;
+        let plain_model = (n as f64 / 24.0 + 1.0 / 12.0) / (two_n * two_n);
+        let (rc, rp) = (var(&centered) / p.var_ms(), var(&plain) / plain_model);
+        eprintln!(
+            "MS n={n} 2N={two_n}: centered {:e} ({rc:.3} of the model), plain {:e} ({rp:.3})",
+            var(&centered),
+            var(&plain)
+        );
+        assert!((0.93..1.07).contains(&rc), "centered switch: measured {:e}, model {:e}", var(&centered), p.var_ms());
+        assert!((0.93..1.07).contains(&rp), "plain switch: measured {:e}, model {plain_model:e}", var(&plain));
+        let mean = centered.iter().sum::<f64>() / centered.len() as f64;
+        assert!(mean.abs() < 4.0 * (p.var_ms() / centered.len() as f64).sqrt(), "centered switch has a bias: {mean:e}");
     }
 }

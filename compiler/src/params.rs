@@ -16,7 +16,7 @@ use fhec_ir::circuit::Circuit;
 pub use fhec_ir::params::FheSetup;
 use fhec_ir::params::{
     BootstrapMix, Decomposition, EncodingError, EncodingPlan, NoiseRequirement, RoundKeyParams, TfheParams, Variances,
-    failure_probability, min_secure_std,
+    centered_ms_variance, failure_probability, min_secure_std,
 };
 use serde::{Deserialize, Serialize};
 
@@ -305,10 +305,9 @@ pub fn search(reqs: &[NoiseRequirement], p_target: f64, mix: impl Into<Bootstrap
                         let options = with_key
                             .into_iter()
                             .map(|(r, cost)| {
-                                let two_nr = 2.0 * r.key.polynomial_size as f64;
                                 let rv = Variances {
                                     round_pbs: nf * r.unit_var_pbs,
-                                    round_ms: (nf / 24.0 + 1.0 / 12.0) / (two_nr * two_nr),
+                                    round_ms: centered_ms_variance(n, r.key.polynomial_size),
                                     fresh: r.key.glwe_noise_std.powi(2),
                                     ..v
                                 };

@@ -13,7 +13,9 @@
 //! where `D(B, l)` is the sum of the squared digits of one decomposed coefficient
 //! ([`digit_square_sum`]; the paper's `l(B²+2)/12` assumes uniform digits, which tfhe-rs's
 //! balanced decomposition does not give: measured failure rates showed it, `RELIABILITY.md`);
-//! * the modulus switch to `2N` adds `(n/24 + 1/12)/(2N)²`.
+//! * the modulus switch to `2N` adds `(n/48 + 1/12)/(2N)²`: the runtime centers it (removes
+//!   the mean of the mask's rounding errors, which it knows, [`centered_ms_variance`]),
+//!   which halves the `n/24` of a plain switch.
 //!
 //! A bootstrap reading `w` bits (plus the padding bit) from a value encoded with
 //! `Δ = 2^(63-P)` is correct with probability `1 - p` when
@@ -36,7 +38,10 @@ use serde::{Deserialize, Serialize};
 
 pub use cost::BootstrapMix;
 pub use encoding::{EncodingError, EncodingPlan};
-pub use noise::{NoiseRequirement, Variances, digit_square_sum, erfc, failure_probability, kappa, truncation_variance};
+pub use noise::{
+    NoiseRequirement, Variances, centered_ms_variance, digit_square_sum, erfc, failure_probability, kappa,
+    truncation_variance,
+};
 pub use result::{OutputEncoding, RESULT_TRUNCATION_FAILURE, ResultForm, ResultKey, result_form, result_form_for};
 pub use security::{estimated_security_bits, is_secure, min_secure_std};
 pub use setup::FheSetup;

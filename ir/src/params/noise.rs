@@ -41,16 +41,27 @@ impl TfheParams {
         self.big_dimension() as f64 * (key + b.powf(-2.0 * l) / 24.0)
     }
 
-    /// Variance added by the modulus switch to `2N`.
+    /// Variance added by the modulus switch to `2N` ([`centered_ms_variance`]).
     pub fn var_ms(&self) -> f64 {
-        let two_n = 2.0 * self.polynomial_size as f64;
-        (self.lwe_dimension as f64 / 24.0 + 1.0 / 12.0) / (two_n * two_n)
+        centered_ms_variance(self.lwe_dimension, self.polynomial_size)
     }
 
     /// Variance of a fresh input encryption ([`TfheParams::input_noise_std`]).
     pub fn var_fresh(&self) -> f64 {
         self.input_noise_std().powi(2)
     }
+}
+
+/// Variance (torus) added by the runtime's centered modulus switch of an LWE ciphertext of
+/// dimension `n` under a uniform binary key to `2N` (`2·big_n`) before a blind rotation:
+/// `(n/48 + 1/12)/(2N)²`. Rounding each mask coefficient errs by `e_i`, uniform over a step
+/// of `1/2N` (variance `1/12` step²), which adds `-Σ s_i·e_i` to the phase: `n/24` step² for
+/// a plain switch, half of it the mean `Σ e_i/2`, which the server knows and removes
+/// (`runtime::fhe::schedule::center_modulus_switch`, as tfhe-rs's centered switch); the
+/// body's own rounding adds `1/12`.
+pub fn centered_ms_variance(n: usize, big_n: usize) -> f64 {
+    let two_n = 2.0 * big_n as f64;
+    (n as f64 / 48.0 + 1.0 / 12.0) / (two_n * two_n)
 }
 
 /// `Σ E[d_j²]` over the `level` digits `d_j` of tfhe-rs's balanced signed decomposition in

@@ -211,6 +211,39 @@ pub mod test_support {
             .collect()
     }
 
+    /// Encrypts `count` zeros under the small key (negligible noise of their own, uniform
+    /// masks) and returns their errors (torus) after the modulus switch to `2N` of the main
+    /// blind rotation: first the plain switch, then the runtime's centered one
+    /// ([`crate::fhe::schedule::center_modulus_switch`]). The model's `TfheParams::var_ms`
+    /// predicts the centered one's variance, half the plain one's.
+    pub fn modulus_switch_noise(ck: &ClientKey, sk: &ServerKey, count: usize) -> (Vec<f64>, Vec<f64>) {
+        let n1 = sk.params.lwe_dimension + 1;
+        let poly = PolynomialSize(sk.params.polynomial_size);
+        let log = poly.to_blind_rotation_input_modulus_log();
+        let two_n = 2 * sk.params.polynomial_size as u64;
+        let mut seeder = new_seeder();
+        let seeder = seeder.as_mut();
+        let mut rng = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
+        let key = ck.small.as_ref();
+        let error = |ct: &[u64]| {
+            let msed = lwe_ciphertext_modulus_switch::<u64, u64, _>(LweCiphertext::from_container(ct, modulus()), log);
+            let dot = msed.mask().zip(key).fold(0u64, |acc, (a, &s)| acc.wrapping_add(a.wrapping_mul(s)));
+            let phase = msed.body().wrapping_sub(dot) % two_n;
+            let signed = if phase >= two_n / 2 { phase as f64 - two_n as f64 } else { phase as f64 };
+            signed / two_n as f64
+        };
+        let (mut plain, mut centered) = (vec![], vec![]);
+        let mut ct = LweCiphertext::new(0u64, LweSize(n1), modulus());
+        for _ in 0..count {
+            encrypt_lwe_ciphertext(&ck.small, &mut ct, Plaintext(0), crate::fhe::gaussian(2f64.powi(-50)), &mut rng);
+            plain.push(error(ct.as_ref()));
+            let mut c = ct.as_ref().to_vec();
+            crate::fhe::schedule::center_modulus_switch(&mut c, log.0);
+            centered.push(error(&c));
+        }
+        (plain, centered)
+    }
+
     /// Encrypts random `in_width`-bit values, bootstraps them through the identity table
     /// (output encoded on `out_bits`), and returns the decrypted errors (in units of Δ) of
     /// the bootstrap outputs, and of dot products with `weights` over consecutive outputs.

@@ -1,7 +1,7 @@
 //! The schedule of bootstraps: a [`Worker`] per thread keyswitches up to [`KS_BATCH`]
 //! independent ciphertexts in one pass over the keyswitch key ([`keyswitch_batch`]) and
 //! bootstraps them in one batched blind rotation ([`batch_bootstrap`]), with the main or the
-//! rounding bootstrap key.
+//! rounding bootstrap key, each after a centered modulus switch ([`center_modulus_switch`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -73,14 +73,40 @@ pub(crate) fn keyswitch_batch(
     }
 }
 
+/// Centers the modulus switch of the blind rotation that reads `ct` (under the small binary
+/// key; `n + 1` words) with a modulus of `2^log_modulus` (`2N`): adds to its body half the
+/// sum of its mask's rounding errors, as tfhe-rs's centered (mean-reduced) modulus switch
+/// does. The switch rounds each mask coefficient `a_i` to `a_i + e_i`, which adds
+/// `-Σ s_i·e_i` to the phase; the server knows every `e_i`, and for a uniform binary key
+/// that sum has mean `Σ e_i / 2`, which the body absorbs. What remains,
+/// `-Σ (s_i - 1/2)·e_i`, has half the variance: `n/48` instead of `n/24` steps² of `1/2N`
+/// (plus the body's own rounding), the model's `TfheParams::var_ms`.
+pub(crate) fn center_modulus_switch(ct: &mut [u64], log_modulus: usize) {
+    let shift = 64 - log_modulus as u32;
+    let half = 1u64 << (shift - 1);
+    let (mask, body) = ct.split_at_mut(ct.len() - 1);
+    // Each error is at most 2^63 / 2N in magnitude: the sum of n of them fits an i128.
+    let sum: i128 = mask
+        .iter()
+        .map(|&a| {
+            let rounded = (a.wrapping_add(half) >> shift) << shift;
+            rounded.wrapping_sub(a) as i64 as i128
+        })
+        .sum();
+    body[0] = body[0].wrapping_add((sum / 2) as i64 as u64);
+}
+
 /// Bootstraps the ciphertexts of `small` (`bsk`'s input dimension + 1 words each), the
 /// `i`-th with `lut(i)`, into `out` (its output dimension + 1 words each) in one batched
-/// blind rotation; `accs` holds the accumulators (at least one GLWE ciphertext per input).
+/// blind rotation, each after a centered modulus switch ([`center_modulus_switch`], on a copy
+/// in `centered`); `accs` holds the accumulators (at least one GLWE ciphertext per input).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn batch_bootstrap<'l>(
     bsk: &FourierLweBootstrapKeyOwned,
     fft: &Fft,
     buffers: &mut ComputationBuffers,
     small: &[u64],
+    centered: &mut Vec<u64>,
     accs: &mut [u64],
     lut: impl Fn(usize) -> &'l GlweCiphertextOwned<u64>,
     out: &mut [u64],
@@ -91,8 +117,14 @@ pub(crate) fn batch_bootstrap<'l>(
     for (i, a) in accs[..count * words].chunks_exact_mut(words).enumerate() {
         a.copy_from_slice(lut(i).as_ref());
     }
+    let log_modulus = poly.to_blind_rotation_input_modulus_log().0;
+    centered.clear();
+    centered.extend_from_slice(small);
+    for ct in centered.chunks_exact_mut(n1) {
+        center_modulus_switch(ct, log_modulus);
+    }
     let accs = GlweCiphertextList::from_container(&accs[..count * words], glwe, poly, modulus());
-    let input = LweCiphertextList::from_container(small, LweSize(n1), modulus());
+    let input = LweCiphertextList::from_container(&centered[..], LweSize(n1), modulus());
     let mut out = LweCiphertextList::from_container(&mut out[..count * size], LweSize(size), modulus());
     batch_programmable_bootstrap_lwe_ciphertext_mem_optimized(
         &input,
@@ -102,6 +134,15 @@ pub(crate) fn batch_bootstrap<'l>(
         fft.as_view(),
         buffers.stack(),
     );
+}
+
+/// `ct` copied into `buf` with the centered modulus switch of a blind rotation with
+/// polynomials of `poly` coefficients ([`center_modulus_switch`]).
+fn centered_copy<'b>(ct: &[u64], poly: PolynomialSize, buf: &'b mut Vec<u64>) -> LweCiphertext<&'b [u64]> {
+    buf.clear();
+    buf.extend_from_slice(ct);
+    center_modulus_switch(buf, poly.to_blind_rotation_input_modulus_log().0);
+    LweCiphertext::from_container(&buf[..], modulus())
 }
 
 /// Writes a rounding bootstrap's output `src` (under the `k_r·N_r` prefix of the big key) to
@@ -123,6 +164,8 @@ pub(crate) struct Worker<'p> {
     buffers: ComputationBuffers,
     /// Keyswitched ciphertexts (`n + 1` words each, up to [`KS_BATCH`]).
     small: Vec<u64>,
+    /// Their copies with a centered modulus switch ([`center_modulus_switch`]).
+    centered: Vec<u64>,
     digits: Vec<u64>,
     /// Accumulators of a batched bootstrap (one table per ciphertext, up to [`KS_BATCH`]).
     accs: Vec<u64>,
@@ -159,7 +202,8 @@ impl<'p> Worker<'p> {
         let r = sk.params.rounding_bootstrap();
         let accs = vec![0u64; KS_BATCH * glwe_words(&sk.params).max(glwe_words(&r))];
         let round_outs = vec![0u64; if sk.round_bsk.is_some() { KS_BATCH * (r.big_dimension() + 1) } else { 0 }];
-        Worker { fft, round, buffers, small, digits: vec![], accs, round_outs, progress }
+        let centered = Vec::with_capacity(small.len());
+        Worker { fft, round, buffers, small, centered, digits: vec![], accs, round_outs, progress }
     }
 
     /// PBS of the first `count` keyswitched ciphertexts, the `i`-th with `lut(i)`, written to
@@ -174,8 +218,9 @@ impl<'p> Worker<'p> {
         lut: impl Fn(usize) -> &'l GlweCiphertextOwned<u64>,
         outs: &mut [u64],
     ) {
-        let Worker { fft, buffers, small, accs, progress, .. } = self;
-        batch_bootstrap(&sk.bsk, fft, buffers, &small[..count * (sk.params.lwe_dimension + 1)], accs, lut, outs);
+        let Worker { fft, buffers, small, centered, accs, progress, .. } = self;
+        let small = &small[..count * (sk.params.lwe_dimension + 1)];
+        batch_bootstrap(&sk.bsk, fft, buffers, small, centered, accs, lut, outs);
         progress.fetch_add(count, Ordering::Relaxed);
     }
 
@@ -195,9 +240,9 @@ impl<'p> Worker<'p> {
         };
         let (n1, size) = (sk.params.lwe_dimension + 1, sk.lwe_size());
         let r1 = bsk.output_lwe_dimension().0 + 1;
-        let Worker { buffers, small, accs, round_outs, progress, .. } = self;
+        let Worker { buffers, small, centered, accs, round_outs, progress, .. } = self;
         let round_outs = &mut round_outs[..count * r1];
-        batch_bootstrap(bsk, fft, buffers, &small[..count * n1], accs, |_| lut, round_outs);
+        batch_bootstrap(bsk, fft, buffers, &small[..count * n1], centered, accs, |_| lut, round_outs);
         for (o, src) in outs[..count * size].chunks_exact_mut(size).zip(round_outs.chunks_exact(r1)) {
             pad_to_big_key(src, o);
         }
@@ -215,8 +260,8 @@ impl<'p> Worker<'p> {
     #[cfg_attr(not(feature = "probes"), allow(dead_code))]
     pub(crate) fn pbs(&mut self, sk: &ServerKey, i: usize, lut: &GlweCiphertextOwned<u64>, out: &mut [u64]) {
         let n1 = sk.params.lwe_dimension + 1;
-        let Worker { fft, buffers, small, progress, .. } = self;
-        let input = LweCiphertext::from_container(&small[i * n1..(i + 1) * n1], modulus());
+        let Worker { fft, buffers, small, centered, progress, .. } = self;
+        let input = centered_copy(&small[i * n1..(i + 1) * n1], sk.bsk.polynomial_size(), centered);
         let mut o = LweCiphertext::from_container(out, modulus());
         programmable_bootstrap_lwe_ciphertext_mem_optimized(
             &input,
@@ -236,11 +281,11 @@ impl<'p> Worker<'p> {
     #[cfg_attr(not(feature = "probes"), allow(dead_code))]
     pub(crate) fn pbs_rounding(&mut self, sk: &ServerKey, i: usize, lut: &GlweCiphertextOwned<u64>, out: &mut [u64]) {
         let n1 = sk.params.lwe_dimension + 1;
-        let Worker { round, buffers, small, progress, .. } = self;
+        let Worker { round, buffers, small, centered, progress, .. } = self;
         let (Some(bsk), Some((fft, r_out))) = (&sk.round_bsk, round.as_mut()) else {
             return self.pbs(sk, i, lut, out);
         };
-        let input = LweCiphertext::from_container(&small[i * n1..(i + 1) * n1], modulus());
+        let input = centered_copy(&small[i * n1..(i + 1) * n1], bsk.polynomial_size(), centered);
         programmable_bootstrap_lwe_ciphertext_mem_optimized(&input, r_out, lut, bsk, fft.as_view(), buffers.stack());
         pad_to_big_key(r_out.as_ref(), out);
         progress.fetch_add(1, Ordering::Relaxed);
