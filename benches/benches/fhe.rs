@@ -1,11 +1,14 @@
 //! Encrypted-execution benchmarks, so that regressions show:
 //!
-//! * `bootstrap/<model> <params>`: one keyswitch + programmable bootstrap (what every table
-//!   element costs) for the parameters the compiler chooses for the bundled `fhe_mnist` at
-//!   4- and 5-bit tables, and the rounding bootstrap (what every read of exact rounding
-//!   costs) where those parameters have a rounding key, and a batch of 16 keyswitches in one
-//!   pass over the key and of 16 bootstraps in one batched blind rotation (as the runtime
-//!   does a layer's);
+//! * `bootstrap/<model> <params>`: for the parameters the compiler chooses for the bundled
+//!   `fhe_mnist` at 4- and 5-bit tables and for the demo (`seedq_mnist`, 6-bit tables,
+//!   approximate rounding): one keyswitch + programmable bootstrap (what every table element
+//!   costs), the rounding bootstrap (what every read of exact rounding costs) where those
+//!   parameters have a rounding key, and the three steps of a layer's bootstraps separately,
+//!   as the runtime batches them: 16 keyswitches in one pass over the key, the (centered)
+//!   modulus switch of the 16, and their blind rotations in one batched pass over the
+//!   bootstrap key (which switches them again inside; the switch is a small part of it), so
+//!   a regression shows where it is;
 //! * `layer/fhe_mnist fc1+act2`: the second layer of `fhe_mnist` (a 256->32 dense layer on
 //!   ciphertexts, offset, exact rounding and the ReLU table: 160 bootstraps) on all cores,
 //!   and the same layer with approximate rounding (its 32 table bootstraps only, at the
@@ -24,18 +27,23 @@ use fhec_runtime::dataset::{DatasetKind, bundled_sample};
 use fhec_runtime::fhe::{ClientKey, evaluate, test_support::OneBootstrap};
 
 const MODEL: &[u8] = include_bytes!("../../examples/models/fhe_mnist.onnx");
+const DEMO: &[u8] = include_bytes!("../../examples/models/seedq_mnist.onnx");
 
-fn fhe_mnist(max_table_bits: Option<u32>, rounding: Rounding) -> Artifact {
+fn compile(model: &[u8], name: &str, max_table_bits: Option<u32>, rounding: Rounding) -> Artifact {
     let calib = bundled_sample(DatasetKind::Mnist);
     let px: Vec<&[u8]> = (0..calib.len()).map(|i| calib.pixels(i)).collect();
-    let g = fhec_compiler::import_onnx(MODEL, &Default::default()).expect("import");
+    let g = fhec_compiler::import_onnx(model, &Default::default()).expect("import");
     let mut quant = QuantOptions::for_model(&g).expect("metadata");
     if let Some(t) = max_table_bits {
         quant.max_table_bits = t;
     }
     quant.rounding = rounding;
     let opts = BuildOptions { quant: Some(quant), ..Default::default() };
-    build(MODEL, "fhe_mnist.onnx", &px, &opts).expect("build")
+    build(model, name, &px, &opts).expect("build")
+}
+
+fn fhe_mnist(max_table_bits: Option<u32>, rounding: Rounding) -> Artifact {
+    compile(MODEL, "fhe_mnist.onnx", max_table_bits, rounding)
 }
 
 /// The part of `c` from the first dense layer to the table after it, with a fresh input
@@ -63,25 +71,35 @@ fn second_layer(c: &Circuit) -> Circuit {
 fn benches(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("bootstrap");
     g.sample_size(20);
-    for t in [4, 5] {
-        let art = fhe_mnist(Some(t), Rounding::Exact);
+    let sets = [
+        ("fhe_mnist 4-bit tables", 4, fhe_mnist(Some(4), Rounding::Exact)),
+        ("fhe_mnist 5-bit tables", 5, fhe_mnist(Some(5), Rounding::Exact)),
+        (
+            "demo (seedq_mnist 6-bit tables, approximate)",
+            6,
+            compile(DEMO, "seedq_mnist.onnx", Some(6), Rounding::Approximate),
+        ),
+    ];
+    for (label, t, art) in sets {
         let setup = art.fhe.as_ref().expect("parameters");
         let p = &setup.params;
         let ck = ClientKey::generate(p);
         let sk = ck.server_key();
         let ct = ck.encrypt(&[3], &[1], t);
         let mut b = OneBootstrap::new(&sk, t);
-        let name = format!("fhe_mnist {t}-bit tables: {}", p.summary());
+        let name = format!("{label}: {}", p.summary());
         g.bench_function(name, |bch| bch.iter(|| b.run(&ct).len()));
         let batch = ck.encrypt(&[3; 16], &[16], t);
-        let name = format!("fhe_mnist {t}-bit tables, 16 keyswitches in one pass: {}", p.summary());
+        let name = format!("{label}, 16 keyswitches in one pass: {}", p.summary());
         g.bench_function(name, |bch| bch.iter(|| b.keyswitch(&batch)));
         b.keyswitch(&batch);
-        let name = format!("fhe_mnist {t}-bit tables, 16 bootstraps in one batched blind rotation: {}", p.summary());
+        let name = format!("{label}, 16 centered modulus switches: {}", p.summary());
+        g.bench_function(name, |bch| bch.iter(|| b.modulus_switch_batch()));
+        let name = format!("{label}, 16 blind rotations in one batched pass: {}", p.summary());
         g.bench_function(name, |bch| bch.iter(|| b.bootstrap_batch().len()));
         if p.has_rounding_bsk() {
             let mut r = OneBootstrap::rounding(&sk);
-            let name = format!("fhe_mnist {t}-bit tables, rounding bootstrap: {}", p.summary());
+            let name = format!("{label}, rounding bootstrap: {}", p.summary());
             g.bench_function(name, |bch| bch.iter(|| r.run(&ct).len()));
         }
     }

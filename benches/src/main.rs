@@ -132,8 +132,8 @@ enum Bench {
         models: PathBuf,
         /// The bundled models to run encrypted, each optionally followed by compile flags that
         /// override its defaults, `:`-separated: `seedq_mnist.onnx:max-table-bits=6` (flags:
-        /// input-bits, weight-bits, act-bits, max-table-bits, rounding). The anchors' ratios
-        /// use the file.
+        /// input-bits, weight-bits, act-bits, max-table-bits, rounding, score-bits). The
+        /// anchors' ratios use the file.
         #[arg(
             long,
             value_delimiter = ',',

@@ -40,7 +40,8 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    const FLAGS: [&'static str; 5] = ["input-bits", "weight-bits", "act-bits", "max-table-bits", "rounding"];
+    const FLAGS: [&'static str; 6] =
+        ["input-bits", "weight-bits", "act-bits", "max-table-bits", "rounding", "score-bits"];
 
     fn parse(s: &str) -> Result<ModelSpec> {
         let mut parts = s.split(':');
@@ -80,6 +81,14 @@ impl ModelSpec {
         for (k, v) in &self.flags {
             if k == "rounding" {
                 args.rounding = Some(v.parse()?);
+                continue;
+            }
+            if k == "score-bits" {
+                args.score_bits = Some(if v == "all" {
+                    0
+                } else {
+                    v.parse().with_context(|| format!("'{v}' is not `all` or a number of bits"))?
+                });
                 continue;
             }
             let slot = match k.as_str() {

@@ -110,6 +110,13 @@ pub struct CompileArgs {
     /// choice (with --no-fit: exact).
     #[arg(long)]
     pub rounding: Option<Rounding>,
+    /// Bits of the scores the client decrypts: their top N (4 to 62; default 12), the lower
+    /// ones carrying the noise of the last layer, so a decrypted score may differ from the
+    /// simulated one by a few units (`--mode simulate` samples it), which frees the
+    /// parameters from what every last bit of a wide score demands; or `all`, every bit,
+    /// exactly.
+    #[arg(long, value_name = "N|all", value_parser = parse_score_bits)]
+    pub score_bits: Option<u32>,
     /// Calibration (and validation) images of the model's input size: an IDX images file or
     /// a directory with an IDX set, a folder of PNG / PGM images, or a NumPy `.npy` array.
     /// The first --calib-limit images calibrate, the next --validation-limit validate the
@@ -209,6 +216,7 @@ impl CompileArgs {
             ranges: self.ranges,
             range_margin: self.range_margin,
             rounding: self.rounding,
+            score_bits: self.score_bits,
             calib: self.calib.clone(),
             transform_key: self.transform_key.clone(),
             fold_transform: self.fold_transform,
@@ -293,5 +301,16 @@ pub fn positive(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         Ok(_) => Err(format!("must be a finite number > 0, got {s}")),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--score-bits`: `all` (every bit, 0 inside) or a width of 4 to 62 bits.
+fn parse_score_bits(s: &str) -> Result<u32, String> {
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(0);
+    }
+    match s.parse::<u32>() {
+        Ok(b) if (4..=62).contains(&b) => Ok(b),
+        _ => Err(format!("'{s}' is neither `all` nor a number of bits from 4 to 62")),
     }
 }

@@ -561,6 +561,8 @@ fn probabilities_are_checked_with_a_hint_for_log2_exponents() {
         ("--max-server-time", "-1", "must be a finite number > 0"),
         ("--calib-limit", "0", "must be at least 1"),
         ("--validation-limit", "0", "must be at least 1"),
+        ("--score-bits", "3", "'3' is neither `all` nor a number of bits from 4 to 62"),
+        ("--score-bits", "most", "'most' is neither `all` nor a number of bits from 4 to 62"),
     ] {
         let o = fhec(&["build", "examples/models/fhe_mnist.onnx", flag, value]);
         assert_eq!(o.status.code(), Some(2), "{flag} {value}");

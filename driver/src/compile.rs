@@ -40,6 +40,9 @@ pub struct CompileOptions {
     pub range_margin: Option<u32>,
     /// Exact or approximate rounding.
     pub rounding: Option<Rounding>,
+    /// Bits of the scores the client reads (their top ones): `Some(0)` every bit, exactly;
+    /// `None` the default ([`fhec_compiler::quantize::DEFAULT_SCORE_BITS`]).
+    pub score_bits: Option<u32>,
     /// Calibration (and validation) images.
     pub calib: Option<PathBuf>,
     /// The bundled sample that calibrates a model without `calib`.
@@ -98,6 +101,7 @@ impl Default for CompileOptions {
             ranges: QuantOptions::default().ranges,
             range_margin: None,
             rounding: None,
+            score_bits: None,
             calib: None,
             calib_dataset: None,
             calib_limit: 500,
@@ -167,6 +171,11 @@ impl CompileOptions {
             ranges: self.ranges,
             range_margin_pct: self.range_margin.unwrap_or(m.range_margin_pct),
             rounding: self.rounding.unwrap_or(m.rounding),
+            output_bits: match self.score_bits {
+                None => m.output_bits,
+                Some(0) => None,
+                Some(b) => Some(b),
+            },
             ..m
         }
     }

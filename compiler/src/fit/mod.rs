@@ -56,10 +56,6 @@ pub use report::{Candidate, FitError, FitReport, Fitted, describe, layer_widths,
 use search::Search;
 pub use search::fit;
 
-/// Bits of the scores the client reads when the fit chooses (their top bits; the lower ones
-/// carry noise). Scores only feed an argmax; 16 bits of a wide accumulator lose nothing.
-pub const OUTPUT_BITS: u32 = 16;
-
 /// What the search minimises.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub enum Objective {

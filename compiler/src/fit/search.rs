@@ -187,7 +187,6 @@ pub fn fit(
     if !fx.input_bits {
         base.input_bits = 8;
     }
-    base.output_bits = Some(OUTPUT_BITS);
     let probe = s.compile(&base)?;
     let layers = layers_of(&probe.circuit);
     let roundings: Vec<Rounding> =

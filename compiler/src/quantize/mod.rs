@@ -36,6 +36,15 @@ use fhec_ir::nn::{Graph, NodeId, Tensor, interp};
 
 pub use lower::quantize;
 
+/// Bits of the scores the client reads by default: their top 12 (the lower bits of a wide
+/// accumulator carry the linear chain's noise, which the simulator samples). Scores only
+/// feed an argmax, so 12 bits (a step of 1/4096 of their range) cost next to no accuracy, and they
+/// free the parameters from what the last bit of a 13- to 20-bit score would demand (for the
+/// bundled seed networks, 2 bootstrap decomposition levels instead of 3 at N = 4096, 4
+/// instead of 5 at N = 8192).
+/// `fhec build --score-bits all` reads every bit.
+pub const DEFAULT_SCORE_BITS: u32 = 12;
+
 /// Bit widths and limits of the quantization.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuantOptions {
@@ -55,7 +64,7 @@ pub struct QuantOptions {
     /// How a wide accumulator is rounded before its table (see [`Rounding`]).
     pub rounding: Rounding,
     /// Bits of the scores the client reads, their top ones (`None`: all of them, exactly;
-    /// see `Circuit::output_bits`).
+    /// see `Circuit::output_bits`). Default [`DEFAULT_SCORE_BITS`].
     pub output_bits: Option<u32>,
     /// Widths of single layers over the ones above, by NN node name: a linear node's
     /// `weight_bits`, and the `act_bits`, `table_bits` and `rounding` of the table that
@@ -131,7 +140,7 @@ impl Default for QuantOptions {
             ranges: RangeMode::Calibrated,
             range_margin_pct: 10,
             rounding: Rounding::Exact,
-            output_bits: None,
+            output_bits: Some(DEFAULT_SCORE_BITS),
             layers: BTreeMap::new(),
         }
     }

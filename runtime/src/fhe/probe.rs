@@ -170,6 +170,25 @@ pub mod test_support {
             out
         }
 
+        /// The modulus switch alone of every ciphertext of the last
+        /// [`OneBootstrap::keyswitch`], as the batched bootstrap does it before its blind
+        /// rotation: centered ([`crate::fhe::schedule::center_modulus_switch`]), then each
+        /// coefficient rounded to `2N`; returns the sum of the switched words (so that none
+        /// of the work is optimised away).
+        pub fn modulus_switch_batch(&mut self) -> usize {
+            let n1 = self.sk.params.lwe_dimension + 1;
+            let log = PolynomialSize(self.sk.params.polynomial_size).to_blind_rotation_input_modulus_log();
+            let mut buf = self.worker.keyswitched(self.count).to_vec();
+            let mut sum = 0usize;
+            for ct in buf.chunks_exact_mut(n1) {
+                crate::fhe::schedule::center_modulus_switch(ct, log.0);
+                let msed =
+                    lwe_ciphertext_modulus_switch::<u64, usize, _>(LweCiphertext::from_container(&*ct, modulus()), log);
+                sum = msed.mask().fold(sum.wrapping_add(msed.body()), usize::wrapping_add);
+            }
+            sum
+        }
+
         /// Bootstraps the first ciphertext of the last [`OneBootstrap::keyswitch`].
         pub fn bootstrap_first(&mut self) -> &[u64] {
             let out = &mut self.out[..self.sk.lwe_size()];

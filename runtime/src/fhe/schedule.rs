@@ -256,6 +256,12 @@ impl<'p> Worker<'p> {
         keyswitch_batch(&sk.ksk, inputs, size, &mut self.small, &mut self.digits);
     }
 
+    /// The first `count` keyswitched ciphertexts (`n + 1` words each).
+    #[cfg_attr(not(feature = "probes"), allow(dead_code))]
+    pub(crate) fn keyswitched(&self, count: usize) -> &[u64] {
+        &self.small[..count * (self.small.len() / KS_BATCH)]
+    }
+
     /// PBS of the `i`-th keyswitched ciphertext with `lut`, written to `out` (big key).
     #[cfg_attr(not(feature = "probes"), allow(dead_code))]
     pub(crate) fn pbs(&mut self, sk: &ServerKey, i: usize, lut: &GlweCiphertextOwned<u64>, out: &mut [u64]) {
