@@ -192,9 +192,13 @@ class QLayer(nn.Module):
     times per-channel integer weights, the accumulator rounded as fhec rounds it before the
     next table (when `round_for_table`), then dequantized and biased."""
 
-    def __init__(self, q, inner, in_bits, round_for_table=True):
+    def __init__(self, q, inner, in_bits, round_for_table=True, pool=1):
         super().__init__()
         self.q, self.inner, self.in_bits, self.round_for_table = q, inner, in_bits, round_for_table
+        # Average pooling (pool x pool, stride pool) after the convolution, before the
+        # activation: fhec compiles it as an integer sum pool of the accumulators (free), the
+        # 1/pool^2 folded into the next table, so the table reads the summed accumulator.
+        self.pool = pool
         # Observed accumulator range (EMA of batch extremes), for observed-range rounding.
         self.wbits = None  # this layer's weight bits, if not q.weight_bits (fhec finds the coarser grid)
         self.register_buffer("acc_lo", torch.tensor(float("nan")))
@@ -206,7 +210,7 @@ class QLayer(nn.Module):
     def forward(self, x, in_scale):
         m = self.inner
         if self.q.export:
-            return m(x)
+            return F.avg_pool2d(m(x), self.pool) if self.pool > 1 else m(x)
         qmax = (1 << (self.weight_bits() - 1)) - 1
         w = m.weight
         s = w.detach().abs().flatten(1).max(1).values.clamp(min=1e-8) / qmax
@@ -214,6 +218,8 @@ class QLayer(nn.Module):
         x_int = x / in_scale
         if isinstance(m, nn.Conv2d):
             acc = F.conv2d(x_int, w_int, None, m.stride, m.padding)
+            if self.pool > 1:
+                acc = F.avg_pool2d(acc, self.pool) * (self.pool * self.pool)  # integer sum pool
             shape = (1, -1, 1, 1)
         else:
             acc = F.linear(x_int, w_int)
@@ -230,16 +236,20 @@ class QLayer(nn.Module):
                         else:
                             self.acc_lo.mul_(0.9).add_(0.1 * lo), self.acc_hi.mul_(0.9).add_(0.1 * hi)
                 acc = observed_rounding(acc, float(self.acc_lo), float(self.acc_hi), self.q.table_bits)
-        return acc * (in_scale * s).view(shape) + m.bias.view(shape)
+        return acc * (in_scale * s / (self.pool * self.pool)).view(shape) + m.bias.view(shape)
 
 
 class QRelu(nn.Module):
     """ReLU clipped at a learned bound (PACT) and rounded to act_bits levels."""
 
-    def __init__(self, q, init=4.0):
+    def __init__(self, q, init=4.0, data_init=False):
         super().__init__()
         self.q = q
         self.alpha = nn.Parameter(torch.tensor(init))
+        # data_init: set the bound from the first training batch (99.9th percentile of the
+        # positive pre-activations) instead of `init`; a pooled layer's values are much smaller
+        # than 4, and a 4-bit grid up to 4 would leave them one or two levels.
+        self.data_init = data_init
 
     def scale(self):
         return (self.alpha.abs() + 1e-3) / ((1 << self.q.act_bits) - 1)
@@ -252,6 +262,14 @@ class QRelu(nn.Module):
         qmax = (1 << self.q.act_bits) - 1
         a = self.alpha.abs() + 1e-3
         x = self.pre(x)
+        if self.data_init and self.training:
+            with torch.no_grad():
+                pos = x.detach().flatten()
+                pos = pos[pos > 0]
+                if pos.numel():
+                    self.alpha.copy_(torch.quantile(pos[:1 << 20], 0.999))
+            self.data_init = False
+            a = self.alpha.abs() + 1e-3
         if self.q.export:
             a = float(a)
             return fake_quant_export(torch.clamp(x, 0.0, a), a / qmax)
@@ -320,8 +338,9 @@ class Fhe(nn.Module):
 
 
 class QNet(nn.Module):
-    """A QAT network from a layer spec (`--layers`), e.g. `c16k5s2,c32k5s2,f64`: each `cCkKsS[pP]`
-    a Conv(->C, KxK, stride S, zero padding P) ReLU, each `fH` a Linear(->H) ReLU, then Linear(->10)."""
+    """A QAT network from a layer spec (`--layers`), e.g. `c16k5s2,c32k5s2,f64`: each `cCkKsS[pP][aA]`
+    a Conv(->C, KxK, stride S, zero padding P) [AvgPool(A) before the activation] ReLU, each
+    `fH` a Linear(->H) ReLU, then Linear(->10)."""
 
     def __init__(self, q, spec, in_channels=1):
         super().__init__()
@@ -333,15 +352,16 @@ class QNet(nn.Module):
             if item.startswith("c"):
                 assert flat is None, "convolutions before dense layers"
                 v = {t[0]: int(t[1:]) for t in _spec_tokens(item)}
-                k, st, pad = v["k"], v.get("s", 1), v.get("p", 0)
+                k, st, pad, pool = v["k"], v.get("s", 1), v.get("p", 0), v.get("a", 1)
                 inner = nn.Conv2d(c, v["c"], kernel_size=k, stride=st, padding=pad)
-                c, hw = v["c"], (hw + 2 * pad - k) // st + 1
+                c, hw = v["c"], ((hw + 2 * pad - k) // st + 1) // pool
             else:
+                pool = 1
                 flat = flat or c * hw * hw
                 inner = nn.Linear(flat, int(item[1:]))
                 flat = int(item[1:])
-            self.layers.append(QLayer(q, inner, in_bits))
-            self.acts.append(QRelu(q))
+            self.layers.append(QLayer(q, inner, in_bits, pool=pool))
+            self.acts.append(QRelu(q, data_init=pool > 1))
             in_bits = q.act_bits
         self.fc = QLayer(q, nn.Linear(flat or c * hw * hw, 10), q.act_bits, round_for_table=False)
 
@@ -450,7 +470,8 @@ def main():
     ap.add_argument("--hidden", type=int, default=32, help="arch fhe: hidden units")
     ap.add_argument("--layers", default="c16k5s2,c32k5s2",
                     help="arch qnet: layers before the final Linear(->10), e.g. c16k5s2,c32k5s2,f64 "
-                         "(cCkKsSpP: Conv(->C, KxK, stride S, padding P) + ReLU; fH: Linear(->H) + ReLU)")
+                         "(cCkKsSpPaA: Conv(->C, KxK, stride S, padding P), AvgPool(A) before the activation if aA "
+                         "is given (fhec sums it for free), + ReLU; fH: Linear(->H) + ReLU)")
     ap.add_argument("--window-penalty", type=float, default=0.0,
                     help="arch qnet: weight of a penalty on log2(pre-activation batch range / part of it inside the "
                          "ReLU window) beyond --window-ratio (keeps fhec's calibrated table ranges tight around [0, alpha])")
