@@ -120,6 +120,7 @@ class QState:
         self.export = False
         self.window_penalty = 0.0
         self.window_ratio = 2.0
+        self.read_noise = 0.0
 
 
 def fake_quant_export(x, scale):
@@ -169,7 +170,7 @@ def fhec_rounding(acc, w_int, in_max, table_bits):
     return acc + (u - acc).detach()
 
 
-def observed_rounding(acc, lo, hi, table_bits, margin_pct=10):
+def observed_rounding(acc, lo, hi, table_bits, margin_pct=10, read_noise=0.0):
     """fhec's rounding before a table with calibrated ranges: the range [lo, hi] widened by
     the margin, `k` low bits dropped so that it fits `table_bits` bits, and the table reading
     the representative `lo + round((acc - lo) / 2^k) * 2^k` (clamped to the range, as values
@@ -182,7 +183,10 @@ def observed_rounding(acc, lo, hi, table_bits, margin_pct=10):
             k += 1
         if k == 0:
             return acc
-        t = torch.floor((acc - lo + (1 << (k - 1))) / (1 << k)).clamp(0, (1 << table_bits) - 1)
+        # read_noise: Gaussian noise (deviation in table steps) added before the read, like the
+        # read noise of fhec's approximate rounding (a read near a step boundary lands one off).
+        e = torch.randn_like(acc) * (read_noise * (1 << k)) if read_noise else 0.0
+        t = torch.floor((acc - lo + (1 << (k - 1)) + e) / (1 << k)).clamp(0, (1 << table_bits) - 1)
         u = t * (1 << k) + lo
     return acc + (u - acc).detach()
 
@@ -235,7 +239,8 @@ class QLayer(nn.Module):
                             self.acc_lo.copy_(lo), self.acc_hi.copy_(hi)
                         else:
                             self.acc_lo.mul_(0.9).add_(0.1 * lo), self.acc_hi.mul_(0.9).add_(0.1 * hi)
-                acc = observed_rounding(acc, float(self.acc_lo), float(self.acc_hi), self.q.table_bits)
+                acc = observed_rounding(acc, float(self.acc_lo), float(self.acc_hi), self.q.table_bits,
+                                        read_noise=self.q.read_noise if self.training else 0.0)
         return acc * (in_scale * s / (self.pool * self.pool)).view(shape) + m.bias.view(shape)
 
 
@@ -475,6 +480,10 @@ def main():
     ap.add_argument("--window-penalty", type=float, default=0.0,
                     help="arch qnet: weight of a penalty on log2(pre-activation batch range / part of it inside the "
                          "ReLU window) beyond --window-ratio (keeps fhec's calibrated table ranges tight around [0, alpha])")
+    ap.add_argument("--read-noise", type=float, default=0.0,
+                    help="QAT with --model-rounding (observed ranges): Gaussian noise, deviation in table steps, "
+                         "added before each modelled table read in training (fhec's approximate rounding reads "
+                         "with noise; 0 = exact reads)")
     ap.add_argument("--window-ratio", type=float, default=2.0,
                     help="arch qnet: range / covered-window ratio the window penalty allows")
     ap.add_argument("--layer-weight-bits", default=None,
@@ -518,6 +527,7 @@ def main():
         q.rounding_ranges = args.rounding_ranges
         q.window_penalty = args.window_penalty
         q.window_ratio = args.window_ratio
+        q.read_noise = args.read_noise
         args.channels = args.channels or 4
         if args.arch == "qnet":
             net = make(q, args.layers, in_channels=in_channels)
@@ -626,6 +636,8 @@ def main():
         if args.window_penalty:
             info["qat"]["window_penalty"] = args.window_penalty
             info["qat"]["window_ratio"] = args.window_ratio
+        if args.read_noise:
+            info["qat"]["read_noise"] = args.read_noise
         if args.lr != 1e-3:
             info["lr"] = args.lr
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
