@@ -120,6 +120,7 @@ class QState:
         self.export = False
         self.window_penalty = 0.0
         self.window_ratio = 2.0
+        self.read_noise = 0.0
 
 
 def fake_quant_export(x, scale):
@@ -169,7 +170,7 @@ def fhec_rounding(acc, w_int, in_max, table_bits):
     return acc + (u - acc).detach()
 
 
-def observed_rounding(acc, lo, hi, table_bits, margin_pct=10):
+def observed_rounding(acc, lo, hi, table_bits, margin_pct=10, read_noise=0.0):
     """fhec's rounding before a table with calibrated ranges: the range [lo, hi] widened by
     the margin, `k` low bits dropped so that it fits `table_bits` bits, and the table reading
     the representative `lo + round((acc - lo) / 2^k) * 2^k` (clamped to the range, as values
@@ -182,7 +183,10 @@ def observed_rounding(acc, lo, hi, table_bits, margin_pct=10):
             k += 1
         if k == 0:
             return acc
-        t = torch.floor((acc - lo + (1 << (k - 1))) / (1 << k)).clamp(0, (1 << table_bits) - 1)
+        # read_noise: Gaussian noise (deviation in table steps) added before the read, like the
+        # read noise of fhec's approximate rounding (a read near a step boundary lands one off).
+        e = torch.randn_like(acc) * (read_noise * (1 << k)) if read_noise else 0.0
+        t = torch.floor((acc - lo + (1 << (k - 1)) + e) / (1 << k)).clamp(0, (1 << table_bits) - 1)
         u = t * (1 << k) + lo
     return acc + (u - acc).detach()
 
@@ -192,9 +196,13 @@ class QLayer(nn.Module):
     times per-channel integer weights, the accumulator rounded as fhec rounds it before the
     next table (when `round_for_table`), then dequantized and biased."""
 
-    def __init__(self, q, inner, in_bits, round_for_table=True):
+    def __init__(self, q, inner, in_bits, round_for_table=True, pool=1):
         super().__init__()
         self.q, self.inner, self.in_bits, self.round_for_table = q, inner, in_bits, round_for_table
+        # Average pooling (pool x pool, stride pool) after the convolution, before the
+        # activation: fhec compiles it as an integer sum pool of the accumulators (free), the
+        # 1/pool^2 folded into the next table, so the table reads the summed accumulator.
+        self.pool = pool
         # Observed accumulator range (EMA of batch extremes), for observed-range rounding.
         self.wbits = None  # this layer's weight bits, if not q.weight_bits (fhec finds the coarser grid)
         self.register_buffer("acc_lo", torch.tensor(float("nan")))
@@ -206,7 +214,7 @@ class QLayer(nn.Module):
     def forward(self, x, in_scale):
         m = self.inner
         if self.q.export:
-            return m(x)
+            return F.avg_pool2d(m(x), self.pool) if self.pool > 1 else m(x)
         qmax = (1 << (self.weight_bits() - 1)) - 1
         w = m.weight
         s = w.detach().abs().flatten(1).max(1).values.clamp(min=1e-8) / qmax
@@ -214,6 +222,8 @@ class QLayer(nn.Module):
         x_int = x / in_scale
         if isinstance(m, nn.Conv2d):
             acc = F.conv2d(x_int, w_int, None, m.stride, m.padding)
+            if self.pool > 1:
+                acc = F.avg_pool2d(acc, self.pool) * (self.pool * self.pool)  # integer sum pool
             shape = (1, -1, 1, 1)
         else:
             acc = F.linear(x_int, w_int)
@@ -229,17 +239,22 @@ class QLayer(nn.Module):
                             self.acc_lo.copy_(lo), self.acc_hi.copy_(hi)
                         else:
                             self.acc_lo.mul_(0.9).add_(0.1 * lo), self.acc_hi.mul_(0.9).add_(0.1 * hi)
-                acc = observed_rounding(acc, float(self.acc_lo), float(self.acc_hi), self.q.table_bits)
-        return acc * (in_scale * s).view(shape) + m.bias.view(shape)
+                acc = observed_rounding(acc, float(self.acc_lo), float(self.acc_hi), self.q.table_bits,
+                                        read_noise=self.q.read_noise if self.training else 0.0)
+        return acc * (in_scale * s / (self.pool * self.pool)).view(shape) + m.bias.view(shape)
 
 
 class QRelu(nn.Module):
     """ReLU clipped at a learned bound (PACT) and rounded to act_bits levels."""
 
-    def __init__(self, q, init=4.0):
+    def __init__(self, q, init=4.0, data_init=False):
         super().__init__()
         self.q = q
         self.alpha = nn.Parameter(torch.tensor(init))
+        # data_init: set the bound from the first training batch (99.9th percentile of the
+        # positive pre-activations) instead of `init`; a pooled layer's values are much smaller
+        # than 4, and a 4-bit grid up to 4 would leave them one or two levels.
+        self.data_init = data_init
 
     def scale(self):
         return (self.alpha.abs() + 1e-3) / ((1 << self.q.act_bits) - 1)
@@ -252,6 +267,14 @@ class QRelu(nn.Module):
         qmax = (1 << self.q.act_bits) - 1
         a = self.alpha.abs() + 1e-3
         x = self.pre(x)
+        if self.data_init and self.training:
+            with torch.no_grad():
+                pos = x.detach().flatten()
+                pos = pos[pos > 0]
+                if pos.numel():
+                    self.alpha.copy_(torch.quantile(pos[:1 << 20], 0.999))
+            self.data_init = False
+            a = self.alpha.abs() + 1e-3
         if self.q.export:
             a = float(a)
             return fake_quant_export(torch.clamp(x, 0.0, a), a / qmax)
@@ -320,8 +343,9 @@ class Fhe(nn.Module):
 
 
 class QNet(nn.Module):
-    """A QAT network from a layer spec (`--layers`), e.g. `c16k5s2,c32k5s2,f64`: each `cCkKsS[pP]`
-    a Conv(->C, KxK, stride S, zero padding P) ReLU, each `fH` a Linear(->H) ReLU, then Linear(->10)."""
+    """A QAT network from a layer spec (`--layers`), e.g. `c16k5s2,c32k5s2,f64`: each `cCkKsS[pP][aA]`
+    a Conv(->C, KxK, stride S, zero padding P) [AvgPool(A) before the activation] ReLU, each
+    `fH` a Linear(->H) ReLU, then Linear(->10)."""
 
     def __init__(self, q, spec, in_channels=1):
         super().__init__()
@@ -333,15 +357,16 @@ class QNet(nn.Module):
             if item.startswith("c"):
                 assert flat is None, "convolutions before dense layers"
                 v = {t[0]: int(t[1:]) for t in _spec_tokens(item)}
-                k, st, pad = v["k"], v.get("s", 1), v.get("p", 0)
+                k, st, pad, pool = v["k"], v.get("s", 1), v.get("p", 0), v.get("a", 1)
                 inner = nn.Conv2d(c, v["c"], kernel_size=k, stride=st, padding=pad)
-                c, hw = v["c"], (hw + 2 * pad - k) // st + 1
+                c, hw = v["c"], ((hw + 2 * pad - k) // st + 1) // pool
             else:
+                pool = 1
                 flat = flat or c * hw * hw
                 inner = nn.Linear(flat, int(item[1:]))
                 flat = int(item[1:])
-            self.layers.append(QLayer(q, inner, in_bits))
-            self.acts.append(QRelu(q))
+            self.layers.append(QLayer(q, inner, in_bits, pool=pool))
+            self.acts.append(QRelu(q, data_init=pool > 1))
             in_bits = q.act_bits
         self.fc = QLayer(q, nn.Linear(flat or c * hw * hw, 10), q.act_bits, round_for_table=False)
 
@@ -450,10 +475,15 @@ def main():
     ap.add_argument("--hidden", type=int, default=32, help="arch fhe: hidden units")
     ap.add_argument("--layers", default="c16k5s2,c32k5s2",
                     help="arch qnet: layers before the final Linear(->10), e.g. c16k5s2,c32k5s2,f64 "
-                         "(cCkKsSpP: Conv(->C, KxK, stride S, padding P) + ReLU; fH: Linear(->H) + ReLU)")
+                         "(cCkKsSpPaA: Conv(->C, KxK, stride S, padding P), AvgPool(A) before the activation if aA "
+                         "is given (fhec sums it for free), + ReLU; fH: Linear(->H) + ReLU)")
     ap.add_argument("--window-penalty", type=float, default=0.0,
                     help="arch qnet: weight of a penalty on log2(pre-activation batch range / part of it inside the "
                          "ReLU window) beyond --window-ratio (keeps fhec's calibrated table ranges tight around [0, alpha])")
+    ap.add_argument("--read-noise", type=float, default=0.0,
+                    help="QAT with --model-rounding (observed ranges): Gaussian noise, deviation in table steps, "
+                         "added before each modelled table read in training (fhec's approximate rounding reads "
+                         "with noise; 0 = exact reads)")
     ap.add_argument("--window-ratio", type=float, default=2.0,
                     help="arch qnet: range / covered-window ratio the window penalty allows")
     ap.add_argument("--layer-weight-bits", default=None,
@@ -497,6 +527,7 @@ def main():
         q.rounding_ranges = args.rounding_ranges
         q.window_penalty = args.window_penalty
         q.window_ratio = args.window_ratio
+        q.read_noise = args.read_noise
         args.channels = args.channels or 4
         if args.arch == "qnet":
             net = make(q, args.layers, in_channels=in_channels)
@@ -605,6 +636,8 @@ def main():
         if args.window_penalty:
             info["qat"]["window_penalty"] = args.window_penalty
             info["qat"]["window_ratio"] = args.window_ratio
+        if args.read_noise:
+            info["qat"]["read_noise"] = args.read_noise
         if args.lr != 1e-3:
             info["lr"] = args.lr
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
