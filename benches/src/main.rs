@@ -7,6 +7,7 @@
 mod accuracy;
 mod common;
 mod fit;
+mod frontier;
 mod models;
 mod ranges;
 mod reliability;
@@ -122,6 +123,51 @@ enum Bench {
         /// Measure accuracy on only the first N images of each set.
         #[arg(long)]
         limit: Option<usize>,
+    },
+    /// The accuracy / server-time frontier (issue 25): frontier and bundled models compiled,
+    /// simulated on the whole test sets and run encrypted, beside TenSEAL's seed network and
+    /// Concrete ML on the same files in the same run; writes the frontier section of
+    /// BENCHMARKS.md and one SVG picture per dataset.
+    Frontier {
+        /// Directory of the bundled models (with manifest.json, and frontier/ with its own).
+        #[arg(long, default_value = "examples/models")]
+        models: PathBuf,
+        /// The points: model files (relative to --models) with compile flags as in `speed`
+        /// (`frontier/mnist_c10f96.onnx:rounding=approximate`).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "frontier/mnist_c3f24.onnx:rounding=approximate,frontier/mnist_c10f96.onnx:rounding=approximate,frontier/mnist_c16f128.onnx:rounding=approximate,seedq_mnist.onnx:max-table-bits=6:rounding=approximate,seed_mnist.onnx:rounding=approximate,seed_mnist.onnx,qat2_mnist.onnx,frontier/fashion_c4f32.onnx:rounding=approximate,frontier/fashion_c16f128.onnx:rounding=approximate,seed_fashion.onnx:rounding=approximate,qat2_fashion.onnx"
+        )]
+        points: Vec<String>,
+        /// Directory with `mnist/` and `fashion-mnist/` IDX test sets.
+        #[arg(long)]
+        data: PathBuf,
+        /// Encrypted images per point, at most (the first test images; the median is reported).
+        #[arg(long, default_value_t = 3)]
+        images: usize,
+        /// Estimated server time (one core, seconds) allowed per point: a model estimated at
+        /// `e` per image runs `min(images, budget / e)` images, none if that is below one.
+        #[arg(long, default_value_t = 1500.0)]
+        budget: f64,
+        /// Python with TenSEAL (`benches/anchors/setup.sh`); `none` skips it.
+        #[arg(long, default_value = "benches/anchors/.venv/bin/python")]
+        python: String,
+        /// Python with Concrete ML 1.9 (`benches/anchors/setup.sh --concrete-ml`); `none` skips it.
+        #[arg(long, default_value = "benches/anchors/.venv-cml/bin/python")]
+        concrete_ml_python: String,
+        /// The files Concrete ML compiles and runs encrypted (the best frontier models).
+        #[arg(long, value_delimiter = ',', default_value = "frontier/mnist_c10f96.onnx,frontier/fashion_c16f128.onnx")]
+        concrete_ml_models: Vec<String>,
+        /// Encrypted images per model for Concrete ML.
+        #[arg(long, default_value_t = 1)]
+        concrete_ml_images: usize,
+        /// Directory of the pictures.
+        #[arg(long, default_value = "benches/figures")]
+        figures: PathBuf,
+        /// Markdown file whose frontier section is (re)written.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
     },
     /// Encrypted latency, sizes and scheduling efficiency of chosen bundled models, beside the
     /// TenSEAL (CKKS) evaluation of the seed network with the same weights and images,
@@ -408,6 +454,31 @@ fn run(bench: Bench) -> Result<()> {
                 out: &out,
             })
         }
+        Bench::Frontier {
+            models,
+            points,
+            data,
+            images,
+            budget,
+            python,
+            concrete_ml_python,
+            concrete_ml_models,
+            concrete_ml_images,
+            figures,
+            out,
+        } => frontier::bench_frontier(&frontier::FrontierRun {
+            models: &models,
+            points: &points,
+            data: &data,
+            images,
+            budget,
+            tenseal_python: &python,
+            cml_python: &concrete_ml_python,
+            cml_models: &concrete_ml_models,
+            cml_images: concrete_ml_images,
+            figures: &figures,
+            out: &out,
+        }),
         Bench::Speed {
             models,
             only,

@@ -14,7 +14,6 @@ use fhec_runtime::dataset::{Dataset, DatasetKind};
 use crate::common::{cpu_model, machine_line, replace_section, run_anchor};
 
 /// What `cargo bench-table speed` measures and where it writes (see `Bench::Speed`).
-
 pub struct SpeedRun<'a> {
     pub models: &'a Path,
     pub only: &'a [String],
@@ -32,7 +31,6 @@ pub struct SpeedRun<'a> {
 
 /// One `--only` entry of `cargo bench-table speed`: a bundled file and the compile flags it is
 /// built with (`seedq_mnist.onnx:max-table-bits=6:rounding=approximate`).
-
 pub struct ModelSpec {
     file: String,
     /// `(flag, value)` in the order given.
@@ -43,7 +41,7 @@ impl ModelSpec {
     const FLAGS: [&'static str; 6] =
         ["input-bits", "weight-bits", "act-bits", "max-table-bits", "rounding", "score-bits"];
 
-    fn parse(s: &str) -> Result<ModelSpec> {
+    pub fn parse(s: &str) -> Result<ModelSpec> {
         let mut parts = s.split(':');
         let file = parts.next().unwrap_or_default().trim().to_string();
         if file.is_empty() {
@@ -68,8 +66,28 @@ impl ModelSpec {
         Ok(spec)
     }
 
+    /// The model file (relative to the models directory).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// A short name for pictures: the file's stem and its flags' values.
+    pub fn short_label(&self) -> String {
+        let stem = Path::new(&self.file).file_stem().map_or(self.file.clone(), |s| s.to_string_lossy().into_owned());
+        let flags: Vec<String> = self
+            .flags
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "rounding" => v.chars().take(6).collect(),
+                "max-table-bits" => format!("t{v}"),
+                _ => format!("{k}={v}"),
+            })
+            .collect();
+        if flags.is_empty() { stem } else { format!("{stem} {}", flags.join(" ")) }
+    }
+
     /// The file, and its flags as `fhec` options when it has some.
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         if self.flags.is_empty() {
             return self.file.clone();
         }
@@ -77,7 +95,7 @@ impl ModelSpec {
         format!("{} ({})", self.file, flags.join(" "))
     }
 
-    fn apply(&self, args: &mut CompileOptions) -> Result<()> {
+    pub fn apply(&self, args: &mut CompileOptions) -> Result<()> {
         for (k, v) in &self.flags {
             if k == "rounding" {
                 args.rounding = Some(v.parse()?);
@@ -104,7 +122,6 @@ impl ModelSpec {
 }
 
 /// An anchor's evaluate time per image (wall, median) on one model, for the ratio columns.
-
 pub struct AnchorTime {
     model: String,
     evaluate_s: f64,
@@ -118,7 +135,6 @@ pub fn ratio_to(anchors: &[AnchorTime], model: &str, evaluate_s: f64) -> String 
 }
 
 /// The speed table (see `Bench::Speed`).
-
 pub fn bench_speed(run: &SpeedRun) -> Result<()> {
     let (models, data, images) = (run.models, run.data, run.images);
     if images == 0 {
