@@ -8,6 +8,8 @@ CI never runs this: the exported models are committed under `examples/models/`.
 Architectures (`--arch`):
   cnn   a small CNN for encrypted inference: Conv(1->8, 5x5, stride 2) ReLU
         Conv(8->16, 5x5, stride 2) ReLU Linear(256->10); input p/255.
+  teacher  a large float CNN (three 3x3 convolutions, 32/64/128 channels), only a teacher
+        for knowledge distillation (`--save-torch T.pt`, then `--teacher T.pt`).
   seed  the TenSEAL encrypted-convolution tutorial network: Conv(1->4, 7x7, stride 3)
         x*x Linear(256->64) x*x Linear(64->10); Adam 1e-3, 10 epochs, batch 64,
         seed 73, input p/255 (no normalisation), as the tutorial trains it.
@@ -82,6 +84,28 @@ class Cnn(nn.Module):
         x = F.relu(self.conv1(x))
         x = F.relu(self.conv2(x))
         return self.fc(x.flatten(1))
+
+
+class Teacher(nn.Module):
+    """A large float CNN, not meant for fhec: the teacher of `--teacher` (knowledge
+    distillation). Conv(->32, 3x3) ReLU Conv(->64, 3x3) ReLU MaxPool(2) Conv(->128, 3x3) ReLU
+    MaxPool(2) Dropout Linear(->256) ReLU Dropout Linear(->10)."""
+
+    def __init__(self, in_channels=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
+        self.fc1 = nn.Linear(128 * 7 * 7, 256)
+        self.fc2 = nn.Linear(256, 10)
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv3(x)), 2)
+        x = self.drop(F.relu(self.fc1(x.flatten(1))))
+        return self.fc2(self.drop(x))
 
 
 class Seed(nn.Module):
@@ -408,7 +432,7 @@ def _spec_tokens(item):
     return out + [cur]
 
 
-ARCHS = {"cnn": (Cnn, 5), "seed": (Seed, 10), "fhe": (Fhe, 15), "qnet": (QNet, 15), "seedq": (SeedQ, 15)}
+ARCHS = {"cnn": (Cnn, 5), "teacher": (Teacher, 12), "seed": (Seed, 10), "fhe": (Fhe, 15), "qnet": (QNet, 15), "seedq": (SeedQ, 15)}
 QAT_ARCHS = ("fhe", "qnet", "seedq")
 
 
@@ -489,6 +513,14 @@ def main():
     ap.add_argument("--layer-weight-bits", default=None,
                     help="QAT: weight bits of each layer in order (e.g. 2,3,4), each at most --weight-bits (which "
                          "fhec gets in the metadata; it finds each layer's coarser grid itself)")
+    ap.add_argument("--teacher", default=None, metavar="FILE.pt",
+                    help="knowledge distillation: a TorchScript teacher (train.py --arch teacher --save-torch FILE.pt); "
+                         "the loss mixes the labels' cross-entropy with the teacher's softened outputs")
+    ap.add_argument("--distill-alpha", type=float, default=0.5,
+                    help="with --teacher: weight of the labels' cross-entropy (the rest is the teacher's)")
+    ap.add_argument("--distill-temp", type=float, default=4.0, help="with --teacher: softmax temperature")
+    ap.add_argument("--save-torch", default=None, metavar="FILE.pt",
+                    help="also save the trained network as TorchScript (a teacher for --teacher)")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     ap.add_argument("--shift", type=int, default=0, help="random shifts of the training images by up to this many pixels")
     ap.add_argument("--transform", default=None, metavar="SCHEME",
@@ -544,8 +576,15 @@ def main():
                 m.wbits = b
     else:
         net = make(in_channels=in_channels)
+    teacher = None
+    if args.teacher:
+        try:
+            teacher = torch.jit.load(args.teacher).eval()
+        except (OSError, RuntimeError) as e:
+            ap.error(f"--teacher {args.teacher}: {e}")
+        print(f"teacher {args.teacher}: test acc {accuracy(teacher, xte, yte):.4f}", flush=True)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if q else None
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if q or args.arch == "teacher" else None
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=64, shuffle=True)
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
@@ -563,7 +602,14 @@ def main():
             if args.shift:
                 xb = shift(xb, args.shift, gen)
             opt.zero_grad()
-            loss = F.cross_entropy(net(xb), yb)
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb)
+            if teacher is not None:
+                t, a = args.distill_temp, args.distill_alpha
+                with torch.no_grad():
+                    soft = F.log_softmax(teacher(xb) / t, dim=1)
+                kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, log_target=True, reduction="batchmean")
+                loss = a * loss + (1 - a) * t * t * kd
             if q and args.window_penalty:
                 loss = loss + args.window_penalty * net.window_pen
             if q and args.span_penalty and hasattr(net, "span_penalty"):
@@ -577,6 +623,8 @@ def main():
     acc = accuracy(net, xte, yte)
 
     net.eval()
+    if args.save_torch:
+        torch.jit.trace(net, torch.zeros(1, in_channels, 28, 28)).save(args.save_torch)
     if q:
         # Bake the fake-quantized weights in (fhec recognises weights that lie on a grid),
         # then switch activations to QuantizeLinear/DequantizeLinear for the export.
@@ -638,6 +686,9 @@ def main():
             info["qat"]["window_ratio"] = args.window_ratio
         if args.read_noise:
             info["qat"]["read_noise"] = args.read_noise
+    if args.teacher:
+        info["distill"] = {"teacher": os.path.basename(args.teacher), "alpha": args.distill_alpha,
+                           "temperature": args.distill_temp}
         if args.lr != 1e-3:
             info["lr"] = args.lr
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
