@@ -144,7 +144,11 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             "| {} | {} | {} | {} ({}) | {}; failure 2^{:.1} / inference | {:.2}% | {:.2}%{} | {} | {} | {:.1} s | {} |",
             spec.label(),
             m.dataset,
-            fhec_driver::measure::widths_of(&art),
+            format!(
+                "{}, {}",
+                fhec_driver::measure::widths_of(&art),
+                art.options.get("ranges").map_or("?", |v| v.as_str())
+            ),
             st.total(),
             widths.join(", "),
             setup.params.summary(),
@@ -191,7 +195,7 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             .and_then(|(p, _)| p.float)
             .unwrap_or(f64::NAN);
         anchor_rows.push(format!(
-            "| TenSEAL {} (CKKS, {cores} threads) | seed_mnist.onnx (same weights) | {:.2}% (the float network's; CKKS drifts from it) | {}/{} correct | {s:.2} s |",
+            "| TenSEAL {} (CKKS, {cores} threads) | seed_mnist.onnx (same weights) | {:.2}% (the float network's; CKKS drifts from it) | — (CKKS, no bootstrap; ~128 bits, SEAL default) | {}/{} correct | {s:.2} s |",
             v["tenseal_version"].as_str().unwrap_or("?"),
             float,
             v["correct"],
@@ -201,7 +205,7 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             system: System::TenSeal,
             dataset: DatasetKind::Mnist,
             label: "TenSEAL seed".into(),
-            seconds: Some(s),
+            seconds: s.is_finite().then_some(s),
             accuracy: float,
             float: None,
         });
@@ -211,20 +215,33 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             let (m, _) = entry_of(run.models, file)?;
             let path = run.models.join(file);
             println!("== Concrete ML anchor: {file}, {} images ==", run.cml_images);
-            let v = run_anchor(
+            // A file Concrete ML cannot take is a finding of the run, not the end of it.
+            let v = match run_anchor(
                 run.cml_python,
                 "concrete_ml.py",
                 (path.as_path(), run.data, m.dataset.as_str(), run.cml_images),
                 &[],
                 "benches/anchors/setup.sh --concrete-ml",
-            )?;
+            ) {
+                Ok(v) => v,
+                Err(e) => {
+                    let why = format!("{e:#}").replace(['\n', '|'], " ");
+                    println!("Concrete ML failed on {file}: {why}");
+                    anchor_rows.push(format!("| Concrete ML | {file} (same file) | — | — | failed: {why} | — |"));
+                    continue;
+                }
+            };
             let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
             let s = f("median_evaluate_s");
             let acc = 100.0 * f("clear_accuracy");
             anchor_rows.push(format!(
-                "| Concrete ML {} (TFHE, n_bits {}, {cores} threads) | {file} (same file) | {acc:.2}% (clear-quantized, what its FHE computes) | {}/{} correct | {s:.2} s |",
+                "| Concrete ML {} (TFHE, n_bits {}, rounding {} bits, {cores} threads) | {file} (same file) | {acc:.2}% (clear-quantized, what its FHE computes) | {} (widest {} bits); failure 2^{:.1} / inference | {}/{} correct | {s:.2} s |",
                 v["concrete_ml_version"].as_str().unwrap_or("?"),
                 v["n_bits"],
+                v["rounding_threshold_bits"],
+                v["bootstraps"],
+                v["widest_integer_bits"],
+                f("global_p_error").max(1e-300).log2(),
                 v["correct"],
                 run.cml_images,
             ));
@@ -232,7 +249,7 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
                 system: System::ConcreteMl,
                 dataset: m.dataset.parse()?,
                 label: format!("Concrete ML {}", file.trim_start_matches("frontier/").trim_end_matches(".onnx")),
-                seconds: Some(s),
+                seconds: s.is_finite().then_some(s),
                 accuracy: acc,
                 float: None,
             });
@@ -274,8 +291,9 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
     let body = format!(
         "## Frontier: accuracy against server time per encrypted image\n\n\
 Produced by `cargo bench-table frontier --data {} --images {}` (points: {}). A point is a \
-model compiled by fhec with the flags after its name (`--no-fit`, then those), simulated on all \
-10,000 test images (with approximate rounding, the mean of {NOISE_DRAWS} read-noise draws, as in \
+model compiled by fhec with the flags after its name (with `--accuracy-budget`, `fhec build`'s \
+fit within that budget, calibrated and validated on the bundled training sample; without it, \
+`--no-fit`: the widths its metadata names), simulated on all 10,000 test images (with approximate rounding, the mean of {NOISE_DRAWS} read-noise draws, as in \
 the speed section) and run encrypted on the first test images (client encrypts, server \
 evaluates with the evaluation key only on both cores, client decrypts; *s / image* is the \
 median; a model whose estimate exceeds `--budget` {} s on one core is simulated only). *est.*: \
@@ -283,9 +301,9 @@ the compiler's estimate on one core. The frontier models (`examples/models/front
 by `examples/train/train_frontier.sh`; the others are the bundled ones. TenSEAL's point is its \
 CKKS evaluation of the seed network (`benches/anchors/tenseal_seed.py`) at the float network's \
 accuracy. {cml_note} Machine: {cpu}; before the run: {load_before}; after: {}.\n\n{}\n\n\
-| model (flags) | dataset | widths (in/w/act/table) | bootstraps / image | parameters | float | simulated | encrypted sample | s / image (2 cores) | est. (1 core) | trained by |\n\
+| model (flags) | dataset | widths (in/w/act/table), ranges | bootstraps / image | parameters | float | simulated | encrypted sample | s / image (2 cores) | est. (1 core) | trained by |\n\
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n\n\
-| anchor | model | accuracy | encrypted sample | s / image |\n| --- | --- | --- | --- | --- |\n{}\n",
+| anchor | model | accuracy | bootstraps / image; failure | encrypted sample | s / image (2 cores) |\n| --- | --- | --- | --- | --- | --- |\n{}\n",
         run.data.display(),
         run.images,
         run.points.join(","),

@@ -38,8 +38,16 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    const FLAGS: [&'static str; 6] =
-        ["input-bits", "weight-bits", "act-bits", "max-table-bits", "rounding", "score-bits"];
+    const FLAGS: [&'static str; 8] = [
+        "input-bits",
+        "weight-bits",
+        "act-bits",
+        "max-table-bits",
+        "rounding",
+        "score-bits",
+        "range-margin",
+        "accuracy-budget",
+    ];
 
     pub fn parse(s: &str) -> Result<ModelSpec> {
         let mut parts = s.split(':');
@@ -80,6 +88,7 @@ impl ModelSpec {
             .map(|(k, v)| match k.as_str() {
                 "rounding" => v.chars().take(6).collect(),
                 "max-table-bits" => format!("t{v}"),
+                "accuracy-budget" => format!("fit {v}"),
                 _ => format!("{k}={v}"),
             })
             .collect();
@@ -107,6 +116,16 @@ impl ModelSpec {
                 } else {
                     v.parse().with_context(|| format!("'{v}' is not `all` or a number of bits"))?
                 });
+                continue;
+            }
+            if k == "accuracy-budget" {
+                // The fit, as `fhec build` runs it, within this budget (points of accuracy).
+                args.no_fit = false;
+                args.accuracy_budget = v.parse().with_context(|| format!("'{v}' is not a number of points"))?;
+                continue;
+            }
+            if k == "range-margin" {
+                args.range_margin = Some(v.parse().with_context(|| format!("'{v}' is not a percentage"))?);
                 continue;
             }
             let slot = match k.as_str() {
