@@ -287,7 +287,7 @@ pub fn bench_serve_load(run: &ServeLoadRun) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let model = run.model.file_stem().and_then(|s| s.to_str()).context("a model file name")?.to_string();
-    let options = CompileOptions::demo(Rounding::Approximate);
+    let options = CompileOptions::seed_network(Rounding::Approximate);
     let (_, art) = compile_model(run.model, &options)?;
     let setup = art.fhe.as_ref().context("no 128-bit parameters")?;
     let (bootstraps, security) = (art.circuit.bootstrap_stats().total(), setup.security_bits);

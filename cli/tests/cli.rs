@@ -516,7 +516,7 @@ fn eval_accepts_the_pass_flags() {
     }
 }
 
-/// The README's quick start: the bundled seed network, really encrypted, evaluated with the
+/// The README's quick start: the bundled demo model, really encrypted, evaluated with the
 /// evaluation key only and decrypted (approximate rounding, so classes are compared).
 #[cfg(feature = "fhe")]
 #[test]
@@ -525,8 +525,8 @@ fn demo_classifies_a_bundled_image_encrypted() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     for want in [
-        "seedq_mnist, --max-table-bits 6 --rounding approximate",
-        "320 bootstraps per image",
+        "mnist_c16f128_kd (examples/models/frontier/; fhec build --rounding approximate --accuracy-budget 2)",
+        "1152 bootstraps per image",
         "security 128 bits",
         "agreement with simulation: 1/1 (same class",
         "encrypted accuracy 1/1",

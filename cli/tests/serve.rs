@@ -4,7 +4,7 @@
 //! `FHEC_TEST_POSTGRES` names a server (a user who may create databases; `.ci/run` starts
 //! Debian's PostgreSQL and sets it); the test makes a database of its own and drops it.
 //!
-//! The bundled `seedq_mnist` compiled as `fhec demo` compiles it (6-bit tables, approximate
+//! The bundled `seedq_mnist` compiled as `CompileOptions::seed_network` compiles it (6-bit tables, approximate
 //! rounding, 128-bit parameters); five images classified in all.
 
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,5 @@
 //! `fhec serve` against a real service over loopback (in-process, on its own tokio runtime
-//! per test): the bundled `seedq_mnist` compiled as `fhec demo` compiles it (6-bit tables,
+//! per test): the bundled `seedq_mnist` compiled as `CompileOptions::seed_network` compiles it (6-bit tables,
 //! approximate rounding, 128-bit parameters), keys generated once, three images classified in
 //! all (end to end through the job API, the synchronous endpoint, and a job queued before a
 //! restart); the rest (tokens, ownership, bad bodies, the queue bound, a cut upload, the rate
@@ -36,7 +36,7 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/seedq_mnist.onnx");
-        let options = CompileOptions::demo(Rounding::Approximate);
+        let options = CompileOptions::seed_network(Rounding::Approximate);
         let (_, art) = compile_model(&path, &options).expect("seedq_mnist compiles");
         let setup = art.fhe.as_ref().expect("128-bit parameters");
         assert!(setup.security_bits >= 128.0);

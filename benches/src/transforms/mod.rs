@@ -266,7 +266,7 @@ pub fn bench_transforms(run: &TransformsRun<'_>) -> Result<()> {
     let machine = machine_line();
     let (key, key_name) = load_key(run.key)?;
     eprintln!("compiling {} for the TFHE control", run.tfhe_model.display());
-    let (_, art) = compile_model(run.tfhe_model, &CompileOptions::demo(Rounding::Approximate))?;
+    let (_, art) = compile_model(run.tfhe_model, &CompileOptions::seed_network(Rounding::Approximate))?;
     let setup = art.fhe.as_ref().context("the TFHE control's model has no 128-bit parameters")?;
     let tfhe_desc = format!(
         "{} compiled as `fhec demo` compiles it, {}-bit security, input {}",

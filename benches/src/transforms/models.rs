@@ -144,7 +144,7 @@ fn compile(path: &Path, kind: DatasetKind, key: Option<&Path>, fold: Option<Tran
         calib_dataset: Some(kind),
         transform_key: key.map(Path::to_path_buf),
         fold_transform: fold,
-        ..CompileOptions::demo(Rounding::Approximate)
+        ..CompileOptions::seed_network(Rounding::Approximate)
     };
     compile_model_with(path, &args, &mut |_, _, _| {}, false)
         .with_context(|| format!("cannot compile {}", path.display()))

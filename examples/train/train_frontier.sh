@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Trains the accuracy/speed frontier models (examples/models/frontier/, issue 25): networks
+# designed for fhec's cost model (one strided convolution and one small dense layer, 4-bit
+# inputs / weights / activations and 5-bit tables read with approximate rounding, the
+# circuit's rounding modelled in training), from 144 to 1,664 activations; the `_kd` ones
+# distilled from a large float teacher (trained first, kept in examples/train/work/, not
+# committed).
+# One command, from the repository root (two or three trainings at a time, one thread each; about
+# 45 minutes on 2 cores, most of it the distillations, whose teacher runs on every batch):
+#   PYTHON=.venv/bin/python DATA=../shared/data bash examples/train/train_frontier.sh
+# `fhec-bench frontier` (`cargo bench-table frontier --data ../shared/data`) measures them.
+set -euo pipefail
+python="${PYTHON:-.venv/bin/python}"
+data="${DATA:-../shared/data}"
+dir=examples/models/frontier
+work=examples/train/work
+mkdir -p "$dir" "$work"
+mnist=(--dataset mnist --input-bits 4 --weight-bits 4 --act-bits 4 --max-table-bits 5
+       --model-rounding --augment affine --window-penalty 0.1)
+fashion=(--dataset fashion-mnist --input-bits 6 --weight-bits 4 --act-bits 4 --max-table-bits 5
+         --model-rounding --augment flip --window-penalty 0.1)
+train() {
+    local out="$1"; shift
+    "$python" examples/train/train.py --arch qnet --data "$data" --threads 1 --out "$dir/$out" "$@" \
+        > "$dir/${out%.onnx}.log" 2>&1
+}
+teacher() {
+    local name="$1"; shift
+    "$python" examples/train/train.py --arch teacher --data "$data" --threads 1 \
+        --save-torch "$work/$name.pt" --out "$work/$name.onnx" "$@" > "$work/$name.log" 2>&1
+}
+teacher teacher_mnist --dataset mnist --augment affine --epochs 4 &
+teacher teacher_fashion --dataset fashion-mnist --augment flip --epochs 5 &
+wait
+train mnist_c2f16.onnx "${mnist[@]}" --layers c2k7s3,f16 --epochs 15 &
+train mnist_c3f24.onnx "${mnist[@]}" --layers c3k7s3,f24 --epochs 15 &
+wait
+train mnist_c10f96.onnx "${mnist[@]}" --layers c10k7s3,f96 --epochs 30 &
+train mnist_c16f128.onnx "${mnist[@]}" --layers c16k7s3,f128 --epochs 30 &
+wait
+train fashion_c2f16.onnx "${fashion[@]}" --layers c2k7s3,f16 --epochs 15 &
+train fashion_c4f32.onnx "${fashion[@]}" --layers c4k7s3,f32 --epochs 15 &
+wait
+train fashion_c16f128.onnx "${fashion[@]}" --layers c16k7s3,f128 --epochs 10
+train mnist_c16f128_kd.onnx "${mnist[@]}" --layers c16k7s3,f128 --epochs 30 --teacher "$work/teacher_mnist.pt" &
+train fashion_c16f128_kd.onnx "${fashion[@]}" --layers c16k7s3,f128 --epochs 10 --teacher "$work/teacher_fashion.pt" &
+train fashion_c24f128_kd.onnx "${fashion[@]}" --layers c24k7s3,f128 --epochs 20 --teacher "$work/teacher_fashion.pt" &
+wait
