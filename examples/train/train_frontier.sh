@@ -2,7 +2,7 @@
 # Trains the accuracy/speed frontier models (examples/models/frontier/, issue 25): networks
 # designed for fhec's cost model (one strided convolution and one small dense layer, 4-bit
 # inputs / weights / activations and 5-bit tables read with approximate rounding, the
-# circuit's rounding modelled in training), from 144 to 1,664 activations; the `_kd` ones
+# circuit's rounding modelled in training), from 144 to 1,152 activations; the `_kd` ones
 # distilled from a large float teacher (trained first, kept in examples/train/work/, not
 # committed).
 # One command, from the repository root (two or three trainings at a time, one thread each; about
@@ -44,5 +44,4 @@ wait
 train fashion_c16f128.onnx "${fashion[@]}" --layers c16k7s3,f128 --epochs 10
 train mnist_c16f128_kd.onnx "${mnist[@]}" --layers c16k7s3,f128 --epochs 30 --teacher "$work/teacher_mnist.pt" &
 train fashion_c16f128_kd.onnx "${fashion[@]}" --layers c16k7s3,f128 --epochs 10 --teacher "$work/teacher_fashion.pt" &
-train fashion_c24f128_kd.onnx "${fashion[@]}" --layers c24k7s3,f128 --epochs 20 --teacher "$work/teacher_fashion.pt" &
 wait
