@@ -106,6 +106,15 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
     }
     let specs = run.points.iter().map(|s| ModelSpec::parse(s)).collect::<Result<Vec<_>>>()?;
     let entries = specs.iter().map(|s| entry_of(run.models, s.file())).collect::<Result<Vec<_>>>()?;
+    for s in &specs {
+        s.apply(&mut CompileOptions::default()).with_context(|| format!("--points {}", s.label()))?;
+    }
+    if run.cml_python != "none" {
+        // Every file Concrete ML is to run is checked before anything runs.
+        for file in run.cml_models {
+            entry_of(run.models, file)?;
+        }
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (cpu, load_before) = (cpu_model(), machine_line());
     let mut points: Vec<Point> = vec![];
@@ -122,7 +131,21 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             ..CompileOptions::default()
         };
         spec.apply(&mut args)?;
-        let (g, art) = compile_model(&path, &args)?;
+        // A point the fit cannot compile within its budget is a row of the table, not the end
+        // of the run.
+        let (g, art) = match compile_model(&path, &args) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = fhec_driver::error_message(&e).replace(['\n', '|'], " ");
+                println!("{}: {why}", spec.label());
+                rows.push(format!(
+                    "| {} | {} | — | — | — | — | — | does not compile: {why} | — | — | {train} |",
+                    spec.label(),
+                    m.dataset
+                ));
+                continue;
+            }
+        };
         let setup = art.fhe.as_ref().with_context(|| format!("{}: no 128-bit parameters fit", m.file))?;
         let acc = measure_accuracy(&g, &art, &full, m.preprocess)?;
         let (float, simulated) = (pct(acc.float as f64, full.len()), pct(acc.simulated, full.len()));

@@ -85,11 +85,11 @@ impl ModelSpec {
         let flags: Vec<String> = self
             .flags
             .iter()
-            .map(|(k, v)| match k.as_str() {
-                "rounding" => v.chars().take(6).collect(),
-                "max-table-bits" => format!("t{v}"),
-                "accuracy-budget" => format!("fit {v}"),
-                _ => format!("{k}={v}"),
+            .filter_map(|(k, v)| match k.as_str() {
+                "rounding" => Some(v.chars().take(6).collect()),
+                "max-table-bits" => Some(format!("t{v}")),
+                "accuracy-budget" => None,
+                _ => Some(format!("{k}={v}")),
             })
             .collect();
         if flags.is_empty() { stem } else { format!("{stem} {}", flags.join(" ")) }

@@ -111,3 +111,76 @@ fn bench_transforms_checks_its_arguments_before_running_anything() {
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_frontier_checks_its_arguments_before_running_anything() {
+    let dir = tmpdir("bench-frontier-args");
+    let out = dir.join("BENCH.md");
+    std::fs::write(&out, "# mine\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["frontier", "--data", "examples/data", "--figures", dir.to_str().unwrap()];
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let o = bench(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
+        text(&o.stderr)
+    };
+    assert!(run(&["--images", "0"]).contains("--images and --concrete-ml-images must be at least 1"));
+    let e = run(&["--points", "frontier/missing.onnx", "--python", "none"]);
+    assert!(e.contains("missing.onnx is not in") && e.contains("frontier/manifest.json"), "{e}");
+    let e = run(&["--points", "frontier/mnist_c2f16.onnx:accuracy-budget=lots", "--python", "none"]);
+    assert!(e.contains("'lots' is not a number of points"), "{e}");
+    let e = run(&["--points", "frontier/mnist_c2f16.onnx:range-margin=-5", "--python", "none"]);
+    assert!(e.contains("'-5' is not a percentage"), "{e}");
+    let e = run(&["--python", "none", "--concrete-ml-python", "python3", "--concrete-ml-models", "frontier/nope.onnx"]);
+    assert!(e.contains("nope.onnx is not in"), "{e}");
+    // Nothing was written.
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "# mine\n");
+    assert!(!dir.join("frontier-mnist.svg").exists());
+}
+
+/// One real point, encrypted: the table row, and a picture with the point, its float twin
+/// and the target drawn (SVG text, so the labels can be checked).
+#[test]
+fn bench_frontier_writes_its_table_and_pictures() {
+    let dir = tmpdir("bench-frontier");
+    let out = dir.join("BENCH.md");
+    std::fs::write(&out, "# mine\n").unwrap();
+    let point = "frontier/mnist_c2f16.onnx:rounding=approximate:accuracy-budget=2";
+    let args = [
+        "frontier",
+        "--data",
+        "examples/data",
+        "--images",
+        "1",
+        "--points",
+        point,
+        "--python",
+        "none",
+        "--concrete-ml-python",
+        "none",
+        "--figures",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = bench(&args);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let doc = std::fs::read_to_string(&out).unwrap();
+    assert!(doc.starts_with("# mine\n"), "{doc}");
+    assert_eq!(doc.matches("<!-- frontier:begin -->").count(), 1);
+    assert!(doc.contains("Concrete ML was not run"), "{doc}");
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| frontier/mnist_c2f16.onnx (--rounding approximate --accuracy-budget 2) |"))
+        .unwrap_or_else(|| panic!("no row in {doc}"));
+    assert!(row.contains("144 (144 x 5-bit)") && row.contains("1/1 same class as the simulation"), "{row}");
+    assert!(row.contains("train_frontier.sh"), "{row}");
+    let svg = std::fs::read_to_string(dir.join("frontier-mnist.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for want in ["mnist_c2f16 approx", "the same model in float", "target: &gt;= 99% within 10 s"] {
+        assert!(svg.contains(want), "missing {want:?} in the picture");
+    }
+    // No Fashion-MNIST point, no Fashion-MNIST picture.
+    assert!(!dir.join("frontier-fashion.svg").exists());
+}
