@@ -124,13 +124,7 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
         let kind: DatasetKind = m.dataset.parse()?;
         let full = Dataset::load_test(run.data, kind)?;
         println!("== {} ==", spec.label());
-        let mut args = CompileOptions {
-            calib_dataset: Some(kind),
-            preprocess: Some(m.preprocess),
-            no_fit: true,
-            ..CompileOptions::default()
-        };
-        spec.apply(&mut args)?;
+        let args = spec.options(kind, m.preprocess)?;
         // A point the fit cannot compile within its budget is a row of the table, not the end
         // of the run.
         let (g, art) = match compile_model(&path, &args) {
@@ -164,14 +158,11 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             (Some(r.evaluate_s), format!("{}/{n} {how}, {}/{n} correct", r.agree, r.correct))
         };
         let row = format!(
-            "| {} | {} | {} | {} ({}) | {}; failure 2^{:.1} / inference | {:.2}% | {:.2}%{} | {} | {} | {:.1} s | {} |",
+            "| {} | {} | {}, {} | {} ({}) | {}; failure 2^{:.1} / inference | {:.2}% | {:.2}%{} | {} | {} | {:.1} s | {} |",
             spec.label(),
             m.dataset,
-            format!(
-                "{}, {}",
-                fhec_driver::measure::widths_of(&art),
-                art.options.get("ranges").map_or("?", |v| v.as_str())
-            ),
+            fhec_driver::measure::widths_of(&art),
+            art.options.get("ranges").map_or("?", |v| v.as_str()),
             st.total(),
             widths.join(", "),
             setup.params.summary(),

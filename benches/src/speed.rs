@@ -9,6 +9,7 @@ use fhec_driver::encrypted::fhe_eval;
 use fhec_driver::measure::{NOISE_DRAWS, measure_accuracy};
 use fhec_driver::model::load_manifest;
 use fhec_driver::progress::size;
+use fhec_ir::preprocess::Preprocess;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
 use crate::common::{cpu_model, machine_line, replace_section, run_anchor};
@@ -102,6 +103,19 @@ impl ModelSpec {
         }
         let flags: Vec<String> = self.flags.iter().map(|(k, v)| format!("--{k} {v}")).collect();
         format!("{} ({})", self.file, flags.join(" "))
+    }
+
+    /// How a benchmark compiles this spec's model: the bundled calibration sample of its
+    /// dataset, its preprocessing, the widths its metadata names (`--no-fit`), then the flags.
+    pub fn options(&self, kind: DatasetKind, preprocess: Preprocess) -> Result<CompileOptions> {
+        let mut args = CompileOptions {
+            calib_dataset: Some(kind),
+            preprocess: Some(preprocess),
+            no_fit: true,
+            ..CompileOptions::default()
+        };
+        self.apply(&mut args)?;
+        Ok(args)
     }
 
     pub fn apply(&self, args: &mut CompileOptions) -> Result<()> {
@@ -255,14 +269,7 @@ pub fn bench_speed(run: &SpeedRun) -> Result<()> {
         let mut ds = full.clone();
         ds.truncate(images);
         println!("== {} ==", spec.label());
-        let mut args = CompileOptions {
-            calib_dataset: Some(kind),
-            preprocess: Some(m.preprocess),
-            no_fit: true,
-            ..CompileOptions::default()
-        };
-        spec.apply(&mut args)?;
-        let (g, art) = compile_model(&path, &args)?;
+        let (g, art) = compile_model(&path, &spec.options(kind, m.preprocess)?)?;
         let setup = art.fhe.as_ref().with_context(|| format!("{}: no 128-bit parameters fit", m.file))?;
         let acc = measure_accuracy(&g, &art, &full, m.preprocess)?;
         let st = art.circuit.bootstrap_stats();
