@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use fhec_compiler::passes::ActivationPolicy;
 use fhec_compiler::quantize::QuantOptions;
 use fhec_compiler::report::build_report;
@@ -13,7 +13,7 @@ use fhec_ir::Graph;
 use fhec_ir::artifact::Artifact;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
-use crate::common::{machine_line, replace_section};
+use crate::common::{machine_line, save_section};
 
 pub fn bench_accuracy(models: &Path, data: &Path, out: &Path, limit: Option<usize>) -> Result<()> {
     let manifest = load_manifest(models)?;
@@ -81,9 +81,7 @@ Machine at the start: {machine}.\n\n\
         d.range_margin_pct,
         rows.join("\n")
     );
-    let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
-    std::fs::write(out, replace_section(&doc, "accuracy", &body))
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    save_section(out, "# fhec benchmarks", "accuracy", &body)?;
     println!("wrote {}", out.display());
     Ok(())
 }
@@ -191,9 +189,7 @@ section). Machine at the start: {machine}.\n\n\
         limit.map_or("all".to_string(), |n| n.to_string()),
         rows.join("\n")
     );
-    let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
-    std::fs::write(out, replace_section(&doc, "passes", &body))
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    save_section(out, "# fhec benchmarks", "passes", &body)?;
     println!("wrote {}", out.display());
     Ok(())
 }

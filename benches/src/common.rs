@@ -14,6 +14,18 @@ pub fn replace_section(doc: &str, name: &str, body: &str) -> String {
     }
 }
 
+/// Writes `body` as section `name` of the markdown file `out`, keeping the rest of the file
+/// (a missing file starts as `title`); a file that exists but cannot be read is an error,
+/// never replaced.
+pub fn save_section(out: &Path, title: &str, name: &str, body: &str) -> Result<()> {
+    let doc = match std::fs::read_to_string(out) {
+        Ok(doc) => doc,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("{title}\n\n"),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {} (left as it is)", out.display())),
+    };
+    std::fs::write(out, replace_section(&doc, name, body)).with_context(|| format!("cannot write {}", out.display()))
+}
+
 /// The cores and the load average, for every table's header.
 pub fn machine_line() -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -64,4 +76,28 @@ pub fn run_anchor(
     }
     serde_json::from_slice(&out.stdout)
         .with_context(|| format!("the anchor {} printed no JSON result", script.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_written_beside_the_rest_and_an_unreadable_file_is_left_alone() {
+        let dir = std::env::temp_dir().join(format!("fhec-save-section-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("B.md");
+        let _ = std::fs::remove_file(&out);
+        save_section(&out, "# t", "a", "one\n").unwrap();
+        save_section(&out, "# t", "b", "two\n").unwrap();
+        save_section(&out, "# t", "a", "three\n").unwrap();
+        let doc = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(doc, "# t\n\n<!-- a:begin -->\nthree\n<!-- a:end -->\n<!-- b:begin -->\ntwo\n<!-- b:end -->\n");
+        // Not UTF-8: an error that names the file, and the bytes untouched.
+        std::fs::write(&out, [0xff, 0xfe, b'x']).unwrap();
+        let e = save_section(&out, "# t", "a", "four\n").unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read") && format!("{e:#}").contains("B.md"), "{e:#}");
+        assert_eq!(std::fs::read(&out).unwrap(), [0xff, 0xfe, b'x']);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -12,7 +12,7 @@ use fhec_driver::measure::measure_accuracy;
 use fhec_driver::model::load_manifest;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
-use crate::common::{cpu_model, machine_line, replace_section, run_anchor};
+use crate::common::{cpu_model, machine_line, run_anchor, save_section};
 
 /// The bundled models that were not trained for fhec (plain PyTorch training, onnxruntime's
 /// quantizer, third-party exports kept byte-exact); with the external exports
@@ -275,8 +275,6 @@ pub fn write_section(run: &FitRun, cpu: &str, before: &str, after: &str, rows: &
             s.push_str(&format!("- {}: {}\n", r.file, r.widths));
         }
     }
-    let doc = std::fs::read_to_string(run.out).unwrap_or_default();
-    std::fs::write(run.out, replace_section(&doc, "fit", &s))
-        .with_context(|| format!("writing {}", run.out.display()))?;
+    save_section(run.out, "# fhec benchmarks", "fit", &s)?;
     Ok(())
 }

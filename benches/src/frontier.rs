@@ -17,7 +17,7 @@ use fhec_driver::model::load_manifest;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 use plotters::prelude::*;
 
-use crate::common::{cpu_model, machine_line, replace_section, run_anchor};
+use crate::common::{cpu_model, machine_line, run_anchor, save_section};
 use crate::speed::ModelSpec;
 
 /// What `cargo bench-table frontier` measures and where it writes (see `Bench::Frontier`).
@@ -327,9 +327,7 @@ accuracy. {cml_note} Machine: {cpu}; before the run: {load_before}; after: {}.\n
         rows.join("\n"),
         anchor_rows.join("\n"),
     );
-    let doc = std::fs::read_to_string(run.out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
-    std::fs::write(run.out, replace_section(&doc, "frontier", &body))
-        .with_context(|| format!("cannot write {}", run.out.display()))?;
+    save_section(run.out, "# fhec benchmarks", "frontier", &body)?;
     println!("wrote {}", run.out.display());
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use fhec_driver::compile::{CompileOptions, compile_model};
 use fhec_driver::encrypted::fhe_eval;
 use fhec_driver::measure::{measure_accuracy, widths_of};
@@ -10,7 +10,7 @@ use fhec_driver::model::load_manifest;
 use fhec_driver::progress::size;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
-use crate::common::{cpu_model, machine_line, replace_section};
+use crate::common::{cpu_model, machine_line, save_section};
 
 pub fn bench_models(
     models: &Path,
@@ -140,9 +140,7 @@ key) make a layer's bootstraps cheaper than one alone, hence values below 1. Mac
         machine_line(),
         rows.join("\n"),
     );
-    let doc = std::fs::read_to_string(out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
-    let doc = replace_section(&doc, "models", &body);
-    std::fs::write(out, doc).with_context(|| format!("cannot write {}", out.display()))?;
+    save_section(out, "# fhec benchmarks", "models", &body)?;
     println!("wrote {}", out.display());
     if !failures.is_empty() {
         bail!("encrypted runs failed: {}", failures.join("; "));

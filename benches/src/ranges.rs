@@ -16,7 +16,7 @@ use fhec_driver::measure::{Accuracy, measure_accuracy};
 use fhec_driver::model::load_manifest;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
-use crate::common::{machine_line, replace_section};
+use crate::common::{machine_line, save_section};
 
 /// What to measure.
 pub struct RangesRun<'a> {
@@ -114,9 +114,7 @@ margin of {}%:\n\n\
         fhec_compiler::quantize::QuantOptions::default().range_margin_pct,
         summary.join("\n"),
     );
-    let doc = std::fs::read_to_string(r.out).unwrap_or_else(|_| "# fhec reliability\n\n".to_string());
-    std::fs::write(r.out, replace_section(&doc, "ranges", &body))
-        .with_context(|| format!("cannot write {}", r.out.display()))?;
+    save_section(r.out, "# fhec reliability", "ranges", &body)?;
     println!("wrote {}", r.out.display());
     Ok(())
 }

@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use fhec_driver::reliability::{Bound, CONFIDENCE, Event, Kind, Measurement, Options, measure};
 
-use crate::common::{cpu_model, machine_line, replace_section};
+use crate::common::{cpu_model, machine_line, save_section};
 
 /// What to run.
 pub struct ReliabilityRun<'a> {
@@ -170,8 +170,6 @@ lie below the interval; the note says why). Parameters: chosen by the search for
             s.push_str(&format!("({}) {}.\n", i + 1, n));
         }
     }
-    let doc = std::fs::read_to_string(run.out).unwrap_or_else(|_| "# fhec reliability\n\n".to_string());
-    std::fs::write(run.out, replace_section(&doc, "reliability", &s))
-        .with_context(|| format!("cannot write {}", run.out.display()))?;
+    save_section(run.out, "# fhec reliability", "reliability", &s)?;
     Ok(())
 }

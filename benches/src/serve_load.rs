@@ -25,7 +25,7 @@ use fhec_runtime::dataset::{DatasetKind, bundled_sample};
 use fhec_runtime::sim;
 use fhec_serve::RemoteClient;
 
-use crate::common::{cpu_model, machine_line, replace_section};
+use crate::common::{cpu_model, machine_line, save_section};
 
 /// What `serve-load` runs.
 pub struct ServeLoadRun<'a> {
@@ -452,9 +452,7 @@ pub fn bench_serve_load(run: &ServeLoadRun) -> Result<()> {
     }
     body += "\nThe single-process baselines run one image at a time with all cores; the service's clients wait for each other's jobs (one worker, one job at a time on every core), so its latency is the queue's and its throughput is what to compare. On one machine a second process adds no cores: the two-process row measures the cost of sharing one queue and of each process loading the keys of the jobs it takes, not the gain of scaling out, which needs a second machine.\n\n";
     print!("{body}");
-    let doc = std::fs::read_to_string(run.out).unwrap_or_default();
-    std::fs::write(run.out, replace_section(&doc, "serve", &body))
-        .with_context(|| format!("cannot write {}", run.out.display()))?;
+    save_section(run.out, "# fhec benchmarks", "serve", &body)?;
     println!("wrote the serve section of {}", run.out.display());
     Ok(())
 }

@@ -12,7 +12,7 @@ use fhec_driver::progress::size;
 use fhec_ir::preprocess::Preprocess;
 use fhec_runtime::dataset::{Dataset, DatasetKind};
 
-use crate::common::{cpu_model, machine_line, replace_section, run_anchor};
+use crate::common::{cpu_model, machine_line, run_anchor, save_section};
 
 /// What `cargo bench-table speed` measures and where it writes (see `Bench::Speed`).
 pub struct SpeedRun<'a> {
@@ -364,9 +364,7 @@ because the runtime batches a layer's blind rotations (up to 16 per pass over th
         machine_line(),
         rows.join("\n"),
     );
-    let doc = std::fs::read_to_string(run.out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
-    std::fs::write(run.out, replace_section(&doc, "speed", &body))
-        .with_context(|| format!("cannot write {}", run.out.display()))?;
+    save_section(run.out, "# fhec benchmarks", "speed", &body)?;
     println!("wrote {}", run.out.display());
     Ok(())
 }

@@ -33,7 +33,7 @@ use self::attacks::{
     known_plaintext_plan, plan_agreement,
 };
 use self::quality::{mse, psnr_of_mse, show_psnr, ssim};
-use crate::common::{cpu_model, machine_line, replace_section};
+use crate::common::{cpu_model, machine_line, save_section};
 
 /// The key file the benchmark uses by default.
 pub const DEFAULT_KEY: &str = "examples/models/transforms/demo.key";
@@ -429,9 +429,7 @@ pub fn bench_transforms(run: &TransformsRun<'_>) -> Result<()> {
             extra: extra.as_ref(),
         },
     );
-    let doc = std::fs::read_to_string(run.out).unwrap_or_else(|_| "# fhec benchmarks\n\n".to_string());
-    std::fs::write(run.out, replace_section(&doc, "transforms", &body))
-        .with_context(|| format!("cannot write {}", run.out.display()))?;
+    save_section(run.out, "# fhec benchmarks", "transforms", &body)?;
     println!("wrote {}", run.out.display());
     Ok(())
 }
