@@ -1,8 +1,9 @@
 //! Encrypted-execution benchmarks, so that regressions show:
 //!
 //! * `bootstrap/<model> <params>`: for the parameters the compiler chooses for the bundled
-//!   `fhe_mnist` at 4- and 5-bit tables and for the demo (`seedq_mnist`, 6-bit tables,
-//!   approximate rounding): one keyswitch + programmable bootstrap (what every table element
+//!   `fhe_mnist` at 4- and 5-bit tables, for the seed network (`seedq_mnist`, 6-bit tables,
+//!   approximate rounding) and for `fhec demo`'s model (`frontier/mnist_c16f128_kd`, as
+//!   [`CompileOptions::demo`] compiles it): one keyswitch + programmable bootstrap (what every table element
 //!   costs), the rounding bootstrap (what every read of exact rounding costs) where those
 //!   parameters have a rounding key, and the three steps of a layer's bootstraps separately,
 //!   as the runtime batches them: 16 keyswitches in one pass over the key, the (centered)
@@ -17,9 +18,12 @@
 //! Run with `cargo bench -p fhec-benches`. Speed targets live here and in `fhec-bench` (`cargo bench-table`),
 //! never in tests.
 
+use std::path::Path;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use fhec_compiler::quantize::{QuantOptions, Rounding};
 use fhec_compiler::{BuildOptions, build};
+use fhec_driver::compile::{CompileOptions, compile_model};
 use fhec_ir::artifact::{Artifact, ParametrizedCircuit};
 use fhec_ir::circuit::{CNode, COp, Circuit};
 use fhec_ir::params::EncodingPlan;
@@ -27,7 +31,8 @@ use fhec_runtime::dataset::{DatasetKind, bundled_sample};
 use fhec_runtime::fhe::{ClientKey, evaluate, test_support::OneBootstrap};
 
 const MODEL: &[u8] = include_bytes!("../../examples/models/fhe_mnist.onnx");
-const DEMO: &[u8] = include_bytes!("../../examples/models/seedq_mnist.onnx");
+const SEED: &[u8] = include_bytes!("../../examples/models/seedq_mnist.onnx");
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/models/frontier/mnist_c16f128_kd.onnx");
 
 fn compile(model: &[u8], name: &str, max_table_bits: Option<u32>, rounding: Rounding) -> Artifact {
     let calib = bundled_sample(DatasetKind::Mnist);
@@ -75,9 +80,14 @@ fn benches(cr: &mut Criterion) {
         ("fhe_mnist 4-bit tables", 4, fhe_mnist(Some(4), Rounding::Exact)),
         ("fhe_mnist 5-bit tables", 5, fhe_mnist(Some(5), Rounding::Exact)),
         (
-            "demo (seedq_mnist 6-bit tables, approximate)",
+            "seed network (seedq_mnist 6-bit tables, approximate)",
             6,
-            compile(DEMO, "seedq_mnist.onnx", Some(6), Rounding::Approximate),
+            compile(SEED, "seedq_mnist.onnx", Some(6), Rounding::Approximate),
+        ),
+        (
+            "demo (mnist_c16f128_kd 5-bit tables, approximate)",
+            5,
+            compile_model(Path::new(DEMO), &CompileOptions::demo(Rounding::Approximate)).expect("demo").1,
         ),
     ];
     for (label, t, art) in sets {

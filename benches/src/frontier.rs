@@ -420,11 +420,23 @@ fn plot(file: &PathBuf, name: &str, pts: &[&Point], target: (f64, f64)) -> Resul
             .label(label)
             .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, color.filled()));
     }
-    chart
-        .draw_series(pts.iter().map(|p| {
-            Text::new(p.label.clone(), (p.seconds.unwrap_or(f64::NAN) * 1.08, p.accuracy), ("sans-serif", 12))
-        }))
-        .map_err(|e| err(&e))?;
+    // Labels in pixels, each beside its point where it overlaps no other label or marker and
+    // stays inside the plotting area.
+    let marks: Vec<(i32, i32)> = pts
+        .iter()
+        .filter_map(|p| p.seconds.map(|s| chart.backend_coord(&(s, p.accuracy))))
+        .chain(fhec.iter().filter_map(|p| Some(chart.backend_coord(&(p.seconds?, p.float?)))))
+        .collect();
+    let (xs, ys) = chart.plotting_area().get_pixel_range();
+    let area = Rect { x0: xs.start, y0: ys.start, x1: xs.end, y1: ys.end };
+    let labelled: Vec<&&Point> = pts.iter().filter(|p| p.seconds.is_some()).collect();
+    let wanted: Vec<((i32, i32), (i32, i32))> = labelled
+        .iter()
+        .map(|p| (chart.backend_coord(&(p.seconds.unwrap_or(f64::NAN), p.accuracy)), label_size(&p.label)))
+        .collect();
+    for (p, at) in labelled.iter().zip(place_labels(&wanted, &marks, area)) {
+        root.draw(&Text::new(p.label.clone(), at, ("sans-serif", LABEL_FONT))).map_err(|e| err(&e))?;
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -434,4 +446,99 @@ fn plot(file: &PathBuf, name: &str, pts: &[&Point], target: (f64, f64)) -> Resul
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+/// Font size of the point labels, pixels.
+const LABEL_FONT: i32 = 12;
+
+/// Estimated pixel size of a label at [`LABEL_FONT`] (SVG leaves the font to the viewer, so
+/// the width is an average glyph's, generous enough for the sans-serif fonts viewers pick).
+fn label_size(text: &str) -> (i32, i32) {
+    ((text.chars().count() as f64 * LABEL_FONT as f64 * 0.58).ceil() as i32, LABEL_FONT + 2)
+}
+
+/// A pixel rectangle, `[x0, x1) × [y0, y1)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Rect {
+    x0: i32,
+    y0: i32,
+    x1: i32,
+    y1: i32,
+}
+
+impl Rect {
+    fn overlaps(&self, o: &Rect) -> bool {
+        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
+    }
+
+    fn inside(&self, o: &Rect) -> bool {
+        self.x0 >= o.x0 && self.x1 <= o.x1 && self.y0 >= o.y0 && self.y1 <= o.y1
+    }
+}
+
+/// Top-left corners for labels of `(point, (width, height))`, in order: for each, the first
+/// of the positions around its point (right, left, then above and below, then further out)
+/// where it stays inside `area` and overlaps no label placed before it and no marker of
+/// `marks` (points drawn as circles or triangles of radius about 6); if none is free, the
+/// position that overlaps the fewest.
+fn place_labels(labels: &[((i32, i32), (i32, i32))], marks: &[(i32, i32)], area: Rect) -> Vec<(i32, i32)> {
+    const R: i32 = 6;
+    let mark_rects: Vec<Rect> =
+        marks.iter().map(|&(x, y)| Rect { x0: x - R, y0: y - R, x1: x + R, y1: y + R }).collect();
+    let mut placed: Vec<Rect> = vec![];
+    let mut out = vec![];
+    for &((x, y), (w, h)) in labels {
+        let gap = R + 3;
+        let mut candidates = vec![];
+        for dy in [0, -h, h, -2 * h, 2 * h] {
+            candidates.push((x + gap, y - h / 2 + dy));
+            candidates.push((x - gap - w, y - h / 2 + dy));
+        }
+        candidates.push((x - w / 2, y - gap - h));
+        candidates.push((x - w / 2, y + gap));
+        let clashes = |r: &Rect| {
+            placed.iter().chain(&mark_rects).filter(|o| o.overlaps(r)).count() + usize::from(!r.inside(&area)) * 100
+        };
+        let best = candidates
+            .iter()
+            .map(|&(cx, cy)| Rect { x0: cx, y0: cy, x1: cx + w, y1: cy + h })
+            .min_by_key(|r| clashes(r))
+            .expect("candidates");
+        placed.push(best);
+        out.push((best.x0, best.y0));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rects(labels: &[((i32, i32), (i32, i32))], at: &[(i32, i32)]) -> Vec<Rect> {
+        labels.iter().zip(at).map(|(&(_, (w, h)), &(x, y))| Rect { x0: x, y0: y, x1: x + w, y1: y + h }).collect()
+    }
+
+    /// Points close together (as the seed network's rows at 6.6 s and 8.6 s are) get labels
+    /// that overlap neither each other nor a marker, and a point at the right edge gets its
+    /// label on its left instead of past the edge.
+    #[test]
+    fn labels_of_crowded_points_do_not_overlap_and_stay_inside() {
+        let area = Rect { x0: 70, y0: 40, x1: 940, y1: 560 };
+        let pts = [(355, 155), (388, 157), (356, 117), (408, 100), (410, 95), (565, 152), (855, 99), (825, 87)];
+        let labels: Vec<((i32, i32), (i32, i32))> =
+            pts.iter().enumerate().map(|(i, &p)| (p, label_size(&format!("a fairly long point label {i}")))).collect();
+        let at = place_labels(&labels, &pts, area);
+        let r = rects(&labels, &at);
+        for (i, a) in r.iter().enumerate() {
+            assert!(a.inside(&area), "label {i} at {a:?} leaves the area");
+            for b in &r[i + 1..] {
+                assert!(!a.overlaps(b), "{a:?} overlaps {b:?}");
+            }
+            for &(x, y) in &pts {
+                assert!(!a.overlaps(&Rect { x0: x - 6, y0: y - 6, x1: x + 6, y1: y + 6 }), "{a:?} covers ({x}, {y})");
+            }
+        }
+        let edge = labels.len() - 2;
+        assert!(at[edge].0 < pts[edge].0, "the label of the rightmost point goes left: {:?}", at[edge]);
+    }
 }

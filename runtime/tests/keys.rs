@@ -432,8 +432,9 @@ fn seeded_key_with_a_rounding_key_round_trips_and_bad_rounding_bodies_are_errors
 #[ignore]
 fn bootstrap_costs_for_the_cost_model() {
     use fhec_runtime::fhe::test_support::OneBootstrap;
-    let sets: [(usize, usize, usize, u32, u32); 11] = [
+    let sets: [(usize, usize, usize, u32, u32); 12] = [
         (700, 1, 1024, 1, 20),
+        (730, 1, 2048, 2, 16),
         (760, 1, 2048, 3, 12),
         (800, 1, 2048, 1, 20),
         (800, 2, 1024, 2, 16),

@@ -61,19 +61,27 @@ pub(super) fn conv(
     CtTensor { shape: out_shape.to_vec(), bits: x.bits, data }
 }
 
-/// A dense layer: `out[row, o] = Σ_k weight[o, k]·x[row, k]`.
+/// Outputs of a dense layer accumulated together ([`dense`]).
+const DENSE_TILE: usize = 8;
+
+/// A dense layer: `out[row, o] = Σ_k weight[o, k]·x[row, k]`. The outputs go in tiles of
+/// [`DENSE_TILE`], each tile's accumulators kept in cache while the inputs stream past once
+/// (one output at a time, every output would read the whole input from memory).
 pub(super) fn dense(cx: &Ctx<'_>, x: &CtTensor, weight: &Array2<i64>, out_shape: &[usize]) -> CtTensor {
-    let (size, inner) = (cx.size, weight.ncols());
+    let (size, inner, outs) = (cx.size, weight.ncols(), weight.nrows());
     let numel: usize = out_shape.iter().product();
     let mut data = vec![0u64; numel * size];
-    data.par_chunks_mut(size).enumerate().for_each(|(e, acc)| {
-        let (row, o) = (e / weight.nrows(), e % weight.nrows());
+    data.par_chunks_mut(DENSE_TILE * size).enumerate().for_each(|(t, accs)| {
         for k in 0..inner {
-            let w = weight[[o, k]] as u64;
-            if w != 0 {
-                let src = &x.data[(row * inner + k) * size..(row * inner + k + 1) * size];
-                for (a, &s) in acc.iter_mut().zip(src) {
-                    *a = a.wrapping_add(s.wrapping_mul(w));
+            for (j, acc) in accs.chunks_exact_mut(size).enumerate() {
+                let e = t * DENSE_TILE + j;
+                let (row, o) = (e / outs, e % outs);
+                let w = weight[[o, k]] as u64;
+                if w != 0 {
+                    let src = &x.data[(row * inner + k) * size..(row * inner + k + 1) * size];
+                    for (a, &s) in acc.iter_mut().zip(src) {
+                        *a = a.wrapping_add(s.wrapping_mul(w));
+                    }
                 }
             }
         }
