@@ -25,7 +25,7 @@ fn fixtures_match_onnxruntime_and_tract() {
         let g = import(&f).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         verify::verify(&g).unwrap();
         let x = exp.input();
-        let got = interp::run(&g, &[x.clone()]).unwrap().remove(0);
+        let got = interp::run(&g, std::slice::from_ref(&x)).unwrap().remove(0);
         let t = tract_run(&f, &x).unwrap_or_else(|e| panic!("{name}: tract: {e:#}"));
         let (e_ort, e_tract) = (rel_err(&got, &exp.output()), rel_err(&got, &t));
         assert!(
@@ -73,7 +73,7 @@ fn bundled_models_match_tract_on_sample_images() {
             recorded.exists().then(|| serde_json::from_str(&std::fs::read_to_string(&recorded).unwrap()).unwrap());
         for i in 0..12 {
             let x = ds.input(i, pre, &shape);
-            let got = interp::run(&g, &[x.clone()]).unwrap().remove(0);
+            let got = interp::run(&g, std::slice::from_ref(&x)).unwrap().remove(0);
             match &recorded {
                 None => {
                     let want = tract_run(&f, &x).unwrap();
@@ -153,7 +153,7 @@ fn torch_exports_with_and_without_folding_agree() {
         let x = Expected::for_model(&root().join(format!("tests/fixtures/onnx/torch_opset{opset}_folded.onnx")))
             .unwrap()
             .input();
-        let ya = interp::run(&a, &[x.clone()]).unwrap().remove(0);
+        let ya = interp::run(&a, std::slice::from_ref(&x)).unwrap().remove(0);
         let yb = interp::run(&b, &[x]).unwrap().remove(0);
         assert!(rel_err(&ya, &yb) <= TOL, "opset {opset}");
     }

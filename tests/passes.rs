@@ -547,8 +547,8 @@ fn activations_pass_policies() {
                 // Linear where the images drive it: exact on calibration-like inputs.
                 for x in &cal {
                     assert_close(
-                        &interp::run(&g, &[x.clone()]).unwrap(),
-                        &interp::run(&out, &[x.clone()]).unwrap(),
+                        &interp::run(&g, std::slice::from_ref(x)).unwrap(),
+                        &interp::run(&out, std::slice::from_ref(x)).unwrap(),
                         "auto",
                     );
                 }

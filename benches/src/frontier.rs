@@ -430,7 +430,7 @@ fn plot(file: &PathBuf, name: &str, pts: &[&Point], target: (f64, f64)) -> Resul
     let (xs, ys) = chart.plotting_area().get_pixel_range();
     let area = Rect { x0: xs.start, y0: ys.start, x1: xs.end, y1: ys.end };
     let labelled: Vec<&&Point> = pts.iter().filter(|p| p.seconds.is_some()).collect();
-    let wanted: Vec<((i32, i32), (i32, i32))> = labelled
+    let wanted: Vec<Label> = labelled
         .iter()
         .map(|p| (chart.backend_coord(&(p.seconds.unwrap_or(f64::NAN), p.accuracy)), label_size(&p.label)))
         .collect();
@@ -447,6 +447,9 @@ fn plot(file: &PathBuf, name: &str, pts: &[&Point], target: (f64, f64)) -> Resul
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+/// A label to place: its point and its size, pixels.
+type Label = ((i32, i32), (i32, i32));
 
 /// Font size of the point labels, pixels.
 const LABEL_FONT: i32 = 12;
@@ -481,7 +484,7 @@ impl Rect {
 /// where it stays inside `area` and overlaps no label placed before it and no marker of
 /// `marks` (points drawn as circles or triangles of radius about 6); if none is free, the
 /// position that overlaps the fewest.
-fn place_labels(labels: &[((i32, i32), (i32, i32))], marks: &[(i32, i32)], area: Rect) -> Vec<(i32, i32)> {
+fn place_labels(labels: &[Label], marks: &[(i32, i32)], area: Rect) -> Vec<(i32, i32)> {
     const R: i32 = 6;
     let mark_rects: Vec<Rect> =
         marks.iter().map(|&(x, y)| Rect { x0: x - R, y0: y - R, x1: x + R, y1: y + R }).collect();
@@ -514,7 +517,7 @@ fn place_labels(labels: &[((i32, i32), (i32, i32))], marks: &[(i32, i32)], area:
 mod tests {
     use super::*;
 
-    fn rects(labels: &[((i32, i32), (i32, i32))], at: &[(i32, i32)]) -> Vec<Rect> {
+    fn rects(labels: &[Label], at: &[(i32, i32)]) -> Vec<Rect> {
         labels.iter().zip(at).map(|(&(_, (w, h)), &(x, y))| Rect { x0: x, y0: y, x1: x + w, y1: y + h }).collect()
     }
 
@@ -525,7 +528,7 @@ mod tests {
     fn labels_of_crowded_points_do_not_overlap_and_stay_inside() {
         let area = Rect { x0: 70, y0: 40, x1: 940, y1: 560 };
         let pts = [(355, 155), (388, 157), (356, 117), (408, 100), (410, 95), (565, 152), (855, 99), (825, 87)];
-        let labels: Vec<((i32, i32), (i32, i32))> =
+        let labels: Vec<Label> =
             pts.iter().enumerate().map(|(i, &p)| (p, label_size(&format!("a fairly long point label {i}")))).collect();
         let at = place_labels(&labels, &pts, area);
         let r = rects(&labels, &at);

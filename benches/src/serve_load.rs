@@ -247,7 +247,7 @@ fn run_service(
                 })
             })
             .collect();
-        let outcome = handles.into_iter().map(|h| h.join().expect("a client thread panicked")).collect::<Result<()>>();
+        let outcome = handles.into_iter().try_for_each(|h| h.join().expect("a client thread panicked"));
         stop.store(true, Ordering::Relaxed);
         outcome
     })?;

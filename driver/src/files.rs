@@ -166,10 +166,10 @@ pub fn lock_dir(dir: &Path, what: &str) -> Result<DirLock> {
 /// renames leaves a mixed set that the files' own identity check reports (the runtime
 /// refuses a client key and an evaluation key of different pairs). Hold a [`DirLock`].
 pub fn write_all(files: &[(&Path, &[u8])], replace: Replace) -> Result<()> {
-    if replace == Replace::Never {
-        if let Some((p, _)) = files.iter().find(|(p, _)| p.exists()) {
-            bail!("{} exists; refusing to overwrite it (use --force)", p.display());
-        }
+    if replace == Replace::Never
+        && let Some((p, _)) = files.iter().find(|(p, _)| p.exists())
+    {
+        bail!("{} exists; refusing to overwrite it (use --force)", p.display());
     }
     let mut temps = vec![];
     for (p, b) in files {

@@ -52,10 +52,11 @@ pub fn manifest_entry(model: &Path) -> Result<Option<ManifestEntry>> {
 /// The input scaling of a model: the flag, else its `fhec.preprocess` metadata, else its
 /// entry in a `manifest.json` beside it, else unit.
 pub fn preprocess_of(model: &Path, g: &Graph, flag: Option<Preprocess>) -> Result<Preprocess> {
-    if flag.is_none() && !g.metadata.contains_key(Preprocess::METADATA_KEY) {
-        if let Some(m) = manifest_entry(model)? {
-            return Ok(m.preprocess);
-        }
+    if flag.is_none()
+        && !g.metadata.contains_key(Preprocess::METADATA_KEY)
+        && let Some(m) = manifest_entry(model)?
+    {
+        return Ok(m.preprocess);
     }
     Ok(fhec_compiler::build::preprocess_of(g, flag)?)
 }

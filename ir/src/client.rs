@@ -246,10 +246,10 @@ impl ClientSpec {
         if checked_values(&input.shape).is_none() {
             return bad(format!("input shape {:?} is empty or has more than {MAX_VALUES} values", input.shape));
         }
-        if let Some(t) = input.transform {
-            if let Err(e) = t.image_size(&input.shape) {
-                return bad(format!("its input does not take the transform it names: {e}"));
-            }
+        if let Some(t) = input.transform
+            && let Err(e) = t.image_size(&input.shape)
+        {
+            return bad(format!("its input does not take the transform it names: {e}"));
         }
         if input.quant.pixel_to_q.len() != 256 {
             return bad(format!("its input quantization maps {} pixel values, not 256", input.quant.pixel_to_q.len()));

@@ -160,7 +160,7 @@ fn bad_seeded_images_are_errors() {
     let (art, plan) = artifact(&c, p);
     let client = Client::new(&art).unwrap();
     let server = Server::new(&art, &client.evaluation_key()).unwrap();
-    let err = |b: &[u8]| server.classify(b).err().expect("must fail").to_string();
+    let err = |b: &[u8]| server.classify(b).expect_err("must fail").to_string();
     let up = client.encrypt(&pixels(784, 3)).unwrap();
 
     // Truncated, at any length.
@@ -338,7 +338,7 @@ fn bad_results_are_errors() {
     let server = Server::new(&art, &client.evaluation_key()).unwrap();
     let px = pixels(784, 5);
     let res = server.classify(&client.encrypt(&px).unwrap()).unwrap();
-    let err = |b: &[u8]| client.decrypt(b).err().expect("must fail").to_string();
+    let err = |b: &[u8]| client.decrypt(b).expect_err("must fail").to_string();
 
     for n in [0, 8, 39, 40, 60, res.len() / 2, res.len() - 1] {
         assert!(err(&res[..n]).starts_with("encrypted result:"));

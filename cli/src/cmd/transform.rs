@@ -107,7 +107,7 @@ fn transformed_values(scheme: Transform, img: &GrayImage) -> Result<(usize, Vec<
     if !matches!(scheme, Transform::Tanaka { .. }) {
         return Ok((img.rows, img.pixels.clone()));
     }
-    if img.rows % 2 != 0 {
+    if !img.rows.is_multiple_of(2) {
         bail!("a {scheme} image stacks two channels, so its height is even; this one is {}x{}", img.cols, img.rows);
     }
     // A 4-bit value v reads as 17·v (see fhec_runtime::image).

@@ -47,10 +47,10 @@ pub(super) fn layers_of(c: &Circuit) -> Layers {
         match &n.op {
             COp::Conv { .. } | COp::Dense { .. } => linear.push(n.name.clone()),
             COp::Table { .. } => {
-                if let Some(base) = n.name.strip_suffix(".table") {
-                    if !tables.iter().any(|t| t == base) {
-                        tables.push(base.to_string());
-                    }
+                if let Some(base) = n.name.strip_suffix(".table")
+                    && !tables.iter().any(|t| t == base)
+                {
+                    tables.push(base.to_string());
                 }
             }
             _ => {}

@@ -68,8 +68,8 @@ impl FitReport {
         );
         let _ = writeln!(
             s,
-            "  {:<3} {:<8} {:>10} {:>9} {:>9}  {:<44} {}",
-            "#", "step", "bootstraps", "est. s", "valid.", "verdict", "widths"
+            "  {:<3} {:<8} {:>10} {:>9} {:>9}  {:<44} widths",
+            "#", "step", "bootstraps", "est. s", "valid.", "verdict"
         );
         for (i, c) in self.candidates.iter().enumerate() {
             let _ = writeln!(

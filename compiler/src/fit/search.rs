@@ -364,7 +364,7 @@ pub fn fit(
             let mut best: Option<(QuantOptions, Eval, f64)> = None;
             for (dq, de) in moves {
                 let (fq, fe) = fill(&mut s, &dq, &de)?;
-                let (fe, fa) = s.accuracy(&fq).map(|(e2, a)| (e2, a)).unwrap_or((fe, 0.0));
+                let (fe, fa) = s.accuracy(&fq).unwrap_or((fe, 0.0));
                 if fa - fe.guard >= target {
                     s.note("descend", &fq, &fe, "within budget".into());
                     if best.as_ref().is_none_or(|(_, be, ba)| {

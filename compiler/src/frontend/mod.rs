@@ -219,7 +219,7 @@ fn input_shape(input: &pb::ValueInfoProto, options: &ImportOptions) -> Result<Ve
     if out.is_empty() {
         return bad("is a scalar".into());
     }
-    checked_size(out).or_else(|m| bad(m))
+    checked_size(out).or_else(bad)
 }
 
 /// The most values an input may hold: a grayscale image model's input is far smaller (a

@@ -20,21 +20,19 @@ pub fn rules() -> Vec<Rule> {
         rule("relu-of-clip", "(clip ?p ?x)", |eg, s| {
             let p = param(eg, s, "?p");
             match p.op {
-                Op::Clip { min: Some(m), max: None } if m == 0.0 => {
-                    add_op(eg, p.name, Op::Relu, &[class(s, "?x")], None)
-                }
+                Op::Clip { min: Some(0.0), max: None } => add_op(eg, p.name, Op::Relu, &[class(s, "?x")], None),
                 _ => None,
             }
         }),
         rule("relu-of-leaky", "(leaky ?p ?x)", |eg, s| {
             let p = param(eg, s, "?p");
             match p.op {
-                Op::LeakyRelu { alpha } if alpha == 0.0 => add_op(eg, p.name, Op::Relu, &[class(s, "?x")], None),
+                Op::LeakyRelu { alpha: 0.0 } => add_op(eg, p.name, Op::Relu, &[class(s, "?x")], None),
                 _ => None,
             }
         }),
         rule("identity-leaky", "(leaky ?p ?x)", |eg, s| match param(eg, s, "?p").op {
-            Op::LeakyRelu { alpha } if alpha == 1.0 => Some(class(s, "?x")),
+            Op::LeakyRelu { alpha: 1.0 } => Some(class(s, "?x")),
             _ => None,
         }),
         rule("leaky-of-prelu", "(prelu ?p ?x)", |eg, s| {

@@ -202,10 +202,10 @@ impl QuantOptions {
             };
             layer.validate().map_err(|e| QuantError::Options(format!("layer '{name}': {e}")))?;
         }
-        if let Some(b) = self.output_bits {
-            if !(4..=62).contains(&b) {
-                return bad(format!("output bits {b} must be in 4..=62"));
-            }
+        if let Some(b) = self.output_bits
+            && !(4..=62).contains(&b)
+        {
+            return bad(format!("output bits {b} must be in 4..=62"));
         }
         if !(1..=8).contains(&self.input_bits) {
             return bad(format!("input bits {} must be in 1..=8", self.input_bits));

@@ -134,10 +134,10 @@ impl Lowerer<'_> {
                 ));
             }
             Op::FakeQuant(gr) => {
-                if let Low::Int { id: v, deq, cal } = &self.low[&ins[0]] {
-                    if on_grid(deq, gr, self.nodes[*v].range) {
-                        return Ok(Low::Int { id: *v, deq: deq.clone(), cal: *cal });
-                    }
+                if let Low::Int { id: v, deq, cal } = &self.low[&ins[0]]
+                    && on_grid(deq, gr, self.nodes[*v].range)
+                {
+                    return Ok(Low::Int { id: *v, deq: deq.clone(), cal: *cal });
                 }
                 elementwise(Func::Quant(*gr), self)
             }

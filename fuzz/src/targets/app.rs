@@ -202,7 +202,7 @@ impl Target for ServerClassify {
     fn run(&self, input: &[u8]) -> Result<Outcome, String> {
         let app = app();
         let b = app.live(input);
-        if would_evaluate(app, &b) && app.valid_images.fetch_add(1, Ordering::Relaxed) % EVALUATE_EVERY != 0 {
+        if would_evaluate(app, &b) && !app.valid_images.fetch_add(1, Ordering::Relaxed).is_multiple_of(EVALUATE_EVERY) {
             return Ok(Outcome::Accepted("valid image (evaluation skipped)".into()));
         }
         match app.server.classify(&b) {

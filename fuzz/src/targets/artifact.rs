@@ -272,7 +272,7 @@ fn op_field(op: &mut COp, field: u8, rng: &mut Rng) {
             }
         },
         COp::Dense { weight } => {
-            if field % 2 == 0 {
+            if field.is_multiple_of(2) {
                 *weight = weight.t().to_owned();
             } else if let Some(w) = weight.iter_mut().next() {
                 *w = interesting(rng) as i64;
@@ -280,7 +280,7 @@ fn op_field(op: &mut COp, field: u8, rng: &mut Rng) {
         }
         COp::AddClear(t) => {
             let mut shape = t.shape().to_vec();
-            if field % 2 == 0 {
+            if field.is_multiple_of(2) {
                 shape.push(1);
             } else {
                 shape.pop();
@@ -291,7 +291,7 @@ fn op_field(op: &mut COp, field: u8, rng: &mut Rng) {
                 *v = i64::MAX;
             }
         }
-        COp::SumPool(p) | COp::MaxPool { pool: p, .. } if field % 2 == 0 => match field % 8 {
+        COp::SumPool(p) | COp::MaxPool { pool: p, .. } if field.is_multiple_of(2) => match field % 8 {
             0 => p.kernel[rng.random_range(0..2)] = big(rng),
             2 => p.strides[rng.random_range(0..2)] = big(rng),
             4 => p.pads[rng.random_range(0..4)] = big(rng),
@@ -304,7 +304,7 @@ fn op_field(op: &mut COp, field: u8, rng: &mut Rng) {
         },
         COp::SumPool(p) => p.ceil_mode = !p.ceil_mode,
         COp::Round { shift, mode } => {
-            if field % 2 == 0 {
+            if field.is_multiple_of(2) {
                 *shift = rng.random_range(0..70);
             } else {
                 *mode = if mode.is_approximate() { Rounding::Exact } else { Rounding::Approximate };

@@ -375,7 +375,7 @@ impl Target for Pgm {
 /// A `.npy` file: version 1 header `dict` (padded), then `data`.
 pub fn npy(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut h = dict.to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

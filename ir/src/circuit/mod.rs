@@ -415,7 +415,7 @@ impl Circuit {
     pub fn round_chunks(&self, shift: u32) -> Vec<u32> {
         let k = self.round_chunk.clamp(1, shift.max(1));
         let mut chunks = vec![k; (shift / k) as usize];
-        if shift % k > 0 {
+        if !shift.is_multiple_of(k) {
             chunks.push(shift % k);
         }
         chunks

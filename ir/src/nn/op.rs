@@ -354,10 +354,10 @@ impl Op {
                         x[1]
                     );
                 }
-                if let Some(b) = &c.bias {
-                    if b.len() != o {
-                        return shape_err!("conv bias has {} values for {o} output channels", b.len());
-                    }
+                if let Some(b) = &c.bias
+                    && b.len() != o
+                {
+                    return shape_err!("conv bias has {} values for {o} output channels", b.len());
                 }
                 let pool = Pool {
                     kernel: [kh, kw],
@@ -377,10 +377,10 @@ impl Op {
                         "dense weight [{out}, {inp}] does not fit input {x:?} (last axis must be {inp})"
                     );
                 }
-                if let Some(b) = bias {
-                    if b.len() != out {
-                        return shape_err!("dense bias has {} values for {out} outputs", b.len());
-                    }
+                if let Some(b) = bias
+                    && b.len() != out
+                {
+                    return shape_err!("dense bias has {} values for {out} outputs", b.len());
                 }
                 let mut s = x.to_vec();
                 *s.last_mut().unwrap() = out;

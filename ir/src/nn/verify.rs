@@ -38,10 +38,10 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
                 node.op.name()
             ));
         }
-        if let Op::Input { .. } = node.op {
-            if !g.inputs().contains(&id) {
-                return err(format!("input node '{}' is not a graph input", node.name));
-            }
+        if let Op::Input { .. } = node.op
+            && !g.inputs().contains(&id)
+        {
+            return err(format!("input node '{}' is not a graph input", node.name));
         }
         let shapes: Vec<&[usize]> = slots.iter().map(|&(_, p)| g.node(p).shape.as_slice()).collect();
         match node.op.infer_shape(&shapes, &node.shape) {

@@ -71,10 +71,10 @@ impl FheSetup {
             ResultKey::Input => p.var_result_ks(),
             ResultKey::Small => p.var_ks(),
         };
-        if form.word_bits < 64 {
-            if let Some(d) = form.dimension(p) {
-                var += truncation_variance(d, form.word_bits);
-            }
+        if form.word_bits < 64
+            && let Some(d) = form.dimension(p)
+        {
+            var += truncation_variance(d, form.word_bits);
         }
         let bits = self.plan.bits[c.output] as i32;
         var.sqrt() * (2.0f64).powi(bits + 1)

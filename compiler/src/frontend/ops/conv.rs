@@ -85,13 +85,12 @@ pub(super) fn conv(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>]) ->
     let [_, _, h, wd] = nchw(ctx, imp, &x)?;
     let weight = w.into_dimensionality::<Ix4>().expect("rank checked");
     let kernel = [weight.dim().2, weight.dim().3];
-    if let Some(k) = ctx.ints("kernel_shape")? {
-        if k.len() != 2 || k[0] as usize != kernel[0] || k[1] as usize != kernel[1] {
-            return Err(ctx.err(format!(
-                "attribute 'kernel_shape' = {k:?} disagrees with the weight shape {:?}",
-                weight.shape()
-            )));
-        }
+    if let Some(k) = ctx.ints("kernel_shape")?
+        && (k.len() != 2 || k[0] as usize != kernel[0] || k[1] as usize != kernel[1])
+    {
+        return Err(
+            ctx.err(format!("attribute 'kernel_shape' = {k:?} disagrees with the weight shape {:?}", weight.shape()))
+        );
     }
     let group = ctx.int_or("group", 1)?;
     if group < 1 {

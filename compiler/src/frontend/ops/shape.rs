@@ -82,7 +82,7 @@ pub(super) fn reshape(imp: &mut Importer, ctx: &NodeCtx, inputs: &[Option<Val>])
     }
     if let Some(i) = infer {
         let known = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(0);
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(ctx.err(format!("cannot reshape {src:?} to {spec:?}")));
         }
         out[i] = total / known;

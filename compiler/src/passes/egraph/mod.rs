@@ -572,10 +572,10 @@ fn from_expr(e: &RecExpr<Nn>, eg: &NnGraph, orig: &Graph) -> Result<Graph, PassF
     // Inputs first, in their original order.
     let mut inputs: Vec<(usize, usize)> = vec![];
     for (i, n) in nodes.iter().enumerate() {
-        if let Nn::Input(_) = n {
-            if let Op::Input { index } = prm(n)?.op {
-                inputs.push((index, i));
-            }
+        if let Nn::Input(_) = n
+            && let Op::Input { index } = prm(n)?.op
+        {
+            inputs.push((index, i));
         }
     }
     inputs.sort();
