@@ -38,7 +38,8 @@ enum Bench {
     /// with --database, one and two processes sharing PostgreSQL. Writes the serve section
     /// of BENCHMARKS.md.
     ServeLoad {
-        /// The MNIST model, compiled as `fhec demo` compiles it.
+        /// The MNIST model, compiled as the service serves the seed network
+        /// (`CompileOptions::seed_network`).
         #[arg(long, default_value = "examples/models/seedq_mnist.onnx")]
         model: PathBuf,
         /// Concurrent clients.
@@ -137,7 +138,7 @@ enum Bench {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "frontier/mnist_c2f16.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c3f24.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c10f96.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,seedq_mnist.onnx:max-table-bits=6:rounding=approximate,seed_mnist.onnx:rounding=approximate,seed_mnist.onnx,qat2_mnist.onnx,frontier/fashion_c2f16.onnx:rounding=approximate:accuracy-budget=5,frontier/fashion_c4f32.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c16f128.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,seed_fashion.onnx:rounding=approximate,qat2_fashion.onnx"
+            default_value = "frontier/mnist_c2f16.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c3f24.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c10f96.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,seedq_mnist.onnx:max-table-bits=6:rounding=approximate,seed_mnist.onnx:rounding=approximate,seed_mnist.onnx,qat2_mnist.onnx,frontier/fashion_c2f16.onnx:rounding=approximate:accuracy-budget=5,frontier/fashion_c3f24.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c4f32.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c16f128.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,seed_fashion.onnx:rounding=approximate,qat2_fashion.onnx"
         )]
         points: Vec<String>,
         /// Directory with `mnist/` and `fashion-mnist/` IDX test sets.

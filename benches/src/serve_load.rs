@@ -29,7 +29,7 @@ use crate::common::{cpu_model, machine_line, save_section};
 
 /// What `serve-load` runs.
 pub struct ServeLoadRun<'a> {
-    /// The ONNX model (an MNIST model), compiled as `fhec demo` compiles it.
+    /// The ONNX model (an MNIST model), compiled as the service serves the seed network (`CompileOptions::seed_network`).
     pub model: &'a Path,
     /// Concurrent clients.
     pub clients: usize,

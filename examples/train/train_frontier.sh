@@ -41,6 +41,7 @@ wait
 train fashion_c2f16.onnx "${fashion[@]}" --layers c2k7s3,f16 --epochs 15 &
 train fashion_c4f32.onnx "${fashion[@]}" --layers c4k7s3,f32 --epochs 15 &
 wait
+train fashion_c3f24.onnx "${fashion[@]}" --layers c3k7s3,f24 --epochs 15 &
 train fashion_c16f128.onnx "${fashion[@]}" --layers c16k7s3,f128 --epochs 10
 train mnist_c16f128_kd.onnx "${mnist[@]}" --layers c16k7s3,f128 --epochs 30 --teacher "$work/teacher_mnist.pt" &
 train fashion_c16f128_kd.onnx "${fashion[@]}" --layers c16k7s3,f128 --epochs 10 --teacher "$work/teacher_fashion.pt" &

@@ -11,22 +11,27 @@
 //!
 //! **Origin of the constants.** All are measurements on the development machine (2 cores),
 //! of bootstraps and keyswitches as the runtime batches them (16 ciphertexts per pass over
-//! a key); `bootstrap_costs_for_the_cost_model` in `runtime/tests/transport.rs` produces the
-//! data. The per-parameter-set coefficients were fitted on eleven bootstrap sets (n=700..890,
-//! k=1..4, N=512..8192, 1 to 5 levels; within 8%) and four keyswitch sets (within 5%). The
-//! width weight comes from two of those measurements, [`TABLE_MS_4_BITS`] and
-//! [`TABLE_MS_6_BITS`]: the cost grows about `2^1.5` per extra bit read beyond 4.
+//! a key); `bootstrap_costs_for_the_cost_model` and `keyswitch_costs_for_the_cost_model` in
+//! `runtime/tests/keys.rs` produce the data (in a release build: `cargo test --release
+//! --workspace --test keys -- --ignored --nocapture costs_for_the_cost_model`). Refitted on
+//! 2026-12-07 on an Intel Xeon with AVX-512 (tfhe 1.8), idle: the per-parameter-set
+//! coefficients on twelve bootstrap sets (n=700..890, k=1..4, N=512..8192, 1 to 5 levels,
+//! the demo's n=730 k=1 N=2048 2 levels among them; every one within 7%) and eight
+//! keyswitch sets (within 13%, the largest key the furthest; a keyswitch is under a tenth
+//! of a bootstrap). The width weight comes from two earlier measurements (one keyswitch +
+//! bootstrap each), [`TABLE_MS_4_BITS`] and [`TABLE_MS_6_BITS`]: the cost grows about
+//! `2^1.5` per extra bit read beyond 4 (a ratio, which the refit leaves as it was).
 
 /// ms per CMux, per bootstrap level, per GLWE polynomial `(k+1)` and per `N·log2 N`: the
 /// forward FFTs of the decomposed accumulator.
-pub const PBS_FORWARD_FFT_MS: f64 = 9.67e-8;
+pub const PBS_FORWARD_FFT_MS: f64 = 1.16e-7;
 /// ms per CMux, per level, per `(k+1)²·N`: the products with the bootstrap key.
-pub const PBS_KEY_PRODUCT_MS: f64 = 4.17e-7;
+pub const PBS_KEY_PRODUCT_MS: f64 = 2.81e-7;
 /// ms per CMux, per `(k+1)·N·log2 N`: the inverse FFTs and the rotation.
-pub const PBS_INVERSE_FFT_MS: f64 = 2.82e-7;
+pub const PBS_INVERSE_FFT_MS: f64 = 1.56e-7;
 /// ms per keyswitch key word used (`kN·ℓ_ks` rows of `n+1` words, a row used for each
 /// non-zero signed digit).
-pub const KS_WORD_MS: f64 = 1.86e-7;
+pub const KS_WORD_MS: f64 = 1.50e-7;
 
 /// Measured ms of one keyswitch + table bootstrap reading 4 bits (N=2048).
 pub const TABLE_MS_4_BITS: f64 = 59.7;

@@ -426,8 +426,9 @@ fn seeded_key_with_a_rounding_key_round_trips_and_bad_rounding_bodies_are_errors
 
 /// Batched bootstrap costs (16 per blind rotation, one thread; what `evaluate` does) over
 /// parameter sets spanning the search space, against `TfheParams::pbs_cost`: the data the
-/// bootstrap part of the cost model is fitted on (a few minutes and about 5 GB of memory; run with `--ignored
-/// --nocapture` on an idle machine).
+/// bootstrap part of the cost model is fitted on (a few minutes and about 5 GB of memory; run
+/// on an idle machine in a release build, as `fhec_ir::cost` says: the test profile's
+/// debug assertions in the FFT's dependencies make it about 15% slower).
 #[test]
 #[ignore]
 fn bootstrap_costs_for_the_cost_model() {
@@ -474,8 +475,8 @@ fn bootstrap_costs_for_the_cost_model() {
 
 /// Keyswitch costs, 16 in one pass over the key (what `evaluate` does), against
 /// `TfheParams::ks_cost`, over the decompositions the search picks (bases 2^1 to 2^3, 5 to 16
-/// levels): the data the keyswitch part of the cost model is fitted on (run with `--ignored
-/// --nocapture` on an idle machine).
+/// levels): the data the keyswitch part of the cost model is fitted on (run as
+/// `bootstrap_costs_for_the_cost_model`).
 #[test]
 #[ignore]
 fn keyswitch_costs_for_the_cost_model() {

@@ -281,6 +281,13 @@ pub fn fit(
                         break;
                     }
                     s.note("grid", &q, &e, "over budget".into());
+                    // The ranges' margin changes the accuracy at (nearly) the same cost: a
+                    // margin that clips less, or wastes fewer of a table's steps, may bring
+                    // these widths within budget (step 4 tunes it for the chosen widths).
+                    if let Some(m) = margin_within(&mut s, &q, &e, target, fx.range_margin)? {
+                        chosen = Some(m);
+                        break;
+                    }
                     failed.push(q);
                 }
             }
@@ -386,7 +393,8 @@ pub fn fit(
 
     // 4. The range margin: accuracy at (nearly) the same cost.
     if !fx.range_margin {
-        for m in [5u32, 20] {
+        let own = q.range_margin_pct;
+        for m in MARGINS.into_iter().filter(|&m| m != own) {
             let mq = QuantOptions { range_margin_pct: m, ..q.clone() };
             let (me, ma) = s.accuracy(&mq)?;
             let cheap = me.cost().is_some_and(|c| c <= e.cost().unwrap_or(f64::MAX) * 1.001);
@@ -428,4 +436,33 @@ pub fn fit(
     };
     let setup = e.setup.clone().expect("a chosen candidate has parameters");
     Ok(Fitted { quant: q, circuit: e.circuit, setup, report })
+}
+
+/// Range margins (percent) the fit tries (the default is 10%).
+const MARGINS: [u32; 3] = [5, 10, 20];
+
+/// For widths `q` (evaluated as `e`) over budget: the first of the other range margins
+/// ([`MARGINS`]) that brings them within `target` at no more than their cost, with its
+/// evaluation and accuracy (none when the margin is fixed by the user or none does).
+fn margin_within(
+    s: &mut Search,
+    q: &QuantOptions,
+    e: &Eval,
+    target: f64,
+    fixed: bool,
+) -> Result<Option<(QuantOptions, Eval, f64)>, QuantError> {
+    if fixed {
+        return Ok(None);
+    }
+    for m in MARGINS.into_iter().filter(|&m| m != q.range_margin_pct) {
+        let mq = QuantOptions { range_margin_pct: m, ..q.clone() };
+        let (me, ma) = s.accuracy(&mq)?;
+        let cheap = me.cost().is_some_and(|c| c <= e.cost().unwrap_or(f64::MAX) * 1.001);
+        if cheap && ma - me.guard >= target {
+            s.note("grid", &mq, &me, "within budget at this range margin".into());
+            return Ok(Some((mq, me, ma)));
+        }
+        s.note("grid", &mq, &me, "over budget at this range margin too".into());
+    }
+    Ok(None)
 }

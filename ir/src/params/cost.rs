@@ -13,18 +13,18 @@ impl TfheParams {
     /// The bootstrap's part of [`TfheParams::cost`], as the runtime does it (batched blind
     /// rotations, 16 per pass over the bootstrap key): `n` CMuxes, each `(k+1)·ℓ` forward
     /// FFTs of size `N`, `(k+1)²·ℓ` products with the key, and `k+1` inverse FFTs with the
-    /// rotation. Coefficients fitted on eleven measured sets (n=700..890, k=1..4,
+    /// rotation. Coefficients fitted on twelve measured sets (n=700..890, k=1..4,
     /// N=512..8192, 1 to 5 levels; `bootstrap_costs_for_the_cost_model` in
-    /// `runtime/tests/transport.rs`), within 8%.
+    /// `runtime/tests/keys.rs`), within 7% ([`crate::cost`]).
     pub fn pbs_cost(&self) -> f64 {
         crate::cost::pbs_ms(self.lwe_dimension, self.glwe_dimension, self.polynomial_size, self.pbs_level)
     }
 
     /// The keyswitch's part of [`TfheParams::cost`]: the runtime keyswitches up to 16
     /// ciphertexts in one pass over the key (`kN·ℓ_ks` rows of `n+1` words), so the cost is
-    /// arithmetic: about 0.19 ns per key row word used, and a row is used for the signed
-    /// digits that are not zero (a fraction `1 - 2^-b` of them, base `2^b`). Fitted on four
-    /// measured sets (`bootstrap_costs_for_the_cost_model`), within 5%.
+    /// arithmetic: about 0.15 ns per key row word used, and a row is used for the signed
+    /// digits that are not zero (a fraction `1 - 2^-b` of them, base `2^b`). Fitted on eight
+    /// measured sets (`keyswitch_costs_for_the_cost_model`), within 13%.
     pub fn ks_cost(&self) -> f64 {
         crate::cost::ks_ms(
             self.lwe_dimension,
