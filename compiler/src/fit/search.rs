@@ -395,9 +395,7 @@ pub fn fit(
     if !fx.range_margin {
         let own = q.range_margin_pct;
         for m in MARGINS.into_iter().filter(|&m| m != own) {
-            let mq = QuantOptions { range_margin_pct: m, ..q.clone() };
-            let (me, ma) = s.accuracy(&mq)?;
-            let cheap = me.cost().is_some_and(|c| c <= e.cost().unwrap_or(f64::MAX) * 1.001);
+            let (mq, me, ma, cheap) = at_margin(&mut s, &q, &e, m)?;
             if cheap && ma > acc + 1e-12 {
                 s.note("margin", &mq, &me, "more accurate at the same cost".into());
                 (q, e, acc) = (mq, me, ma);
@@ -455,9 +453,7 @@ fn margin_within(
         return Ok(None);
     }
     for m in MARGINS.into_iter().filter(|&m| m != q.range_margin_pct) {
-        let mq = QuantOptions { range_margin_pct: m, ..q.clone() };
-        let (me, ma) = s.accuracy(&mq)?;
-        let cheap = me.cost().is_some_and(|c| c <= e.cost().unwrap_or(f64::MAX) * 1.001);
+        let (mq, me, ma, cheap) = at_margin(s, q, e, m)?;
         if cheap && ma - me.guard >= target {
             s.note("grid", &mq, &me, "within budget at this range margin".into());
             return Ok(Some((mq, me, ma)));
@@ -465,4 +461,19 @@ fn margin_within(
         s.note("grid", &mq, &me, "over budget at this range margin too".into());
     }
     Ok(None)
+}
+
+/// Widths `q` (evaluated as `e`) at range margin `m`: the options, their evaluation and
+/// validation accuracy, and whether they cost no more than `e` (the margin moves the ranges,
+/// hence possibly the parameters).
+fn at_margin(
+    s: &mut Search,
+    q: &QuantOptions,
+    e: &Eval,
+    m: u32,
+) -> Result<(QuantOptions, Eval, f64, bool), QuantError> {
+    let mq = QuantOptions { range_margin_pct: m, ..q.clone() };
+    let (me, ma) = s.accuracy(&mq)?;
+    let cheap = me.cost().is_some_and(|c| c <= e.cost().unwrap_or(f64::MAX) * 1.001);
+    Ok((mq, me, ma, cheap))
 }
