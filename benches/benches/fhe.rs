@@ -2,7 +2,7 @@
 //!
 //! * `bootstrap/<model> <params>`: for the parameters the compiler chooses for the bundled
 //!   `fhe_mnist` at 4- and 5-bit tables, for the seed network (`seedq_mnist`, 6-bit tables,
-//!   approximate rounding) and for `fhec demo`'s model (`frontier/mnist_c16f128_kd`, as
+//!   approximate rounding) and for `fhec demo`'s model (`frontier/mnist_c16f128_sq`, as
 //!   [`CompileOptions::demo`] compiles it): one keyswitch + programmable bootstrap (what every table element
 //!   costs), the rounding bootstrap (what every read of exact rounding costs) where those
 //!   parameters have a rounding key, and the three steps of a layer's bootstraps separately,
@@ -32,7 +32,7 @@ use fhec_runtime::fhe::{ClientKey, evaluate, test_support::OneBootstrap};
 
 const MODEL: &[u8] = include_bytes!("../../examples/models/fhe_mnist.onnx");
 const SEED: &[u8] = include_bytes!("../../examples/models/seedq_mnist.onnx");
-const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/models/frontier/mnist_c16f128_kd.onnx");
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/models/frontier/mnist_c16f128_sq.onnx");
 
 fn compile(model: &[u8], name: &str, max_table_bits: Option<u32>, rounding: Rounding) -> Artifact {
     let calib = bundled_sample(DatasetKind::Mnist);
@@ -85,7 +85,7 @@ fn benches(cr: &mut Criterion) {
             compile(SEED, "seedq_mnist.onnx", Some(6), Rounding::Approximate),
         ),
         (
-            "demo (mnist_c16f128_kd 5-bit tables, approximate)",
+            "demo (mnist_c16f128_sq 5-bit tables, approximate)",
             5,
             compile_model(Path::new(DEMO), &CompileOptions::demo(Rounding::Approximate)).expect("demo").1,
         ),

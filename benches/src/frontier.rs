@@ -31,6 +31,7 @@ pub struct FrontierRun<'a> {
     pub cml_python: &'a str,
     pub cml_models: &'a [String],
     pub cml_images: usize,
+    pub cml_max_seconds: f64,
     pub figures: &'a Path,
     pub out: &'a Path,
 }
@@ -234,7 +235,7 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
                 run.cml_python,
                 "concrete_ml.py",
                 (path.as_path(), run.data, m.dataset.as_str(), run.cml_images),
-                &[],
+                &["--max-fhe-seconds", &run.cml_max_seconds.to_string()],
                 "benches/anchors/setup.sh --concrete-ml",
             ) {
                 Ok(v) => v,
@@ -248,15 +249,29 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
             let s = f("median_evaluate_s");
             let acc = 100.0 * f("clear_accuracy");
+            // An image over the limit is killed there: the row keeps the compile statistics
+            // and Concrete ML's own estimate (its optimizer's cost times a measured rate).
+            let time = if s.is_finite() {
+                format!("{s:.2} s")
+            } else if v["fhe_timed_out"].as_bool() == Some(true) {
+                format!(
+                    "not measured: killed at {:.0} s in {} (estimated {:.0} s per image)",
+                    f("fhe_elapsed_s"),
+                    v["fhe_timeout_stage"].as_str().unwrap_or("?"),
+                    f("fhe_estimate_s")
+                )
+            } else {
+                format!("not measured: {}", v["fhe_error"].as_str().unwrap_or("no time reported").replace('|', " "))
+            };
             anchor_rows.push(format!(
-                "| Concrete ML {} (TFHE, n_bits {}, rounding {} bits, {cores} threads) | {file} (same file) | {acc:.2}% (clear-quantized, what its FHE computes) | {} (widest {} bits); failure 2^{:.1} / inference | {}/{} correct | {s:.2} s |",
+                "| Concrete ML {} (TFHE, n_bits {}, rounding {} bits, {cores} threads) | {file} (same file) | {acc:.2}% (clear-quantized, what its FHE computes) | {} (widest {} bits); failure 2^{:.1} / inference | {}/{} correct | {time} |",
                 v["concrete_ml_version"].as_str().unwrap_or("?"),
                 v["n_bits"],
                 v["rounding_threshold_bits"],
                 v["bootstraps"],
                 v["widest_integer_bits"],
                 f("global_p_error").max(1e-300).log2(),
-                v["correct"],
+                v["correct"].as_u64().unwrap_or(0),
                 run.cml_images,
             ));
             points.push(Point {

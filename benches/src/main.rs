@@ -138,7 +138,7 @@ enum Bench {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "frontier/mnist_c2f16.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c3f24.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c10f96.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,seedq_mnist.onnx:max-table-bits=6:rounding=approximate,seed_mnist.onnx:rounding=approximate,seed_mnist.onnx,qat2_mnist.onnx,frontier/fashion_c2f16.onnx:rounding=approximate:accuracy-budget=5,frontier/fashion_c3f24.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c4f32.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c16f128.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,seed_fashion.onnx:rounding=approximate,qat2_fashion.onnx"
+            default_value = "frontier/mnist_c2f16.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c3f24.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c10f96.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c12f96_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128_sq.onnx:rounding=approximate:accuracy-budget=2,seedq_mnist.onnx:max-table-bits=6:rounding=approximate,seed_mnist.onnx:rounding=approximate,seed_mnist.onnx,qat2_mnist.onnx,frontier/fashion_c2f16.onnx:rounding=approximate:accuracy-budget=5,frontier/fashion_c3f24.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c3f24_sq.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c4f32.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c16f128.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c16f128_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c32f128_sq.onnx:rounding=approximate:accuracy-budget=2,seed_fashion.onnx:rounding=approximate,qat2_fashion.onnx"
         )]
         points: Vec<String>,
         /// Directory with `mnist/` and `fashion-mnist/` IDX test sets.
@@ -161,12 +161,17 @@ enum Bench {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "frontier/mnist_c16f128_kd.onnx,frontier/fashion_c16f128.onnx"
+            default_value = "frontier/mnist_c16f128_kd.onnx,frontier/fashion_c16f128.onnx,frontier/fashion_c32f128_sq.onnx"
         )]
         concrete_ml_models: Vec<String>,
         /// Encrypted images per model for Concrete ML.
         #[arg(long, default_value_t = 1)]
         concrete_ml_images: usize,
+        /// Seconds Concrete ML may spend on one image (its `--max-fhe-seconds`): a model it
+        /// estimates above this runs one image killed at the limit, and its row gives the
+        /// compile statistics, the clear-quantized accuracy and the estimate instead.
+        #[arg(long, default_value_t = 1800.0)]
+        concrete_ml_max_seconds: f64,
         /// Directory of the pictures.
         #[arg(long, default_value = "benches/figures")]
         figures: PathBuf,
@@ -470,6 +475,7 @@ fn run(bench: Bench) -> Result<()> {
             concrete_ml_python,
             concrete_ml_models,
             concrete_ml_images,
+            concrete_ml_max_seconds,
             figures,
             out,
         } => frontier::bench_frontier(&frontier::FrontierRun {
@@ -482,6 +488,7 @@ fn run(bench: Bench) -> Result<()> {
             cml_python: &concrete_ml_python,
             cml_models: &concrete_ml_models,
             cml_images: concrete_ml_images,
+            cml_max_seconds: concrete_ml_max_seconds,
             figures: &figures,
             out: &out,
         }),

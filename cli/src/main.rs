@@ -48,7 +48,7 @@ enum Command {
     /// Decrypt an encrypted result with the client key and print the class.
     Decrypt(cmd::crypto::DecryptArgs),
     #[cfg(feature = "fhe")]
-    /// The quick start: compile the bundled demo model (`mnist_c16f128_kd`, 5-bit tables),
+    /// The quick start: compile the bundled demo model (`mnist_c16f128_sq`, 5-bit tables),
     /// generate keys, classify sample images encrypted, and compare with the simulation.
     Demo(cmd::demo::Args),
     #[cfg(feature = "fhe")]

@@ -525,7 +525,7 @@ fn demo_classifies_a_bundled_image_encrypted() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     for want in [
-        "mnist_c16f128_kd (examples/models/frontier/; fhec build --rounding approximate --accuracy-budget 2)",
+        "mnist_c16f128_sq (examples/models/frontier/; fhec build --rounding approximate --accuracy-budget 2)",
         "1152 bootstraps per image",
         "security 128 bits",
         "agreement with simulation: 1/1 (same class",

@@ -287,6 +287,11 @@ class QRelu(nn.Module):
         """What is clipped (the identity here; QSquare squares)."""
         return x
 
+    def window(self):
+        """The pre-activation interval the clipped output varies over: [0, alpha] for ReLU."""
+        a = self.alpha.detach().abs() + 1e-3
+        return torch.zeros_like(a), a
+
     def forward(self, x):
         qmax = (1 << self.q.act_bits) - 1
         a = self.alpha.abs() + 1e-3
@@ -313,6 +318,11 @@ class QSquare(QRelu):
 
     def pre(self, x):
         return x * x
+
+    def window(self):
+        """x*x clipped at alpha varies over [-sqrt(alpha), sqrt(alpha)]."""
+        r = (self.alpha.detach().abs() + 1e-3).sqrt()
+        return -r, r
 
 
 class SeedQ(nn.Module):
@@ -368,10 +378,12 @@ class Fhe(nn.Module):
 
 class QNet(nn.Module):
     """A QAT network from a layer spec (`--layers`), e.g. `c16k5s2,c32k5s2,f64`: each `cCkKsS[pP][aA]`
-    a Conv(->C, KxK, stride S, zero padding P) [AvgPool(A) before the activation] ReLU, each
-    `fH` a Linear(->H) ReLU, then Linear(->10)."""
+    a Conv(->C, KxK, stride S, zero padding P) [AvgPool(A) before the activation] and an
+    activation, each `fH` a Linear(->H) and an activation, then Linear(->10). The activation
+    (`act`) is a clipped ReLU or a clipped square x*x (the seed network's): in a TFHE table
+    either costs one bootstrap, and the square gives more accuracy per table."""
 
-    def __init__(self, q, spec, in_channels=1):
+    def __init__(self, q, spec, in_channels=1, act="relu"):
         super().__init__()
         self.q = q
         self.inq = QInput(q)
@@ -390,7 +402,7 @@ class QNet(nn.Module):
                 inner = nn.Linear(flat, int(item[1:]))
                 flat = int(item[1:])
             self.layers.append(QLayer(q, inner, in_bits, pool=pool))
-            self.acts.append(QRelu(q, data_init=pool > 1))
+            self.acts.append(QSquare(q) if act == "square" else QRelu(q, data_init=pool > 1))
             in_bits = q.act_bits
         self.fc = QLayer(q, nn.Linear(flat or c * hw * hw, 10), q.act_bits, round_for_table=False)
 
@@ -411,10 +423,12 @@ class QNet(nn.Module):
 
 def window_penalty(pre, act, ratio):
     """How much wider each channel's batch range of the pre-activation is than the part of it
-    the ReLU window [0, alpha] covers (log of the ratio, beyond `ratio`): fhec's table reads the
-    whole calibrated range at one step, so the window gets more of the table's 2^T entries when
-    the range hugs it. Scale-free (a range shrunk inside the window costs nothing)."""
-    u = pre / (act.alpha.detach().abs() + 1e-3)
+    the activation's window covers ([0, alpha] for ReLU, [-sqrt(alpha), sqrt(alpha)] for the
+    square; log of the ratio, beyond `ratio`): fhec's table reads the whole calibrated range at
+    one step, so the window gets more of the table's 2^T entries when the range hugs it.
+    Scale-free (a range shrunk inside the window costs nothing)."""
+    lo, hi = act.window()
+    u = (pre - lo) / (hi - lo)
     red = [d for d in range(u.dim()) if d != 1]
     umin, umax = u.amin(dim=red), u.amax(dim=red)
     span = (umax - umin).clamp(min=1e-3)
@@ -501,6 +515,8 @@ def main():
                     help="arch qnet: layers before the final Linear(->10), e.g. c16k5s2,c32k5s2,f64 "
                          "(cCkKsSpPaA: Conv(->C, KxK, stride S, padding P), AvgPool(A) before the activation if aA "
                          "is given (fhec sums it for free), + ReLU; fH: Linear(->H) + ReLU)")
+    ap.add_argument("--act", choices=["relu", "square"], default="relu",
+                    help="arch qnet: the activation after each layer (clipped ReLU, or clipped x*x as the seed network)")
     ap.add_argument("--window-penalty", type=float, default=0.0,
                     help="arch qnet: weight of a penalty on log2(pre-activation batch range / part of it inside the "
                          "ReLU window) beyond --window-ratio (keeps fhec's calibrated table ranges tight around [0, alpha])")
@@ -562,7 +578,7 @@ def main():
         q.read_noise = args.read_noise
         args.channels = args.channels or 4
         if args.arch == "qnet":
-            net = make(q, args.layers, in_channels=in_channels)
+            net = make(q, args.layers, in_channels=in_channels, act=args.act)
         elif args.arch == "seedq":
             net = make(q, in_channels=in_channels)
         else:
@@ -677,6 +693,8 @@ def main():
             info["qat"].update({"channels": args.channels, "hidden": args.hidden})
         if args.arch == "qnet":
             info["qat"]["layers"] = args.layers
+            if args.act != "relu":
+                info["qat"]["act"] = args.act
         if args.shift:
             info["qat"]["shift"] = args.shift
         if args.layer_weight_bits:

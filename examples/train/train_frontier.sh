@@ -2,11 +2,12 @@
 # Trains the accuracy/speed frontier models (examples/models/frontier/, issue 25): networks
 # designed for fhec's cost model (one strided convolution and one small dense layer, 4-bit
 # inputs / weights / activations and 5-bit tables read with approximate rounding, the
-# circuit's rounding modelled in training), from 144 to 1,152 activations; the `_kd` ones
-# distilled from a large float teacher (trained first, kept in examples/train/work/, not
-# committed).
+# circuit's rounding modelled in training), from 144 to 2,176 activations; the `_sq` ones
+# with clipped-square activations instead of clipped ReLUs (same cost, more accuracy per
+# table), the `_kd` ones distilled from a large float teacher (trained first, kept in
+# examples/train/work/, not committed).
 # One command, from the repository root (two or three trainings at a time, one thread each; about
-# 45 minutes on 2 cores, most of it the distillations, whose teacher runs on every batch):
+# 90 minutes on 2 cores, most of it the distillations, whose teacher runs on every batch):
 #   PYTHON=.venv/bin/python DATA=../shared/data bash examples/train/train_frontier.sh
 # `fhec-bench frontier` (`cargo bench-table frontier --data ../shared/data`) measures them.
 set -euo pipefail
@@ -45,4 +46,11 @@ train fashion_c3f24.onnx "${fashion[@]}" --layers c3k7s3,f24 --epochs 15 &
 train fashion_c16f128.onnx "${fashion[@]}" --layers c16k7s3,f128 --epochs 10
 train mnist_c16f128_kd.onnx "${mnist[@]}" --layers c16k7s3,f128 --epochs 30 --teacher "$work/teacher_mnist.pt" &
 train fashion_c16f128_kd.onnx "${fashion[@]}" --layers c16k7s3,f128 --epochs 10 --teacher "$work/teacher_fashion.pt" &
+wait
+train mnist_c12f96_sq.onnx "${mnist[@]}" --layers c12k7s3,f96 --act square --epochs 30 &
+train mnist_c16f128_sq.onnx "${mnist[@]}" --layers c16k7s3,f128 --act square --epochs 30 &
+wait
+train fashion_c3f24_sq.onnx "${fashion[@]}" --layers c3k7s3,f24 --act square --epochs 15 &
+train fashion_c16f128_sq.onnx "${fashion[@]}" --layers c16k7s3,f128 --act square --epochs 10 &
+train fashion_c32f128_sq.onnx "${fashion[@]}" --layers c32k7s3,f128 --act square --epochs 30
 wait

@@ -8,7 +8,7 @@ use fhec_compiler::report::build_report;
 use fhec_driver::{CompileOptions, compile_model};
 use fhec_runtime::dataset::{DatasetKind, bundled_sample};
 
-/// The quick start: compile the bundled demo model (`mnist_c16f128_kd`, 5-bit tables) as
+/// The quick start: compile the bundled demo model (`mnist_c16f128_sq`, 5-bit tables) as
 /// `fhec build` does, generate keys, classify sample images encrypted, and compare with the
 /// simulation.
 #[derive(clap::Args)]
@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2, value_parser = crate::args::at_least_one)]
     images: usize,
     /// How accumulators are rounded before their table: `approximate` (1,152 bootstraps,
-    /// about 11 s per image on 2 cores; a read near a step boundary may be one step off, so
+    /// about 10 s per image on 2 cores; a read near a step boundary may be one step off, so
     /// only the class is compared with the simulation) or `exact` (several rounding
     /// bootstraps per activation, about five times as long; outputs equal the simulation
     /// bit for bit).
@@ -26,13 +26,12 @@ pub struct Args {
 }
 
 /// The demo model's name.
-const DEMO_NAME: &str = "mnist_c16f128_kd";
+const DEMO_NAME: &str = "mnist_c16f128_sq";
 
 /// The demo model, compiled into the binary: a network designed for fhec's cost model (one
-/// strided convolution, one dense layer of 128, 4-bit activations read by 5-bit tables,
-/// distilled from a large float teacher; `examples/models/frontier/`), whose metadata
-/// carries its widths and dataset.
-const DEMO_MODEL: &[u8] = include_bytes!("../../../examples/models/frontier/mnist_c16f128_kd.onnx");
+/// strided convolution, one dense layer of 128, clipped-square activations on 4 bits read by
+/// 5-bit tables; `examples/models/frontier/`), whose metadata carries its widths and dataset.
+const DEMO_MODEL: &[u8] = include_bytes!("../../../examples/models/frontier/mnist_c16f128_sq.onnx");
 
 /// Runs `fhec demo`.
 pub fn run(a: Args) -> Result<()> {
