@@ -263,16 +263,18 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             } else {
                 format!("not measured: {}", v["fhe_error"].as_str().unwrap_or("no time reported").replace('|', " "))
             };
+            let correct = match v["correct"].as_u64() {
+                Some(c) if s.is_finite() => format!("{c}/{} correct", run.cml_images),
+                _ => "—".to_string(),
+            };
             anchor_rows.push(format!(
-                "| Concrete ML {} (TFHE, n_bits {}, rounding {} bits, {cores} threads) | {file} (same file) | {acc:.2}% (clear-quantized, what its FHE computes) | {} (widest {} bits); failure 2^{:.1} / inference | {}/{} correct | {time} |",
+                "| Concrete ML {} (TFHE, n_bits {}, rounding {} bits, {cores} threads) | {file} (same file) | {acc:.2}% (clear-quantized, what its FHE computes) | {} (widest {} bits); failure 2^{:.1} / inference | {correct} | {time} |",
                 v["concrete_ml_version"].as_str().unwrap_or("?"),
                 v["n_bits"],
                 v["rounding_threshold_bits"],
                 v["bootstraps"],
                 v["widest_integer_bits"],
                 f("global_p_error").max(1e-300).log2(),
-                v["correct"].as_u64().unwrap_or(0),
-                run.cml_images,
             ));
             points.push(Point {
                 system: System::ConcreteMl,
