@@ -519,7 +519,8 @@ def main():
                     help="arch qnet: the activation after each layer (clipped ReLU, or clipped x*x as the seed network)")
     ap.add_argument("--window-penalty", type=float, default=0.0,
                     help="arch qnet: weight of a penalty on log2(pre-activation batch range / part of it inside the "
-                         "ReLU window) beyond --window-ratio (keeps fhec's calibrated table ranges tight around [0, alpha])")
+                         "activation's window) beyond --window-ratio (keeps fhec's calibrated table ranges tight around [0, alpha] "
+                         "for ReLU, [-sqrt(alpha), sqrt(alpha)] for the square)")
     ap.add_argument("--read-noise", type=float, default=0.0,
                     help="QAT with --model-rounding (observed ranges): Gaussian noise, deviation in table steps, "
                          "added before each modelled table read in training (fhec's approximate rounding reads "
