@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Trains the accuracy/speed frontier models (examples/models/frontier/, issue 25): networks
-# designed for fhec's cost model (one strided convolution and one small dense layer, 4-bit
-# inputs / weights / activations and 5-bit tables read with approximate rounding, the
-# circuit's rounding modelled in training), from 144 to 2,176 activations; the `_sq` ones
+# designed for fhec's cost model (one strided convolution, 7x7 stride 3 or, in the `k8s4`
+# ones, 8x8 stride 4 (6x6 maps: 36 activations per channel instead of 64), and one small
+# dense layer, 4-bit inputs / weights / activations (some with 6 / 5 / 5, free in the
+# circuit) and 5-bit tables read with approximate rounding, the circuit's rounding modelled
+# in training), from 104 to 2,176 activations; the `_sq` ones
 # with clipped-square activations instead of clipped ReLUs (same cost, more accuracy per
 # table), the `_kd` ones distilled from a large float teacher (trained first, kept in
 # examples/train/work/, not committed).
 # One command, from the repository root (two or three trainings at a time, one thread each; about
-# 90 minutes on 2 cores, most of it the distillations, whose teacher runs on every batch):
+# 110 minutes on 2 cores, most of it the distillations, whose teacher runs on every batch):
 #   PYTHON=.venv/bin/python DATA=../shared/data bash examples/train/train_frontier.sh
 # `fhec-bench frontier` (`cargo bench-table frontier --data ../shared/data`) measures them.
 set -euo pipefail
@@ -53,4 +55,12 @@ wait
 train fashion_c3f24_sq.onnx "${fashion[@]}" --layers c3k7s3,f24 --act square --epochs 15 &
 train fashion_c16f128_sq.onnx "${fashion[@]}" --layers c16k7s3,f128 --act square --epochs 10 &
 train fashion_c32f128_sq.onnx "${fashion[@]}" --layers c32k7s3,f128 --act square --epochs 30
+wait
+train mnist_c2k8s4f32_sq.onnx "${mnist[@]}" --layers c2k8s4,f32 --act square --epochs 15 &
+train fashion_c2k8s4f32_sq.onnx "${fashion[@]}" --layers c2k8s4,f32 --act square --epochs 15 &
+wait
+train mnist_c14k8s4f96_sq.onnx "${mnist[@]}" --layers c14k8s4,f96 --epochs 30 --act square \
+    --input-bits 6 --weight-bits 5 --act-bits 5 --seed 1 &
+train fashion_c32k8s4f128_sq.onnx "${fashion[@]}" --layers c32k8s4,f128 --epochs 30 --act square \
+    --weight-bits 5 --act-bits 5 &
 wait
