@@ -138,7 +138,7 @@ enum Bench {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "frontier/mnist_c2k8s4f32_sq.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c3f24.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c14k8s4f96_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c12f96_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128_sq.onnx:rounding=approximate:accuracy-budget=2,seedq_mnist.onnx:max-table-bits=6:rounding=approximate,seed_mnist.onnx:rounding=approximate,seed_mnist.onnx,qat2_mnist.onnx,frontier/fashion_c2k8s4f32_sq.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c3f24_sq.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c16f128_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c32k8s4f128_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c32f128_sq.onnx:rounding=approximate:accuracy-budget=2,seed_fashion.onnx:rounding=approximate,qat2_fashion.onnx"
+            default_value = "frontier/mnist_c2k8s4f32_sq.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c3f24.onnx:rounding=approximate:accuracy-budget=3,frontier/mnist_c18k12s4f96_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c12f96_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128_kd.onnx:rounding=approximate:accuracy-budget=2,frontier/mnist_c16f128_sq.onnx:rounding=approximate:accuracy-budget=2,seedq_mnist.onnx:max-table-bits=6:rounding=approximate,seed_mnist.onnx:rounding=approximate,seed_mnist.onnx,qat2_mnist.onnx,frontier/fashion_c2k8s4f32_sq.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c3f24_sq.onnx:rounding=approximate:accuracy-budget=3,frontier/fashion_c16f128_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c32k8s4f128_sq.onnx:rounding=approximate:accuracy-budget=2,frontier/fashion_c32f128_sq.onnx:rounding=approximate:accuracy-budget=2,seed_fashion.onnx:rounding=approximate,qat2_fashion.onnx"
         )]
         points: Vec<String>,
         /// Directory with `mnist/` and `fashion-mnist/` IDX test sets.
@@ -161,7 +161,7 @@ enum Bench {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "frontier/mnist_c14k8s4f96_sq.onnx,frontier/fashion_c32k8s4f128_sq.onnx,frontier/fashion_c32f128_sq.onnx"
+            default_value = "frontier/mnist_c18k12s4f96_sq.onnx,frontier/fashion_c32f128_sq.onnx"
         )]
         concrete_ml_models: Vec<String>,
         /// Encrypted images per model for Concrete ML.

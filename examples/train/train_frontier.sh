@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Trains the accuracy/speed frontier models (examples/models/frontier/, issue 25): networks
 # designed for fhec's cost model (one strided convolution, 7x7 stride 3 or, in the `k8s4`
-# ones, 8x8 stride 4 (6x6 maps: 36 activations per channel instead of 64), and one small
+# ones, 8x8 stride 4 (6x6 maps: 36 activations per channel instead of 64), in the `k12s4`
+# ones 12x12 stride 4 (5x5 maps, 25 per channel), and one small
 # dense layer, 4-bit inputs / weights / activations (some with 6 / 5 / 5, free in the
 # circuit) and 5-bit tables read with approximate rounding, the circuit's rounding modelled
 # in training), from 104 to 2,176 activations; the `_sq` ones
@@ -9,7 +10,7 @@
 # table), the `_kd` ones distilled from a large float teacher (trained first, kept in
 # examples/train/work/, not committed).
 # One command, from the repository root (two or three trainings at a time, one thread each; about
-# 110 minutes on 2 cores, most of it the distillations, whose teacher runs on every batch):
+# 115 minutes on 2 cores, most of it the distillations, whose teacher runs on every batch):
 #   PYTHON=.venv/bin/python DATA=../shared/data bash examples/train/train_frontier.sh
 # `fhec-bench frontier` (`cargo bench-table frontier --data ../shared/data`) measures them.
 set -euo pipefail
@@ -64,3 +65,5 @@ train mnist_c14k8s4f96_sq.onnx "${mnist[@]}" --layers c14k8s4,f96 --epochs 30 --
 train fashion_c32k8s4f128_sq.onnx "${fashion[@]}" --layers c32k8s4,f128 --epochs 30 --act square \
     --weight-bits 5 --act-bits 5 &
 wait
+train mnist_c18k12s4f96_sq.onnx "${mnist[@]}" --layers c18k12s4,f96 --epochs 30 --act square \
+    --input-bits 6 --weight-bits 5 --act-bits 5
