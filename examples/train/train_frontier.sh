@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Trains the accuracy/speed frontier models (examples/models/frontier/, issue 25): networks
-# designed for fhec's cost model (one strided convolution, 7x7 stride 3 or, in the `k8s4`
-# ones, 8x8 stride 4 (6x6 maps: 36 activations per channel instead of 64), in the `k12s4`
-# ones 12x12 stride 4 (5x5 maps, 25 per channel), and one small
-# dense layer, 4-bit inputs / weights / activations (some with 6 / 5 / 5, free in the
+# designed for fhec's cost model: one strided convolution (7x7 stride 3: 8x8 maps; in the
+# `k8s4` ones 8x8 stride 4: 6x6 maps; in the `k12s4` one 12x12 stride 4: 5x5 maps) and one
+# small dense layer, 4-bit inputs / weights / activations (6 / 5 / 5 in some, free in the
 # circuit) and 5-bit tables read with approximate rounding, the circuit's rounding modelled
-# in training), from 104 to 2,176 activations; the `_sq` ones
+# in training; from 104 to 2,176 activations. The `_sq` ones
 # with clipped-square activations instead of clipped ReLUs (same cost, more accuracy per
 # table), the `_kd` ones distilled from a large float teacher (trained first, kept in
 # examples/train/work/, not committed).
