@@ -102,7 +102,9 @@ QPASS = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "
 
 
 def log(msg):
-    print(f"[concrete_ml {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    """A progress line on stderr, named by the script that was run (this one or one reusing it)."""
+    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    print(f"[{name} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def cpu_s():
@@ -834,7 +836,8 @@ class State:
         os.replace(tmp, self.path)
 
 
-def worker(args):
+def worker(args, work):
+    """Runs `work(args, st)` in the worker process, recording its result and stage in `st`."""
     st = State(args.worker_state)
     try:
         work(args, st)
@@ -858,7 +861,6 @@ def work(args, st):
     import concrete.fhe as cfhe
     import concrete.ml
     import onnxruntime
-    from concrete.ml.deployment import FHEModelClient, FHEModelDev, FHEModelServer
     from concrete.ml.torch.compile import compile_onnx_model
 
     st.update({
@@ -930,11 +932,17 @@ def work(args, st):
 
     log(f"compile (opset {st['onnx_opset']} -> 14), n_bits {args.n_bits}, rounding {args.rounding_threshold_bits}, "
         f"{len(calib)} calibration images")
+    qm = compile_stage(args, st, lambda: compile_onnx_model(
+        model, calib, n_bits=args.n_bits, rounding_threshold_bits=args.rounding_threshold_bits))
+    run_compiled(args, st, qm, xte, yte, labels)
+
+
+def compile_stage(args, st, compile_model):
+    """`compile_model()` as the compile stage (its time limit; a failure is "compiled": false)."""
     st.stage("compile", args.max_compile_seconds)
     t0 = time.perf_counter()
     try:
-        qm = compile_onnx_model(model, calib, n_bits=args.n_bits,
-                                rounding_threshold_bits=args.rounding_threshold_bits)
+        qm = compile_model()
     except MemoryError:
         raise Unsupported("out of memory while compiling") from None
     except Exception as e:  # noqa: BLE001
@@ -946,6 +954,16 @@ def work(args, st):
         raise Unsupported(f"Concrete ML cannot compile it: {short(e)}{where}") from None
     st["compile_s"] = round(time.perf_counter() - t0, 2)
     st["compiled"] = True
+    return qm
+
+
+def run_compiled(args, st, qm, xte, yte, labels):
+    """Everything after compilation: the circuit's statistics, the clear-quantized accuracy on
+    `xte`, the time estimate, key generation and the encrypted run of the first `--images`
+    images through Concrete ML's client/server API."""
+    import concrete.fhe as cfhe
+    from concrete.ml.deployment import FHEModelClient, FHEModelDev, FHEModelServer
+
     circuit = qm.fhe_circuit
     stats = circuit.statistics
     st.update({
@@ -1057,7 +1075,8 @@ def supervise(args, argv):
     work_dir = tempfile.mkdtemp(prefix="fhec_cml_state_")
     path = os.path.join(work_dir, "state.json")
     limit_mem = int(args.max_memory_gb * 2**30)
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker-state", path]
+    # The script that was run (this one, or one that reuses this supervisor), as the worker.
+    cmd = [sys.executable, os.path.abspath(sys.argv[0]), *argv, "--worker-state", path]
     t_start = time.time()
     # The worker's stdout goes to our stderr: only the final JSON is on stdout.
     child = subprocess.Popen(cmd, stdout=sys.stderr, stderr=None)
@@ -1150,26 +1169,36 @@ def parse_size(s):
     return (h, w)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--onnx", required=True, help="the ONNX model")
+def onnx_file(path):
+    if not os.path.isfile(path):
+        raise AnchorError(f"ONNX file not found: {path}")
+
+
+def main(work=work, description=None, model_help="the ONNX model", check_model=onnx_file):
+    """The command line of this anchor, or (given `work`, a description, what `--onnx` names and
+    a check of that file raising AnchorError) of another that reuses its supervisor: same
+    options but the ONNX-only ones, same JSON."""
+    onnx_mode = work is globals()["work"]
+    ap = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
+    ap.add_argument("--onnx", required=True, help=model_help)
     ap.add_argument("--data", required=True,
                     help="directory with train-* and t10k-* IDX files, directly or under mnist/ or fashion-mnist/")
     ap.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
-    ap.add_argument("--preprocess", default="unit", choices=list(PREPROCESS),
-                    help="pixel p in 0..255 -> unit: p/255, raw255: p, mnist-norm: (p/255-0.1307)/0.3081")
-    ap.add_argument("--output", help="the class-score output of a model with several outputs")
-    ap.add_argument("--classes", type=parse_classes, metavar="0,1",
-                    help="labels of the output indices of a model trained on a subset of the labels: accuracy, "
-                         "calibration and encrypted images on the test/training images of those labels only")
-    ap.add_argument("--input-size", type=parse_size, metavar="H,W",
-                    help="the model's image size when its input shape does not say it (default: from the model, else 28,28)")
-    ap.add_argument("--expand-qlinear", action="store_true",
-                    help="rewrite QLinearConv/QLinearMatMul/QLinearAdd as float ops between fake-quantization pairs")
+    if onnx_mode:
+        ap.add_argument("--preprocess", default="unit", choices=list(PREPROCESS),
+                        help="pixel p in 0..255 -> unit: p/255, raw255: p, mnist-norm: (p/255-0.1307)/0.3081")
+        ap.add_argument("--output", help="the class-score output of a model with several outputs")
+        ap.add_argument("--classes", type=parse_classes, metavar="0,1",
+                        help="labels of the output indices of a model trained on a subset of the labels: accuracy, "
+                             "calibration and encrypted images on the test/training images of those labels only")
+        ap.add_argument("--input-size", type=parse_size, metavar="H,W",
+                        help="the model's image size when its input shape does not say it (default: from the model, else 28,28)")
+        ap.add_argument("--expand-qlinear", action="store_true",
+                        help="rewrite QLinearConv/QLinearMatMul/QLinearAdd as float ops between fake-quantization pairs")
+        ap.add_argument("--n-bits", type=int, default=6, help="Concrete ML quantization bits")
+        ap.add_argument("--rounding-threshold-bits", type=int, default=6,
+                        help="Concrete ML's rounding of accumulators before tables (0: none)")
     ap.add_argument("--images", type=int, default=3, help="encrypt and evaluate the first N test images")
-    ap.add_argument("--n-bits", type=int, default=6, help="Concrete ML quantization bits")
-    ap.add_argument("--rounding-threshold-bits", type=int, default=6,
-                    help="Concrete ML's rounding of accumulators before tables (0: none)")
     ap.add_argument("--calib", type=int, default=1000, help="calibration images from the training set")
     ap.add_argument("--accuracy-limit", type=int, default=0,
                     help="clear-quantized and float accuracy on the first N test images (0: all)")
@@ -1182,16 +1211,18 @@ def main():
     ap.add_argument("--worker-state", help=argparse.SUPPRESS)
     argv = sys.argv[1:]
     args = ap.parse_args()
-    if args.rounding_threshold_bits == 0:
+    if onnx_mode and args.rounding_threshold_bits == 0:
         args.rounding_threshold_bits = None
     if args.images < 1:
         log("error: --images must be at least 1")
         sys.exit(2)
-    if not os.path.isfile(args.onnx):
-        log(f"error: ONNX file not found: {args.onnx}")
+    try:
+        check_model(args.onnx)
+    except AnchorError as e:
+        log(f"error: {e}")
         sys.exit(2)
     if args.worker_state:
-        worker(args)
+        worker(args, work)
         return
     if args.max_memory_gb is None:
         with open("/proc/meminfo") as f:

@@ -26,5 +26,5 @@ for arg in "$@"; do
 done
 make_env "$here/.venv" "$here/requirements.txt" 'import tenseal, onnx, numpy'
 if [ "$cml" = 1 ]; then
-    make_env "$here/.venv-cml" "$here/requirements-concrete-ml.txt" 'import concrete.ml, onnx, numpy'
+    make_env "$here/.venv-cml" "$here/requirements-concrete-ml.txt" 'import concrete.ml, onnx, numpy, brevitas'
 fi

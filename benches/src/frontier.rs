@@ -32,6 +32,8 @@ pub struct FrontierRun<'a> {
     pub cml_models: &'a [String],
     pub cml_images: usize,
     pub cml_max_seconds: f64,
+    /// The state dict of Concrete ML's own MNIST example (`cml_mnist_example.py`), or `none`.
+    pub cml_example: &'a str,
     pub figures: &'a Path,
     pub out: &'a Path,
 }
@@ -49,8 +51,11 @@ struct Point {
     system: System,
     dataset: DatasetKind,
     label: String,
-    /// Measured seconds per encrypted image (both cores, median), if run encrypted.
+    /// Measured seconds per encrypted image (both cores, median), if run encrypted; for a
+    /// Concrete ML run killed at its limit, its own estimate (`estimated`).
     seconds: Option<f64>,
+    /// `seconds` is Concrete ML's estimate, not a measurement (drawn hollow).
+    estimated: bool,
     /// Accuracy of what the encrypted run computes, percent.
     accuracy: f64,
     /// The float model's accuracy, percent (fhec points).
@@ -114,6 +119,14 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
         // Every file Concrete ML is to run is checked before anything runs.
         for file in run.cml_models {
             entry_of(run.models, file)?;
+        }
+        if run.cml_example != "none" && !Path::new(run.cml_example).is_file() {
+            bail!(
+                "--concrete-ml-example {0}: no such file (make it with `{1} benches/anchors/cml_mnist_example.py train --data {2} --out {0}`, or pass --concrete-ml-example none)",
+                run.cml_example,
+                run.cml_python,
+                run.data.display()
+            );
         }
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -185,6 +198,7 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             seconds,
             accuracy: simulated,
             float: Some(float),
+            estimated: false,
         });
     }
 
@@ -223,67 +237,30 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             seconds: s.is_finite().then_some(s),
             accuracy: float,
             float: None,
+            estimated: false,
         });
     }
     if run.cml_python != "none" {
+        // (script, model file, dataset, what the model is, its point's label)
+        let mut jobs: Vec<(&str, PathBuf, String, String, String)> = vec![];
         for file in run.cml_models {
             let (m, _) = entry_of(run.models, file)?;
-            let path = run.models.join(file);
-            println!("== Concrete ML anchor: {file}, {} images ==", run.cml_images);
-            // A file Concrete ML cannot take is a finding of the run, not the end of it.
-            let v = match run_anchor(
-                run.cml_python,
-                "concrete_ml.py",
-                (path.as_path(), run.data, m.dataset.as_str(), run.cml_images),
-                &["--max-fhe-seconds", &run.cml_max_seconds.to_string()],
-                "benches/anchors/setup.sh --concrete-ml",
-            ) {
-                Ok(v) => v,
-                Err(e) => {
-                    let why = format!("{e:#}").replace(['\n', '|'], " ");
-                    println!("Concrete ML failed on {file}: {why}");
-                    anchor_rows.push(format!("| Concrete ML | {file} (same file) | — | — | failed: {why} | — |"));
-                    continue;
-                }
-            };
-            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-            let s = f("median_evaluate_s");
-            let acc = 100.0 * f("clear_accuracy");
-            // An image over the limit is killed there: the row keeps the compile statistics
-            // and Concrete ML's own estimate (its optimizer's cost times a measured rate).
-            let time = if s.is_finite() {
-                format!("{s:.2} s")
-            } else if v["fhe_timed_out"].as_bool() == Some(true) {
-                format!(
-                    "not measured: killed at {:.0} s in {} (estimated {:.0} s per image)",
-                    f("fhe_elapsed_s"),
-                    v["fhe_timeout_stage"].as_str().unwrap_or("?"),
-                    f("fhe_estimate_s")
-                )
-            } else {
-                format!("not measured: {}", v["fhe_error"].as_str().unwrap_or("no time reported").replace('|', " "))
-            };
-            let correct = match v["correct"].as_u64() {
-                Some(c) if s.is_finite() => format!("{c}/{} correct", run.cml_images),
-                _ => "—".to_string(),
-            };
-            anchor_rows.push(format!(
-                "| Concrete ML {} (TFHE, n_bits {}, rounding {} bits, {cores} threads) | {file} (same file) | {acc:.2}% (clear-quantized, what its FHE computes) | {} (widest {} bits); failure 2^{:.1} / inference | {correct} | {time} |",
-                v["concrete_ml_version"].as_str().unwrap_or("?"),
-                v["n_bits"],
-                v["rounding_threshold_bits"],
-                v["bootstraps"],
-                v["widest_integer_bits"],
-                f("global_p_error").max(1e-300).log2(),
+            let label = format!("Concrete ML {}", file.trim_start_matches("frontier/").trim_end_matches(".onnx"));
+            jobs.push(("concrete_ml.py", run.models.join(file), m.dataset, format!("{file} (same file)"), label));
+        }
+        if run.cml_example != "none" {
+            jobs.push((
+                "cml_mnist_example.py",
+                PathBuf::from(run.cml_example),
+                "mnist".into(),
+                format!("its own MNIST example: Brevitas QAT FC 784-192x3-10, 2-bit, pruned ({})", run.cml_example),
+                "Concrete ML's own MNIST example (FC 784-192x3, 2-bit)".into(),
             ));
-            points.push(Point {
-                system: System::ConcreteMl,
-                dataset: m.dataset.parse()?,
-                label: format!("Concrete ML {}", file.trim_start_matches("frontier/").trim_end_matches(".onnx")),
-                seconds: s.is_finite().then_some(s),
-                accuracy: acc,
-                float: None,
-            });
+        }
+        for (script, model, dataset, what, label) in jobs {
+            let (row, point) = concrete_ml_anchor(run, cores, script, &model, &dataset, &what, label)?;
+            anchor_rows.push(row);
+            points.extend(point);
         }
     }
 
@@ -314,8 +291,16 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
     let cml_note = if run.cml_python == "none" {
         "Concrete ML was not run in this run (`--concrete-ml-python none`).".to_string()
     } else {
+        let example = if run.cml_example == "none" {
+            String::new()
+        } else {
+            format!(
+                " Beside them, Concrete ML's own MNIST example (`benches/anchors/cml_mnist_example.py`: the network of its `use_case_examples/mnist`, a Brevitas QAT fully-connected 784-192-192-192-10 with 2-bit weights and activations and pruned layers, trained by the script's `train` mode into `{}`), compiled with `compile_brevitas_qat_model` and run the same way.",
+                run.cml_example
+            )
+        };
         format!(
-            "Concrete ML (`benches/anchors/concrete_ml.py`, as in the speed section) compiles the same ONNX files and runs {} image(s) each with its client/server API.",
+            "Concrete ML (`benches/anchors/concrete_ml.py`, as in the speed section) compiles the same ONNX files and runs {} image(s) each with its client/server API.{example} In the pictures, a Concrete ML run killed at `--concrete-ml-max-seconds` is drawn hollow at Concrete ML's own estimate of its time.",
             run.cml_images
         )
     };
@@ -347,6 +332,80 @@ accuracy. {cml_note} Machine: {cpu}; before the run: {load_before}; after: {}.\n
     save_section(run.out, "# fhec benchmarks", "frontier", &body)?;
     println!("wrote {}", run.out.display());
     Ok(())
+}
+
+/// Runs a Concrete ML anchor script (`concrete_ml.py`, or `cml_mnist_example.py` with the same
+/// command line and JSON) on `model`: its row of the anchor table (`what` names the model) and
+/// its point (`label`), none if the script failed: a model Concrete ML cannot take is a
+/// finding of the run, not the end of it.
+fn concrete_ml_anchor(
+    run: &FrontierRun,
+    cores: usize,
+    script: &str,
+    model: &Path,
+    dataset: &str,
+    what: &str,
+    label: String,
+) -> Result<(String, Option<Point>)> {
+    println!("== Concrete ML anchor: {what}, {} images ==", run.cml_images);
+    let v = match run_anchor(
+        run.cml_python,
+        script,
+        (model, run.data, dataset, run.cml_images),
+        &["--max-fhe-seconds", &run.cml_max_seconds.to_string()],
+        "benches/anchors/setup.sh --concrete-ml",
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            let why = format!("{e:#}").replace(['\n', '|'], " ");
+            println!("Concrete ML failed on {what}: {why}");
+            return Ok((format!("| Concrete ML | {what} | — | — | failed: {why} | — |"), None));
+        }
+    };
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let s = f("median_evaluate_s");
+    let acc = 100.0 * f("clear_accuracy");
+    // An image over the limit is killed there: the row keeps the compile statistics and
+    // Concrete ML's own estimate (its optimizer's cost times a measured rate).
+    let time = if s.is_finite() {
+        format!("{s:.2} s")
+    } else if v["fhe_timed_out"].as_bool() == Some(true) {
+        format!(
+            "not measured: killed at {:.0} s in {} (estimated {:.0} s per image)",
+            f("fhe_elapsed_s"),
+            v["fhe_timeout_stage"].as_str().unwrap_or("?"),
+            f("fhe_estimate_s")
+        )
+    } else {
+        format!("not measured: {}", v["fhe_error"].as_str().unwrap_or("no time reported").replace('|', " "))
+    };
+    let correct = match v["correct"].as_u64() {
+        Some(c) if s.is_finite() => format!("{c}/{} correct", run.cml_images),
+        _ => "—".to_string(),
+    };
+    // A run killed at the limit is drawn at Concrete ML's estimate, hollow and labelled so.
+    let estimate = f("fhe_estimate_s");
+    let estimated = !s.is_finite() && estimate.is_finite();
+    let label = if estimated { format!("{label} (estimated {estimate:.0} s)") } else { label };
+    let rounding = v["rounding_threshold_bits"].as_u64().map_or("none".to_string(), |b| format!("{b} bits"));
+    let row = format!(
+        "| Concrete ML {} (TFHE, n_bits {}, rounding {rounding}, {cores} threads) | {what} | {acc:.2}% (clear-quantized, what its FHE computes) | {} (widest {} bits); failure 2^{:.1} / inference | {correct} | {time} |",
+        v["concrete_ml_version"].as_str().unwrap_or("?"),
+        v["n_bits"],
+        v["bootstraps"],
+        v["widest_integer_bits"],
+        f("global_p_error").max(1e-300).log2(),
+    );
+    let point = Point {
+        system: System::ConcreteMl,
+        dataset: dataset.parse()?,
+        label,
+        seconds: if estimated { Some(estimate) } else { s.is_finite().then_some(s) },
+        accuracy: acc,
+        float: None,
+        estimated,
+    };
+    Ok((row, Some(point)))
 }
 
 /// The fhec points no faster point beats in accuracy, fastest first.
@@ -423,19 +482,22 @@ fn plot(file: &PathBuf, name: &str, pts: &[&Point], target: (f64, f64)) -> Resul
         (System::ConcreteMl, RGBColor(200, 90, 0), "Concrete ML 1.9"),
     ];
     for (system, color, label) in anchors {
-        let these: Vec<&&Point> = pts.iter().filter(|p| p.system == system).collect();
-        if these.is_empty() {
-            continue;
+        for estimated in [false, true] {
+            let these: Vec<&&Point> = pts.iter().filter(|p| p.system == system && p.estimated == estimated).collect();
+            if these.is_empty() {
+                continue;
+            }
+            let style = if estimated { color.stroke_width(2) } else { color.filled() };
+            let label =
+                if estimated { format!("{label}: its estimate (run killed at the limit)") } else { label.into() };
+            chart
+                .draw_series(
+                    these.iter().map(|p| TriangleMarker::new((p.seconds.unwrap_or(f64::NAN), p.accuracy), 8, style)),
+                )
+                .map_err(|e| err(&e))?
+                .label(label)
+                .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, style));
         }
-        chart
-            .draw_series(
-                these
-                    .iter()
-                    .map(|p| TriangleMarker::new((p.seconds.unwrap_or(f64::NAN), p.accuracy), 8, color.filled())),
-            )
-            .map_err(|e| err(&e))?
-            .label(label)
-            .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, color.filled()));
     }
     // Labels in pixels, each beside its point where it overlaps no other label or marker and
     // stays inside the plotting area.

@@ -172,6 +172,11 @@ enum Bench {
         /// compile statistics, the clear-quantized accuracy and the estimate instead.
         #[arg(long, default_value_t = 1800.0)]
         concrete_ml_max_seconds: f64,
+        /// Concrete ML's own MNIST example (`benches/anchors/cml_mnist_example.py`, its Brevitas
+        /// QAT network FC 784-192x3 at 2 bits): the state dict its `train` mode wrote, run once
+        /// on MNIST beside the files above; `none` skips it.
+        #[arg(long, default_value = "benches/anchors/cml_mnist_example.pt")]
+        concrete_ml_example: String,
         /// Directory of the pictures.
         #[arg(long, default_value = "benches/figures")]
         figures: PathBuf,
@@ -476,6 +481,7 @@ fn run(bench: Bench) -> Result<()> {
             concrete_ml_models,
             concrete_ml_images,
             concrete_ml_max_seconds,
+            concrete_ml_example,
             figures,
             out,
         } => frontier::bench_frontier(&frontier::FrontierRun {
@@ -489,6 +495,7 @@ fn run(bench: Bench) -> Result<()> {
             cml_models: &concrete_ml_models,
             cml_images: concrete_ml_images,
             cml_max_seconds: concrete_ml_max_seconds,
+            cml_example: &concrete_ml_example,
             figures: &figures,
             out: &out,
         }),

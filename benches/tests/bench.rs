@@ -134,6 +134,10 @@ fn bench_frontier_checks_its_arguments_before_running_anything() {
     assert!(e.contains("'-5' is not a percentage"), "{e}");
     let e = run(&["--python", "none", "--concrete-ml-python", "python3", "--concrete-ml-models", "frontier/nope.onnx"]);
     assert!(e.contains("nope.onnx is not in"), "{e}");
+    // Concrete ML's own MNIST example without its state dict: how to make it, or how to skip it.
+    let e = run(&["--python", "none", "--concrete-ml-python", "python3", "--concrete-ml-example", "nope.pt"]);
+    assert!(e.contains("nope.pt: no such file") && e.contains("cml_mnist_example.py train"), "{e}");
+    assert!(e.contains("--concrete-ml-example none"), "{e}");
     // Nothing was written.
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "# mine\n");
     assert!(!dir.join("frontier-mnist.svg").exists());
