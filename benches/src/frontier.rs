@@ -482,21 +482,30 @@ fn plot(file: &PathBuf, name: &str, pts: &[&Point], target: (f64, f64)) -> Resul
         (System::ConcreteMl, RGBColor(200, 90, 0), "Concrete ML 1.9"),
     ];
     for (system, color, label) in anchors {
-        for estimated in [false, true] {
-            let these: Vec<&&Point> = pts.iter().filter(|p| p.system == system && p.estimated == estimated).collect();
-            if these.is_empty() {
-                continue;
-            }
-            let style = if estimated { color.stroke_width(2) } else { color.filled() };
-            let label =
-                if estimated { format!("{label}: its estimate (run killed at the limit)") } else { label.into() };
+        let at = |estimated: bool| -> Vec<(f64, f64)> {
+            pts.iter()
+                .filter(|p| p.system == system && p.estimated == estimated)
+                .map(|p| (p.seconds.unwrap_or(f64::NAN), p.accuracy))
+                .collect()
+        };
+        let (measured, estimated) = (at(false), at(true));
+        if !measured.is_empty() {
             chart
-                .draw_series(
-                    these.iter().map(|p| TriangleMarker::new((p.seconds.unwrap_or(f64::NAN), p.accuracy), 8, style)),
-                )
+                .draw_series(measured.into_iter().map(|c| TriangleMarker::new(c, 8, color.filled())))
                 .map_err(|e| err(&e))?
                 .label(label)
-                .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, style));
+                .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, color.filled()));
+        }
+        if !estimated.is_empty() {
+            // A triangle's outline (plotters fills its triangle markers whatever the style).
+            let outline = move |r: i32| {
+                PathElement::new(vec![(0, -r), (r, r * 2 / 3), (-r, r * 2 / 3), (0, -r)], color.stroke_width(2))
+            };
+            chart
+                .draw_series(estimated.into_iter().map(|c| EmptyElement::at(c) + outline(8)))
+                .map_err(|e| err(&e))?
+                .label(format!("{label}: its estimate (run killed at the limit)"))
+                .legend(move |(x, y)| EmptyElement::at((x + 10, y)) + outline(6));
         }
     }
     // Labels in pixels, each beside its point where it overlaps no other label or marker and
