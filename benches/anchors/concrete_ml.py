@@ -46,6 +46,8 @@ resulting (not rounded) pixel values.
 Time budget: before the encrypted run, the time of one image is estimated from the
 circuit's complexity (Concrete's optimizer cost) times a rate measured on this machine
 (seconds per complexity unit of a 128-bootstrap 6-bit table lookup). If the estimate
+exceeds `--skip-fhe-above` (default an hour), no key is generated and no image runs: the
+result keeps the compile statistics, the rate probe and the estimate ("fhe_skipped"). If it
 exceeds `--max-fhe-seconds`, one image is run and killed at that limit; otherwise each
 image runs under the same limit. Key generation has the same limit, compilation
 `--max-compile-seconds`; the worker process is killed when its resident memory passes
@@ -996,6 +998,11 @@ def run_compiled(args, st, qm, xte, yte, labels):
                "rate_probe": f"{pbs} 6-bit bootstraps in {dt:.2f} s ({1000 * dt / pbs:.1f} ms each, wall)"})
     budget_images = args.images if est <= args.max_fhe_seconds else 1
     st["images_requested"] = args.images
+    if est > args.skip_fhe_above:
+        st["fhe_skipped"] = True
+        log(f"estimated {est:.0f} s per image (rate probe: {st['rate_probe']}), above --skip-fhe-above "
+            f"{args.skip_fhe_above:.0f} s: no encrypted image")
+        return
     log(f"estimated {est:.0f} s per image (rate probe: {st['rate_probe']}); running {budget_images} image(s), "
         f"each killed at {args.max_fhe_seconds} s")
 
@@ -1204,6 +1211,8 @@ def main(work=work, description=None, model_help="the ONNX model", check_model=o
                     help="clear-quantized and float accuracy on the first N test images (0: all)")
     ap.add_argument("--max-fhe-seconds", type=float, default=1800,
                     help="kill key generation or one encrypted image at this many seconds")
+    ap.add_argument("--skip-fhe-above", type=float, default=3600,
+                    help="run no encrypted image when the estimate per image is above this many seconds")
     ap.add_argument("--max-compile-seconds", type=float, default=7200)
     ap.add_argument("--max-memory-gb", type=float, default=None,
                     help="kill the worker above this resident memory (default: 85%% of the memory available at start)")

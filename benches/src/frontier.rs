@@ -369,6 +369,12 @@ fn concrete_ml_anchor(
     // Concrete ML's own estimate (its optimizer's cost times a measured rate).
     let time = if s.is_finite() {
         format!("{s:.2} s")
+    } else if v["fhe_skipped"].as_bool() == Some(true) {
+        format!(
+            "not run: estimated {:.0} s per image, over an hour (rate probe: {})",
+            f("fhe_estimate_s"),
+            v["rate_probe"].as_str().unwrap_or("?")
+        )
     } else if v["fhe_timed_out"].as_bool() == Some(true) {
         format!(
             "not measured: killed at {:.0} s in {} (estimated {:.0} s per image)",
