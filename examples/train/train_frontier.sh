@@ -7,7 +7,9 @@
 # in training; from 104 to 2,176 activations. The `_sq` ones
 # with clipped-square activations instead of clipped ReLUs (same cost, more accuracy per
 # table), the `_kd` ones distilled from a large float teacher (trained first, kept in
-# examples/train/work/, not committed).
+# examples/train/work/, not committed). `fashion_c24k8s4f384_sq` also trains with label
+# smoothing and weight decay, and with the tables' ranges taken from fhec's 500 calibration
+# images (`--calibrate-ranges`), so its test accuracy is the circuit's.
 # One command, from the repository root (two or three trainings at a time, one thread each; about
 # 115 minutes on 2 cores, most of it the distillations, whose teacher runs on every batch):
 #   PYTHON=.venv/bin/python DATA=../shared/data bash examples/train/train_frontier.sh
@@ -65,4 +67,7 @@ train fashion_c32k8s4f128_sq.onnx "${fashion[@]}" --layers c32k8s4,f128 --epochs
     --weight-bits 5 --act-bits 5 &
 wait
 train mnist_c18k12s4f96_sq.onnx "${mnist[@]}" --layers c18k12s4,f96 --epochs 30 --act square \
-    --input-bits 6 --weight-bits 5 --act-bits 5
+    --input-bits 6 --weight-bits 5 --act-bits 5 &
+train fashion_c24k8s4f384_sq.onnx "${fashion[@]}" --layers c24k8s4,f384 --epochs 30 --act square \
+    --weight-bits 5 --act-bits 5 --label-smoothing 0.1 --weight-decay 0.05 --calibrate-ranges 500
+wait
