@@ -300,7 +300,7 @@ pub fn bench_frontier(run: &FrontierRun) -> Result<()> {
             )
         };
         format!(
-            "Concrete ML (`benches/anchors/concrete_ml.py`, as in the speed section) compiles the same ONNX files and runs {} image(s) each with its client/server API.{example} In the pictures, a Concrete ML run killed at `--concrete-ml-max-seconds` is drawn hollow at Concrete ML's own estimate of its time.",
+            "Concrete ML (`benches/anchors/concrete_ml.py`, as in the speed section) compiles the same ONNX files and runs {} image(s) each with its client/server API.{example} A model Concrete ML estimates at over an hour per image runs no encrypted image (`--skip-fhe-above 3600`); one estimated under it runs, and is killed at `--concrete-ml-max-seconds`. In the pictures, either is drawn hollow at Concrete ML's own estimate of its time.",
             run.cml_images
         )
     };
