@@ -744,8 +744,7 @@ def main():
     if args.teacher:
         info["distill"] = {"teacher": os.path.basename(args.teacher), "alpha": args.distill_alpha,
                            "temperature": args.distill_temp}
-    for key in ("lr", "label_smoothing", "weight_decay"):
-        default = 1e-3 if key == "lr" else 0.0
+    for key, default in (("lr", 1e-3), ("label_smoothing", 0.0), ("weight_decay", 0.0)):
         if getattr(args, key) != default:
             info[key] = getattr(args, key)
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
